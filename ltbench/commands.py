@@ -1,0 +1,167 @@
+"""What `ltbench list`, `ltbench run` and `ltbench status` do, given parsed arguments."""
+
+import os
+from pathlib import Path
+
+from rich.table import Table
+
+from ltbench import registry
+from ltbench.data.datasets import DATASETS
+from ltbench.errors import UserError
+from ltbench.models import CIFAR_BACKBONES
+from ltbench.presets import PRESETS
+from ltbench.progress import RichReporter, console, results_table
+from ltbench.store import RunStore
+from ltbench.sweep import Sweep, expand, read_config
+
+DEFAULTS = {"preset": "paper", "seeds": ["0"], "results_dir": "results", "device": "auto"}
+FLAG_TO_OVERRIDE = ("profile", "backbone", "epochs", "batch_size", "n_max")
+
+
+def list_everything() -> int:
+    methods = Table(title="Methods")
+    methods.add_column("name")
+    methods.add_column("description")
+    for name, cls in sorted(registry.methods().items()):
+        methods.add_row(name, cls.summary)
+    datasets = Table(title="Datasets")
+    datasets.add_column("name")
+    datasets.add_column("description")
+    for name, info in DATASETS.items():
+        datasets.add_row(name, info.summary)
+    console.print(methods, datasets)
+    console.print(f"Backbones: {', '.join(CIFAR_BACKBONES)}, and any timm model by name")
+    console.print(f"Presets: {', '.join(PRESETS)}")
+    return 0
+
+
+def sweep_from_args(args) -> tuple[Sweep, dict]:
+    """Merge the config file (if any) under the command-line flags."""
+    config = read_config(args.config) if args.config else {}
+
+    def pick(flag, *config_keys):
+        value = getattr(args, flag, None)
+        if value not in (None, []):
+            return value
+        for key in config_keys:
+            if key in config:
+                return config[key] if isinstance(config[key], list) or key not in ("datasets", "dataset") else [config[key]]
+        return DEFAULTS.get(flag)
+
+    methods = pick("methods", "methods")
+    datasets = pick("datasets", "datasets", "dataset")
+    factors = pick("imbalance_factors", "imbalance_factors", "if")
+    missing = [flag for flag, value in (("--methods", methods), ("--dataset", datasets), ("--if", factors)) if not value]
+    if missing:
+        raise UserError(f"{', '.join(missing)} not given", hint="e.g. ltbench run --methods ce,focal "
+                        "--dataset fashion_mnist_lt --if 10,100 (or put them in a --config file)")
+    overrides = dict(config.get("set", {}))
+    for key in FLAG_TO_OVERRIDE:
+        value = getattr(args, key, None)
+        if value is None:
+            value = config.get(key)
+        if value is not None:
+            overrides[key] = value
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set '{item}' is not KEY=VALUE", hint="e.g. --set lr=0.05 or --set focal.gamma=2")
+        overrides[key.strip()] = value.strip()
+    seeds = []
+    for s in pick("seeds", "seeds"):
+        try:
+            seeds.append(int(s))
+        except (TypeError, ValueError):
+            raise UserError(f"seed '{s}' is not an integer", hint="e.g. --seeds 0,1,2") from None
+    sweep = Sweep(methods=list(methods), datasets=list(datasets), imbalance_factors=list(factors), seeds=seeds,
+                  preset=pick("preset", "preset"), overrides=overrides)
+    where = {key: pick(key, key) for key in ("results_dir", "device")}
+    where["data_root"] = getattr(args, "data_root", None) or config.get("data_root")
+    return sweep, where
+
+
+def run(args) -> int:
+    sweep, where = sweep_from_args(args)
+    if where["data_root"]:
+        # through the environment, so Slurm jobs and subprocesses see the same root
+        os.environ["LTBENCH_DATA"] = str(Path(where["data_root"]).expanduser().resolve())
+    specs = expand(sweep)
+    store = RunStore(where["results_dir"])
+    states = {spec.run_id: store.state(spec.run_id) for spec in specs}
+    if args.dry_run:
+        console.print(grid_table(specs, states))
+        return 0
+    store.ensure_writable()
+    todo = [spec for spec in specs if states[spec.run_id] != "done"]
+    console.print(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} already done, {len(todo)} to run")
+    _check_datasets_present(todo, where["data_root"])
+    if args.launcher == "slurm":
+        from ltbench.launch import slurm
+        return slurm.launch(todo, where["results_dir"], args)
+    from ltbench.launch.local import run_local
+    statuses = run_local(todo, where["results_dir"], where["device"], reporter_factory=RichReporter, log=console.print)
+    rows = [store.read_result(spec.run_id) for spec in specs]
+    console.print(results_table([r for r in rows if r is not None]))
+    failed = [rid for rid, s in statuses.items() if s == "failed"]
+    if failed:
+        console.print(f"[red]{len(failed)} run(s) failed[/red]; see `ltbench status --results-dir {where['results_dir']}`")
+    return 1 if failed else 0
+
+
+def _check_datasets_present(specs, data_root) -> None:
+    """Fail before training anything when a dataset is missing, not once per run."""
+    from ltbench.data.sources import data_root as resolve_root
+
+    for name in sorted({spec.dataset for spec in specs}):
+        registry.dataset(name).read(resolve_root(data_root))
+
+
+def grid_table(specs, states) -> Table:
+    table = Table(title=f"{len(specs)} runs")
+    for col in ("run id", "method", "dataset", "IF", "seed", "preset", "backbone", "epochs", "batch", "state"):
+        table.add_column(col)
+    action = {"done": "done (skip)", "partial": "partial (resume)", "failed": "failed (retry)",
+              "corrupt": "corrupt result (rerun)", "missing": "to run"}
+    for s in specs:
+        table.add_row(s.run_id, s.method, s.dataset, f"{s.imbalance_factor:g}", str(s.seed), s.preset, s.backbone,
+                      str(s.epochs), str(s.batch_size), action[states[s.run_id]])
+    return table
+
+
+def status(results_dir) -> int:
+    store = RunStore(results_dir)
+    run_ids = store.run_ids()
+    if not run_ids:
+        console.print(f"no runs in {results_dir}")
+        return 0
+    scheduler = {}
+    try:
+        from ltbench.launch import slurm
+        scheduler = slurm.scheduler_states(results_dir)
+    except ImportError:
+        pass
+    table = Table(title=f"Runs in {results_dir}")
+    for col in ("run id", "method", "dataset", "IF", "seed", "state", "top-1 %", "detail"):
+        table.add_column(col)
+    counts = {}
+    for run_id in run_ids:
+        state, top1, detail = store.state(run_id), "", ""
+        try:
+            spec = store.read_spec(run_id)
+            label = (spec.method, spec.dataset, f"{spec.imbalance_factor:g}", str(spec.seed))
+        except Exception as exc:
+            label, state, detail = ("?", "?", "?", "?"), "corrupt", str(exc)
+        if state in ("done", "failed"):
+            row = store.read_result(run_id)
+            top1 = row["top1"]
+            if state == "failed":
+                detail = f"{row['error']} (log: {store.run_dir(run_id) / 'error.log'})"
+        elif state == "corrupt" and not detail:
+            detail = f"unreadable {store.run_dir(run_id) / 'result.csv'}; rerun the sweep to redo it"
+        if run_id in scheduler and state not in ("done", "failed"):
+            state = scheduler[run_id]
+        counts[state] = counts.get(state, 0) + 1
+        table.add_row(run_id, *label, state, top1, detail)
+    console.print(table)
+    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    return 0

@@ -1,0 +1,75 @@
+"""The CIFAR-sized training set as one uint8 tensor on the device, batched per step.
+
+An epoch asks every draw's sampler for its indices, then each step gathers the batch by
+indexing and augments it in one go (ltbench.data.augment). Images stay uint8 until the last
+moment, so even CIFAR-100 is about 30 MB of device memory.
+"""
+
+import math
+
+import torch
+
+from ltbench.data import augment
+from ltbench.data.datasets import LongTailData
+from ltbench.data.samplers import make_sampler
+from ltbench.method import Batch, Draw
+
+AUGMENTATIONS = {"standard": augment.standard, "none": lambda x, gen, **_: x}
+
+
+class DeviceLoader:
+    def __init__(self, data: LongTailData, draws: dict[str, Draw], batch_size: int, device, seed: int,
+                 padding: int = 4, flip: bool = True, sampler_options: dict | None = None):
+        self.device = torch.device(device)
+        self.x = torch.from_numpy(data.train_x).to(self.device)
+        self.y = torch.from_numpy(data.train_y).to(self.device)
+        self.mean = torch.tensor(data.mean, device=self.device).view(1, -1, 1, 1)
+        self.std = torch.tensor(data.std, device=self.device).view(1, -1, 1, 1)
+        self.draws = draws
+        self.batch_size = batch_size
+        self.padding, self.flip = padding, flip
+        labels = torch.from_numpy(data.train_y)
+        options = sampler_options or {}
+        self.samplers = {
+            name: make_sampler(d.sampler, labels, data.num_classes, **options.get(d.sampler, {}))
+            for name, d in draws.items()
+        }
+        self.sample_gen = torch.Generator().manual_seed(seed)
+        self.augment_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.y) / self.batch_size)
+
+    def epoch(self):
+        """Yields, per step, {draw name: Batch} for every draw of the method."""
+        indices = {name: s.epoch(self.sample_gen).to(self.device) for name, s in self.samplers.items()}
+        for step in range(self.steps_per_epoch):
+            window = slice(step * self.batch_size, (step + 1) * self.batch_size)
+            yield {name: self._batch(idx[window], self.draws[name]) for name, idx in indices.items()}
+
+    def _batch(self, idx: torch.Tensor, draw: Draw) -> Batch:
+        images = self.x[idx]
+        transform = AUGMENTATIONS[draw.augment]
+        views = [
+            augment.normalize(transform(images, self.augment_gen, padding=self.padding, flip=self.flip), self.mean, self.std)
+            for _ in range(draw.views)
+        ]
+        return Batch(views, self.y[idx])
+
+    def state_dict(self) -> dict:
+        return {"sample_gen": self.sample_gen.get_state(), "augment_gen": self.augment_gen.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sample_gen.set_state(state["sample_gen"].cpu())
+        self.augment_gen.set_state(state["augment_gen"].cpu())
+
+
+def eval_batches(x, y, mean, std, device, batch_size: int = 1000):
+    """The balanced test set, un-augmented, in fixed order."""
+    x_dev = torch.from_numpy(x).to(device)
+    y_dev = torch.from_numpy(y).to(device)
+    mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+    for start in range(0, len(y_dev), batch_size):
+        yield augment.normalize(x_dev[start : start + batch_size], mean, std), y_dev[start : start + batch_size]

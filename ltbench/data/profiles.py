@@ -1,0 +1,74 @@
+"""How many training images each class keeps: the long-tail profiles of LDAM-DRW (Cao et al. 2019)."""
+
+import numpy as np
+
+from ltbench.errors import UserError
+
+PROFILES = ("exp", "step")
+
+
+def class_counts(num_classes: int, n_max: int, imbalance_factor: float, profile: str = "exp") -> list[int]:
+    """Images kept per class, class 0 the head.
+
+    exp:  n_i = int(n_max * (1/IF) ** (i / (C - 1)))   (LDAM-DRW's `get_img_num_per_cls`)
+    step: the first half of the classes keep n_max, the rest int(n_max / IF) (Buda et al. 2018).
+    """
+    check_imbalance_factor(imbalance_factor)
+    if profile == "exp":
+        if num_classes == 1:
+            return [n_max]
+        return [int(n_max * (1.0 / imbalance_factor) ** (i / (num_classes - 1))) for i in range(num_classes)]
+    if profile == "step":
+        half = num_classes // 2
+        return [n_max] * half + [int(n_max / imbalance_factor)] * (num_classes - half)
+    raise UserError(f"unknown long-tail profile '{profile}'", hint=f"use one of: {', '.join(PROFILES)}")
+
+
+def check_imbalance_factor(value) -> float:
+    try:
+        factor = float(value)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"imbalance factor '{value}' is not a number",
+            hint="give numbers >= 1, e.g. --if 10,50,100 (IF = n_max / n_min; 1 is balanced)",
+        ) from None
+    if not np.isfinite(factor) or factor < 1:
+        raise UserError(
+            f"imbalance factor {value} is below 1",
+            hint="IF = n_max / n_min, so it is at least 1 (1 is balanced); e.g. --if 10,50,100",
+        )
+    return factor
+
+
+def select_long_tail(labels: np.ndarray, counts: list[int], seed: int = 0) -> np.ndarray:
+    """Indices of the kept images, exactly as LDAM-DRW picks them.
+
+    LDAM-DRW seeds numpy's global RNG with 0 once, then for each class in order shuffles that
+    class's indices and keeps the first n_i; a RandomState replays the same sequence without
+    touching global state.
+    """
+    rng = np.random.RandomState(seed)
+    kept = []
+    for cls, n in enumerate(counts):
+        idx = np.where(labels == cls)[0]
+        if len(idx) < n:
+            raise UserError(
+                f"class {cls} has {len(idx)} images but the profile asks for {n}",
+                hint="lower --n-max to at most the smallest class size of the full dataset",
+            )
+        rng.shuffle(idx)
+        kept.append(idx[:n])
+    return np.concatenate(kept)
+
+
+def many_medium_few(counts, convention: str = "cb") -> list[str]:
+    """Group of each class by its training count.
+
+    cb   (classifier-balancing `shot_acc`, the default): many n > 100, few n < 20.
+    oltr (OLTR's code): many n >= 100, few n <= 20.
+    """
+    if convention == "cb":
+        return ["many" if n > 100 else "few" if n < 20 else "medium" for n in counts]
+    if convention == "oltr":
+        return ["many" if n >= 100 else "few" if n <= 20 else "medium" for n in counts]
+    raise UserError(f"unknown many/medium/few convention '{convention}'", hint="use 'cb' or 'oltr'")

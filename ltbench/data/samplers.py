@@ -1,0 +1,83 @@
+"""Which training images an epoch draws, as index tensors.
+
+Every sampler draws len(dataset) indices per epoch, so all draws of a method (e.g. the
+hybrids' instance batch and class-balanced batch) have the same number of steps. Indices
+come from a CPU generator whose state goes into the checkpoint, so a resumed run draws the
+same batches and the draw does not depend on the device.
+"""
+
+import torch
+
+from ltbench.errors import UserError
+
+
+class Sampler:
+    def __init__(self, labels: torch.Tensor, num_classes: int):
+        self.labels = labels.cpu()
+        self.num_classes = num_classes
+        # members of each class, contiguous: class c is order[offsets[c] : offsets[c] + counts[c]]
+        self.order = torch.argsort(self.labels, stable=True)
+        self.counts = torch.bincount(self.labels, minlength=num_classes)
+        self.offsets = torch.cumsum(self.counts, 0) - self.counts
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def epoch(self, gen: torch.Generator) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _uniform_member(self, classes: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        within = (torch.rand(len(classes), generator=gen) * self.counts[classes]).long()
+        return self.order[self.offsets[classes] + within]
+
+
+class InstanceSampler(Sampler):
+    """Each image once per epoch, in random order (plain shuffling)."""
+
+    def epoch(self, gen):
+        return torch.randperm(len(self), generator=gen)
+
+
+class ClassBalancedSampler(Sampler):
+    """Decoupling's ClassAwareSampler: cycle through the classes in shuffled order, take
+    `per_class` images from the chosen class, cycling through each class's images in shuffled
+    order. Every class is drawn equally often (to within one draw) whatever the imbalance."""
+
+    def __init__(self, labels, num_classes, per_class: int = 1):
+        super().__init__(labels, num_classes)
+        self.per_class = per_class
+        self.present = torch.nonzero(self.counts).flatten()
+
+    def epoch(self, gen):
+        n, k = len(self), self.per_class
+        draws = -(-n // k)
+        cycles = -(-draws // len(self.present))
+        class_order = torch.cat([self.present[torch.randperm(len(self.present), generator=gen)] for _ in range(cycles)])
+        classes = class_order[:draws].repeat_interleave(k)[:n]
+        picks = torch.empty(n, dtype=torch.long)
+        for c in self.present.tolist():
+            slots = torch.nonzero(classes == c).flatten()
+            members = self.order[self.offsets[c] : self.offsets[c] + self.counts[c]]
+            rounds = -(-len(slots) // len(members))
+            cycle = torch.cat([members[torch.randperm(len(members), generator=gen)] for _ in range(rounds)])
+            picks[slots] = cycle[: len(slots)]
+        return picks
+
+
+class SquareRootSampler(Sampler):
+    """Class c drawn with probability proportional to sqrt(n_c) (Mahajan et al. 2018), then a
+    uniform image of it."""
+
+    def epoch(self, gen):
+        weights = self.counts.double().sqrt()
+        classes = torch.multinomial(weights, len(self), replacement=True, generator=gen)
+        return self._uniform_member(classes, gen)
+
+
+SAMPLERS = {"instance": InstanceSampler, "class_balanced": ClassBalancedSampler, "sqrt": SquareRootSampler}
+
+
+def make_sampler(name: str, labels: torch.Tensor, num_classes: int, **options) -> Sampler:
+    if name not in SAMPLERS:
+        raise UserError(f"unknown sampler '{name}'", hint=f"use one of: {', '.join(SAMPLERS)}")
+    return SAMPLERS[name](labels, num_classes, **options)

@@ -1,0 +1,25 @@
+"""Errors a user can act on: each says what was wrong, what is allowed and how to fix it."""
+
+import difflib
+
+
+class UserError(Exception):
+    """Bad input or environment; the CLI prints it without a traceback and exits 2."""
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.hint = hint
+
+    def __str__(self) -> str:
+        text = self.args[0]
+        return f"{text}\n  hint: {self.hint}" if self.hint else text
+
+
+def unknown_name(kind: str, name: str, known: list[str], candidates: list[str] | None = None) -> UserError:
+    """`known` is what the hint lists; `candidates` (default: known) is where the closest match is looked for."""
+    close = difflib.get_close_matches(name, candidates or known, n=1, cutoff=0.5)
+    guess = f" Did you mean '{close[0]}'?" if close else ""
+    return UserError(
+        f"unknown {kind} '{name}'.{guess}",
+        hint=f"known {kind}s: {', '.join(sorted(known))} (see `ltbench list`)",
+    )

@@ -1,0 +1,164 @@
+"""`ltbench report`: arguments and the one entry point the core CLI calls.
+
+pandas, matplotlib and seaborn are imported inside `run`, so that adding these arguments
+to the parser costs the other subcommands nothing.
+"""
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--results-dir", default="results", metavar="DIR",
+                        help="directory of run folders to read (default: results)")
+    parser.add_argument("--out", default="reports", metavar="DIR",
+                        help="where tables, figures and index.html go (default: reports)")
+    parser.add_argument("--methods", nargs="+", action="extend", metavar="NAME",
+                        help="only these methods (space or comma separated)")
+    parser.add_argument("--datasets", nargs="+", action="extend", metavar="NAME",
+                        help="only these datasets, e.g. cifar10_lt")
+    parser.add_argument("--if", dest="imbalance_factors", nargs="+", action="extend",
+                        metavar="IF", help="only these imbalance factors, e.g. 100,10")
+    parser.add_argument("--group-by", nargs="+", action="extend", metavar="KEY",
+                        help="settings that split a method into separate rows, e.g. "
+                             "--group-by temperature gives 'psc_hybrid (temperature=0.1)'; "
+                             "any params key, or epochs, batch_size, backbone, profile, preset")
+
+
+def run(args) -> int:
+    """Build the report; 0 on success, 2 when no finished run matches."""
+    from datetime import datetime
+    from pathlib import Path
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from .. import __version__
+    from . import plots, render, tables
+    from .load import load_results
+    from .reference import load_published
+
+    console = Console(highlight=False)
+    results_dir = Path(getattr(args, "results_dir", "results"))
+    out = Path(getattr(args, "out", "reports"))
+    methods = _split(getattr(args, "methods", None))
+    datasets = _split(getattr(args, "datasets", None))
+    group_by = _split(getattr(args, "group_by", None))
+    try:
+        factors = [float(f) for f in _split(getattr(args, "imbalance_factors", None))]
+    except ValueError as error:
+        console.print(f"[red]--if takes numbers, e.g. --if 100,10: {escape(str(error))}[/]")
+        return 2
+    if not results_dir.is_dir():
+        console.print(f"[red]No results directory '{escape(str(results_dir))}'.[/] Run `ltbench run` "
+                      "first, or point --results-dir at the folder holding the run folders.")
+        return 2
+
+    results = load_results(results_dir)
+    runs = tables.filter_runs(results.runs, methods, datasets, factors)
+    left_out = tables.filter_left_out(results.left_out, methods, datasets, factors)
+    filters = _describe_filters(methods, datasets, factors, group_by)
+    if not len(runs):
+        _explain_nothing(console, results, results_dir, filters, left_out)
+        return 2
+    for flag, wanted, column in [("--methods", methods, "method"),
+                                 ("--datasets", datasets, "dataset"),
+                                 ("--if", factors, "imbalance_factor")]:
+        for value in wanted:
+            if value not in set(runs[column]):
+                console.print(f"[yellow]{flag}: no finished run has {column} "
+                              f"{escape(_show(value))}.[/]")
+    known = set(tables.SETTING_COLUMNS).union(*runs["params_dict"].map(set))
+    for key in group_by:
+        if key not in known:
+            params = ", ".join(sorted(known - set(tables.SETTING_COLUMNS))) or "none"
+            console.print(f"[yellow]--group-by {key}: no run has this setting "
+                          f"(params keys: {params}).[/]", markup=False)
+
+    labelled = tables.label_runs(runs, group_by)
+    agg = tables.aggregate(labelled)
+    sections = [tables.main_table(agg), tables.paper_comparison(agg, load_published()),
+                tables.many_medium_few_tables(agg), tables.cost_table(labelled),
+                tables.left_out_section(left_out)]
+    render.clear_generated(out)
+    figures = plots.draw_all(agg, labelled, results.per_class, _bench_for(results, methods),
+                             out / "figures")
+    summary = tables.left_out_summary(left_out)
+    meta = render.Meta(results_dir=str(results_dir), runs=len(labelled), specs=len(agg),
+                       filters=filters, generated=datetime.now().strftime("%Y-%m-%d %H:%M"),
+                       version=__version__, left_out=summary)
+    page = render.write_report(out, sections, figures, meta)
+
+    _print_table(console, sections[0].tables[0])
+    console.print(f"{len(labelled)} finished runs, {len(agg)} specs{filters}.", markup=False)
+    if left_out:
+        console.print(f"[yellow]{summary}[/] See the 'Left out' section of the report.")
+    console.print(f"Report written to [bold]{escape(str(page))}[/] (tables in "
+                  f"{escape(str(out / 'tables'))}, figures in {escape(str(out / 'figures'))}).")
+    return 0
+
+
+def _split(values) -> list[str]:
+    """`--methods ce focal`, `--methods ce,focal` and repeated flags all mean the same."""
+    return [part.strip() for value in values or [] for part in str(value).split(",")
+            if part.strip()]
+
+
+def _show(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else f"'{value}'"
+
+
+def _describe_filters(methods, datasets, factors, group_by) -> str:
+    parts = [f"methods {', '.join(methods)}" if methods else "",
+             f"datasets {', '.join(datasets)}" if datasets else "",
+             f"IF {', '.join(f'{f:g}' for f in factors)}" if factors else "",
+             f"grouped by {', '.join(group_by)}" if group_by else ""]
+    parts = [p for p in parts if p]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
+def _bench_for(results, methods):
+    """The SC-vs-PSC memory curve belongs to the hybrids; leave it out when they are."""
+    if methods and not {"sc_hybrid", "psc_hybrid"} & set(methods):
+        return None
+    return results.bench
+
+
+def _explain_nothing(console, results, results_dir, filters, left_out) -> None:
+    from rich.markup import escape
+
+    from .tables import left_out_summary
+
+    if len(results.runs):
+        available = {c: sorted(map(str, results.runs[c].unique()))
+                     for c in ("method", "dataset")}
+        factors = sorted(results.runs["imbalance_factor"].dropna().unique())
+        console.print(f"[red]No finished run in '{escape(str(results_dir))}' matches the "
+                      f"filters{escape(filters)}.[/]\nAvailable: methods {', '.join(available['method'])}; datasets "
+                      f"{', '.join(available['dataset'])}; IF "
+                      f"{', '.join(f'{f:g}' for f in factors)}.")
+    else:
+        console.print(f"[red]No finished runs in '{escape(str(results_dir))}'.[/] A run counts once its "
+                      "folder holds a result.csv with status done.")
+    if left_out:
+        console.print(left_out_summary(left_out))
+        for entry in left_out[:10]:
+            console.print(f"  {entry.path}: {entry.kind}: {entry.reason}", markup=False)
+        if len(left_out) > 10:
+            console.print(f"  ... and {len(left_out) - 10} more")
+
+
+def _print_table(console, table) -> None:
+    from rich.table import Table as RichTable
+    from rich.text import Text
+
+    from .render import flat_header
+
+    rich_table = RichTable(title=table.title, title_justify="left")
+    for j, name in enumerate(flat_header(table)):
+        rich_table.add_column(name, justify="left" if j == 0 else "right")
+    for i, row in enumerate(table.rows):
+        rich_table.add_row(*[Text(t, style="bold green" if (i, j) in table.bold else "")
+                             for j, t in enumerate(row)])
+    console.print(rich_table)
+    for note in table.notes:
+        console.print(note, style="dim", markup=False)

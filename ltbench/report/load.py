@@ -1,0 +1,204 @@
+"""Read a results directory: the finished runs, what was left out and why, bench data.
+
+Nothing here is fatal: a file that cannot be used becomes a `LeftOut` entry with a reason,
+so one bad CSV in a sweep of hundreds never hides the rest.
+"""
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+RESULT_COLUMNS = [
+    "run_id", "method", "dataset", "imbalance_factor", "profile", "backbone", "seed",
+    "epochs", "batch_size", "preset", "params", "mmf_convention", "top1", "many", "medium",
+    "few", "top1_best", "top1_best_epoch", "n_train", "n_classes", "n_many", "n_medium",
+    "n_few", "wall_s", "images_per_s", "peak_mem_mb", "device", "torch", "ltbench_version",
+    "git_sha", "started_at", "finished_at", "status", "error", "slurm_job_id",
+]
+NUMERIC_COLUMNS = [
+    "imbalance_factor", "seed", "epochs", "batch_size", "top1", "many", "medium", "few",
+    "top1_best", "top1_best_epoch", "n_train", "n_classes", "n_many", "n_medium", "n_few",
+    "wall_s", "images_per_s", "peak_mem_mb",
+]
+PER_CLASS_COLUMNS = ["class", "n_train", "correct", "total"]
+BENCH_COLUMNS = ["loss", "batch_size", "peak_mem_mb", "step_ms", "device"]
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """A run or file the report could not use. `kind` is one of KINDS."""
+
+    path: str
+    kind: str
+    reason: str
+    method: str | None = None
+    dataset: str | None = None
+    imbalance_factor: float | None = None
+
+
+# Kinds that stand for a run (counted as "runs left out"); the rest are files.
+RUN_KINDS = ("failed", "partial", "not done", "corrupt", "duplicate")
+KINDS = RUN_KINDS + ("skipped file",)
+
+
+@dataclass
+class Results:
+    runs: pd.DataFrame  # one row per finished run; `params` parsed into `params_dict`
+    per_class: dict[str, pd.DataFrame] = field(default_factory=dict)  # by run_id
+    bench: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=BENCH_COLUMNS))
+    left_out: list[LeftOut] = field(default_factory=list)
+
+
+def load_results(results_dir: str | os.PathLike) -> Results:
+    root = Path(results_dir)
+    rows, per_class, bench, left_out = [], {}, [], []
+    for kind, path in _walk(root):
+        rel = _relative(path, root)
+        if kind == "run":
+            row, problems = _read_run(path, rel)
+            left_out += problems
+            if row is not None:
+                rows.append(row)
+                table, problem = _read_per_class(path / "per_class.csv", f"{rel}/per_class.csv")
+                if table is not None:
+                    per_class[row["run_id"]] = table
+                elif problem is not None:
+                    left_out.append(problem)
+        elif kind == "partial":
+            left_out.append(_partial(path, rel))
+        else:
+            table, problem = _read_csv(path, BENCH_COLUMNS)
+            if table is None:
+                reason = problem if problem.startswith("unreadable") else (
+                    "not a result, per-class or benchmark CSV (" + problem + ")")
+                left_out.append(LeftOut(rel, "skipped file", reason))
+            else:
+                bench.append(_typed_bench(table))
+    runs = pd.DataFrame(rows, columns=RESULT_COLUMNS + ["path", "params_dict", "params_key"])
+    runs, duplicates = _drop_duplicates(runs)
+    left_out += duplicates
+    for run_id in set(per_class) - set(runs["run_id"]):
+        del per_class[run_id]
+    bench_table = (pd.concat(bench, ignore_index=True) if bench
+                   else pd.DataFrame(columns=BENCH_COLUMNS))
+    return Results(runs.reset_index(drop=True), per_class, bench_table, left_out)
+
+
+def _walk(root: Path):
+    """Yield ("run", folder), ("partial", folder) or ("csv", file), in a stable order."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        here = Path(dirpath)
+        if "result.csv" in filenames:
+            dirnames[:] = []
+            yield "run", here
+        elif "spec.json" in filenames or any(f.endswith(CHECKPOINT_SUFFIXES) for f in filenames):
+            dirnames[:] = []
+            yield "partial", here
+        else:
+            for name in sorted(filenames):
+                if name.lower().endswith(".csv"):
+                    yield "csv", here / name
+
+
+def _relative(path: Path, root: Path) -> str:
+    rel = path.relative_to(root).as_posix()
+    return (root / rel).as_posix() if rel != "." else root.as_posix()
+
+
+def _read_csv(path: Path, columns: list[str]) -> tuple[pd.DataFrame | None, str | None]:
+    """All cells as stripped strings (empty stays empty), or None and why not."""
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except (ValueError, OSError) as error:  # pandas' parser errors are ValueErrors
+        return None, "unreadable CSV: " + (str(error).strip().splitlines() or ["empty"])[0]
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+        return None, f"missing columns {shown}"
+    return table.apply(lambda col: col.str.strip()), None
+
+
+def _read_run(folder: Path, rel: str) -> tuple[dict | None, list[LeftOut]]:
+    table, problem = _read_csv(folder / "result.csv", RESULT_COLUMNS)
+    where = f"{rel}/result.csv"
+    if table is None:
+        return None, [LeftOut(where, "corrupt", problem)]
+    if len(table) != 1:
+        return None, [LeftOut(where, "corrupt", f"expected one data row, found {len(table)}")]
+    row = table.iloc[0][RESULT_COLUMNS].to_dict()
+    row["run_id"] = row["run_id"] or folder.name
+    numbers = {c: pd.to_numeric(row[c], errors="coerce") if row[c] else float("nan")
+               for c in NUMERIC_COLUMNS}
+    tag = dict(method=row["method"], dataset=row["dataset"],
+               imbalance_factor=numbers["imbalance_factor"])
+    status = row["status"].lower()
+    if status == "failed":
+        return None, [LeftOut(rel, "failed", row["error"] or "failed without a message", **tag)]
+    if status != "done":
+        return None, [LeftOut(rel, "not done", f"status is '{row['status']}'", **tag)]
+    bad = [c for c in NUMERIC_COLUMNS if row[c] and pd.isna(numbers[c])]
+    if bad:
+        return None, [LeftOut(where, "corrupt", f"not a number: {', '.join(bad)}", **tag)]
+    if pd.isna(numbers["top1"]):
+        return None, [LeftOut(where, "corrupt", "status is done but top1 is empty", **tag)]
+    try:
+        params = json.loads(row["params"]) if row["params"] else {}
+    except json.JSONDecodeError:
+        params = None
+    if not isinstance(params, dict):
+        return None, [LeftOut(where, "corrupt", "params is not a JSON object", **tag)]
+    row.update(numbers)
+    row["path"] = rel
+    row["params_dict"] = params
+    # Canonical text so that key order or spacing never splits one spec into two.
+    row["params_key"] = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return row, []
+
+
+def _read_per_class(path: Path, rel: str) -> tuple[pd.DataFrame | None, LeftOut | None]:
+    if not path.exists():
+        return None, None
+    table, problem = _read_csv(path, PER_CLASS_COLUMNS)
+    if table is not None:
+        table = table[PER_CLASS_COLUMNS].apply(pd.to_numeric, errors="coerce")
+        if table.isna().any().any() or not len(table):
+            table, problem = None, "empty or non-numeric cells"
+    if table is None:
+        return None, LeftOut(rel, "skipped file",
+                             f"{problem} (the run still counts; only its per-class plot is missing)")
+    return table, None
+
+
+def _partial(folder: Path, rel: str) -> LeftOut:
+    tag = {}
+    try:
+        spec = json.loads((folder / "spec.json").read_text())
+        tag = dict(method=spec.get("method"), dataset=spec.get("dataset"),
+                   imbalance_factor=float(spec["imbalance_factor"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    return LeftOut(rel, "partial", "no result.csv yet: still running or interrupted", **tag)
+
+
+def _typed_bench(table: pd.DataFrame) -> pd.DataFrame:
+    table = table[BENCH_COLUMNS].copy()
+    for column in ("batch_size", "peak_mem_mb", "step_ms"):
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    return table.dropna(subset=["batch_size", "peak_mem_mb"])
+
+
+def _drop_duplicates(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[LeftOut]]:
+    """A run copied into two folders would count its seed twice; keep the latest."""
+    ordered = runs.sort_values(["run_id", "finished_at", "path"], ascending=[True, False, True])
+    repeated = ordered.duplicated("run_id", keep="first")
+    kept = ordered[~repeated].set_index("run_id")["path"]
+    left_out = [LeftOut(r.path, "duplicate", f"same run_id as {kept[r.run_id]}",
+                        r.method, r.dataset, r.imbalance_factor)
+                for r in ordered[repeated].itertuples()]
+    return ordered[~repeated].sort_values("path"), left_out

@@ -1,0 +1,225 @@
+"""Figures, each saved as PNG (for the page) and PDF (for the paper).
+
+Figures are built on `matplotlib.figure.Figure` rather than pyplot, so no GUI backend is
+ever touched and nothing is left open; legends sit outside the axes so they hide no data.
+"""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import NullLocator
+
+from .render import FigureFile
+from .tables import in_cell, table_cells, dataset_name, fmt_factor
+
+DPI = 150
+_STYLE = {"axes.spines.top": False, "axes.spines.right": False}
+
+
+def label_colours(labels) -> dict[str, tuple]:
+    """One colour per table row, the same in every figure."""
+    labels = list(dict.fromkeys(labels))
+    name = "tab10" if len(labels) <= 10 else "tab20" if len(labels) <= 20 else "husl"
+    return dict(zip(labels, sns.color_palette(name, len(labels))))
+
+
+def draw_all(agg, runs, per_class, bench, out_dir: Path) -> list[FigureFile]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    colours = label_colours(agg["label"])
+    with sns.axes_style("whitegrid", _STYLE), sns.plotting_context("notebook", font_scale=0.9):
+        figures = [accuracy_vs_imbalance(agg, colours, out_dir),
+                   many_medium_few_bars(agg, colours, out_dir),
+                   *per_class_accuracy(agg, runs, per_class, colours, out_dir),
+                   memory_curve(bench, out_dir)]
+    return [f for f in figures if f is not None]
+
+
+def _save(fig: Figure, out_dir: Path, name: str, title: str, caption: str,
+          section: str) -> FigureFile:
+    png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
+    fig.savefig(png, dpi=DPI, bbox_inches="tight")
+    fig.savefig(pdf, bbox_inches="tight")
+    return FigureFile(name, title, caption, section, png, pdf)
+
+
+def _grid(n: int, width: float, height: float, ncols_max: int = 3):
+    ncols = min(ncols_max, n)
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _legend(fig: Figure, colours: dict, shown, title="Method", extra=()):
+    handles = [Patch(color=colours[label], label=label) for label in colours if label in shown]
+    fig.legend(handles=[*handles, *extra], loc="outside right upper", title=title,
+               frameon=False)
+
+
+def accuracy_vs_imbalance(agg, colours, out_dir) -> FigureFile | None:
+    """Top-1 against imbalance factor, one panel per dataset; only datasets with 2+ factors."""
+    datasets = [d for d in dict.fromkeys(dataset for dataset, _ in table_cells(agg))
+                if agg.loc[agg["dataset"] == d, "imbalance_factor"].nunique() > 1]
+    if not datasets:
+        return None
+    fig, axes = _grid(len(datasets), 4.4, 3.4)
+    shown = set()
+    for ax, dataset in zip(axes, datasets):
+        rows = agg[agg["dataset"] == dataset].sort_values("imbalance_factor")
+        for label, line in rows.groupby("label", sort=False):
+            ax.errorbar(line["imbalance_factor"], line["top1_mean"],
+                        yerr=line["top1_std"].fillna(0), color=colours[label], marker="o",
+                        markersize=4, capsize=3, linewidth=1.5)
+            shown.add(label)
+        factors = sorted(rows["imbalance_factor"].dropna().unique())
+        ax.set_xscale("log")
+        ax.set_xticks(factors, [fmt_factor(f) for f in factors])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_title(dataset_name(dataset))
+        ax.set_xlabel("Imbalance factor (log scale)")
+        ax.set_ylabel("Top-1 accuracy (%)")
+    _legend(fig, colours, shown)
+    return _save(fig, out_dir, "accuracy_vs_imbalance", "Top-1 accuracy against imbalance factor",
+                 "Top-1 accuracy (%) at the last epoch against the imbalance factor "
+                 "(n_max / n_min, log scale); error bars: sample std over seeds.", "main")
+
+
+def many_medium_few_bars(agg, colours, out_dir) -> FigureFile | None:
+    cells = table_cells(agg)
+    if not cells:
+        return None
+    groups = ["many", "medium", "few", "top1"]
+    fig, axes = _grid(len(cells), 4.8, 3.4)
+    shown = set()
+    for ax, (dataset, factor) in zip(axes, cells):
+        cell = in_cell(agg, dataset, factor)
+        width = 0.8 / len(cell)
+        for k, r in enumerate(cell.itertuples()):
+            x = np.arange(len(groups)) - 0.4 + width * (k + 0.5)
+            means = [getattr(r, f"{g}_mean") for g in groups]
+            stds = [getattr(r, f"{g}_std") for g in groups]
+            ax.bar(x, np.nan_to_num(means), width, yerr=np.nan_to_num(stds),
+                   color=colours[r.label], capsize=2, error_kw={"linewidth": 0.8})
+            shown.add(r.label)
+        ticks = []
+        first = cell.iloc[0]
+        for i, g in enumerate(groups):
+            n = first["n_classes"] if g == "top1" else first[f"n_{g}"]
+            name = "All" if g == "top1" else g.capitalize()
+            ticks.append(name if pd.isna(n) else f"{name}\n({n:g} classes)")
+            if cell[f"{g}_mean"].isna().all():
+                # An empty group gets a word, not a zero-height bar that reads as 0 %.
+                ax.text(i, 2, "no classes", ha="center", va="bottom", fontsize=8,
+                        color="0.4", rotation=90)
+        ax.set_xticks(range(len(groups)), ticks)
+        ax.grid(axis="x", visible=False)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("Accuracy (%)")
+        ax.set_title(f"{dataset_name(dataset)}, IF {fmt_factor(factor)}")
+    _legend(fig, colours, shown)
+    return _save(fig, out_dir, "many_medium_few", "Many / medium / few accuracy",
+                 "Accuracy (%) on many-, medium- and few-shot classes and on all classes, "
+                 "mean over seeds; error bars: sample std.", "many_medium_few")
+
+
+def per_class_accuracy(agg, runs, per_class, colours, out_dir) -> list[FigureFile]:
+    """Per-class accuracy with classes sorted head to tail; class counts on a log twin axis."""
+    figures = []
+    with_data = runs[runs["run_id"].isin(per_class)]
+    for (dataset, factor, profile), cell in with_data.groupby(
+            ["dataset", "imbalance_factor", "profile"], dropna=False, sort=False):
+        fig = Figure(figsize=(9, 4), layout="constrained")
+        ax = fig.subplots()
+        counts = None
+        shown = set()
+        for label, seeds in cell.groupby("label", sort=False):
+            tables = [per_class[r] for r in seeds["run_id"]]
+            stacked = pd.concat(tables).assign(acc=lambda t: 100 * t["correct"] / t["total"])
+            mean = stacked.groupby("class").agg(acc=("acc", "mean"), n_train=("n_train", "first"))
+            mean = mean.reset_index().sort_values(["n_train", "class"], ascending=[False, True])
+            x = np.arange(len(mean))
+            ax.plot(x, mean["acc"], color=colours[label], linewidth=1.3, alpha=0.9,
+                    marker="o" if len(mean) <= 30 else None, markersize=3.5)
+            shown.add(label)
+            counts = mean["n_train"].to_numpy() if counts is None else counts
+        twin = ax.twinx()
+        twin.bar(np.arange(len(counts)), counts, width=1.0, color="0.85", linewidth=0)
+        twin.set_yscale("log")
+        twin.set_ylabel("Training images per class (log scale)")
+        twin.grid(False)
+        # Accuracy lines in front of the count bars.
+        ax.set_zorder(twin.get_zorder() + 1)
+        ax.patch.set_visible(False)
+        _mark_groups(ax, agg, dataset, factor)
+        ax.set_xlim(-0.5, len(counts) - 0.5)
+        ax.set_ylim(-2, 102)
+        ax.set_xlabel("Class index, sorted by training images (most \u2192 fewest)")
+        ax.set_ylabel("Per-class test accuracy (%)")
+        suffix = "" if profile in ("exp", "") else f", {profile} profile"
+        title = f"{dataset_name(dataset)}, IF {fmt_factor(factor)}{suffix}"
+        ax.set_title(title)
+        _legend(fig, colours, shown,
+                extra=[Patch(color="0.85", label="Training images\n(right axis)")])
+        name = f"per_class_{dataset}_if{fmt_factor(factor)}" + (
+            "" if profile in ("exp", "") else f"_{profile}")
+        figures.append(_save(fig, out_dir, name, f"Per-class accuracy: {title}",
+                             f"Per-class test accuracy (%), mean over seeds, against class "
+                             f"index sorted by training images ({title}); grey bars: training "
+                             "images per class on a log axis.", "per_class"))
+    return figures
+
+
+def _mark_groups(ax, agg, dataset, factor):
+    """Dotted lines where many ends and few begins (classes are sorted by count)."""
+    first = in_cell(agg, dataset, factor).iloc[0]
+    if pd.isna(first["n_many"]) or pd.isna(first["n_medium"]):
+        return
+    many, medium = int(first["n_many"]), int(first["n_medium"])
+    for edge in {many, many + medium} - {0, int(first["n_classes"] or 0)}:
+        ax.axvline(edge - 0.5, color="0.3", linestyle=":", linewidth=1)
+    for name, start, size in [("many", 0, many), ("medium", many, medium),
+                              ("few", many + medium, first["n_few"])]:
+        if size and not pd.isna(size):
+            ax.text(start + size / 2 - 0.5, 101, name, ha="center", va="bottom", fontsize=8,
+                    color="0.3")
+
+
+def memory_curve(bench: pd.DataFrame, out_dir) -> FigureFile | None:
+    """Peak memory and step time of the SC and PSC feature losses against batch size."""
+    if bench is None or not len(bench):
+        return None
+    data = bench.assign(loss=bench["loss"].map(lambda s: {"sc": "SC", "psc": "PSC"}.get(
+        str(s).lower(), str(s)))).groupby(["loss", "device", "batch_size"], as_index=False)[
+        ["peak_mem_mb", "step_ms"]].mean()
+    panels = [("peak_mem_mb", "Peak memory (MB)")]
+    if data["step_ms"].notna().any():
+        panels.append(("step_ms", "Time per step (ms)"))
+    fig, axes = _grid(len(panels), 4.6, 3.4)
+    several_devices = data["device"].nunique() > 1
+    for ax, (column, ylabel) in zip(axes, panels):
+        sns.lineplot(data=data, x="batch_size", y=column, hue="loss",
+                     style="device" if several_devices else None, marker="o", ax=ax,
+                     legend=ax is axes[0])
+        sizes = sorted(data["batch_size"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(sizes, [f"{s:g}" for s in sizes])
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("Batch size (log scale)")
+        ax.set_ylabel(ylabel)
+    handles, labels = axes[0].get_legend_handles_labels()
+    axes[0].get_legend().remove()
+    fig.legend(handles, labels, loc="outside right upper", frameon=False,
+               title=None if several_devices else "Feature loss")
+    devices = ", ".join(sorted(map(str, data["device"].unique())))
+    return _save(fig, out_dir, "feature_loss_memory", "Feature-loss memory: SC vs PSC",
+                 "Peak device memory and time per step of the supervised-contrastive (SC) "
+                 "and prototype (PSC) feature losses against batch size; SC compares every "
+                 f"pair in the batch, PSC each sample with one prototype per class ({devices}).",
+                 "memory")

@@ -1,0 +1,260 @@
+"""Writers: the same `Table`s as Markdown, LaTeX (booktabs), CSV and one HTML page.
+
+Cells arrive as Unicode text (\u00b1, \u2020, \u2212); each writer only escapes and emphasises.
+"""
+
+import base64
+import html
+from dataclasses import dataclass
+from pathlib import Path
+
+from .tables import Section, Table
+
+# Figure-only sections, placed among the table sections in reading order.
+SECTION_ORDER = ["main", "paper_comparison", "many_medium_few", "per_class", "cost",
+                 "memory", "left_out"]
+SECTION_TITLES = {"per_class": "Per-class accuracy", "memory": "Feature-loss memory"}
+
+
+@dataclass
+class FigureFile:
+    name: str
+    title: str
+    caption: str
+    section: str  # the Section it is shown beside
+    png: Path
+    pdf: Path
+
+
+@dataclass
+class Meta:
+    """What the page header says about where the numbers came from."""
+    results_dir: str
+    runs: int
+    specs: int
+    filters: str
+    generated: str
+    version: str
+    left_out: str
+
+
+# --- Markdown ---------------------------------------------------------------------------
+
+def flat_header(table: Table) -> list[str]:
+    """Spanning groups folded into each column name, since Markdown has one header row."""
+    if not table.groups:
+        return list(table.header)
+    names = [name for name, span in table.groups for _ in range(span)]
+    return [f"{g} {h}".strip() for g, h in zip(names, table.header)]
+
+
+def markdown_table(table: Table) -> str:
+    def cell(text, i, j):
+        text = text.replace("|", "\\|")
+        return f"**{text}**" if text and (i, j) in table.bold else text
+
+    lines = [f"### {table.title}", ""] if table.title else []
+    header = flat_header(table)
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
+    for i, row in enumerate(table.rows):
+        lines.append("| " + " | ".join(cell(t, i, j) for j, t in enumerate(row)) + " |")
+    if table.notes:
+        lines += [""] + [note + "  " for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_section(section: Section, figures: list[FigureFile], figure_dir: str) -> str:
+    parts = [f"## {section.title}\n"]
+    if section.intro:
+        parts.append(section.intro + "\n")
+    parts += [markdown_table(t) for t in section.tables]
+    parts += [f"![{f.title}]({figure_dir}/{f.png.name})\n\n*{f.caption}* "
+              f"([PDF]({figure_dir}/{f.pdf.name}))\n" for f in figures]
+    return "\n".join(parts)
+
+
+# --- LaTeX ------------------------------------------------------------------------------
+
+_TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
+                "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
+                "^": r"\textasciicircum{}"}
+_TEX_UNICODE = {"\u00b1": r"$\pm$", "\u2212": r"$-$", "\u2020": r"$^\dagger$",
+                "\u2021": r"$^\ddagger$", "\u0394": r"$\Delta$", "\u2014": "---",
+                "\u2013": "--", "\u00d7": r"$\times$", "\u2192": r"$\rightarrow$"}
+
+
+def tex(text: str) -> str:
+    return "".join(_TEX_UNICODE.get(c, _TEX_SPECIAL.get(c, c)) for c in text)
+
+
+def latex_table(table: Table, label: str) -> str:
+    n = len(table.header)
+    lines = [r"\begin{table}[htbp]", r"\centering"]
+    if table.title:
+        lines.append(r"\caption{" + tex(table.title) + "}")
+    lines += [r"\label{tab:" + label + "}", r"\begin{tabular}{l" + "r" * (n - 1) + "}",
+              r"\toprule"]
+    if table.groups:
+        spans, rules, start = [], [], 1
+        for name, span in table.groups:
+            spans.append(tex(name) if span == 1 else
+                         r"\multicolumn{" + str(span) + "}{c}{" + tex(name) + "}")
+            if name:
+                rules.append(r"\cmidrule(lr){" + f"{start}-{start + span - 1}" + "}")
+            start += span
+        lines += [" & ".join(spans) + r" \\", " ".join(rules)]
+    lines += [" & ".join(tex(h) for h in table.header) + r" \\", r"\midrule"]
+    for i, row in enumerate(table.rows):
+        cells = [r"\textbf{" + tex(t) + "}" if t and (i, j) in table.bold else tex(t)
+                 for j, t in enumerate(row)]
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if table.notes:
+        lines.append(r"\par\smallskip{\footnotesize " +
+                     r"\\ ".join(tex(note) for note in table.notes) + r"\par}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+# --- HTML -------------------------------------------------------------------------------
+
+_CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d1d1f;
+       margin: 0; background: #fafafa; }
+main { max-width: 1280px; margin: 0 auto; padding: 24px 32px 64px; background: #fff; }
+h1 { margin: 0 0 4px; font-size: 1.7em; }
+h2 { margin-top: 40px; padding-bottom: 4px; border-bottom: 2px solid #e3e3e3; }
+.meta { color: #555; margin: 2px 0; }
+nav { margin: 16px 0; } nav a { margin-right: 14px; }
+.wrap { overflow-x: auto; margin: 12px 0 4px; }
+table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 0.92em; }
+caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 6px; }
+th, td { padding: 4px 12px; text-align: right; white-space: nowrap; }
+th:first-child, td:first-child { text-align: left; }
+thead tr:last-child th { border-bottom: 1.5px solid #333; }
+thead tr:first-child th { border-top: 1.5px solid #333; }
+tbody tr:last-child td { border-bottom: 1.5px solid #333; }
+th.group { text-align: center; border-bottom: 1px solid #999; }
+tbody tr:nth-child(even) { background: #f5f7fa; }
+td.wrap-text { white-space: normal; text-align: left; min-width: 24em; }
+.note { color: #444; font-size: 0.88em; margin: 2px 0; max-width: 980px; }
+.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr));
+           gap: 20px; margin-top: 16px; }
+figure { margin: 0; } figure img { width: 100%; height: auto; border: 1px solid #eee; }
+figcaption { font-size: 0.88em; color: #444; margin-top: 4px; }
+"""
+
+
+def html_table(table: Table) -> str:
+    def cell(text, i, j):
+        body = html.escape(text)
+        body = f"<strong>{body}</strong>" if text and (i, j) in table.bold else body
+        wide = ' class="wrap-text"' if len(text) > 60 else ""
+        return f"<td{wide}>{body}</td>"
+
+    out = ['<div class="wrap"><table>']
+    if table.title:
+        out.append(f"<caption>{html.escape(table.title)}</caption>")
+    out.append("<thead>")
+    if table.groups:
+        out.append("<tr>" + "".join(
+            f'<th colspan="{span}" class="{"group" if name else ""}">{html.escape(name)}</th>'
+            for name, span in table.groups) + "</tr>")
+    out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in table.header) + "</tr>")
+    out.append("</thead><tbody>")
+    for i, row in enumerate(table.rows):
+        out.append("<tr>" + "".join(cell(t, i, j) for j, t in enumerate(row)) + "</tr>")
+    out.append("</tbody></table></div>")
+    out += [f'<p class="note">{html.escape(note)}</p>' for note in table.notes]
+    return "\n".join(out)
+
+
+def html_figure(figure: FigureFile, figure_dir: str) -> str:
+    data = base64.b64encode(figure.png.read_bytes()).decode("ascii")
+    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(figure.title)}">'
+            f"<figcaption>{html.escape(figure.caption)} "
+            f'<a href="{figure_dir}/{html.escape(figure.pdf.name)}">PDF</a></figcaption></figure>')
+
+
+def html_page(sections: list[tuple[str, str, Section | None, list[FigureFile]]],
+              meta: Meta, figure_dir: str) -> str:
+    body = ["<h1>ltbench report</h1>",
+            f'<p class="meta">{meta.runs} finished runs ({meta.specs} specs) from '
+            f"<code>{html.escape(meta.results_dir)}</code>{html.escape(meta.filters)}</p>",
+            f'<p class="meta">{html.escape(meta.left_out)}</p>',
+            f'<p class="meta">Generated {html.escape(meta.generated)} by ltbench '
+            f"{html.escape(meta.version)}.</p>",
+            "<nav>" + "".join(f'<a href="#{name}">{html.escape(title)}</a>'
+                              for name, title, _, _ in sections) + "</nav>"]
+    for name, title, section, figures in sections:
+        body.append(f'<section id="{name}"><h2>{html.escape(title)}</h2>')
+        if section is not None:
+            if section.intro:
+                body.append(f"<p>{html.escape(section.intro)}</p>")
+            body += [html_table(t) for t in section.tables]
+        if figures:
+            body.append('<div class="figures">' +
+                        "".join(html_figure(f, figure_dir) for f in figures) + "</div>")
+        body.append("</section>")
+    return ("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
+            f"<title>ltbench report</title><style>{_CSS}</style></head>\n<body><main>\n"
+            + "\n".join(body) + "\n</main></body></html>\n")
+
+
+# --- the report directory ---------------------------------------------------------------
+
+def write_report(out: Path, sections: list[Section], figures: list[FigureFile],
+                 meta: Meta) -> Path:
+    """Write tables/*.{md,tex,csv}, report.md and index.html under `out`; return the page."""
+    tables_dir = out / "tables"
+    tables_dir.mkdir(parents=True, exist_ok=True)
+    for section in sections:
+        if section.name == "left_out":
+            section.data.to_csv(tables_dir / "left_out.csv", index=False)
+            continue
+        section.data.to_csv(tables_dir / f"{section.name}.csv", index=False)
+        _write(tables_dir / f"{section.name}.md",
+               "\n".join(markdown_table(t) for t in section.tables) or section.intro + "\n")
+        _write(tables_dir / f"{section.name}.tex", "\n".join(
+            latex_table(t, f"ltbench-{section.name}" + (f"-{k}" if k else ""))
+            for k, t in enumerate(section.tables)) or "% " + section.intro + "\n")
+
+    ordered = _ordered(sections, figures)
+    figure_dir = figures[0].png.parent.relative_to(out).as_posix() if figures else "figures"
+    markdown = [f"# ltbench report\n", f"{meta.runs} finished runs ({meta.specs} specs) from "
+                f"`{meta.results_dir}`{meta.filters}. {meta.left_out}\n",
+                f"Generated {meta.generated} by ltbench {meta.version}.\n"]
+    for name, title, section, figs in ordered:
+        section = section or Section(name, title, [], None)
+        markdown.append(markdown_section(section, figs, figure_dir))
+    _write(out / "report.md", "\n".join(markdown))
+    page = out / "index.html"
+    _write(page, html_page(ordered, meta, figure_dir))
+    return page
+
+
+def clear_generated(out: Path) -> None:
+    """Drop the previous report's files, so a narrower filter leaves no stale figures.
+
+    Only tables/ and figures/ under `out`, and only the file types written there.
+    """
+    for sub, suffixes in [("tables", {".md", ".tex", ".csv"}), ("figures", {".png", ".pdf"})]:
+        folder = out / sub
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file() and path.suffix in suffixes:
+                    path.unlink()
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text, encoding="utf-8")
+
+
+def _ordered(sections, figures):
+    by_name = {s.name: s for s in sections}
+    names = [n for n in SECTION_ORDER if n in by_name or any(f.section == n for f in figures)]
+    names += [s.name for s in sections if s.name not in names]
+    return [(n, by_name[n].title if n in by_name else SECTION_TITLES.get(n, n), by_name.get(n),
+             [f for f in figures if f.section == n]) for n in names]

@@ -1,0 +1,457 @@
+"""Seeds -> one row per spec, and the report's tables as plain data (formats live in render).
+
+A table row is a *label*: the method name, plus whatever settings tell its specs apart.
+Runs are averaged only when their whole spec, apart from the seed, is equal.
+"""
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from .load import RUN_KINDS, LeftOut
+from .reference import lookup
+
+# Everything that defines a run except its seed: equal on all of these = seeds of one spec.
+SPEC_COLUMNS = ["method", "dataset", "imbalance_factor", "profile", "backbone", "epochs",
+                "batch_size", "preset", "mmf_convention", "params_key"]
+# The spec columns that are settings (not params) and so may appear in a label.
+SETTING_COLUMNS = ["preset", "profile", "backbone", "epochs", "batch_size", "mmf_convention"]
+METRICS = ["top1", "many", "medium", "few", "top1_best"]
+METHOD_ORDER = ["ce", "focal", "ldam_drw", "ldam", "ce_drw", "crt", "tau_norm", "lws",
+                "balanced_softmax", "logit_adjust", "cb_focal", "sc_hybrid", "psc_hybrid"]
+DATASET_NAMES = {
+    "cifar10_lt": "CIFAR-10-LT", "cifar100_lt": "CIFAR-100-LT",
+    "fashion_mnist_lt": "Fashion-MNIST-LT", "imagenet_lt": "ImageNet-LT",
+    "places_lt": "Places-LT", "inat2018": "iNaturalist 2018",
+}
+PM, MINUS, DAGGER, DDAGGER = " \u00b1 ", "\u2212", "\u2020", "\u2021"
+_MISSING = object()
+
+
+@dataclass
+class Table:
+    header: list[str]
+    rows: list[list[str]]
+    title: str = ""
+    groups: list[tuple[str, int]] = field(default_factory=list)  # spanning row above header
+    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) to emphasise
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Section:
+    name: str  # file stem under tables/
+    title: str
+    tables: list[Table]
+    data: pd.DataFrame  # the numbers behind the tables, unrounded, for the CSV
+    intro: str = ""
+
+
+# --- selecting and labelling runs -------------------------------------------------------
+
+def filter_runs(runs: pd.DataFrame, methods=None, datasets=None, imbalance_factors=None):
+    keep = pd.Series(True, index=runs.index)
+    if methods:
+        keep &= runs["method"].isin(methods)
+    if datasets:
+        keep &= runs["dataset"].isin(datasets)
+    if imbalance_factors:
+        keep &= runs["imbalance_factor"].isin([float(f) for f in imbalance_factors])
+    return runs[keep]
+
+
+def filter_left_out(entries: list[LeftOut], methods=None, datasets=None,
+                    imbalance_factors=None) -> list[LeftOut]:
+    """Entries whose method, dataset or factor is unknown are always kept."""
+    def wanted(value, allowed):
+        known = value is not None and not (isinstance(value, float) and math.isnan(value))
+        return not allowed or not known or value in allowed
+    factors = [float(f) for f in imbalance_factors or []]
+    return [e for e in entries if wanted(e.method, methods) and wanted(e.dataset, datasets)
+            and wanted(e.imbalance_factor, factors)]
+
+
+def label_runs(runs: pd.DataFrame, group_by=()) -> pd.DataFrame:
+    """Add `spec` (identity without the seed) and `label` (the table row) columns.
+
+    `group_by` settings always appear in the label. Beyond them, a label gains exactly the
+    settings needed so that no table cell holds two specs: averaging two learning rates
+    into one number would be silently wrong, so they are told apart instead.
+    """
+    runs = runs.copy()
+    group_by = list(group_by)
+    runs["spec"] = runs[SPEC_COLUMNS].astype(str).agg("|".join, axis=1) if len(runs) else []
+    if runs["preset"].nunique() > 1 and "preset" not in group_by:
+        # A row of quick-protocol numbers beside paper ones must say so on every row.
+        group_by.append("preset")
+    runs["label"] = _labels(runs, group_by)
+    for _, rows in runs.groupby("label"):
+        extra = [k for k in _separating_settings(rows) if k not in group_by]
+        if extra:
+            runs.loc[rows.index, "label"] = _labels(rows, group_by + extra)
+    # Two values that print alike (1 and 1.0) could still share a label: add the spec hash.
+    specs = runs.groupby(["label", "dataset", "imbalance_factor"], dropna=False)["spec"]
+    clash = specs.transform("nunique") > 1 if len(runs) else []
+    if any(clash):
+        runs.loc[clash, "label"] += runs.loc[clash, "spec"].map(
+            lambda s: " [spec " + hashlib.sha1(s.encode()).hexdigest()[:6] + "]")
+    return runs
+
+
+def _setting(run: dict, key: str):
+    return run[key] if key in SETTING_COLUMNS else run["params_dict"].get(key, _MISSING)
+
+
+def _labels(runs: pd.DataFrame, keys: list[str]) -> list[str]:
+    labels = []
+    for run in runs.to_dict("records"):
+        shown = [f"{k}={_fmt_setting(v)}" for k in keys
+                 if (v := _setting(run, k)) is not _MISSING and v != ""]
+        labels.append(f"{run['method']} ({', '.join(shown)})" if shown else run["method"])
+    return labels
+
+
+def _separating_settings(rows: pd.DataFrame) -> list[str]:
+    """Settings whose values differ between specs that share a (dataset, factor) cell."""
+    keys = []
+    for _, cell in rows.groupby(["dataset", "imbalance_factor"], dropna=False):
+        specs = cell.drop_duplicates("spec").to_dict("records")
+        if len(specs) < 2:
+            continue
+        params = sorted(set().union(*(s["params_dict"] for s in specs)))
+        for key in SETTING_COLUMNS + params:
+            values = {_comparable(_setting(s, key)) for s in specs}
+            if len(values) > 1 and key not in keys:
+                keys.append(key)
+    return keys
+
+
+def _comparable(value) -> str:
+    return "<missing>" if value is _MISSING else json.dumps(value, sort_keys=True, default=str)
+
+
+def _fmt_setting(value) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (list, dict, bool)) or value is None:
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+# --- aggregation ------------------------------------------------------------------------
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (label, dataset, factor): mean and sample std (ddof=1) over seeds.
+
+    A group with no classes (no few-shot classes on CIFAR-10-LT at IF 100) has NaN
+    accuracies in every seed, so its mean stays NaN and prints empty, never as 0.
+    """
+    rows = []
+    for _, seeds in runs.groupby(["label", "dataset", "imbalance_factor", "spec"],
+                                 dropna=False, sort=False):
+        first = seeds.iloc[0]
+        row = {c: first[c] for c in ["label"] + SPEC_COLUMNS}
+        row["seeds"] = len(seeds)
+        row["seed_list"] = " ".join(_fmt_setting(s) for s in sorted(seeds["seed"]))
+        for metric in METRICS:
+            row[f"{metric}_mean"] = seeds[metric].mean()
+            row[f"{metric}_std"] = seeds[metric].std(ddof=1)
+        for column in ["n_train", "n_classes", "n_many", "n_medium", "n_few"]:
+            row[column] = first[column]
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    if not len(table):
+        return table
+    order = sorted(range(len(table)), key=lambda i: _row_order(table.iloc[i]))
+    return table.iloc[order].reset_index(drop=True)
+
+
+def _row_order(row):
+    return (*_method_rank(row["method"]), row["label"], *_cell_order(row))
+
+
+def _method_rank(method):
+    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
+
+
+def _cell_order(row):
+    dataset, factor = row["dataset"], row["imbalance_factor"]
+    rank = list(DATASET_NAMES).index(dataset) if dataset in DATASET_NAMES else len(DATASET_NAMES)
+    return rank, dataset, -(0 if pd.isna(factor) else factor)
+
+
+def table_cells(agg: pd.DataFrame) -> list[tuple[str, float]]:
+    """(dataset, imbalance factor) columns in paper order: datasets, then factor 100 -> 10."""
+    cells = agg.drop_duplicates(["dataset", "imbalance_factor"])
+    cells = sorted(cells.to_dict("records"), key=_cell_order)
+    return [(c["dataset"], c["imbalance_factor"]) for c in cells]
+
+
+def in_cell(agg, dataset, factor):
+    same = agg["dataset"] == dataset
+    return agg[same & (agg["imbalance_factor"].isna() if pd.isna(factor)
+                       else agg["imbalance_factor"] == factor)]
+
+
+# --- formatting -------------------------------------------------------------------------
+
+def dataset_name(dataset: str) -> str:
+    return DATASET_NAMES.get(dataset, dataset)
+
+
+def fmt_factor(factor) -> str:
+    return "" if pd.isna(factor) else f"{factor:g}"
+
+
+def fmt_number(value, digits=2) -> str:
+    return "" if pd.isna(value) else f"{value:.{digits}f}".replace("-", MINUS)
+
+
+def fmt_mean_std(mean, std, digits=2) -> str:
+    """A single seed has no spread to show, so no +-."""
+    if pd.isna(mean):
+        return ""
+    return fmt_number(mean, digits) + ("" if pd.isna(std) else PM + fmt_number(std, digits))
+
+
+def fmt_signed(value) -> str:
+    return "" if pd.isna(value) else f"{value:+.2f}".replace("-", MINUS)
+
+
+def _best_rows(values: list[float]) -> list[int]:
+    """Rows holding the column's best (ties by printed value); none if fewer than two."""
+    present = [(i, round(v, 2)) for i, v in enumerate(values) if not pd.isna(v)]
+    if len(present) < 2:
+        return []
+    top = max(v for _, v in present)
+    return [i for i, v in present if v == top]
+
+
+def _groups(cells) -> list[tuple[str, int]]:
+    groups = []
+    for dataset, _ in cells:
+        if groups and groups[-1][0] == dataset_name(dataset):
+            groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+        else:
+            groups.append((dataset_name(dataset), 1))
+    return [("", 1)] + groups
+
+
+def _protocol_note(agg: pd.DataFrame) -> str:
+    presets = sorted(agg["preset"].unique())
+    if presets == ["paper"]:
+        return "All runs use the paper protocol (preset = paper)."
+    return "Protocols (preset): " + ", ".join(presets) + "."
+
+
+# --- the tables -------------------------------------------------------------------------
+
+def main_table(agg: pd.DataFrame) -> Section:
+    """Methods x (dataset, factor): top-1 mean +- std over seeds, the best in bold."""
+    cells = table_cells(agg)
+    labels = list(dict.fromkeys(agg["label"]))
+    rows = [[label] for label in labels]
+    means = {label: [math.nan] * len(cells) for label in labels}
+    for j, (dataset, factor) in enumerate(cells):
+        for r in in_cell(agg, dataset, factor).itertuples():
+            means[r.label][j] = r.top1_mean
+    bold = set()
+    for j, (dataset, factor) in enumerate(cells):
+        cell = in_cell(agg, dataset, factor).set_index("label")
+        for i, label in enumerate(labels):
+            if label in cell.index:
+                r = cell.loc[label]
+                rows[i].append(f"{fmt_mean_std(r.top1_mean, r.top1_std)} (n={r.seeds})")
+            else:
+                rows[i].append("")
+        bold |= {(i, j + 1) for i in _best_rows([means[label][j] for label in labels])}
+    table = Table(
+        header=["Method"] + [f"IF {fmt_factor(f)}" for _, f in cells],
+        rows=rows, groups=_groups(cells), bold=bold,
+        title="Top-1 accuracy (%)",
+        notes=["Top-1 at the last epoch, mean" + PM + "sample standard deviation over "
+               "seeds; n = number of seeds. Bold: best mean in the column.",
+               _protocol_note(agg)])
+    data = agg[["label", "method", "dataset", "imbalance_factor", "preset", "params_key",
+                "seeds", "seed_list", "top1_mean", "top1_std"]].copy()
+    best = {(dataset, factor, labels[i]) for j, (dataset, factor) in enumerate(cells)
+            for i in range(len(labels)) if (i, j + 1) in bold}
+    data["best_in_column"] = [(r.dataset, r.imbalance_factor, r.label) in best
+                              for r in agg.itertuples()]
+    return Section("main", "Main table", [table], data.rename(columns={"params_key": "params"}))
+
+
+def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
+    """Paper-protocol rows beside the published figure and the difference."""
+    paper = agg[agg["preset"] == "paper"]
+    others = len(agg) - len(paper)
+    rows, records, sources, missing = [], [], {}, []
+    for r in paper.itertuples():
+        ref = lookup(published, r.method, r.dataset, r.imbalance_factor)
+        where = f"{r.label} on {dataset_name(r.dataset)} IF {fmt_factor(r.imbalance_factor)}"
+        if ref is None:
+            missing.append(where)
+            continue
+        number = sources.setdefault(ref["source"], len(sources) + 1)
+        difference = r.top1_mean - ref["top1"]
+        rows.append([r.label, dataset_name(r.dataset), fmt_factor(r.imbalance_factor),
+                     str(r.seeds), fmt_mean_std(r.top1_mean, r.top1_std),
+                     fmt_number(ref["top1"]) + ("" if ref["confirmed"] else DAGGER),
+                     fmt_signed(difference), f"[{number}]"])
+        records.append(dict(label=r.label, method=r.method, dataset=r.dataset,
+                            imbalance_factor=r.imbalance_factor, seeds=r.seeds,
+                            top1_mean=r.top1_mean, top1_std=r.top1_std,
+                            published_top1=ref["top1"], published_confirmed=ref["confirmed"],
+                            difference=difference, source=ref["source"]))
+    notes = ["\u0394 = our mean \u2212 published top-1 (percentage points).",
+             DAGGER + " unconfirmed published figure: a best recollection, not yet checked "
+             "against the paper."]
+    notes += [f"[{n}] {source}" for source, n in sources.items()]
+    if others:
+        notes.append(f"{others} row(s) under other protocols (preset other than paper) "
+                     "are not compared with published figures.")
+    if missing:
+        notes.append("No published figure for: " + "; ".join(missing) + ".")
+    title = "Published top-1 (%) beside ours, paper protocol only"
+    section = Section("paper_comparison", "Compared with published results", [],
+                      pd.DataFrame(records, columns=[
+                          "label", "method", "dataset", "imbalance_factor", "seeds",
+                          "top1_mean", "top1_std", "published_top1", "published_confirmed",
+                          "difference", "source"]))
+    if rows:
+        section.tables.append(Table(
+            header=["Method", "Dataset", "IF", "Seeds", "Ours", "Published",
+                    "\u0394", "Source"], rows=rows, title=title, notes=notes))
+    else:
+        section.intro = (" ".join(notes[2:]) + " " if len(notes) > 2 else "") + (
+            "No run under the paper protocol has a published figure to compare with.")
+    return section
+
+
+def many_medium_few_tables(agg: pd.DataFrame) -> Section:
+    """One table per (dataset, factor): accuracy on many / medium / few-shot classes."""
+    tables = []
+    groups = ["many", "medium", "few"]
+    for dataset, factor in table_cells(agg):
+        cell = in_cell(agg, dataset, factor)
+        counts = cell[["n_many", "n_medium", "n_few"]].drop_duplicates()
+        uniform = len(counts) == 1
+        header = ["Method", "Seeds"]
+        for group in groups:
+            n = counts.iloc[0][f"n_{group}"] if uniform else math.nan
+            header.append(group.capitalize() + ("" if pd.isna(n) else f" ({n:g} classes)"))
+        header += ["Top-1", "Best epoch" + DDAGGER]
+        if not uniform:
+            header.append("Classes (many/medium/few)")
+        rows = []
+        for r in cell.itertuples():
+            row = [r.label, str(r.seeds)]
+            row += [fmt_mean_std(getattr(r, f"{g}_mean"), getattr(r, f"{g}_std")) for g in groups]
+            row += [fmt_mean_std(r.top1_mean, r.top1_std),
+                    fmt_mean_std(r.top1_best_mean, r.top1_best_std)]
+            if not uniform:
+                row.append("/".join(fmt_factor(getattr(r, f"n_{g}")) for g in groups))
+            rows.append(row)
+        bold = set()
+        for j, metric in enumerate(groups + ["top1"], start=2):
+            bold |= {(i, j) for i in _best_rows(list(cell[f"{metric}_mean"]))}
+        tables.append(Table(header=header, rows=rows, bold=bold,
+                            title=f"{dataset_name(dataset)}, IF {fmt_factor(factor)}"))
+    conventions = ", ".join(sorted({c for c in agg["mmf_convention"] if c})) or "not recorded"
+    notes = ["Accuracy (%) on classes with many / medium / few training images, mean" + PM
+             + "sample std over seeds. An empty cell means the group has no classes. "
+             f"Group thresholds: {conventions} convention.",
+             DDAGGER + " best test accuracy over all epochs, i.e. chosen on the test set "
+             "(as LDAM-DRW's code reports it): shown for comparison only, not a fair "
+             "headline figure."]
+    if tables:
+        tables[-1].notes = notes
+    columns = ["label", "method", "dataset", "imbalance_factor", "seeds", "mmf_convention",
+               "n_many", "n_medium", "n_few"]
+    columns += [f"{m}_{s}" for m in groups + ["top1", "top1_best"] for s in ("mean", "std")]
+    return Section("many_medium_few", "Many / medium / few", tables, agg[columns].copy())
+
+
+def cost_table(runs: pd.DataFrame) -> Section:
+    """What a spec costs on each device it ran on (seeds pooled)."""
+    records = []
+    for _, g in runs.groupby(["label", "dataset", "imbalance_factor", "device"],
+                             dropna=False, sort=False):
+        first = g.iloc[0]
+        records.append(dict(
+            label=first["label"], method=first["method"], dataset=first["dataset"],
+            imbalance_factor=first["imbalance_factor"], device=first["device"], runs=len(g),
+            wall_s_mean=g["wall_s"].mean(), wall_s_total=g["wall_s"].sum(min_count=1),
+            images_per_s_mean=g["images_per_s"].mean(),
+            peak_mem_mb_max=g["peak_mem_mb"].max()))
+    data = pd.DataFrame(records, columns=[
+        "label", "method", "dataset", "imbalance_factor", "device", "runs", "wall_s_mean",
+        "wall_s_total", "images_per_s_mean", "peak_mem_mb_max"])
+    if len(data):
+        order = sorted(range(len(data)), key=lambda i: (*_row_order(data.iloc[i]),
+                                                        data.iloc[i]["device"]))
+        data = data.iloc[order].reset_index(drop=True)
+    rows = [[r.label, dataset_name(r.dataset), fmt_factor(r.imbalance_factor),
+             fmt_device(r.device), str(r.runs), fmt_duration(r.wall_s_mean),
+             fmt_duration(r.wall_s_total), fmt_number(r.images_per_s_mean, 0),
+             fmt_number(r.peak_mem_mb_max, 0)] for r in data.itertuples()]
+    table = Table(
+        header=["Method", "Dataset", "IF", "Device", "Runs", "Wall time / run", "Total",
+                "Images/s", "Peak memory (MB)"],
+        rows=rows, title="Cost per run",
+        notes=["Wall time and images/s are means over the runs (seeds) on that device; "
+               "peak memory is the largest over them (device memory on a GPU)."])
+    return Section("cost", "Cost", [table], data)
+
+
+def fmt_device(device: str) -> str:
+    if device.startswith("cuda"):
+        name = device.partition(":")[2]
+        return f"GPU ({name})" if name else "GPU"
+    return "CPU" if device == "cpu" else device
+
+
+def fmt_duration(seconds) -> str:
+    if pd.isna(seconds):
+        return ""
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# --- what was left out ------------------------------------------------------------------
+
+def left_out_summary(entries: list[LeftOut]) -> str:
+    runs = [e for e in entries if e.kind in RUN_KINDS]
+    files = [e for e in entries if e.kind not in RUN_KINDS]
+    if not entries:
+        return "Nothing was left out."
+    parts = []
+    if runs:
+        kinds = [e.kind for e in runs]
+        detail = ", ".join(f"{kinds.count(k)} {k}" for k in RUN_KINDS if k in kinds)
+        parts.append(f"Left out {len(runs)} run{'s' * (len(runs) != 1)} ({detail})")
+    if files:
+        parts.append(f"skipped {len(files)} file{'s' * (len(files) != 1)}")
+    text = " and ".join(parts)
+    return text[0].upper() + text[1:] + "."
+
+
+def left_out_section(entries: list[LeftOut]) -> Section:
+    order = {kind: i for i, kind in enumerate(RUN_KINDS + ("skipped file",))}
+    entries = sorted(entries, key=lambda e: (order.get(e.kind, len(order)), e.path))
+    rows = [[e.path, e.kind, e.reason] for e in entries]
+    data = pd.DataFrame([vars(e) for e in entries],
+                        columns=["path", "kind", "reason", "method", "dataset",
+                                 "imbalance_factor"])
+    tables = [Table(header=["Path", "Kind", "Reason"], rows=rows)] if rows else []
+    intro = left_out_summary(entries)
+    if rows:
+        intro += (" Failed and unfinished runs are never averaged in; a corrupt or foreign "
+                  "CSV is skipped.")
+    return Section("left_out", "Left out", tables, data, intro=intro)

@@ -1,0 +1,218 @@
+"""The shared training loop: epochs, learning-rate schedule, AMP, checkpoints, evaluation.
+
+Methods plug in through `ltbench.method.Method`; this module knows nothing about files
+beyond the checkpoint callbacks it is given, and nothing about launchers.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ltbench.data.datasets import LongTailData
+from ltbench.data.loader import DeviceLoader, eval_batches
+from ltbench.method import Method, Progress
+from ltbench.metrics import ClassCounts
+
+# The CIFAR-LT protocol of LDAM-DRW (Cao et al. 2019), shared by the CE-family baselines.
+TRAINER_DEFAULTS = {
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 2e-4,
+    "schedule": "step",  # step | cosine
+    "warmup_epochs": 5,  # linear warm-up, lr * (epoch + 1) / warmup_epochs
+    "milestones": [0.8, 0.9],  # fractions of the epochs: 160 and 180 of 200
+    "lr_factors": [0.01, 0.0001],
+    "eval_every": 1,  # epochs between test evaluations (the last epoch is always evaluated)
+    "mmf_convention": "cb",  # many/medium/few thresholds: cb (n>100, n<20) or oltr (n>=100, n<=20)
+    "crop_padding": 4,
+    "flip": True,
+    "amp": True,  # bf16 autocast, CUDA only
+    "channels_last": True,  # CUDA only
+}
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+def learning_rate(epoch: int, epochs: int, p: dict) -> float:
+    """Learning rate for a 0-based epoch, set once at the start of the epoch (as LDAM-DRW does)."""
+    warmup = p["warmup_epochs"]
+    if epoch < warmup:
+        return p["lr"] * (epoch + 1) / warmup
+    if p["schedule"] == "cosine":
+        return p["lr"] * 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(epochs - warmup, 1)))
+    factor = 1.0
+    for milestone, f in zip(p["milestones"], p["lr_factors"]):
+        if epoch >= round(milestone * epochs):
+            factor = f
+    return p["lr"] * factor
+
+
+class Reporter:
+    """Progress callbacks; the default reports nothing."""
+
+    def start(self, label: str, epochs: int, steps: int, start_epoch: int) -> None: ...
+    def step(self, epoch: int, step: int, loss: float, images_per_s: float) -> None: ...
+    def epoch_end(self, epoch: int, top1: float | None) -> None: ...
+    def finish(self) -> None: ...
+
+
+@dataclass
+class TrainOutcome:
+    final: ClassCounts
+    best_top1: float
+    best_epoch: int
+    train_seconds: float  # this process's training time plus the time recorded before any resume
+    images_seen: int
+    loss_history: list[float] = field(default_factory=list)  # mean loss per epoch
+
+
+@dataclass
+class Trainer:
+    data: LongTailData
+    backbone: nn.Module
+    method: Method
+    params: dict
+    epochs: int
+    batch_size: int
+    seed: int
+    device: torch.device
+    save_checkpoint: callable = None  # state dict -> None
+    reporter: Reporter = field(default_factory=Reporter)
+    label: str = ""
+    step_hook: callable = None  # (epoch, step, loss tensor) -> None; used by tests to watch the loss
+
+    def __post_init__(self):
+        p = self.params
+        self.cuda = self.device.type == "cuda"
+        self.backbone.to(self.device)
+        self.method.to(self.device)
+        if self.cuda and p["channels_last"]:
+            self.backbone.to(memory_format=torch.channels_last)
+        modules = nn.ModuleList([self.backbone, self.method])
+        self.optimizer = torch.optim.SGD(modules.parameters(), lr=p["lr"], momentum=p["momentum"],
+                                         weight_decay=p["weight_decay"])
+        self.loader = DeviceLoader(self.data, self.method.draws, self.batch_size, self.device, self.seed,
+                                   padding=p["crop_padding"], flip=p["flip"],
+                                   sampler_options={"class_balanced": {"per_class": p.get("cb_per_class", 1)}})
+        self.start_epoch, self.best_top1, self.best_epoch = 0, -1.0, -1
+        self.seconds_before, self.images_before, self.loss_history = 0.0, 0, []
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.params["amp"])
+
+    def _to_device_layout(self, x):
+        return x.contiguous(memory_format=torch.channels_last) if self.cuda and self.params["channels_last"] else x
+
+    # ------------------------------------------------------------------ checkpoint state
+
+    def state_dict(self, epoch: int, seconds: float, images: int) -> dict:
+        return {
+            "epoch": epoch,
+            "backbone": self.backbone.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "loader": self.loader.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.cuda else None,
+            "best_top1": self.best_top1,
+            "best_epoch": self.best_epoch,
+            "seconds": seconds,
+            "images": images,
+            "loss_history": self.loss_history,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.backbone.load_state_dict(state["backbone"])
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loader.load_state_dict(state["loader"])
+        torch.set_rng_state(state["torch_rng"])
+        if self.cuda and state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.start_epoch = state["epoch"] + 1
+        self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
+        self.seconds_before, self.images_before = state["seconds"], state["images"]
+        self.loss_history = list(state["loss_history"])
+
+    # ------------------------------------------------------------------ loop
+
+    def fit(self) -> TrainOutcome:
+        steps = self.loader.steps_per_epoch
+        self.reporter.start(self.label, self.epochs, steps, self.start_epoch)
+        seconds, images = self.seconds_before, self.images_before
+        final = None
+        for epoch in range(self.start_epoch, self.epochs):
+            start = time.perf_counter()
+            mean_loss = self._train_epoch(epoch, steps)
+            if self.cuda:
+                torch.cuda.synchronize()
+            seconds += time.perf_counter() - start
+            images += len(self.data.train_y)
+            self.loss_history.append(mean_loss)
+            last = epoch == self.epochs - 1
+            top1 = None
+            if last or (epoch + 1) % self.params["eval_every"] == 0:
+                final = self.evaluate()
+                top1 = final.top1
+                if top1 > self.best_top1:
+                    self.best_top1, self.best_epoch = top1, epoch
+            self.reporter.epoch_end(epoch, top1)
+            if self.save_checkpoint is not None:
+                self.save_checkpoint(self.state_dict(epoch, seconds, images))
+        self.reporter.finish()
+        if final is None:  # resumed after the last epoch's checkpoint: evaluate the saved weights
+            final = self.evaluate()
+        return TrainOutcome(final, self.best_top1, self.best_epoch, seconds, images, self.loss_history)
+
+    def _train_epoch(self, epoch: int, steps: int) -> float:
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(epoch, self.epochs, self.params)
+        self.backbone.train()
+        self.method.train()
+        total = torch.zeros((), device=self.device)
+        tick, seen = time.perf_counter(), 0
+        for step, batches in enumerate(self.loader.epoch()):
+            for batch in batches.values():
+                batch.views = [self._to_device_layout(v) for v in batch.views]
+            with self.autocast():
+                loss = self.method.loss(self.backbone, batches, Progress(epoch, self.epochs, step, steps))
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += loss.detach()
+            seen += len(next(iter(batches.values())).labels)
+            if self.step_hook is not None:
+                self.step_hook(epoch, step, loss.detach())
+            # reading the loss synchronises the device, so only every few steps
+            if step % 10 == 9 or step == steps - 1:
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise NonFiniteLoss(f"loss became {value} at epoch {epoch + 1}, step {step + 1}")
+                now = time.perf_counter()
+                self.reporter.step(epoch, step, value, seen / max(now - tick, 1e-9))
+        mean = (total / steps).item()
+        if not math.isfinite(mean):
+            raise NonFiniteLoss(f"loss became {mean} during epoch {epoch + 1}")
+        return mean
+
+    @torch.no_grad()
+    def evaluate(self, x=None, y=None) -> ClassCounts:
+        """Per-class counts on the balanced test set (or on the given images)."""
+        self.backbone.eval()
+        self.method.eval()
+        x = self.data.test_x if x is None else x
+        y = self.data.test_y if y is None else y
+        counts = ClassCounts.from_predictions(torch.empty(0, dtype=torch.long), torch.empty(0, dtype=torch.long),
+                                              self.data.num_classes)
+        # large batches thrash a CPU's caches; a GPU wants them large
+        batch_size = 1024 if self.cuda else 256
+        for images, labels in eval_batches(x, y, self.data.mean, self.data.std, self.device, batch_size):
+            with self.autocast():
+                logits = self.method.logits(self.backbone(self._to_device_layout(images)))
+            counts = counts + ClassCounts.from_predictions(logits.argmax(1), labels, self.data.num_classes)
+        return counts

@@ -1,0 +1,1 @@
+"""Long-tailed methods, one module each, registered through the `ltbench.methods` entry points."""

@@ -1,0 +1,13 @@
+"""Cross-entropy on instance-sampled batches: the baseline every long-tailed paper reports."""
+
+import torch.nn.functional as F
+
+from ltbench.method import LinearClassifierMethod
+
+
+class CrossEntropy(LinearClassifierMethod):
+    name = "ce"
+    summary = "Cross-entropy with instance sampling (baseline; protocol of Cao et al., NeurIPS 2019)"
+
+    def criterion(self, logits, labels, progress):
+        return F.cross_entropy(logits, labels)

@@ -1,0 +1,20 @@
+"""Focal loss (Lin et al., ICCV 2017): FL(p_t) = -(1 - p_t)^gamma log p_t."""
+
+import torch.nn.functional as F
+
+from ltbench.method import LinearClassifierMethod
+
+
+def focal_loss(logits, labels, gamma: float):
+    log_pt = F.log_softmax(logits, dim=1).gather(1, labels[:, None]).squeeze(1)
+    return (-((1 - log_pt.exp()) ** gamma) * log_pt).mean()
+
+
+class Focal(LinearClassifierMethod):
+    name = "focal"
+    summary = "Focal loss, down-weights easy examples (Lin et al., ICCV 2017)"
+    # gamma = 1 as in the LDAM-DRW code's CIFAR-LT comparison
+    hyperparameters = {"gamma": 1.0}
+
+    def criterion(self, logits, labels, progress):
+        return focal_loss(logits, labels, self.hp["gamma"])

@@ -1,0 +1,581 @@
+"""`ltbench report` on hand-made result folders: every number in the tables, the figures,
+filters, grouping, and what happens to failed, partial and corrupt inputs."""
+
+import argparse
+import base64
+import csv
+import hashlib
+import json
+import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from ltbench.report import cli, tables
+from ltbench.report.load import RESULT_COLUMNS, load_results
+from ltbench.report.reference import load_published
+
+REPO = Path(__file__).resolve().parents[1]
+DATASETS = {"cifar10_lt": (5000, 10, 1000), "cifar100_lt": (500, 100, 100)}
+
+
+def lt_counts(dataset: str, factor: float) -> list[int]:
+    """Training images per class, as LDAM-DRW builds CIFAR-LT."""
+    n_max, n_classes, _ = DATASETS[dataset]
+    return [int(n_max * (1 / factor) ** (i / (n_classes - 1))) for i in range(n_classes)]
+
+
+def group_sizes(counts: list[int]) -> tuple[int, int, int]:
+    return (sum(n > 100 for n in counts), sum(20 <= n <= 100 for n in counts),
+            sum(n < 20 for n in counts))
+
+
+def write_run(root: Path, *, method="ce", dataset="cifar10_lt", imbalance_factor=100, seed=0,
+              top1=70.0, many=None, medium=None, few=None, top1_best=None, preset="paper",
+              params=None, status="done", error="", per_class=True, run_id=None,
+              **fields) -> Path:
+    """Write one run folder as the store does; accuracies default to plausible values,
+    and a group with no classes gets an empty cell, as the trainer writes it."""
+    params = {"lr": 0.1} if params is None else params
+    counts = lt_counts(dataset, imbalance_factor)
+    sizes = group_sizes(counts)
+    given = {"many": many, "medium": medium, "few": few}
+    defaults = {"many": top1 + 10, "medium": top1 - 10, "few": top1 - 30}
+    row = {column: "" for column in RESULT_COLUMNS}
+    row.update(
+        method=method, dataset=dataset, imbalance_factor=imbalance_factor, profile="exp",
+        backbone="resnet32_cifar", seed=seed, epochs=200, batch_size=128, preset=preset,
+        params=json.dumps(params), mmf_convention="classifier_balancing",
+        n_train=sum(counts), n_classes=len(counts), n_many=sizes[0], n_medium=sizes[1],
+        n_few=sizes[2], wall_s=600.0, images_per_s=5000.0, peak_mem_mb=1500.0,
+        device="cuda:NVIDIA H100", torch="2.5.1", ltbench_version="0.1.0", git_sha="abc1234",
+        started_at="2025-01-01T00:00:00", finished_at="2025-01-01T00:10:00", status=status,
+        error=error)
+    if status == "done":
+        row.update(top1=top1, top1_best=top1 + 0.5 if top1_best is None else top1_best,
+                   top1_best_epoch=190)
+        for group, size in zip(given, sizes):
+            value = given[group] if given[group] is not None else defaults[group]
+            row[group] = value if size else ""
+    row.update(fields)
+    spec = {k: row[k] for k in ["method", "dataset", "imbalance_factor", "seed", "epochs",
+                                "batch_size", "preset", "params", "backbone", "profile"]}
+    row["run_id"] = run_id or hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    folder = root / row["run_id"]
+    folder.mkdir(parents=True)
+    with open(folder / "result.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=RESULT_COLUMNS)
+        writer.writeheader()
+        writer.writerow(row)
+    (folder / "spec.json").write_text(json.dumps(spec))
+    if per_class and status == "done":
+        total = DATASETS[dataset][2]
+        with open(folder / "per_class.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["class", "n_train", "correct", "total"])
+            for c, n in enumerate(counts):
+                accuracy = max(0.0, min(1.0, (top1 + 25 - 50 * c / len(counts) + seed) / 100))
+                writer.writerow([c, n, round(accuracy * total), total])
+    return folder
+
+
+def write_bench(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["loss", "batch_size", "peak_mem_mb", "step_ms", "device"])
+        for batch in [64, 128, 256, 512, 1024]:
+            writer.writerow(["sc", batch, 200 + batch ** 2 / 500, 2 + batch / 100, "cuda:NVIDIA H100"])
+            writer.writerow(["psc", batch, 200 + batch / 2, 2 + batch / 200, "cuda:NVIDIA H100"])
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def report(results: Path, out: Path, *argv: str) -> int:
+    return cli.run(parse("--results-dir", str(results), "--out", str(out), *argv))
+
+
+def read_csv(path: Path) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def one(frame: pd.DataFrame, **where) -> pd.Series:
+    rows = frame
+    for column, value in where.items():
+        rows = rows[rows[column] == value]
+    assert len(rows) == 1, f"expected one row for {where}, found {len(rows)}"
+    return rows.iloc[0]
+
+
+def markdown_rows(text: str) -> dict[str, list[str]]:
+    """First cell -> the other cells, for every row of every Markdown table in `text`."""
+    rows = {}
+    for line in text.splitlines():
+        if line.startswith("| ") and not line.startswith("| Method"):
+            cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+            rows.setdefault(cells[0], cells[1:])
+    return rows
+
+
+# --- the full report on a small sweep ---------------------------------------------------
+
+CE_C10_100 = [70.0, 71.0, 73.0]  # three seeds
+FOCAL_C10_100 = [72.5]  # one seed: no +-
+CE_C10_10 = [86.0, 87.0]
+LDAM_C10_100 = [76.0, 77.0]
+LDAM_C100_100 = dict(top1=[41.0, 43.0], many=[60.0, 61.0], medium=[40.0, 42.0], few=[15.0, 18.0])
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """Results of a small sweep, plus one failed, one partial and two unusable files."""
+    root = tmp_path_factory.mktemp("sweep")
+    results = root / "results"
+    for seed, top1 in enumerate(CE_C10_100):
+        write_run(results, seed=seed, top1=top1, wall_s=600.0 + 60 * seed,
+                  images_per_s=5000.0 + 100 * seed, peak_mem_mb=1500.0 + 10 * seed)
+    for seed, top1 in enumerate(FOCAL_C10_100):
+        write_run(results, method="focal", seed=seed, top1=top1, params={"lr": 0.1, "gamma": 1.0})
+    for seed, top1 in enumerate(CE_C10_10):
+        write_run(results, imbalance_factor=10, seed=seed, top1=top1)
+    for seed, top1 in enumerate(LDAM_C10_100):
+        write_run(results, method="ldam_drw", seed=seed, top1=top1, many=90.0, medium=50.0 + seed)
+    for seed in range(2):
+        write_run(results, method="ldam_drw", dataset="cifar100_lt", seed=seed,
+                  **{k: v[seed] for k, v in LDAM_C100_100.items()})
+    write_run(results, seed=0, top1=20.0, device="cpu", wall_s=7200.0, images_per_s=300.0,
+              peak_mem_mb=900.0, run_id="cpu-copy-of-ce")
+    write_run(results, seed=7, status="failed", error="CUDA out of memory")
+    partial = results / "0123partial"
+    partial.mkdir()
+    (partial / "spec.json").write_text(json.dumps({"method": "ce", "dataset": "cifar10_lt",
+                                                   "imbalance_factor": 100}))
+    (partial / "checkpoint.pt").write_bytes(b"\x80\x02}q\x00.")
+    corrupt = results / "badrun"
+    corrupt.mkdir()
+    (corrupt / "result.csv").write_bytes(b"\xff\xfe\x00garbage\x00\n\x01,\x02")
+    (results / "notes.csv").write_text("who,what\nme,a note\n")
+    write_bench(results / "bench" / "feature_loss_memory.csv")
+    (results / "README.md").write_text("what lands here\n")
+    out = root / "reports"
+    return results, out
+
+
+@pytest.fixture(scope="module")
+def built(sweep, capsys_module):
+    results, out = sweep
+    code = report(results, out)
+    return code, out, capsys_module()
+
+
+@pytest.fixture(scope="module")
+def capsys_module():
+    """Module-scoped stand-in for capsys: collects what `run` prints for several tests."""
+    from rich.console import Console
+
+    outputs = []
+    real = Console.print
+
+    def capture(self, *args, **kwargs):
+        with self.capture() as cap:
+            real(self, *args, **kwargs)
+        outputs.append(cap.get())
+
+    Console.print = capture
+    try:
+        yield lambda: "".join(outputs)
+    finally:
+        Console.print = real
+
+
+def test_report_exits_zero_and_says_where(built):
+    code, out, printed = built
+    assert code == 0
+    assert str(out / "index.html") in printed.replace("\n", "")
+    assert (out / "index.html").is_file() and (out / "report.md").is_file()
+    for name in ["main", "paper_comparison", "many_medium_few", "cost"]:
+        for suffix in ["md", "tex", "csv"]:
+            assert (out / "tables" / f"{name}.{suffix}").is_file(), f"{name}.{suffix}"
+
+
+def test_main_table_means_stds_and_seed_counts(built):
+    _, out, _ = built
+    data = read_csv(out / "tables" / "main.csv")
+    # The CPU copy of ce is a seed of the same spec with a different run_id: four seeds.
+    ce = CE_C10_100 + [20.0]
+    expected = {("ce", 100): ce, ("focal", 100): FOCAL_C10_100, ("ce", 10): CE_C10_10,
+                ("ldam_drw", 100): LDAM_C10_100}
+    for (method, factor), values in expected.items():
+        row = one(data, label=method, dataset="cifar10_lt", imbalance_factor=factor)
+        assert row["seeds"] == len(values)
+        assert row["top1_mean"] == pytest.approx(statistics.mean(values))
+        if len(values) > 1:
+            assert row["top1_std"] == pytest.approx(statistics.stdev(values))
+        else:
+            assert pd.isna(row["top1_std"])
+    c100 = one(data, label="ldam_drw", dataset="cifar100_lt")
+    assert c100["top1_mean"] == pytest.approx(42.0)
+    assert c100["top1_std"] == pytest.approx(statistics.stdev([41.0, 43.0]))
+
+    rows = markdown_rows((out / "tables" / "main.md").read_text())
+    # Columns: CIFAR-10-LT IF 100, IF 10, CIFAR-100-LT IF 100.
+    assert rows["ce"] == ["53.50 ± 25.04 (n=4)", "86.50 ± 0.71 (n=2)", ""]
+    assert rows["focal"] == ["72.50 (n=1)", "", ""]
+    assert rows["ldam_drw"] == ["**76.50 ± 0.71 (n=2)**", "", "42.00 ± 1.41 (n=2)"]
+    header = (out / "tables" / "main.md").read_text().splitlines()[2]
+    assert header == ("| Method | CIFAR-10-LT IF 100 | CIFAR-10-LT IF 10 | "
+                      "CIFAR-100-LT IF 100 |")
+
+
+def test_best_is_marked_only_where_there_is_a_choice(built):
+    _, out, _ = built
+    data = read_csv(out / "tables" / "main.csv")
+    best = data[data["best_in_column"]]
+    assert list(zip(best["label"], best["imbalance_factor"])) == [("ldam_drw", 100)]
+    latex = (out / "tables" / "main.tex").read_text()
+    assert r"\textbf{76.50 $\pm$ 0.71 (n=2)}" in latex
+    assert "<strong>76.50 ± 0.71 (n=2)</strong>" in (out / "index.html").read_text()
+
+
+def test_latex_is_booktabs_and_escaped(built):
+    _, out, _ = built
+    latex = (out / "tables" / "main.tex").read_text()
+    for command in [r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrr}",
+                    r"\multicolumn{2}{c}{CIFAR-10-LT}", r"\cmidrule(lr){2-3}"]:
+        assert command in latex
+    assert r"ldam\_drw & \textbf{" in latex
+    assert "_drw" not in latex.replace(r"\_drw", "")
+    mmf = (out / "tables" / "many_medium_few.tex").read_text()
+    assert mmf.count(r"\begin{table}") == 3 and r"$^\ddagger$" in mmf
+
+
+def test_published_figures_and_differences(built):
+    _, out, _ = built
+    data = read_csv(out / "tables" / "paper_comparison.csv")
+    ce = one(data, label="ce", dataset="cifar10_lt", imbalance_factor=100)
+    assert ce["published_top1"] == 70.36 and not ce["published_confirmed"]
+    assert ce["difference"] == pytest.approx(statistics.mean(CE_C10_100 + [20.0]) - 70.36)
+    ldam = one(data, label="ldam_drw", dataset="cifar10_lt", imbalance_factor=100)
+    assert ldam["published_top1"] == 77.03 and ldam["published_confirmed"]
+    assert ldam["difference"] == pytest.approx(76.5 - 77.03)
+    ce10 = one(data, label="ce", dataset="cifar10_lt", imbalance_factor=10)
+    assert ce10["published_top1"] == 86.39 and ce10["difference"] == pytest.approx(0.11)
+    assert len(data) == 5  # every paper-protocol cell here has a published figure
+
+    text = (out / "tables" / "paper_comparison.md").read_text()
+    # Method, Dataset, IF, Seeds, Ours, Published, difference, Source
+    lines = {tuple(c.strip() for c in line.strip("|").split("|")) for line in text.splitlines()
+             if line.startswith("| ") and "Method" not in line}
+    assert ("ce", "CIFAR-10-LT", "100", "4", "53.50 ± 25.04", "70.36†", "−16.86", "[1]") in lines
+    assert ("ldam_drw", "CIFAR-10-LT", "100", "2", "76.50 ± 0.71", "77.03", "−0.53", "[1]") in lines
+    assert ("focal", "CIFAR-10-LT", "100", "1", "72.50", "70.38†", "+2.12", "[1]") in lines
+    assert ("ldam_drw", "CIFAR-100-LT", "100", "2", "42.00 ± 1.41", "42.04", "−0.04", "[1]") in lines
+    assert "† unconfirmed" in text
+
+
+def test_other_protocols_are_not_compared(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, seed=0, top1=70.0)
+    write_run(results, seed=0, top1=60.0, preset="quick", epochs=20)
+    assert report(results, tmp_path / "out") == 0
+    data = read_csv(tmp_path / "out" / "tables" / "paper_comparison.csv")
+    assert list(data["label"]) == ["ce (preset=paper)"]
+    main = read_csv(tmp_path / "out" / "tables" / "main.csv")
+    assert sorted(main["label"]) == ["ce (preset=paper)", "ce (preset=quick)"]
+    assert "1 row(s) under other protocols" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_many_medium_few_with_an_empty_group(built):
+    _, out, _ = built
+    data = read_csv(out / "tables" / "many_medium_few.csv")
+    ldam = one(data, label="ldam_drw", dataset="cifar10_lt", imbalance_factor=100)
+    assert (ldam["n_many"], ldam["n_medium"], ldam["n_few"]) == (8, 2, 0)
+    assert ldam["many_mean"] == 90.0 and ldam["many_std"] == 0.0
+    assert ldam["medium_mean"] == 50.5
+    assert ldam["medium_std"] == pytest.approx(statistics.stdev([50.0, 51.0]))
+    assert pd.isna(ldam["few_mean"]) and pd.isna(ldam["few_std"])
+    c100 = one(data, label="ldam_drw", dataset="cifar100_lt")
+    assert (c100["n_many"], c100["n_medium"], c100["n_few"]) == (35, 35, 30)
+    for group in ["many", "medium", "few", "top1"]:
+        assert c100[f"{group}_mean"] == pytest.approx(statistics.mean(LDAM_C100_100[group]))
+        assert c100[f"{group}_std"] == pytest.approx(statistics.stdev(LDAM_C100_100[group]))
+
+    text = (out / "tables" / "many_medium_few.md").read_text()
+    section = text.split("### CIFAR-10-LT, IF 100")[1].split("###")[0]
+    assert "| Method | Seeds | Many (8 classes) | Medium (2 classes) | Few (0 classes) |" in section
+    rows = markdown_rows(section)
+    # Seeds, many, medium, few (empty, not 0), top-1, best epoch.
+    assert rows["ldam_drw"] == ["2", "90.00 ± 0.00", "50.50 ± 0.71", "", "**76.50 ± 0.71**",
+                                "77.00 ± 0.71"]
+    assert rows["focal"] == ["1", "82.50", "62.50", "", "72.50", "73.00"]
+    c100_rows = markdown_rows(text.split("### CIFAR-100-LT, IF 100")[1])
+    assert c100_rows["ldam_drw"] == ["2", "60.50 ± 0.71", "41.00 ± 1.41", "16.50 ± 2.12",
+                                     "42.00 ± 1.41", "42.50 ± 1.41"]
+
+
+def test_cost_table(built):
+    _, out, _ = built
+    data = read_csv(out / "tables" / "cost.csv")
+    gpu = one(data, label="ce", dataset="cifar10_lt", imbalance_factor=100, device="cuda:NVIDIA H100")
+    assert gpu["runs"] == 3
+    assert gpu["wall_s_mean"] == pytest.approx(660.0) and gpu["wall_s_total"] == 1980.0
+    assert gpu["images_per_s_mean"] == pytest.approx(5100.0) and gpu["peak_mem_mb_max"] == 1520.0
+    cpu = one(data, label="ce", dataset="cifar10_lt", imbalance_factor=100, device="cpu")
+    assert cpu["runs"] == 1 and cpu["wall_s_mean"] == 7200.0
+    rows = {tuple(c.strip() for c in line.strip("|").split("|"))
+            for line in (out / "tables" / "cost.md").read_text().splitlines()
+            if line.startswith("| ce ")}
+    assert ("ce", "CIFAR-10-LT", "100", "GPU (NVIDIA H100)", "3", "11.0 min", "33.0 min",
+            "5100", "1520") in rows
+    assert ("ce", "CIFAR-10-LT", "100", "CPU", "1", "2.0 h", "2.0 h", "300", "900") in rows
+
+
+def test_left_out_is_reported_not_averaged(built):
+    _, out, printed = built
+    summary = "Left out 3 runs (1 failed, 1 partial, 1 corrupt) and skipped 1 file."
+    assert summary in printed.replace("\n", " ")
+    markdown = (out / "report.md").read_text()
+    assert "## Left out" in markdown and summary in markdown
+    assert "CUDA out of memory" in markdown and "notes.csv" in markdown
+    assert "still running or interrupted" in markdown and "unreadable CSV" in markdown
+    assert "Left out" in (out / "index.html").read_text()
+    left = read_csv(out / "tables" / "left_out.csv")
+    assert sorted(left["kind"]) == ["corrupt", "failed", "partial", "skipped file"]
+    # The failed seed 7 of ce is not in the mean: four seeds, as in the main table test.
+    assert one(read_csv(out / "tables" / "main.csv"), label="ce", imbalance_factor=100)["seeds"] == 4
+
+
+def test_figures_render(built):
+    _, out, _ = built
+    names = ["accuracy_vs_imbalance", "many_medium_few", "per_class_cifar10_lt_if100",
+             "per_class_cifar10_lt_if10", "per_class_cifar100_lt_if100", "feature_loss_memory"]
+    for name in names:
+        png, pdf = out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"
+        with Image.open(png) as image:
+            image.verify()
+        with Image.open(png) as image:
+            width, height = image.size
+            assert image.format == "PNG"
+        assert 500 <= width <= 4000 and 300 <= height <= 4000, (name, width, height)
+        assert pdf.read_bytes().startswith(b"%PDF")
+    assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(names)
+
+
+def test_html_page_is_self_contained(built):
+    _, out, _ = built
+    page = (out / "index.html").read_text()
+    images = re.findall(r'<img src="([^"]+)"', page)
+    assert len(images) == len(list((out / "figures").glob("*.png")))
+    for src in images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "<link" not in page and "<script" not in page
+    for heading in ["Main table", "Compared with published results", "Many / medium / few",
+                    "Per-class accuracy", "Cost", "Feature-loss memory", "Left out"]:
+        assert f"<h2>{heading}</h2>" in page
+
+
+# --- labelling and grouping -------------------------------------------------------------
+
+def _labelled(results: Path, group_by=()) -> pd.DataFrame:
+    runs = tables.label_runs(load_results(results).runs, group_by)
+    return tables.aggregate(runs)
+
+
+def test_specs_that_share_a_cell_are_told_apart(tmp_path):
+    results = tmp_path / "results"
+    for seed, (low, high) in enumerate([(44.0, 40.0), (45.0, 41.0)]):
+        write_run(results, method="psc_hybrid", dataset="cifar100_lt", seed=seed, top1=low,
+                  params={"lr": 0.5, "temperature": 0.1})
+        write_run(results, method="psc_hybrid", dataset="cifar100_lt", seed=seed, top1=high,
+                  params={"lr": 0.5, "temperature": 1.0})
+    write_run(results, method="psc_hybrid", top1=78.0, params={"lr": 0.5, "temperature": 1.0})
+    agg = _labelled(results)
+    rows = {(r.label, r.dataset): (r.seeds, r.top1_mean) for r in agg.itertuples()}
+    assert rows == {("psc_hybrid (temperature=0.1)", "cifar100_lt"): (2, 44.5),
+                    ("psc_hybrid (temperature=1)", "cifar100_lt"): (2, 40.5),
+                    ("psc_hybrid (temperature=1)", "cifar10_lt"): (1, 78.0)}
+
+
+def test_specs_in_different_cells_share_a_row(tmp_path):
+    # The paper's own protocol: temperature 1.0 on CIFAR-10, 0.1 on CIFAR-100.
+    results = tmp_path / "results"
+    write_run(results, method="psc_hybrid", top1=78.0, params={"temperature": 1.0})
+    write_run(results, method="psc_hybrid", dataset="cifar100_lt", top1=44.0,
+              params={"temperature": 0.1})
+    assert set(_labelled(results)["label"]) == {"psc_hybrid"}
+    assert set(_labelled(results, ["temperature"])["label"]) == {
+        "psc_hybrid (temperature=1)", "psc_hybrid (temperature=0.1)"}
+
+
+def test_settings_outside_params_also_separate(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, top1=70.0, epochs=200)
+    write_run(results, top1=60.0, epochs=100)
+    write_run(results, top1=61.0, epochs=100, seed=1)
+    agg = _labelled(results)
+    assert {(r.label, r.seeds, r.top1_mean) for r in agg.itertuples()} == {
+        ("ce (epochs=200)", 1, 70.0), ("ce (epochs=100)", 2, 60.5)}
+
+
+def test_group_by_on_the_command_line(tmp_path):
+    results = tmp_path / "results"
+    for temperature, top1 in [(0.1, 44.0), (0.2, 43.0)]:
+        write_run(results, method="psc_hybrid", dataset="cifar100_lt", top1=top1,
+                  params={"lr": 0.5, "temperature": temperature}, per_class=False)
+    write_run(results, method="ce", dataset="cifar100_lt", top1=38.0, per_class=False)
+    out = tmp_path / "out"
+    assert report(results, out, "--group-by", "temperature") == 0
+    main = read_csv(out / "tables" / "main.csv")
+    assert list(main["label"]) == ["ce", "psc_hybrid (temperature=0.1)",
+                                   "psc_hybrid (temperature=0.2)"]
+    assert list(main["top1_mean"]) == [38.0, 44.0, 43.0]
+
+
+def test_key_order_in_params_does_not_split_a_spec(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, seed=0, top1=70.0, params={"lr": 0.1, "wd": 2e-4})
+    folder = write_run(results, seed=1, top1=72.0, params={"wd": 2e-4, "lr": 0.1})
+    assert '"wd"' in (folder / "result.csv").read_text().split("\n")[1].split("{")[1][:5]
+    agg = _labelled(results)
+    assert len(agg) == 1 and agg.iloc[0]["seeds"] == 2 and agg.iloc[0]["top1_mean"] == 71.0
+
+
+# --- filters ----------------------------------------------------------------------------
+
+@pytest.fixture
+def grid(tmp_path):
+    results = tmp_path / "results"
+    for method, base in [("ce", 60.0), ("focal", 61.0), ("ldam_drw", 65.0)]:
+        for dataset in DATASETS:
+            for factor in [100, 10]:
+                write_run(results, method=method, dataset=dataset, imbalance_factor=factor,
+                          top1=base + factor / 10 - 20 * (dataset == "cifar100_lt"),
+                          per_class=False)
+    return results
+
+
+def test_filters_select_rows_and_columns(grid):
+    runs = load_results(grid).runs
+    picked = tables.filter_runs(runs, methods=["ce", "focal"], datasets=["cifar100_lt"],
+                                imbalance_factors=["10"])
+    assert sorted(zip(picked["method"], picked["dataset"], picked["imbalance_factor"])) == [
+        ("ce", "cifar100_lt", 10.0), ("focal", "cifar100_lt", 10.0)]
+
+
+def test_filters_on_the_command_line(grid, tmp_path):
+    out = tmp_path / "out"
+    assert report(grid, out, "--methods", "ce,ldam_drw", "--datasets", "cifar10_lt",
+                  "--if", "100") == 0
+    main = read_csv(out / "tables" / "main.csv")
+    assert list(zip(main["label"], main["dataset"], main["imbalance_factor"],
+                    main["top1_mean"])) == [("ce", "cifar10_lt", 100, 70.0),
+                                            ("ldam_drw", "cifar10_lt", 100, 75.0)]
+    assert len(read_csv(out / "tables" / "cost.csv")) == 2
+    # Figures follow the filter, and a narrower report leaves no stale files behind.
+    assert report(grid, out, "--methods", "ce", "focal", "--if", "10") == 0
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["many_medium_few.png"]
+    main = read_csv(out / "tables" / "main.csv")
+    assert set(main["method"]) == {"ce", "focal"} and set(main["imbalance_factor"]) == {10}
+
+
+# --- bad input --------------------------------------------------------------------------
+
+def test_no_results_directory(tmp_path, capsys):
+    assert report(tmp_path / "missing", tmp_path / "out") == 2
+    assert "No results directory" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_finished_runs(tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    assert report(results, tmp_path / "out") == 2
+    assert "No finished runs" in capsys.readouterr().out
+    write_run(results, status="failed", error="diverged: loss is nan")
+    assert report(results, tmp_path / "out") == 2
+    printed = capsys.readouterr().out
+    assert "No finished runs" in printed and "1 failed" in printed and "loss is nan" in printed
+
+
+def test_filters_that_match_nothing(grid, tmp_path, capsys):
+    assert report(grid, tmp_path / "out", "--methods", "crt") == 2
+    printed = capsys.readouterr().out
+    assert "matches the filters" in printed and "Available: methods ce, focal, ldam_drw" in printed
+
+
+def test_unusable_files_never_stop_the_report(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, seed=0, top1=70.0)
+    bad = write_run(results, seed=1, top1=99.0, per_class=False)
+    (bad / "result.csv").write_text("run_id,method\nabc,ce\n")  # missing columns
+    text = write_run(results, seed=2, top1=98.0, per_class=False)
+    (text / "result.csv").write_text((text / "result.csv").read_text().replace(",98.0,", ",n/a,"))
+    broken_per_class = write_run(results, seed=3, top1=72.0)
+    (broken_per_class / "per_class.csv").write_text('class,n_train\n"0,1\n')
+    (results / "bench").mkdir()
+    (results / "bench" / "feature_loss_memory.csv").write_text("loss,batch\nsc,\"")
+    loaded = load_results(results)
+    assert sorted(loaded.runs["top1"]) == [70.0, 72.0]
+    reasons = {Path(e.path).name: (e.kind, e.reason) for e in loaded.left_out}
+    assert reasons[f"result.csv"][0] == "corrupt"
+    assert any("missing columns" in r for _, r in reasons.values())
+    assert any("not a number: top1" in r for _, r in reasons.values())
+    assert reasons["per_class.csv"][0] == "skipped file"
+    assert reasons["feature_loss_memory.csv"][0] == "skipped file"
+    assert report(results, tmp_path / "out") == 0
+
+
+def test_duplicate_run_folders_count_once(tmp_path):
+    results = tmp_path / "results"
+    folder = write_run(results, seed=0, top1=70.0)
+    copy = results / "copied" / folder.name
+    copy.parent.mkdir()
+    copy.mkdir()
+    for path in folder.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    write_run(results, seed=1, top1=72.0)
+    loaded = load_results(results)
+    assert len(loaded.runs) == 2
+    assert [e.kind for e in loaded.left_out] == ["duplicate"]
+
+
+# --- published numbers and imports ------------------------------------------------------
+
+def test_published_table_matches_reference():
+    published = load_published()
+    table = {  # REFERENCE.md; a trailing "u" marks an unconfirmed figure
+        "ce": "70.36u 74.81u 86.39 38.32u 43.85u 55.71u",
+        "focal": "70.38u 76.72u 86.66u 38.41u 44.32u 55.78u",
+        "ldam_drw": "77.03 81.03u 88.16 42.04 46.62u 58.71",
+        "sc_hybrid": "81.40 85.36 91.12 46.72 51.87u 63.05",
+        "psc_hybrid": "78.82 83.86 90.06 44.97u 48.93u 62.37u",
+    }
+    cells = [(d, f) for d in ["cifar10_lt", "cifar100_lt"] for f in [100, 50, 10]]
+    for method, values in table.items():
+        for (dataset, factor), value in zip(cells, values.split()):
+            row = one(published, method=method, dataset=dataset, imbalance_factor=factor)
+            assert row["top1"] == float(value.rstrip("u"))
+            assert bool(row["confirmed"]) == (not value.endswith("u"))
+    inat = one(published, dataset="inat2018")
+    assert (inat["method"], inat["top1"], bool(inat["confirmed"])) == ("sc_hybrid", 68.1, False)
+    assert published.duplicated(["method", "dataset", "imbalance_factor"]).sum() == 0
+
+
+def test_report_package_imports_neither_torch_nor_the_trainer():
+    code = ("import sys, ltbench.report.cli; assert 'pandas' not in sys.modules; "
+            "import ltbench.report.plots, ltbench.report.render, ltbench.report.load; "
+            "bad = [m for m in sys.modules if m == 'torch' or m.startswith('torch.') "
+            "or m in ('ltbench.train', 'ltbench.spec', 'ltbench.store')]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
+                   env={"PYTHONPATH": str(REPO), "PATH": ""})
