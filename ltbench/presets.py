@@ -21,7 +21,7 @@ def quick(ds: DatasetInfo) -> dict:
 
 def smoke(ds: DatasetInfo) -> dict:
     # seconds per run: proves the whole path works, measures nothing
-    return {"epochs": 2, "backbone": "resnet8_cifar", "n_max": min(ds.n_max, 60), "batch_size": 64,
+    return {"epochs": 2, "backbone": "resnet8_cifar", "n_max": min(ds.n_max, 200), "batch_size": 64,
             "warmup_epochs": 0, "eval_every": 2}
 
 

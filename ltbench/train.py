@@ -161,9 +161,9 @@ class Trainer:
                 top1 = final.top1
                 if top1 > self.best_top1:
                     self.best_top1, self.best_epoch = top1, epoch
-            self.reporter.epoch_end(epoch, top1)
             if self.save_checkpoint is not None:
                 self.save_checkpoint(self.state_dict(epoch, seconds, images))
+            self.reporter.epoch_end(epoch, top1)
         self.reporter.finish()
         if final is None:  # resumed after the last epoch's checkpoint: evaluate the saved weights
             final = self.evaluate()

@@ -15,13 +15,19 @@ def class_counts(num_classes: int, n_max: int, imbalance_factor: float, profile:
     """
     check_imbalance_factor(imbalance_factor)
     if profile == "exp":
-        if num_classes == 1:
-            return [n_max]
-        return [int(n_max * (1.0 / imbalance_factor) ** (i / (num_classes - 1))) for i in range(num_classes)]
-    if profile == "step":
+        steps = max(num_classes - 1, 1)
+        counts = [int(n_max * (1.0 / imbalance_factor) ** (i / steps)) for i in range(num_classes)]
+    elif profile == "step":
         half = num_classes // 2
-        return [n_max] * half + [int(n_max / imbalance_factor)] * (num_classes - half)
-    raise UserError(f"unknown long-tail profile '{profile}'", hint=f"use one of: {', '.join(PROFILES)}")
+        counts = [n_max] * half + [int(n_max / imbalance_factor)] * (num_classes - half)
+    else:
+        raise UserError(f"unknown long-tail profile '{profile}'", hint=f"use one of: {', '.join(PROFILES)}")
+    if min(counts) < 1:
+        raise UserError(
+            f"imbalance factor {imbalance_factor:g} with n_max {n_max} leaves the tail classes no images",
+            hint=f"use an imbalance factor of at most {n_max} or a larger --n-max",
+        )
+    return counts
 
 
 def check_imbalance_factor(value) -> float:

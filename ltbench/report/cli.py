@@ -37,7 +37,10 @@ def run(args) -> int:
     from .load import load_results
     from .reference import load_published
 
-    console = Console(highlight=False)
+    # Soft wrap: messages carry paths that must stay copyable in a narrow terminal or a log.
+    console = Console(highlight=False, soft_wrap=True)
+    if not console.is_terminal:
+        console.width = max(console.width, 200)  # a log file has no edge to wrap the table at
     results_dir = Path(getattr(args, "results_dir", "results"))
     out = Path(getattr(args, "out", "reports"))
     methods = _split(getattr(args, "methods", None))
@@ -126,12 +129,13 @@ def _bench_for(results, methods):
 def _explain_nothing(console, results, results_dir, filters, left_out) -> None:
     from rich.markup import escape
 
-    from .tables import left_out_summary
+    from .tables import method_rank, left_out_summary, table_cells
 
     if len(results.runs):
-        available = {c: sorted(map(str, results.runs[c].unique()))
-                     for c in ("method", "dataset")}
-        factors = sorted(results.runs["imbalance_factor"].dropna().unique())
+        runs = results.runs
+        available = {"method": sorted(runs["method"].unique(), key=method_rank),
+                     "dataset": [d for d, _ in table_cells(runs.drop_duplicates("dataset"))]}
+        factors = sorted(runs["imbalance_factor"].dropna().unique())
         console.print(f"[red]No finished run in '{escape(str(results_dir))}' matches the "
                       f"filters{escape(filters)}.[/]\nAvailable: methods {', '.join(available['method'])}; datasets "
                       f"{', '.join(available['dataset'])}; IF "
@@ -148,14 +152,16 @@ def _explain_nothing(console, results, results_dir, filters, left_out) -> None:
 
 
 def _print_table(console, table) -> None:
+    from rich import box
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    from .render import flat_header
-
-    rich_table = RichTable(title=table.title, title_justify="left")
-    for j, name in enumerate(flat_header(table)):
-        rich_table.add_column(name, justify="left" if j == 0 else "right")
+    rich_table = RichTable(title=table.title, title_justify="left", box=box.SIMPLE_HEAD)
+    groups = [name for name, span in table.groups for _ in range(span)] or [""] * len(
+        table.header)
+    for j, (group, name) in enumerate(zip(groups, table.header)):
+        rich_table.add_column(f"{group}\n{name}" if group else name, no_wrap=j == 0,
+                              justify="left" if j == 0 else "right")
     for i, row in enumerate(table.rows):
         rich_table.add_row(*[Text(t, style="bold green" if (i, j) in table.bold else "")
                              for j, t in enumerate(row)])

@@ -71,13 +71,15 @@ def load_results(results_dir: str | os.PathLike) -> Results:
         elif kind == "partial":
             left_out.append(_partial(path, rel))
         else:
-            table, problem = _read_csv(path, BENCH_COLUMNS)
+            table, problem = _read_csv(path, [])
             if table is None:
-                reason = problem if problem.startswith("unreadable") else (
-                    "not a result, per-class or benchmark CSV (" + problem + ")")
-                left_out.append(LeftOut(rel, "skipped file", reason))
-            else:
+                left_out.append(LeftOut(rel, "skipped file", problem))
+            elif set(BENCH_COLUMNS) <= set(table.columns):
                 bench.append(_typed_bench(table))
+            else:
+                columns = ", ".join(list(table.columns)[:6])
+                left_out.append(LeftOut(rel, "skipped file", "not a result, per-class or "
+                                        f"benchmark CSV (its columns: {columns})"))
     runs = pd.DataFrame(rows, columns=RESULT_COLUMNS + ["path", "params_dict", "params_key"])
     runs, duplicates = _drop_duplicates(runs)
     left_out += duplicates
@@ -119,8 +121,8 @@ def _read_csv(path: Path, columns: list[str]) -> tuple[pd.DataFrame | None, str 
     table.columns = [str(c).strip() for c in table.columns]
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
-        return None, f"missing columns {shown}"
+        more = f" and {len(missing) - 4} more" if len(missing) > 4 else ""
+        return None, f"missing columns {', '.join(missing[:4])}{more}"
     return table.apply(lambda col: col.str.strip()), None
 
 

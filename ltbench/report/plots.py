@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from .render import FigureFile
-from .tables import in_cell, table_cells, dataset_name, fmt_factor
+from .tables import cell_order, dataset_name, fmt_device, fmt_factor, in_cell, table_cells
 
 DPI = 150
+COUNT_GREY = "0.88"
 _STYLE = {"axes.spines.top": False, "axes.spines.right": False}
 
 
@@ -57,8 +59,12 @@ def _grid(n: int, width: float, height: float, ncols_max: int = 3):
     return fig, axes[:n]
 
 
-def _legend(fig: Figure, colours: dict, shown, title="Method", extra=()):
-    handles = [Patch(color=colours[label], label=label) for label in colours if label in shown]
+def _legend(fig: Figure, colours: dict, shown, title="Method", extra=(), lines=False):
+    def handle(label):
+        if lines:
+            return Line2D([], [], color=colours[label], marker="o", markersize=4, label=label)
+        return Patch(color=colours[label], label=label)
+    handles = [handle(label) for label in colours if label in shown]
     fig.legend(handles=[*handles, *extra], loc="outside right upper", title=title,
                frameon=False)
 
@@ -85,7 +91,7 @@ def accuracy_vs_imbalance(agg, colours, out_dir) -> FigureFile | None:
         ax.set_title(dataset_name(dataset))
         ax.set_xlabel("Imbalance factor (log scale)")
         ax.set_ylabel("Top-1 accuracy (%)")
-    _legend(fig, colours, shown)
+    _legend(fig, colours, shown, lines=True)
     return _save(fig, out_dir, "accuracy_vs_imbalance", "Top-1 accuracy against imbalance factor",
                  "Top-1 accuracy (%) at the last epoch against the imbalance factor "
                  "(n_max / n_min, log scale); error bars: sample std over seeds.", "main")
@@ -113,15 +119,16 @@ def many_medium_few_bars(agg, colours, out_dir) -> FigureFile | None:
         for i, g in enumerate(groups):
             n = first["n_classes"] if g == "top1" else first[f"n_{g}"]
             name = "All" if g == "top1" else g.capitalize()
-            ticks.append(name if pd.isna(n) else f"{name}\n({n:g} classes)")
+            ticks.append(name if pd.isna(n) else f"{name}\n({n:g})")
             if cell[f"{g}_mean"].isna().all():
                 # An empty group gets a word, not a zero-height bar that reads as 0 %.
                 ax.text(i, 2, "no classes", ha="center", va="bottom", fontsize=8,
                         color="0.4", rotation=90)
         ax.set_xticks(range(len(groups)), ticks)
         ax.grid(axis="x", visible=False)
-        ax.set_ylim(0, 100)
+        ax.set_ylim(0, 102)
         ax.set_ylabel("Accuracy (%)")
+        ax.set_xlabel("Class group (number of classes)")
         ax.set_title(f"{dataset_name(dataset)}, IF {fmt_factor(factor)}")
     _legend(fig, colours, shown)
     return _save(fig, out_dir, "many_medium_few", "Many / medium / few accuracy",
@@ -133,8 +140,9 @@ def per_class_accuracy(agg, runs, per_class, colours, out_dir) -> list[FigureFil
     """Per-class accuracy with classes sorted head to tail; class counts on a log twin axis."""
     figures = []
     with_data = runs[runs["run_id"].isin(per_class)]
-    for (dataset, factor, profile), cell in with_data.groupby(
-            ["dataset", "imbalance_factor", "profile"], dropna=False, sort=False):
+    groups = with_data.groupby(["dataset", "imbalance_factor", "profile"], dropna=False)
+    for (dataset, factor, profile), cell in sorted(groups, key=lambda g: (
+            cell_order({"dataset": g[0][0], "imbalance_factor": g[0][1]}), g[0][2])):
         fig = Figure(figsize=(9, 4), layout="constrained")
         ax = fig.subplots()
         counts = None
@@ -146,12 +154,15 @@ def per_class_accuracy(agg, runs, per_class, colours, out_dir) -> list[FigureFil
             mean = mean.reset_index().sort_values(["n_train", "class"], ascending=[False, True])
             x = np.arange(len(mean))
             ax.plot(x, mean["acc"], color=colours[label], linewidth=1.3, alpha=0.9,
-                    marker="o" if len(mean) <= 30 else None, markersize=3.5)
+                    marker="o" if len(mean) <= 30 else None, markersize=3.5, label=label)
             shown.add(label)
             counts = mean["n_train"].to_numpy() if counts is None else counts
         twin = ax.twinx()
-        twin.bar(np.arange(len(counts)), counts, width=1.0, color="0.85", linewidth=0)
+        twin.bar(np.arange(len(counts)), counts, width=1.0, color=COUNT_GREY, linewidth=0)
         twin.set_yscale("log")
+        twin.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+        twin.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        twin.yaxis.set_minor_formatter(NullFormatter())
         twin.set_ylabel("Training images per class (log scale)")
         twin.grid(False)
         # Accuracy lines in front of the count bars.
@@ -164,9 +175,9 @@ def per_class_accuracy(agg, runs, per_class, colours, out_dir) -> list[FigureFil
         ax.set_ylabel("Per-class test accuracy (%)")
         suffix = "" if profile in ("exp", "") else f", {profile} profile"
         title = f"{dataset_name(dataset)}, IF {fmt_factor(factor)}{suffix}"
-        ax.set_title(title)
-        _legend(fig, colours, shown,
-                extra=[Patch(color="0.85", label="Training images\n(right axis)")])
+        ax.set_title(title, pad=16)
+        _legend(fig, colours, shown, lines=True,
+                extra=[Patch(color=COUNT_GREY, label="Training images\n(right axis)")])
         name = f"per_class_{dataset}_if{fmt_factor(factor)}" + (
             "" if profile in ("exp", "") else f"_{profile}")
         figures.append(_save(fig, out_dir, name, f"Per-class accuracy: {title}",
@@ -187,8 +198,8 @@ def _mark_groups(ax, agg, dataset, factor):
     for name, start, size in [("many", 0, many), ("medium", many, medium),
                               ("few", many + medium, first["n_few"])]:
         if size and not pd.isna(size):
-            ax.text(start + size / 2 - 0.5, 101, name, ha="center", va="bottom", fontsize=8,
-                    color="0.3")
+            ax.text(start + size / 2 - 0.5, 1.01, name, ha="center", va="bottom", fontsize=8,
+                    color="0.3", transform=ax.get_xaxis_transform())
 
 
 def memory_curve(bench: pd.DataFrame, out_dir) -> FigureFile | None:
@@ -203,8 +214,9 @@ def memory_curve(bench: pd.DataFrame, out_dir) -> FigureFile | None:
         panels.append(("step_ms", "Time per step (ms)"))
     fig, axes = _grid(len(panels), 4.6, 3.4)
     several_devices = data["device"].nunique() > 1
+    hue_order = sorted(data["loss"].unique(), key=lambda name: (name != "SC", name))
     for ax, (column, ylabel) in zip(axes, panels):
-        sns.lineplot(data=data, x="batch_size", y=column, hue="loss",
+        sns.lineplot(data=data, x="batch_size", y=column, hue="loss", hue_order=hue_order,
                      style="device" if several_devices else None, marker="o", ax=ax,
                      legend=ax is axes[0])
         sizes = sorted(data["batch_size"].unique())
@@ -217,7 +229,7 @@ def memory_curve(bench: pd.DataFrame, out_dir) -> FigureFile | None:
     axes[0].get_legend().remove()
     fig.legend(handles, labels, loc="outside right upper", frameon=False,
                title=None if several_devices else "Feature loss")
-    devices = ", ".join(sorted(map(str, data["device"].unique())))
+    devices = ", ".join(sorted(fmt_device(str(d)) for d in data["device"].unique()))
     return _save(fig, out_dir, "feature_loss_memory", "Feature-loss memory: SC vs PSC",
                  "Peak device memory and time per step of the supervised-contrastive (SC) "
                  "and prototype (PSC) feature losses against batch size; SC compares every "

@@ -5,6 +5,7 @@ Cells arrive as Unicode text (\u00b1, \u2020, \u2212); each writer only escapes 
 
 import base64
 import html
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from .tables import Section, Table
 SECTION_ORDER = ["main", "paper_comparison", "many_medium_few", "per_class", "cost",
                  "memory", "left_out"]
 SECTION_TITLES = {"per_class": "Per-class accuracy", "memory": "Feature-loss memory"}
+FIGURE_SCALE = 0.62  # CSS pixels per PNG pixel: figures are saved at 150 dpi
 
 
 @dataclass
@@ -48,6 +50,14 @@ def flat_header(table: Table) -> list[str]:
     return [f"{g} {h}".strip() for g, h in zip(names, table.header)]
 
 
+def aligns(table: Table) -> list[str]:
+    """'l' for text columns, 'r' for numbers: numbers are cells that start like one."""
+    def numeric(j):
+        cells = [row[j] for row in table.rows if row[j]]
+        return j > 0 and all(c[0] in "0123456789+-.[\u2212" for c in cells)
+    return ["r" if numeric(j) else "l" for j in range(len(table.header))]
+
+
 def markdown_table(table: Table) -> str:
     def cell(text, i, j):
         text = text.replace("|", "\\|")
@@ -56,7 +66,7 @@ def markdown_table(table: Table) -> str:
     lines = [f"### {table.title}", ""] if table.title else []
     header = flat_header(table)
     lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join([":---"] + ["---:"] * (len(header) - 1)) + "|")
+    lines.append("|" + "|".join(":---" if a == "l" else "---:" for a in aligns(table)) + "|")
     for i, row in enumerate(table.rows):
         lines.append("| " + " | ".join(cell(t, i, j) for j, t in enumerate(row)) + " |")
     if table.notes:
@@ -85,15 +95,27 @@ _TEX_UNICODE = {"\u00b1": r"$\pm$", "\u2212": r"$-$", "\u2020": r"$^\dagger$",
 
 
 def tex(text: str) -> str:
-    return "".join(_TEX_UNICODE.get(c, _TEX_SPECIAL.get(c, c)) for c in text)
+    escaped = "".join(_TEX_UNICODE.get(c, _TEX_SPECIAL.get(c, c)) for c in text)
+    # A cell opening with "[" right after "\\" would be read as that command's argument.
+    return "{[}" + escaped[1:] if escaped.startswith("[") else escaped
+
+
+def _seed_count(text: str) -> tuple[str, str | None]:
+    """Split "71.50 ± 1.29 (n=4)" into the value and "(n=4)", which formats set smaller."""
+    found = re.fullmatch(r"(.*) (\(n=\d+\))", text)
+    return (found[1], found[2]) if found else (text, None)
+
+
+def _tex_cell(text: str) -> str:
+    value, seeds = _seed_count(text)
+    return tex(value) + (r" {\scriptsize " + seeds + "}" if seeds else "")
 
 
 def latex_table(table: Table, label: str) -> str:
-    n = len(table.header)
-    lines = [r"\begin{table}[htbp]", r"\centering"]
+    lines = ["% needs \\usepackage{booktabs}", r"\begin{table}[htbp]", r"\centering", r"\small"]
     if table.title:
         lines.append(r"\caption{" + tex(table.title) + "}")
-    lines += [r"\label{tab:" + label + "}", r"\begin{tabular}{l" + "r" * (n - 1) + "}",
+    lines += [r"\label{tab:" + label + "}", r"\begin{tabular}{" + "".join(aligns(table)) + "}",
               r"\toprule"]
     if table.groups:
         spans, rules, start = [], [], 1
@@ -106,8 +128,8 @@ def latex_table(table: Table, label: str) -> str:
         lines += [" & ".join(spans) + r" \\", " ".join(rules)]
     lines += [" & ".join(tex(h) for h in table.header) + r" \\", r"\midrule"]
     for i, row in enumerate(table.rows):
-        cells = [r"\textbf{" + tex(t) + "}" if t and (i, j) in table.bold else tex(t)
-                 for j, t in enumerate(row)]
+        cells = [r"\textbf{" + _tex_cell(t) + "}" if t and (i, j) in table.bold
+                 else _tex_cell(t) for j, t in enumerate(row)]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
@@ -122,7 +144,7 @@ def latex_table(table: Table, label: str) -> str:
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d1d1f;
        margin: 0; background: #fafafa; }
-main { max-width: 1280px; margin: 0 auto; padding: 24px 32px 64px; background: #fff; }
+main { max-width: 1360px; margin: 0 auto; padding: 24px 28px 64px; background: #fff; }
 h1 { margin: 0 0 4px; font-size: 1.7em; }
 h2 { margin-top: 40px; padding-bottom: 4px; border-bottom: 2px solid #e3e3e3; }
 .meta { color: #555; margin: 2px 0; }
@@ -130,8 +152,9 @@ nav { margin: 16px 0; } nav a { margin-right: 14px; }
 .wrap { overflow-x: auto; margin: 12px 0 4px; }
 table { border-collapse: collapse; font-variant-numeric: tabular-nums; font-size: 0.92em; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 4px 0 6px; }
-th, td { padding: 4px 12px; text-align: right; white-space: nowrap; }
-th:first-child, td:first-child { text-align: left; }
+th, td { padding: 4px 9px; text-align: right; white-space: nowrap; }
+th.l, td.l { text-align: left; }
+td .n { color: #777; font-size: 0.85em; }
 thead tr:last-child th { border-bottom: 1.5px solid #333; }
 thead tr:first-child th { border-top: 1.5px solid #333; }
 tbody tr:last-child td { border-bottom: 1.5px solid #333; }
@@ -139,19 +162,24 @@ th.group { text-align: center; border-bottom: 1px solid #999; }
 tbody tr:nth-child(even) { background: #f5f7fa; }
 td.wrap-text { white-space: normal; text-align: left; min-width: 24em; }
 .note { color: #444; font-size: 0.88em; margin: 2px 0; max-width: 980px; }
-.figures { display: grid; grid-template-columns: repeat(auto-fit, minmax(560px, 1fr));
-           gap: 20px; margin-top: 16px; }
-figure { margin: 0; } figure img { width: 100%; height: auto; border: 1px solid #eee; }
+.figures { display: flex; flex-wrap: wrap; gap: 24px; margin-top: 16px; }
+figure { margin: 0; max-width: 100%; }
+figure img { width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 0.88em; color: #444; margin-top: 4px; }
 """
 
 
 def html_table(table: Table) -> str:
+    align = aligns(table)
+
     def cell(text, i, j):
-        body = html.escape(text)
+        # The seed count is read less often than the mean: set it smaller and grey.
+        value, seeds = _seed_count(text)
+        body = html.escape(value) + (f' <span class="n">{seeds}</span>' if seeds else "")
         body = f"<strong>{body}</strong>" if text and (i, j) in table.bold else body
-        wide = ' class="wrap-text"' if len(text) > 60 else ""
-        return f"<td{wide}>{body}</td>"
+        classes = ["l" if align[j] == "l" else ""] + (["wrap-text"] if len(text) > 60 else [])
+        names = " ".join(c for c in classes if c)
+        return f'<td class="{names}">{body}</td>' if names else f"<td>{body}</td>"
 
     out = ['<div class="wrap"><table>']
     if table.title:
@@ -161,7 +189,8 @@ def html_table(table: Table) -> str:
         out.append("<tr>" + "".join(
             f'<th colspan="{span}" class="{"group" if name else ""}">{html.escape(name)}</th>'
             for name, span in table.groups) + "</tr>")
-    out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in table.header) + "</tr>")
+    out.append("<tr>" + "".join(f'<th class="{"l" if a == "l" else ""}">{html.escape(h)}</th>'
+                                for h, a in zip(table.header, align)) + "</tr>")
     out.append("</thead><tbody>")
     for i, row in enumerate(table.rows):
         out.append("<tr>" + "".join(cell(t, i, j) for j, t in enumerate(row)) + "</tr>")
@@ -171,8 +200,13 @@ def html_table(table: Table) -> str:
 
 
 def html_figure(figure: FigureFile, figure_dir: str) -> str:
-    data = base64.b64encode(figure.png.read_bytes()).decode("ascii")
-    return (f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(figure.title)}">'
+    png = figure.png.read_bytes()
+    # Every figure at the same scale (PNG pixels -> CSS pixels), so text reads the same size
+    # in all of them; the IHDR chunk holds the width at bytes 16-20.
+    width = round(int.from_bytes(png[16:20], "big") * FIGURE_SCALE)
+    data = base64.b64encode(png).decode("ascii")
+    return (f'<figure style="width: {width}px"><img src="data:image/png;base64,{data}" '
+            f'alt="{html.escape(figure.title)}">'
             f"<figcaption>{html.escape(figure.caption)} "
             f'<a href="{figure_dir}/{html.escape(figure.pdf.name)}">PDF</a></figcaption></figure>')
 

@@ -170,14 +170,14 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _row_order(row):
-    return (*_method_rank(row["method"]), row["label"], *_cell_order(row))
+    return (*method_rank(row["method"]), row["label"], *cell_order(row))
 
 
-def _method_rank(method):
+def method_rank(method):
     return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
 
 
-def _cell_order(row):
+def cell_order(row):
     dataset, factor = row["dataset"], row["imbalance_factor"]
     rank = list(DATASET_NAMES).index(dataset) if dataset in DATASET_NAMES else len(DATASET_NAMES)
     return rank, dataset, -(0 if pd.isna(factor) else factor)
@@ -186,7 +186,7 @@ def _cell_order(row):
 def table_cells(agg: pd.DataFrame) -> list[tuple[str, float]]:
     """(dataset, imbalance factor) columns in paper order: datasets, then factor 100 -> 10."""
     cells = agg.drop_duplicates(["dataset", "imbalance_factor"])
-    cells = sorted(cells.to_dict("records"), key=_cell_order)
+    cells = sorted(cells.to_dict("records"), key=cell_order)
     return [(c["dataset"], c["imbalance_factor"]) for c in cells]
 
 
@@ -288,12 +288,12 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
     """Paper-protocol rows beside the published figure and the difference."""
     paper = agg[agg["preset"] == "paper"]
     others = len(agg) - len(paper)
-    rows, records, sources, missing = [], [], {}, []
+    rows, records, sources, missing = [], [], {}, {}
     for r in paper.itertuples():
         ref = lookup(published, r.method, r.dataset, r.imbalance_factor)
-        where = f"{r.label} on {dataset_name(r.dataset)} IF {fmt_factor(r.imbalance_factor)}"
         if ref is None:
-            missing.append(where)
+            factors = missing.setdefault(r.label, {}).setdefault(dataset_name(r.dataset), [])
+            factors.append(fmt_factor(r.imbalance_factor))
             continue
         number = sources.setdefault(ref["source"], len(sources) + 1)
         difference = r.top1_mean - ref["top1"]
@@ -306,15 +306,20 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
                             top1_mean=r.top1_mean, top1_std=r.top1_std,
                             published_top1=ref["top1"], published_confirmed=ref["confirmed"],
                             difference=difference, source=ref["source"]))
-    notes = ["\u0394 = our mean \u2212 published top-1 (percentage points).",
-             DAGGER + " unconfirmed published figure: a best recollection, not yet checked "
-             "against the paper."]
+    notes = ["\u0394 = our mean \u2212 published top-1 (percentage points)."]
+    if not all(r["published_confirmed"] for r in records):
+        notes.append(DAGGER + " unconfirmed published figure: a best recollection, not yet "
+                     "checked against the paper.")
     notes += [f"[{n}] {source}" for source, n in sources.items()]
     if others:
-        notes.append(f"{others} row(s) under other protocols (preset other than paper) "
+        notes.append(f"{others} result(s) under other protocols (preset other than paper) "
                      "are not compared with published figures.")
     if missing:
-        notes.append("No published figure for: " + "; ".join(missing) + ".")
+        def cells_of(where):
+            return ", ".join(f"{dataset} IF {'/'.join(factors)}"
+                             for dataset, factors in where.items())
+        notes.append("No published figure for: " + "; ".join(
+            f"{label} ({cells_of(where)})" for label, where in missing.items()) + ".")
     title = "Published top-1 (%) beside ours, paper protocol only"
     section = Section("paper_comparison", "Compared with published results", [],
                       pd.DataFrame(records, columns=[
@@ -326,8 +331,8 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
             header=["Method", "Dataset", "IF", "Seeds", "Ours", "Published",
                     "\u0394", "Source"], rows=rows, title=title, notes=notes))
     else:
-        section.intro = (" ".join(notes[2:]) + " " if len(notes) > 2 else "") + (
-            "No run under the paper protocol has a published figure to compare with.")
+        section.intro = " ".join(["No run under the paper protocol has a published figure "
+                                  "to compare with."] + notes[1:])
     return section
 
 
@@ -343,7 +348,7 @@ def many_medium_few_tables(agg: pd.DataFrame) -> Section:
         for group in groups:
             n = counts.iloc[0][f"n_{group}"] if uniform else math.nan
             header.append(group.capitalize() + ("" if pd.isna(n) else f" ({n:g} classes)"))
-        header += ["Top-1", "Best epoch" + DDAGGER]
+        header += ["Top-1", "Top-1, best epoch" + DDAGGER]
         if not uniform:
             header.append("Classes (many/medium/few)")
         rows = []

@@ -1,0 +1,32 @@
+# `make demo` and `make test` set up everything they need on a fresh machine:
+# the virtual environment, the package, and the offline Fashion-MNIST data.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+LTBENCH := $(VENV)/bin/ltbench
+STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
+
+.PHONY: setup data demo test clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	# pinned: these builds lie on local disk; an unpinned torch would download several GB
+	$(PY) -m pip install --quiet torch==2.14.1 torchvision==0.29.1
+	$(PY) -m pip install --quiet -e '.[test]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+setup: $(STAMP)
+
+data: setup
+	$(LTBENCH) fetch-data fashion_mnist --allow-apt
+
+demo: data
+	$(LTBENCH) run --methods ce,focal --dataset fashion_mnist_lt --if 10,100 --preset quick
+	$(LTBENCH) report
+
+test: data
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) build *.egg-info

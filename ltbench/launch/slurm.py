@@ -1,0 +1,114 @@
+"""`ltbench run --launcher slurm`: the sweep's runs as one submitit job array.
+
+Each job calls the same `execute` the local launcher calls. It is Checkpointable: on
+pre-emption or time-out submitit requeues it, and `execute` resumes from the run's last
+epoch checkpoint, so the result equals an uninterrupted run's. This module knows nothing
+about training; `execute` knows nothing about Slurm.
+"""
+
+import shutil
+from pathlib import Path
+
+import submitit
+from submitit.core.utils import FailedJobError, FailedSubmissionError
+
+from ltbench import environment
+from ltbench.errors import UserError
+from ltbench.launch.slurm_options import SlurmOptions, add_arguments, options_from_args
+from ltbench.launch.slurm_queue import (
+    SlurmUnavailable, Submission, SubmissionRecord, check_cluster, queued_states, submission_states,
+)
+from ltbench.progress import console
+from ltbench.spec import RunSpec
+from ltbench.store import RunStore
+
+__all__ = ["add_arguments", "launch", "scheduler_states", "job_logs", "CheckpointableRun"]
+
+
+class CheckpointableRun(submitit.helpers.Checkpointable):
+    """One run as a Slurm job. The inherited `checkpoint` resubmits this same call, which is
+    all a requeue needs: the progress lives in the run's checkpoint file, not in this object."""
+
+    def __init__(self, results_dir: str, device: str):
+        self.results_dir = results_dir
+        self.device = device
+
+    def __call__(self, spec: RunSpec) -> str:
+        from ltbench.launch.local import execute  # the job imports torch, the submitter need not
+
+        return execute(spec, self.results_dir, self.device)
+
+
+def launch(specs: list[RunSpec], results_dir, args, device: str | None = None) -> int:
+    """Submit the runs not already queued as one job array; with --wait, follow it to the end.
+    Returns 0, or 1 when --wait saw a run fail."""
+    options = options_from_args(args)
+    results_dir = Path(results_dir).resolve()  # jobs start elsewhere; a relative path would move
+    record = SubmissionRecord(results_dir)
+    check_cluster(options.partition)
+    previous = record.read()
+    queued = queued_states(previous[s.run_id].job_id for s in specs if s.run_id in previous)
+    waiting = {s.run_id for s in specs if s.run_id in previous and previous[s.run_id].job_id in queued}
+    todo = [s for s in specs if s.run_id not in waiting]
+    if waiting:
+        console.print(f"{len(waiting)} run(s) already queued or running in Slurm; not submitted again")
+    if todo:
+        submitted = submit(todo, results_dir, options, device or getattr(args, "device", None) or "auto")
+        record.add(submitted)
+        array = next(iter(submitted.values())).job_id.split("_")[0]
+        console.print(f"submitted {len(todo)} run(s) as Slurm job {array}; logs under {results_dir / 'slurm'}")
+    else:
+        console.print("nothing to submit")
+    run_ids = [s.run_id for s in specs]
+    if options.wait and run_ids:
+        from ltbench.launch.slurm_wait import wait_for
+
+        return wait_for(run_ids, results_dir)
+    if todo:
+        console.print(f"follow it with: ltbench status --results-dir {results_dir}  (or squeue -j {array})")
+    return 0
+
+
+def submit(specs: list[RunSpec], results_dir: Path, options: SlurmOptions, device: str) -> dict[str, Submission]:
+    store = RunStore(results_dir)
+    for spec in specs:
+        # a queued run is listed by `ltbench status` before its job starts
+        store.write_spec(spec)
+    executor = submitit.AutoExecutor(folder=results_dir / "slurm" / "%j", cluster="slurm")
+    executor.update_parameters(**options.executor_parameters())
+    submitted_at = environment.now()
+    try:
+        jobs = executor.map_array(CheckpointableRun(str(results_dir), device), specs)
+    except (FailedJobError, FailedSubmissionError) as exc:
+        raise UserError(f"sbatch refused the job array: {_first_error_line(exc)}",
+                        hint="check the --slurm-* options (or the [slurm] config table) against this cluster") from None
+    return {
+        spec.run_id: Submission(job.job_id, str(job.paths.stdout), str(job.paths.stderr), submitted_at)
+        for spec, job in zip(specs, jobs)
+    }
+
+
+def _first_error_line(exc: Exception) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "error" in line.lower()]
+    return (errors or lines or ["no message"])[-1]
+
+
+def scheduler_states(results_dir) -> dict[str, str]:
+    """Run id -> pending | running | requeued | suspended | lost (see submission_states) for
+    the runs submitted to Slurm whose result the store does not hold yet; {} when there is no
+    scheduler to ask, so `ltbench status` still shows what the store knows."""
+    record = SubmissionRecord(results_dir).read()
+    if not record or shutil.which("squeue") is None:
+        return {}
+    try:
+        states = submission_states(record, RunStore(results_dir))
+    except SlurmUnavailable as exc:
+        console.print(f"[yellow]Slurm not asked[/yellow]: {exc}")
+        return {}
+    return {run_id: state for run_id, state in states.items() if state not in ("done", "failed")}
+
+
+def job_logs(results_dir) -> dict[str, str]:
+    """Run id -> the stderr log of its latest Slurm job."""
+    return {run_id: s.stderr for run_id, s in SubmissionRecord(results_dir).read().items()}

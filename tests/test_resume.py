@@ -1,0 +1,62 @@
+"""A run killed mid-way resumes from its last epoch checkpoint and ends exactly as an
+uninterrupted run with the same seed would (CPU, deterministic)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from ltbench.cli import main
+from ltbench.store import RunStore
+
+ARGS = ["run", "--methods", "ce", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
+        "--epochs", "4", "--set", "eval_every=4", "--device", "cpu"]
+
+
+def outcome(results):
+    store = RunStore(results)
+    (run_id,) = store.run_ids()
+    checkpoint = store.load_checkpoint(run_id)
+    return store.read_result(run_id), store.read_per_class(run_id), checkpoint["loss_history"], checkpoint["backbone"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, fashion_mnist):
+    results = tmp_path_factory.mktemp("straight")
+    assert main(ARGS + ["--results-dir", str(results)]) == 0
+    return outcome(results)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, uninterrupted, sig, capsys):
+    results = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "ltbench.cli", *ARGS, "--results-dir", str(results)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(results.glob("*/checkpoint.pt")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.02)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    if sig == signal.SIGINT:
+        assert proc.returncode == 130 and "Run the same command again to resume" in err
+    store = RunStore(results)
+    (run_id,) = store.run_ids()
+    assert store.state(run_id) == "partial"
+    epoch = store.load_checkpoint(run_id)["epoch"]
+    assert epoch < 3, "the run finished before it could be interrupted"
+
+    assert main(ARGS + ["--results-dir", str(results)]) == 0
+    assert f"resuming from epoch {epoch + 1} of 4" in capsys.readouterr().out
+    row, per_class, losses, weights = outcome(results)
+    straight_row, straight_per_class, straight_losses, straight_weights = uninterrupted
+    assert per_class == straight_per_class
+    assert row["top1"] == straight_row["top1"] and row["run_id"] == straight_row["run_id"]
+    assert losses == straight_losses
+    for name, tensor in straight_weights.items():
+        assert torch.equal(weights[name], tensor), name
