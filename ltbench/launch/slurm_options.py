@@ -25,6 +25,10 @@ from pathlib import Path
 from ltbench.errors import UserError, unknown_name
 
 CONFIG_ENV = "LTBENCH_SLURM_CONFIG"
+# torch otherwise starts one thread per core of the whole node, however few CPUs the job
+# was given, and jobs sharing a node slow each other down many times over. A user's own
+# setup lines come after this one, so they can still choose otherwise.
+MATCH_THREADS_TO_CPUS = "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}"
 MEMORY = re.compile(r"^\d+(\.\d+)?[KMGT]?B?$", re.IGNORECASE)
 
 
@@ -57,7 +61,7 @@ class SlurmOptions:
             "slurm_mem": self.mem,
             "slurm_array_parallelism": self.array_parallelism,
             "slurm_additional_parameters": dict(self.extra) or None,
-            "slurm_setup": list(self.setup) or None,
+            "slurm_setup": [MATCH_THREADS_TO_CPUS, *self.setup],
         }
 
 

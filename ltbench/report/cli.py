@@ -1,4 +1,4 @@
-"""`ltbench report`: arguments and the one entry point the core CLI calls.
+"""`ltbench report`: its arguments, and the one entry point the core CLI calls.
 
 pandas, matplotlib and seaborn are imported inside `run`, so that adding these arguments
 to the parser costs the other subcommands nothing.
@@ -37,23 +37,23 @@ def run(args) -> int:
     from .load import load_results
     from .reference import load_published
 
-    # Soft wrap: messages carry paths that must stay copyable in a narrow terminal or a log.
+    # Soft wrap: messages carry paths that must stay whole to be copied.
     console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal:
-        console.width = max(console.width, 200)  # a log file has no edge to wrap the table at
-    results_dir = Path(getattr(args, "results_dir", "results"))
-    out = Path(getattr(args, "out", "reports"))
-    methods = _split(getattr(args, "methods", None))
-    datasets = _split(getattr(args, "datasets", None))
-    group_by = _split(getattr(args, "group_by", None))
+        console.width = max(console.width, 200)  # a log has no edge to fit the table to
+    results_dir = Path(args.results_dir)
+    out = Path(args.out)
+    methods, datasets = _split(args.methods), _split(args.datasets)
+    group_by = _split(args.group_by)
     try:
-        factors = [float(f) for f in _split(getattr(args, "imbalance_factors", None))]
+        factors = [float(f) for f in _split(args.imbalance_factors)]
     except ValueError as error:
         console.print(f"[red]--if takes numbers, e.g. --if 100,10: {escape(str(error))}[/]")
         return 2
     if not results_dir.is_dir():
-        console.print(f"[red]No results directory '{escape(str(results_dir))}'.[/] Run `ltbench run` "
-                      "first, or point --results-dir at the folder holding the run folders.")
+        console.print(f"[red]No results directory '{escape(str(results_dir))}'.[/] Run "
+                      "`ltbench run` first, or point --results-dir at the folder that holds "
+                      "the run folders.")
         return 2
 
     results = load_results(results_dir)
@@ -61,21 +61,10 @@ def run(args) -> int:
     left_out = tables.filter_left_out(results.left_out, methods, datasets, factors)
     filters = _describe_filters(methods, datasets, factors, group_by)
     if not len(runs):
-        _explain_nothing(console, results, results_dir, filters, left_out)
+        _explain_nothing(console, results.runs, results_dir, filters, left_out)
         return 2
-    for flag, wanted, column in [("--methods", methods, "method"),
-                                 ("--datasets", datasets, "dataset"),
-                                 ("--if", factors, "imbalance_factor")]:
-        for value in wanted:
-            if value not in set(runs[column]):
-                console.print(f"[yellow]{flag}: no finished run has {column} "
-                              f"{escape(_show(value))}.[/]")
-    known = set(tables.SETTING_COLUMNS).union(*runs["params_dict"].map(set))
-    for key in group_by:
-        if key not in known:
-            params = ", ".join(sorted(known - set(tables.SETTING_COLUMNS))) or "none"
-            console.print(f"[yellow]--group-by {key}: no run has this setting "
-                          f"(params keys: {params}).[/]", markup=False)
+    for warning in _unmatched(runs, methods, datasets, factors, group_by):
+        console.print(warning, style="yellow", markup=False)
 
     labelled = tables.label_runs(runs, group_by)
     agg = tables.aggregate(labelled)
@@ -94,7 +83,7 @@ def run(args) -> int:
     _print_table(console, sections[0].tables[0])
     console.print(f"{len(labelled)} finished runs, {len(agg)} specs{filters}.", markup=False)
     if left_out:
-        console.print(f"[yellow]{summary}[/] See the 'Left out' section of the report.")
+        console.print(f"[yellow]{escape(summary)}[/] See 'Left out' in the report.")
     console.print(f"Report written to [bold]{escape(str(page))}[/] (tables in "
                   f"{escape(str(out / 'tables'))}, figures in {escape(str(out / 'figures'))}).")
     return 0
@@ -106,10 +95,6 @@ def _split(values) -> list[str]:
             if part.strip()]
 
 
-def _show(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else f"'{value}'"
-
-
 def _describe_filters(methods, datasets, factors, group_by) -> str:
     parts = [f"methods {', '.join(methods)}" if methods else "",
              f"datasets {', '.join(datasets)}" if datasets else "",
@@ -119,30 +104,45 @@ def _describe_filters(methods, datasets, factors, group_by) -> str:
     return f" ({'; '.join(parts)})" if parts else ""
 
 
+def _unmatched(runs, methods, datasets, factors, group_by) -> list[str]:
+    """A typo in one filter value should be said out loud, not silently drop a row."""
+    from .tables import SETTING_COLUMNS
+
+    warnings = [f"{flag}: no finished run has {column} {value!r}."
+                for flag, wanted, column in [("--methods", methods, "method"),
+                                             ("--datasets", datasets, "dataset"),
+                                             ("--if", factors, "imbalance_factor")]
+                for value in wanted if value not in set(runs[column])]
+    params = set().union(*runs["params_dict"].map(set))
+    for key in group_by:
+        if key not in params and key not in SETTING_COLUMNS:
+            known = ", ".join(sorted(params)) or "none"
+            warnings.append(f"--group-by {key}: no run has this setting (params keys: {known}).")
+    return warnings
+
+
 def _bench_for(results, methods):
-    """The SC-vs-PSC memory curve belongs to the hybrids; leave it out when they are."""
+    """The SC-vs-PSC memory curve belongs with the hybrids; leave it out when they are."""
     if methods and not {"sc_hybrid", "psc_hybrid"} & set(methods):
         return None
     return results.bench
 
 
-def _explain_nothing(console, results, results_dir, filters, left_out) -> None:
-    from rich.markup import escape
+def _explain_nothing(console, all_runs, results_dir, filters, left_out) -> None:
+    from .tables import left_out_summary, method_rank, table_cells
 
-    from .tables import method_rank, left_out_summary, table_cells
-
-    if len(results.runs):
-        runs = results.runs
-        available = {"method": sorted(runs["method"].unique(), key=method_rank),
-                     "dataset": [d for d, _ in table_cells(runs.drop_duplicates("dataset"))]}
-        factors = sorted(runs["imbalance_factor"].dropna().unique())
-        console.print(f"[red]No finished run in '{escape(str(results_dir))}' matches the "
-                      f"filters{escape(filters)}.[/]\nAvailable: methods {', '.join(available['method'])}; datasets "
-                      f"{', '.join(available['dataset'])}; IF "
-                      f"{', '.join(f'{f:g}' for f in factors)}.")
+    if len(all_runs):
+        methods = sorted(all_runs["method"].unique(), key=method_rank)
+        datasets = [d for d, _ in table_cells(all_runs.drop_duplicates("dataset"))]
+        factors = sorted(all_runs["imbalance_factor"].dropna().unique())
+        console.print(f"No finished run in '{results_dir}' matches the filters{filters}.",
+                      style="red", markup=False)
+        console.print(f"Available: methods {', '.join(methods)}; datasets "
+                      f"{', '.join(datasets)}; IF {', '.join(f'{f:g}' for f in factors)}.",
+                      markup=False)
     else:
-        console.print(f"[red]No finished runs in '{escape(str(results_dir))}'.[/] A run counts once its "
-                      "folder holds a result.csv with status done.")
+        console.print(f"No finished runs in '{results_dir}'.", style="red", markup=False)
+        console.print("A run counts once its folder holds a result.csv with status done.")
     if left_out:
         console.print(left_out_summary(left_out))
         for entry in left_out[:10]:
@@ -157,9 +157,9 @@ def _print_table(console, table) -> None:
     from rich.text import Text
 
     rich_table = RichTable(title=table.title, title_justify="left", box=box.SIMPLE_HEAD)
-    groups = [name for name, span in table.groups for _ in range(span)] or [""] * len(
-        table.header)
-    for j, (group, name) in enumerate(zip(groups, table.header)):
+    groups = [name for name, span in table.groups for _ in range(span)]
+    for j, name in enumerate(table.header):
+        group = groups[j] if groups else ""
         rich_table.add_column(f"{group}\n{name}" if group else name, no_wrap=j == 0,
                               justify="left" if j == 0 else "right")
     for i, row in enumerate(table.rows):

@@ -172,8 +172,8 @@ def _read_per_class(path: Path, rel: str) -> tuple[pd.DataFrame | None, LeftOut 
         if table.isna().any().any() or not len(table):
             table, problem = None, "empty or non-numeric cells"
     if table is None:
-        return None, LeftOut(rel, "skipped file",
-                             f"{problem} (the run still counts; only its per-class plot is missing)")
+        return None, LeftOut(rel, "skipped file", f"{problem} (the run still counts; only "
+                                                  "its per-class plot is missing)")
     return table, None
 
 

@@ -1,0 +1,135 @@
+"""`ltbench run --launcher slurm` on the single-node test cluster (scripts/slurm_cluster.sh).
+
+Runs are smoke-sized Fashion-MNIST-LT runs of a few seconds each; most of a job's time is
+Python start-up and the test-set evaluation.
+"""
+
+import csv
+import json
+import re
+import subprocess
+import time
+
+import pytest
+
+from ltbench.cli import main
+from ltbench.store import RunStore
+
+pytestmark = pytest.mark.slurm
+
+SMOKE = ["--dataset", "fashion_mnist_lt", "--if", "10", "--preset", "smoke", "--n-max", "30", "--device", "cpu"]
+
+
+def run_on_slurm(results, *flags) -> int:
+    return main(["run", *SMOKE, "--results-dir", str(results), "--launcher", "slurm", *flags])
+
+
+def submissions(results) -> dict:
+    return json.loads((results / "slurm" / "submissions.json").read_text())
+
+
+def result_rows(results) -> dict[str, dict]:
+    store = RunStore(results)
+    return {run_id: store.read_result(run_id) for run_id in store.run_ids()}
+
+
+@pytest.fixture(scope="module")
+def sweep_with_a_failure(slurm_cluster, fashion_mnist, tmp_path_factory):
+    """ce and focal as one array, focal with a learning rate that makes its loss NaN."""
+    results = tmp_path_factory.mktemp("sweep")
+    exit_code = run_on_slurm(results, "--methods", "ce,focal", "--set", "focal.lr=1e30", "--wait")
+    return results, exit_code
+
+
+def test_sweep_is_one_array_and_each_row_carries_its_job_id(sweep_with_a_failure):
+    results, exit_code = sweep_with_a_failure
+    assert exit_code == 1  # one run failed
+    rows, record = result_rows(results), submissions(results)
+    assert len(rows) == 2 and set(rows) == set(record)
+    for run_id, row in rows.items():
+        assert row["slurm_job_id"] == record[run_id]["job_id"]
+        assert (results / "slurm").resolve() in map(lambda p: p.resolve(), _parents(record[run_id]["stderr"]))
+    arrays = {row["slurm_job_id"].split("_")[0] for row in rows.values()}
+    assert len(arrays) == 1, f"expected one job array, got job ids {[r['slurm_job_id'] for r in rows.values()]}"
+
+
+def test_failed_job_is_recorded_with_its_error_and_the_other_goes_on(sweep_with_a_failure):
+    results, _ = sweep_with_a_failure
+    by_method = {row["method"]: row for row in result_rows(results).values()}
+    assert by_method["ce"]["status"] == "done" and float(by_method["ce"]["top1"]) > 0
+    assert by_method["focal"]["status"] == "failed"
+    assert "nan" in by_method["focal"]["error"].lower()
+
+
+def test_rerun_retries_only_the_failed_run(sweep_with_a_failure, capsys):
+    results, _ = sweep_with_a_failure
+    before = submissions(results)
+    capsys.readouterr()
+    assert run_on_slurm(results, "--methods", "ce,focal", "--set", "focal.lr=1e30", "--wait") == 1
+    assert "submitted 1 run(s)" in capsys.readouterr().out
+    after, rows = submissions(results), result_rows(results)
+    failed = next(run_id for run_id, row in rows.items() if row["status"] == "failed")
+    done = next(run_id for run_id, row in rows.items() if row["status"] == "done")
+    assert after[done] == before[done]
+    assert after[failed]["job_id"] != before[failed]["job_id"]
+    assert rows[failed]["slurm_job_id"] == after[failed]["job_id"]
+
+
+def test_finished_sweep_submits_nothing(sweep_with_a_failure, capsys):
+    results, _ = sweep_with_a_failure
+    before = submissions(results)
+    assert run_on_slurm(results, "--methods", "ce") == 0
+    assert "nothing to submit" in capsys.readouterr().out
+    assert submissions(results) == before
+
+
+def test_unknown_partition_is_refused_before_submitting(slurm_cluster, fashion_mnist, tmp_path, capsys):
+    assert run_on_slurm(tmp_path, "--methods", "ce", "--slurm-partition", "no-such-partition") == 2
+    err = capsys.readouterr().err
+    assert "unknown Slurm partition 'no-such-partition'" in err and "debug" in err
+    assert not (tmp_path / "slurm" / "submissions.json").exists()
+
+
+def test_preempted_runs_resume_and_match_uninterrupted_ones(slurm_cluster, fashion_mnist, tmp_path):
+    # Long enough (in epochs) that the interruption lands between two epoch checkpoints.
+    flags = ["--methods", "ce", "--seeds", "0,1", "--epochs", "12", "--n-max", "150", "--set", "eval_every=100"]
+    interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
+    assert run_on_slurm(interrupted, *flags) == 0
+    record = submissions(interrupted)
+    by_seed = {json.loads((interrupted / run_id / "spec.json").read_text())["seed"]: run_id for run_id in record}
+    # seed 0: submitit's own signal (what Slurm sends before a time limit, or a pre-emption
+    # warning): the job checkpoints itself and asks for the requeue.
+    # seed 1: the scheduler requeues it (pre-emption with PreemptMode=REQUEUE): the job is
+    # killed and runs again from its submitted call.
+    interrupt = {0: ["scancel", "--signal=USR2"], 1: ["scontrol", "requeue"]}
+    for seed, command in interrupt.items():
+        run_id = by_seed[seed]
+        _wait_for(lambda: (interrupted / run_id / "checkpoint.pt").exists(), f"the first checkpoint of {run_id}")
+        assert not (interrupted / run_id / "result.csv").exists(), "the run ended before it could be interrupted"
+        subprocess.run([*command, record[run_id]["job_id"]], check=True)
+    assert run_on_slurm(reference, *flags) == 0
+    # the re-run finds both interrupted runs still in the queue: it submits nothing and waits
+    assert run_on_slurm(interrupted, *flags, "--wait") == 0
+    assert submissions(interrupted) == record
+    assert run_on_slurm(reference, *flags, "--wait") == 0
+
+    for seed, run_id in by_seed.items():
+        log = (interrupted / "slurm" / record[run_id]["job_id"]).glob("*_log.out")
+        resumed = re.findall(r"resuming from epoch (\d+) of 12", "".join(p.read_text() for p in log))
+        assert resumed and 1 <= int(resumed[0]) < 12, f"seed {seed} did not resume from a mid-run checkpoint"
+        got, want = RunStore(interrupted), RunStore(reference)
+        assert got.read_result(run_id)["top1"] == want.read_result(run_id)["top1"]
+        assert got.read_per_class(run_id) == want.read_per_class(run_id)
+
+
+def _parents(path: str):
+    from pathlib import Path
+
+    return Path(path).parents
+
+
+def _wait_for(condition, what, timeout_s=120):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        time.sleep(0.1)
