@@ -31,6 +31,7 @@ TRAINER_DEFAULTS = {
     "flip": True,
     "amp": True,  # bf16 autocast, CUDA only
     "channels_last": True,  # CUDA only
+    "compile": False,  # torch.compile the backbone
 }
 
 
@@ -69,6 +70,7 @@ class TrainOutcome:
     train_seconds: float  # this process's training time plus the time recorded before any resume
     images_seen: int
     loss_history: list[float] = field(default_factory=list)  # mean loss per epoch
+    calibration: dict = field(default_factory=dict)  # what Method.calibrate chose, e.g. {"tau": 0.9}
 
 
 @dataclass
@@ -145,7 +147,7 @@ class Trainer:
         steps = self.loader.steps_per_epoch
         self.reporter.start(self.label, self.epochs, steps, self.start_epoch)
         seconds, images = self.seconds_before, self.images_before
-        final = None
+        final, calibration = None, {}
         for epoch in range(self.start_epoch, self.epochs):
             start = time.perf_counter()
             mean_loss = self._train_epoch(epoch, steps)
@@ -156,6 +158,9 @@ class Trainer:
             self.loss_history.append(mean_loss)
             last = epoch == self.epochs - 1
             top1 = None
+            if last:
+                calibration, spent = self._calibrate()
+                seconds += spent
             if last or (epoch + 1) % self.params["eval_every"] == 0:
                 final = self.evaluate()
                 top1 = final.top1
@@ -165,9 +170,18 @@ class Trainer:
                 self.save_checkpoint(self.state_dict(epoch, seconds, images))
             self.reporter.epoch_end(epoch, top1)
         self.reporter.finish()
-        if final is None:  # resumed after the last epoch's checkpoint: evaluate the saved weights
+        if final is None:  # no epoch to train (post-hoc only, or resumed after the last one)
+            calibration, spent = self._calibrate()
+            seconds += spent
             final = self.evaluate()
-        return TrainOutcome(final, self.best_top1, self.best_epoch, seconds, images, self.loss_history)
+            if self.best_top1 < 0:
+                self.best_top1 = final.top1
+        return TrainOutcome(final, self.best_top1, self.best_epoch, seconds, images, self.loss_history, calibration)
+
+    def _calibrate(self) -> tuple[dict, float]:
+        start = time.perf_counter()
+        chosen = self.method.calibrate(self)
+        return chosen, time.perf_counter() - start
 
     def _train_epoch(self, epoch: int, steps: int) -> float:
         for group in self.optimizer.param_groups:
@@ -177,17 +191,11 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         tick, seen = time.perf_counter(), 0
         for step, batches in enumerate(self.loader.epoch()):
-            for batch in batches.values():
-                batch.views = [self._to_device_layout(v) for v in batch.views]
-            with self.autocast():
-                loss = self.method.loss(self.backbone, batches, Progress(epoch, self.epochs, step, steps))
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            total += loss.detach()
+            loss = self.train_step(batches, Progress(epoch, self.epochs, step, steps))
+            total += loss
             seen += len(next(iter(batches.values())).labels)
             if self.step_hook is not None:
-                self.step_hook(epoch, step, loss.detach())
+                self.step_hook(epoch, step, loss)
             # reading the loss synchronises the device, so only every few steps
             if step % 10 == 9 or step == steps - 1:
                 value = loss.item()
@@ -199,6 +207,29 @@ class Trainer:
         if not math.isfinite(mean):
             raise NonFiniteLoss(f"loss became {mean} during epoch {epoch + 1}")
         return mean
+
+    def train_step(self, batches: dict, progress: Progress) -> torch.Tensor:
+        """One optimiser step on one step's batches; returns the detached loss."""
+        for batch in batches.values():
+            batch.views = [self._to_device_layout(v) for v in batch.views]
+        with self.autocast():
+            loss = self.method.loss(self.backbone, batches, progress)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def features(self, x, y) -> torch.Tensor:
+        """Backbone features (fp32) of the given uint8 images, un-augmented, in eval mode; for
+        post-hoc calibration on training images."""
+        self.backbone.eval()
+        batch_size = 1024 if self.cuda else 256
+        chunks = []
+        for images, _ in eval_batches(x, y, self.data.mean, self.data.std, self.device, batch_size):
+            with self.autocast():
+                chunks.append(self.backbone(self._to_device_layout(images)).float())
+        return torch.cat(chunks)
 
     @torch.no_grad()
     def evaluate(self, x=None, y=None) -> ClassCounts:

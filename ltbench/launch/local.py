@@ -6,7 +6,7 @@ import traceback
 import torch
 
 import ltbench
-from ltbench import environment, registry
+from ltbench import environment, registry, stages
 from ltbench.metrics import group_accuracy, group_sizes
 from ltbench.models import create_backbone
 from ltbench.spec import RunSpec
@@ -29,7 +29,8 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
     torch_device = None
     try:
         torch_device = environment.resolve_device(device)
-        trainer = build_trainer(spec, torch_device, store, reporter, data_root)
+        stage1 = ensure_stage1(spec, results_dir, device, reporter, data_root, log)
+        trainer = build_trainer(spec, torch_device, store, reporter, data_root, stage1)
         try:
             state = store.load_checkpoint(spec.run_id)
         except CorruptFile as exc:
@@ -54,30 +55,63 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
     convention = spec.params["mmf_convention"]
     groups = group_accuracy(counts, data.class_counts, convention)
     sizes = group_sizes(data.class_counts, convention)
+    seconds, images = outcome.train_seconds, outcome.images_seen
+    peak_mb = environment.peak_memory_mb(torch_device)
+    staged = {}
+    if stage1 is not None:  # the run's cost is both stages', a reused stage 1 at its recorded cost
+        seconds, images = seconds + stage1.state["seconds"], images + stage1.state["images"]
+        peak_mb = max(peak_mb, float(stage1.result["peak_mem_mb"] or 0))
+        staged = dict(stage1_run_id=stage1.spec.run_id, stage1_reused=stage1.reused,
+                      stage1_wall_s=round(stage1.state["seconds"], 2))
     row = result_row(
         spec, status="done", started=started, device=torch_device,
         top1=round(counts.top1, 4), top1_best=round(outcome.best_top1, 4), top1_best_epoch=outcome.best_epoch + 1,
         **{g: (None if acc is None else round(acc, 4)) for g, acc in groups.items()},
         **{f"n_{g}": n for g, n in sizes.items()},
-        n_train=len(data.train_y), n_classes=data.num_classes, wall_s=round(outcome.train_seconds, 2),
-        images_per_s=round(outcome.images_seen / max(outcome.train_seconds, 1e-9), 1),
-        peak_mem_mb=round(environment.peak_memory_mb(torch_device), 1),
+        n_train=len(data.train_y), n_classes=data.num_classes, wall_s=round(seconds, 2),
+        images_per_s=round(images / max(seconds, 1e-9), 1), peak_mem_mb=round(peak_mb, 1),
+        calibration=json.dumps(outcome.calibration, sort_keys=True) if outcome.calibration else "", **staged,
     )
     store.write_result(row, per_class)
     return "done"
 
 
+def ensure_stage1(spec: RunSpec, results_dir, device: str, reporter=None, data_root=None,
+                  log=print) -> stages.Stage1 | None:
+    """A two-stage run's stage 1, reused from the store or trained now as a run of its own."""
+    first = stages.stage1_spec(spec)
+    if first is None:
+        return None
+    store = RunStore(results_dir)
+    reused = store.state(first.run_id) == "done" and store.checkpoint_path(first.run_id).exists()
+    if reused:
+        log(f"[{spec.run_id}] stage 1: reusing {first.label} ({first.run_id})")
+    else:
+        log(f"[{spec.run_id}] stage 1: training {first.label} ({first.run_id}) as a run of its own")
+        if execute(first, results_dir, device, reporter, data_root, log) != "done":
+            raise RuntimeError(f"stage 1 ({first.method} run {first.run_id}) failed: "
+                               f"{store.read_result(first.run_id)['error']}")
+    return stages.Stage1(first, reused, store.read_result(first.run_id), store.load_checkpoint(first.run_id))
+
+
 def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter=None, data_root=None) -> Trainer:
     data = registry.dataset(spec.dataset).build(data_root, spec.imbalance_factor, spec.profile, spec.n_max)
+    return make_trainer(spec, data, device, reporter=reporter or Reporter(), label=spec.label,
+                        save_checkpoint=lambda state: store.save_checkpoint(spec.run_id, state))
+
+
+def make_trainer(spec: RunSpec, data, device: torch.device, params: dict | None = None, **trainer_options) -> Trainer:
+    """The spec's backbone and method on `data`; `params` replaces spec.params (benchmarks
+    switch speed options this way)."""
+    params = spec.params if params is None else params
     # Model initialisation draws from the global RNG: seed it so a run is a function of its spec.
     torch.manual_seed(spec.seed)
     backbone = create_backbone(spec.backbone, data.in_chans)
-    method = registry.method(spec.method)(spec.params, data.class_counts, backbone.num_features)
-    return Trainer(
-        data=data, backbone=backbone, method=method, params=spec.params, epochs=spec.epochs,
-        batch_size=spec.batch_size, seed=spec.seed, device=device, reporter=reporter or Reporter(),
-        save_checkpoint=lambda state: store.save_checkpoint(spec.run_id, state), label=spec.label,
-    )
+    method = registry.method(spec.method)(params, data.class_counts, backbone.num_features)
+    if params.get("compile"):
+        backbone = torch.compile(backbone)
+    return Trainer(data=data, backbone=backbone, method=method, params=params, epochs=spec.epochs,
+                   batch_size=spec.batch_size, seed=spec.seed, device=device, **trainer_options)
 
 
 def result_row(spec: RunSpec, status: str, started: str, device=None, error: str = "", **values) -> dict:
@@ -103,6 +137,10 @@ def run_local(specs: list[RunSpec], results_dir, device: str = "auto", reporter_
     """Run specs one after another in this process; returns run_id -> status."""
     statuses = {}
     for i, spec in enumerate(specs, 1):
+        if RunStore(results_dir).state(spec.run_id) == "done":
+            log(f"[{i}/{len(specs)}] {spec.label} ({spec.run_id}): done meanwhile, as another run's stage 1")
+            statuses[spec.run_id] = "done"
+            continue
         log(f"[{i}/{len(specs)}] {spec.label} ({spec.run_id})")
         reporter = reporter_factory() if reporter_factory else None
         statuses[spec.run_id] = execute(spec, results_dir, device, reporter, log=log)

@@ -1,0 +1,216 @@
+"""`ltbench bench`: training throughput of ltbench's data path against the reference loop
+that the original long-tailed codebases use (torchvision DataLoader + PIL transforms,
+workers = cores), on the same model, data, method and batch size, in one process.
+
+Both paths drive the same Trainer.train_step, so the only difference measured is how
+batches reach the model.
+"""
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms
+
+from ltbench import environment, registry
+from ltbench.data.samplers import make_sampler
+from ltbench.launch.local import make_trainer
+from ltbench.method import Batch, Progress
+from ltbench.store import atomic_write_bytes, csv_bytes
+from ltbench.sweep import resolve
+from ltbench.train import Trainer
+
+COLUMNS = ["method", "path", "variant", "backbone", "batch_size", "steps", "images_per_s", "steps_per_s",
+           "data_share", "peak_mem_mb", "device", "torch"]
+
+
+@dataclass
+class Measurement:
+    method: str
+    path: str  # ltbench | reference
+    variant: str
+    backbone: str
+    batch_size: int
+    steps: int
+    images_per_s: float
+    steps_per_s: float
+    data_share: float  # fraction of step time spent producing the batch
+    peak_mem_mb: float
+    device: str
+    torch: str = torch.__version__
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--methods", default="ce", help="comma list (default ce)")
+    parser.add_argument("--dataset", default="fashion_mnist_lt")
+    parser.add_argument("--if", dest="imbalance_factor", type=float, default=100.0)
+    parser.add_argument("--backbone", default="resnet32_cifar")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    parser.add_argument("--warmup-steps", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="reference DataLoader workers")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-root")
+    parser.add_argument("--out", default="results/bench/throughput.csv")
+    parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
+
+
+def run(args) -> int:
+    from rich.table import Table
+
+    from ltbench.progress import console
+
+    device = environment.resolve_device(args.device)
+    measurements = []
+    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        spec = resolve(method, args.dataset, args.imbalance_factor, 0, "paper",
+                       {"backbone": args.backbone, "batch_size": args.batch_size})
+        data = registry.dataset(args.dataset).build(args.data_root, spec.imbalance_factor, spec.profile, spec.n_max)
+        for variant, params in variants(spec.params, device):
+            measurements.append(measure_ltbench(spec, data, params, device, args, variant))
+        measurements.append(measure_reference(spec, data, spec.params, device, args))
+    rows = [asdict(m) for m in measurements]
+    atomic_write_bytes(Path(args.out), csv_bytes(COLUMNS, rows))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(title=f"Training throughput, {args.backbone}, batch {args.batch_size}, {environment.device_label(device)}")
+    for col in ("method", "path", "variant", "img/s", "steps/s", "data share", "vs reference", "peak MB"):
+        table.add_column(col, justify="right" if col not in ("method", "path", "variant") else "left")
+    for m in measurements:
+        ref = next(r for r in measurements if r.method == m.method and r.path == "reference")
+        table.add_row(m.method, m.path, m.variant, f"{m.images_per_s:,.0f}", f"{m.steps_per_s:.2f}",
+                      f"{100 * m.data_share:.0f} %", f"{m.images_per_s / ref.images_per_s:.2f}x",
+                      f"{m.peak_mem_mb:,.0f}")
+    console.print(table)
+    console.print(f"written to {args.out}")
+    return 0
+
+
+def variants(params: dict, device: torch.device):
+    """The default configuration, and on CUDA each speed option switched off and on, so the
+    defaults are chosen from measurement."""
+    if device.type != "cuda":
+        yield "default", params
+        return
+    yield "bf16+channels_last", {**params, "amp": True, "channels_last": True}
+    yield "fp32", {**params, "amp": False, "channels_last": False}
+    yield "bf16", {**params, "amp": True, "channels_last": False}
+    yield "bf16+channels_last+compile", {**params, "amp": True, "channels_last": True, "compile": True}
+
+
+def _timed_loop(trainer: Trainer, batches_iter, args, device) -> tuple[float, float, float]:
+    """Runs warm-up then timed steps; returns (seconds, data seconds, model seconds)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    data_s = model_s = 0.0
+    for step in range(args.warmup_steps + args.steps):
+        if step == args.warmup_steps:
+            sync()
+            data_s = model_s = 0.0
+            start = time.perf_counter()
+        t0 = time.perf_counter()
+        batches = next(batches_iter)
+        sync()
+        t1 = time.perf_counter()
+        trainer.train_step(batches, Progress(0, trainer.epochs, step, args.warmup_steps + args.steps))
+        sync()
+        data_s += t1 - t0
+        model_s += time.perf_counter() - t1
+    return time.perf_counter() - start, data_s, model_s
+
+
+def _measurement(spec, path, variant, seconds, data_s, model_s, args, device) -> Measurement:
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else environment.peak_memory_mb(device)
+    return Measurement(spec.method, path, variant, spec.backbone, spec.batch_size, args.steps,
+                       args.steps * spec.batch_size / seconds, args.steps / seconds,
+                       data_s / max(data_s + model_s, 1e-9), peak, environment.device_label(device))
+
+
+def measure_ltbench(spec, data, params, device, args, variant="default") -> Measurement:
+    trainer = make_trainer(spec, data, device, params)
+
+    def forever():
+        while True:
+            yield from trainer.loader.epoch()
+
+    seconds, data_s, model_s = _timed_loop(trainer, forever(), args, device)
+    return _measurement(spec, "ltbench", variant, seconds, data_s, model_s, args, device)
+
+
+# ----------------------------------------------------------------------------- reference loop
+
+
+class PilDataset(Dataset):
+    """What the original codebases do: one PIL image per item, transformed per image."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, views: int):
+        self.images, self.labels, self.transform, self.views = images, labels, transform, views
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        image = self.images[i]
+        pil = Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
+        return [self.transform(pil) for _ in range(self.views)], int(self.labels[i])
+
+
+class IndexSampler(torch.utils.data.Sampler):
+    """ltbench's samplers behind the torch Sampler interface (ClassAwareSampler-style)."""
+
+    def __init__(self, sampler, seed: int):
+        self.sampler, self.gen = sampler, torch.Generator().manual_seed(seed)
+
+    def __len__(self):
+        return len(self.sampler)
+
+    def __iter__(self):
+        return iter(self.sampler.epoch(self.gen).tolist())
+
+
+def reference_transform(data, augment: str, padding: int):
+    steps = [transforms.RandomCrop(data.train_x.shape[-1], padding=padding), transforms.RandomHorizontalFlip()]
+    if augment == "contrastive":
+        steps.append(transforms.RandomGrayscale(p=0.2))
+    return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(data.mean, data.std)])
+
+
+def reference_loaders(trainer: Trainer, data, args, device) -> dict:
+    labels = torch.from_numpy(data.train_y)
+    loaders = {}
+    for name, draw in trainer.method.draws.items():
+        dataset = PilDataset(data.train_x, data.train_y, reference_transform(data, draw.augment, 4), draw.views)
+        sampler = IndexSampler(make_sampler(draw.sampler, labels, data.num_classes), seed=len(loaders))
+        loaders[name] = DataLoader(dataset, batch_size=trainer.batch_size, sampler=sampler, num_workers=args.workers,
+                                   pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
+                                   drop_last=True)
+    return loaders
+
+
+def measure_reference(spec, data, params, device, args) -> Measurement:
+    trainer = make_trainer(spec, data, device, params)
+    loaders = reference_loaders(trainer, data, args, device)
+
+    def forever():
+        iters = {name: iter(loader) for name, loader in loaders.items()}
+        while True:
+            batches = {}
+            for name in loaders:
+                try:
+                    views, y = next(iters[name])
+                except StopIteration:
+                    iters[name] = iter(loaders[name])
+                    views, y = next(iters[name])
+                batches[name] = Batch([v.to(device, non_blocking=True) for v in views], y.to(device, non_blocking=True))
+            yield batches
+
+    seconds, data_s, model_s = _timed_loop(trainer, forever(), args, device)
+    return _measurement(spec, "reference", "default", seconds, data_s, model_s, args, device)
