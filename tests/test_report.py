@@ -70,7 +70,7 @@ def write_run(root: Path, *, method="ce", dataset="cifar10_lt", imbalance_factor
     row.update(fields)
     spec = {k: row[k] for k in ["method", "dataset", "imbalance_factor", "seed", "epochs",
                                 "batch_size", "preset", "params", "backbone", "profile"]}
-    digest = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+    digest = hashlib.sha1(json.dumps({**fields, **spec}, sort_keys=True).encode()).hexdigest()
     row["run_id"] = run_id or digest[:12]
     folder = root / row["run_id"]
     folder.mkdir(parents=True)
@@ -172,6 +172,8 @@ def sweep(tmp_path_factory):
     (corrupt / "result.csv").write_bytes(b"\xff\xfe\x00garbage\x00\n\x01,\x02")
     (results / "notes.csv").write_text("who,what\nme,a note\n")
     write_bench(results / "bench" / "feature_loss_memory.csv")
+    (results / "bench" / "throughput.csv").write_text("method,batch_size,images_per_s\n"
+                                                      "ce,128,9000\n")
     (results / "README.md").write_text("what lands here\n")
     out = root / "reports"
     return results, out
@@ -276,8 +278,8 @@ def test_published_figures_and_differences(built):
 
 def test_other_protocols_are_not_compared(tmp_path):
     results = tmp_path / "results"
-    write_run(results, seed=0, top1=70.0)
-    write_run(results, seed=0, top1=60.0, preset="quick", epochs=20)
+    write_run(results, seed=0, top1=70.0, per_class=False)
+    write_run(results, seed=0, top1=60.0, preset="quick", epochs=20, per_class=False)
     assert report(results, tmp_path / "out") == 0
     data = read_csv(tmp_path / "out" / "tables" / "paper_comparison.csv")
     assert list(data["label"]) == ["ce (preset=paper)"]
@@ -346,7 +348,10 @@ def test_left_out_is_reported_not_averaged(built):
     assert "still running or interrupted" in markdown and "unreadable CSV" in markdown
     assert "Left out" in (out / "index.html").read_text()
     left = read_csv(out / "tables" / "left_out.csv")
-    assert sorted(left["kind"]) == ["corrupt", "failed", "partial", "skipped file"]
+    # Another benchmark's output is listed as unused, but is no problem worth counting.
+    assert sorted(left["kind"]) == ["corrupt", "failed", "partial", "skipped file",
+                                    "unused file"]
+    assert "throughput.csv" in one(left, kind="unused file")["path"]
     # The failed seed 7 of ce is not in the mean: four seeds, as in the main table test.
     main = read_csv(out / "tables" / "main.csv")
     assert one(main, label="ce", imbalance_factor=100)["seeds"] == 4
@@ -439,6 +444,16 @@ def test_group_by_on_the_command_line(tmp_path):
     assert list(main["top1_mean"]) == [38.0, 44.0, 43.0]
 
 
+def test_a_different_head_class_size_is_a_different_spec(tmp_path):
+    # n_max is in the spec but not in result.csv; the training-set size tells them apart.
+    results = tmp_path / "results"
+    write_run(results, top1=70.0)
+    write_run(results, top1=50.0, n_train=1240)
+    agg = _labelled(results)
+    assert {(r.label, r.top1_mean) for r in agg.itertuples()} == {
+        ("ce (n_train=12406)", 70.0), ("ce (n_train=1240)", 50.0)}
+
+
 def test_key_order_in_params_does_not_split_a_spec(tmp_path):
     results = tmp_path / "results"
     write_run(results, seed=0, top1=70.0, params={"lr": 0.1, "wd": 2e-4})
@@ -461,9 +476,11 @@ def test_natural_distributions_match_the_published_figure(tmp_path):
 
 def test_unknown_names_are_shown_after_known_ones(tmp_path):
     results = tmp_path / "results"
-    write_run(results, method="my_loss", dataset="tiny_lt", imbalance_factor=5, top1=50.0)
-    write_run(results, method="ce", dataset="tiny_lt", imbalance_factor=5, top1=40.0)
-    write_run(results, method="ce", top1=70.0)
+    write_run(results, method="my_loss", dataset="tiny_lt", imbalance_factor=5, top1=50.0,
+              per_class=False)
+    write_run(results, method="ce", dataset="tiny_lt", imbalance_factor=5, top1=40.0,
+              per_class=False)
+    write_run(results, method="ce", top1=70.0, per_class=False)
     out = tmp_path / "out"
     assert report(results, out) == 0
     text = (out / "tables" / "main.md").read_text()
@@ -479,7 +496,8 @@ def test_group_by_a_setting_no_run_has_warns(tmp_path, capsys):
     write_run(results, top1=70.0, params={"lr": 0.1, "temperature": 0.1}, per_class=False)
     assert report(results, tmp_path / "out", "--group-by", "temprature") == 0
     printed = capsys.readouterr().out
-    assert "--group-by temprature: no run has this setting (params keys: lr, temperature)" in printed
+    assert ("--group-by temprature: no run has this setting (params keys: lr, temperature)"
+            in printed)
     assert list(read_csv(tmp_path / "out" / "tables" / "main.csv")["label"]) == ["ce"]
 
 

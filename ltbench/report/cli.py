@@ -82,7 +82,7 @@ def run(args) -> int:
 
     _print_table(console, sections[0].tables[0])
     console.print(f"{len(labelled)} finished runs, {len(agg)} specs{filters}.", markup=False)
-    if left_out:
+    if any(e.kind != "unused file" for e in left_out):
         console.print(f"[yellow]{escape(summary)}[/] See 'Left out' in the report.")
     console.print(f"Report written to [bold]{escape(str(page))}[/] (tables in "
                   f"{escape(str(out / 'tables'))}, figures in {escape(str(out / 'figures'))}).")

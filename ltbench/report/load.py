@@ -40,9 +40,10 @@ class LeftOut:
     imbalance_factor: float | None = None
 
 
-# Kinds that stand for a run (counted as "runs left out"); the rest are files.
+# Kinds that stand for a run (counted as "runs left out"); the rest are files. An unused
+# file is known output the report has no use for: listed, but not counted as a problem.
 RUN_KINDS = ("failed", "partial", "not done", "corrupt", "duplicate")
-KINDS = RUN_KINDS + ("skipped file",)
+KINDS = RUN_KINDS + ("skipped file", "unused file")
 
 
 @dataclass
@@ -78,8 +79,13 @@ def load_results(results_dir: str | os.PathLike) -> Results:
                 bench.append(_typed_bench(table))
             else:
                 columns = ", ".join(list(table.columns)[:6])
-                left_out.append(LeftOut(rel, "skipped file", "not a result, per-class or "
-                                        f"benchmark CSV (its columns: {columns})"))
+                # Other benchmarks (throughput, ...) write here too: listed, not a problem.
+                if "bench" in path.relative_to(root).parts[:-1]:
+                    left_out.append(LeftOut(rel, "unused file", "benchmark output this report "
+                                            f"does not plot (its columns: {columns})"))
+                else:
+                    left_out.append(LeftOut(rel, "skipped file", "not a result, per-class or "
+                                            f"benchmark CSV (its columns: {columns})"))
     runs = pd.DataFrame(rows, columns=RESULT_COLUMNS + ["path", "params_dict", "params_key"])
     runs, duplicates = _drop_duplicates(runs)
     left_out += duplicates

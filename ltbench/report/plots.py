@@ -44,8 +44,9 @@ def draw_all(agg, runs, per_class, bench, out_dir: Path) -> list[FigureFile]:
 def _save(fig: Figure, out_dir: Path, name: str, title: str, caption: str,
           section: str) -> FigureFile:
     png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
-    fig.savefig(png, dpi=DPI, bbox_inches="tight")
-    fig.savefig(pdf, bbox_inches="tight")
+    # Constrained layout already makes room for the outside legend; "tight" would redo it.
+    fig.savefig(png, dpi=DPI)
+    fig.savefig(pdf)
     return FigureFile(name, title, caption, section, png, pdf)
 
 
@@ -59,10 +60,12 @@ def _grid(n: int, width: float, height: float, ncols_max: int = 3):
     return fig, axes[:n]
 
 
-def _legend(fig: Figure, colours: dict, shown, title="Method", extra=(), lines=False):
+def _legend(fig: Figure, colours: dict, shown, title="Method", extra=(), marker=None):
+    """Patches for bars; lines (with `marker`, "" for none) when `marker` is given."""
     def handle(label):
-        if lines:
-            return Line2D([], [], color=colours[label], marker="o", markersize=4, label=label)
+        if marker is not None:
+            return Line2D([], [], color=colours[label], marker=marker or None, markersize=4,
+                          label=label)
         return Patch(color=colours[label], label=label)
     handles = [handle(label) for label in colours if label in shown]
     fig.legend(handles=[*handles, *extra], loc="outside right upper", title=title,
@@ -91,7 +94,7 @@ def accuracy_vs_imbalance(agg, colours, out_dir) -> FigureFile | None:
         ax.set_title(dataset_name(dataset))
         ax.set_xlabel("Imbalance factor (log scale)")
         ax.set_ylabel("Top-1 accuracy (%)")
-    _legend(fig, colours, shown, lines=True)
+    _legend(fig, colours, shown, marker="o")
     return _save(fig, out_dir, "accuracy_vs_imbalance", "Top-1 accuracy against imbalance factor",
                  "Top-1 accuracy (%) at the last epoch against the imbalance factor "
                  "(n_max / n_min, log scale); error bars: sample std over seeds.", "main")
@@ -109,9 +112,10 @@ def many_medium_few_bars(agg, colours, out_dir) -> FigureFile | None:
         width = 0.8 / len(cell)
         for k, r in enumerate(cell.itertuples()):
             x = np.arange(len(groups)) - 0.4 + width * (k + 0.5)
-            means = [getattr(r, f"{g}_mean") for g in groups]
-            stds = [getattr(r, f"{g}_std") for g in groups]
-            ax.bar(x, np.nan_to_num(means), width, yerr=np.nan_to_num(stds),
+            means = np.array([getattr(r, f"{g}_mean") for g in groups], dtype=float)
+            stds = np.array([getattr(r, f"{g}_std") for g in groups], dtype=float)
+            drawn = ~np.isnan(means)  # an empty group gets no bar, not a bar at 0
+            ax.bar(x[drawn], means[drawn], width, yerr=np.nan_to_num(stds[drawn]),
                    color=colours[r.label], capsize=2, error_kw={"linewidth": 0.8})
             shown.add(r.label)
         ticks = []
@@ -147,19 +151,28 @@ def per_class_accuracy(agg, runs, per_class, colours, out_dir) -> list[FigureFil
         ax = fig.subplots()
         counts = None
         shown = set()
+        n_classes = max(len(per_class[r]) for r in cell["run_id"])
+        # Hundreds of classes at 1-in-50 test images each is noise: show the trend.
+        smooth = n_classes // 50 if n_classes > 200 else 1
         for label, seeds in cell.groupby("label", sort=False):
             tables = [per_class[r] for r in seeds["run_id"]]
             stacked = pd.concat(tables).assign(acc=lambda t: 100 * t["correct"] / t["total"])
             mean = stacked.groupby("class").agg(acc=("acc", "mean"), n_train=("n_train", "first"))
             mean = mean.reset_index().sort_values(["n_train", "class"], ascending=[False, True])
             x = np.arange(len(mean))
-            ax.plot(x, mean["acc"], color=colours[label], linewidth=1.3, alpha=0.9,
-                    marker="o" if len(mean) <= 30 else None, markersize=3.5, label=label)
+            accuracy = mean["acc"]
+            if smooth > 1:
+                accuracy = accuracy.rolling(smooth, center=True, min_periods=1).mean()
+            ax.plot(x, accuracy, color=colours[label], linewidth=1.3, alpha=0.9,
+                    marker="o" if n_classes <= 30 else None, markersize=3.5, label=label)
             shown.add(label)
             counts = mean["n_train"].to_numpy() if counts is None else counts
         twin = ax.twinx()
-        twin.bar(np.arange(len(counts)), counts, width=1.0, color=COUNT_GREY, linewidth=0)
+        # One stepped area, not a bar per class: iNaturalist has 8,142 classes.
+        twin.stairs(counts, np.arange(len(counts) + 1) - 0.5, fill=True, color=COUNT_GREY)
         twin.set_yscale("log")
+        # Room below the rarest class, or its bar would vanish into the axis.
+        twin.set_ylim(max(counts.min(), 1) / 2, counts.max() * 1.3)
         twin.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
         twin.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         twin.yaxis.set_minor_formatter(NullFormatter())
@@ -176,14 +189,17 @@ def per_class_accuracy(agg, runs, per_class, colours, out_dir) -> list[FigureFil
         suffix = "" if profile in ("exp", "") else f", {profile} profile"
         title = f"{dataset_name(dataset)}, IF {fmt_factor(factor)}{suffix}"
         ax.set_title(title, pad=16)
-        _legend(fig, colours, shown, lines=True,
+        _legend(fig, colours, shown, marker="o" if n_classes <= 30 else "",
                 extra=[Patch(color=COUNT_GREY, label="Training images\n(right axis)")])
         name = f"per_class_{dataset}_if{fmt_factor(factor)}" + (
             "" if profile in ("exp", "") else f"_{profile}")
         figures.append(_save(fig, out_dir, name, f"Per-class accuracy: {title}",
-                             f"Per-class test accuracy (%), mean over seeds, against class "
-                             f"index sorted by training images ({title}); grey bars: training "
-                             "images per class on a log axis.", "per_class"))
+                             f"Per-class test accuracy (%), mean over seeds"
+                             + (f" and a moving average over {smooth} classes" if smooth > 1
+                                else "")
+                             + f", against class index sorted by training images ({title}); "
+                             "grey bars: training images per class on a log axis.",
+                             "per_class"))
     return figures
 
 
@@ -193,7 +209,8 @@ def _mark_groups(ax, agg, dataset, factor):
     if pd.isna(first["n_many"]) or pd.isna(first["n_medium"]):
         return
     many, medium = int(first["n_many"]), int(first["n_medium"])
-    for edge in {many, many + medium} - {0, int(first["n_classes"] or 0)}:
+    n_classes = 0 if pd.isna(first["n_classes"]) else int(first["n_classes"])
+    for edge in {many, many + medium} - {0, n_classes}:
         ax.axvline(edge - 0.5, color="0.3", linestyle=":", linewidth=1)
     for name, start, size in [("many", 0, many), ("medium", many, medium),
                               ("few", many + medium, first["n_few"])]:

@@ -11,14 +11,16 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from .load import RUN_KINDS, LeftOut
+from .load import KINDS, RUN_KINDS, LeftOut
 from .reference import lookup
 
 # Everything that defines a run except its seed: equal on all of these = seeds of one spec.
+# n_train stands in for the spec's head-class size (n_max), which result.csv does not carry.
 SPEC_COLUMNS = ["method", "dataset", "imbalance_factor", "profile", "backbone", "epochs",
-                "batch_size", "preset", "mmf_convention", "params_key"]
+                "batch_size", "preset", "mmf_convention", "n_train", "params_key"]
 # The spec columns that are settings (not params) and so may appear in a label.
-SETTING_COLUMNS = ["preset", "profile", "backbone", "epochs", "batch_size", "mmf_convention"]
+SETTING_COLUMNS = ["preset", "profile", "backbone", "epochs", "batch_size", "mmf_convention",
+                   "n_train"]
 METRICS = ["top1", "many", "medium", "few", "top1_best"]
 METHOD_ORDER = ["ce", "focal", "ldam_drw", "ldam", "ce_drw", "crt", "tau_norm", "lws",
                 "balanced_softmax", "logit_adjust", "cb_focal", "sc_hybrid", "psc_hybrid"]
@@ -433,8 +435,8 @@ def fmt_duration(seconds) -> str:
 
 def left_out_summary(entries: list[LeftOut]) -> str:
     runs = [e for e in entries if e.kind in RUN_KINDS]
-    files = [e for e in entries if e.kind not in RUN_KINDS]
-    if not entries:
+    files = [e for e in entries if e.kind == "skipped file"]
+    if not runs and not files:
         return "Nothing was left out."
     parts = []
     if runs:
@@ -448,7 +450,7 @@ def left_out_summary(entries: list[LeftOut]) -> str:
 
 
 def left_out_section(entries: list[LeftOut]) -> Section:
-    order = {kind: i for i, kind in enumerate(RUN_KINDS + ("skipped file",))}
+    order = {kind: i for i, kind in enumerate(KINDS)}
     entries = sorted(entries, key=lambda e: (order.get(e.kind, len(order)), e.path))
     rows = [[e.path, e.kind, e.reason] for e in entries]
     data = pd.DataFrame([vars(e) for e in entries],
@@ -456,7 +458,7 @@ def left_out_section(entries: list[LeftOut]) -> Section:
                                  "imbalance_factor"])
     tables = [Table(header=["Path", "Kind", "Reason"], rows=rows)] if rows else []
     intro = left_out_summary(entries)
-    if rows:
+    if any(e.kind != "unused file" for e in entries):
         intro += (" Failed and unfinished runs are never averaged in; a corrupt or foreign "
                   "CSV is skipped.")
     return Section("left_out", "Left out", tables, data, intro=intro)
