@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 LTBENCH := $(VENV)/bin/ltbench
 STAMP := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: setup data demo test clean
+.PHONY: setup data demo test clean slurm slurm-up slurm-down
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +25,19 @@ demo: data
 	$(LTBENCH) run --methods ce,focal --dataset fashion_mnist_lt --if 10,100 --preset quick
 	$(LTBENCH) report
 
-test: data
+test: data slurm
 	$(PY) -m pytest -q
+
+# Debian's Slurm + munge, so the Slurm tests run on a real single-node cluster (they start
+# and stop it themselves); without root or apt the tests are skipped instead.
+slurm:
+	@scripts/slurm_cluster.sh install || echo "Slurm not installed (needs root and apt): the Slurm tests will be skipped"
+
+slurm-up: slurm
+	scripts/slurm_cluster.sh start
+
+slurm-down:
+	scripts/slurm_cluster.sh stop
 
 clean:
 	rm -rf $(VENV) build *.egg-info

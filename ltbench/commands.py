@@ -97,7 +97,7 @@ def run(args) -> int:
     _check_datasets_present(todo, where["data_root"])
     if args.launcher == "slurm":
         from ltbench.launch import slurm
-        return slurm.launch(todo, where["results_dir"], args)
+        return slurm.launch(todo, where["results_dir"], args, device=where["device"])
     from ltbench.launch.local import run_local
     statuses = run_local(todo, where["results_dir"], where["device"], reporter_factory=RichReporter, log=console.print)
     rows = [store.read_result(spec.run_id) for spec in specs]
@@ -134,10 +134,10 @@ def status(results_dir) -> int:
     if not run_ids:
         console.print(f"no runs in {results_dir}")
         return 0
-    scheduler = {}
+    scheduler, job_logs = {}, {}
     try:
         from ltbench.launch import slurm
-        scheduler = slurm.scheduler_states(results_dir)
+        scheduler, job_logs = slurm.scheduler_states(results_dir), slurm.job_logs(results_dir)
     except ImportError:
         pass
     table = Table(title=f"Runs in {results_dir}")
@@ -155,11 +155,17 @@ def status(results_dir) -> int:
             row = store.read_result(run_id)
             top1 = row["top1"]
             if state == "failed":
-                detail = f"{row['error']} (log: {store.run_dir(run_id) / 'error.log'})"
+                job_log = f"; job log: {job_logs[run_id]}" if run_id in job_logs else ""
+                detail = f"{row['error']} (log: {store.run_dir(run_id) / 'error.log'}{job_log})"
         elif state == "corrupt" and not detail:
             detail = f"unreadable {store.run_dir(run_id) / 'result.csv'}; rerun the sweep to redo it"
-        if run_id in scheduler and state not in ("done", "failed"):
+        # scheduler_states leaves out runs whose current result is in the store, so it wins:
+        # a retried failure keeps its old row until the new job starts
+        if run_id in scheduler:
             state = scheduler[run_id]
+            if state == "lost":
+                state, detail = "failed", ("its Slurm job ended without a result (killed, cancelled, "
+                                           f"out of memory?); log: {job_logs.get(run_id, '?')}")
         counts[state] = counts.get(state, 0) + 1
         table.add_row(run_id, *label, state, top1, detail)
     console.print(table)

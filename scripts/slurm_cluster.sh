@@ -54,7 +54,7 @@ is_alive() {
   [[ -n $state && $state != Z ]]
 }
 
-missing_packages() {
+missing_commands() {
   local missing=() cmd
   for cmd in slurmctld slurmd sbatch munged; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
@@ -63,12 +63,13 @@ missing_packages() {
 }
 
 install_packages() {
-  [[ -z $(missing_packages) ]] && { say "slurm and munge already installed"; return 0; }
+  [[ -z $(missing_commands) ]] && { say "slurm and munge already installed"; return 0; }
   [[ $(id -u) -eq 0 ]] || die "installing needs root; run: sudo apt-get install -y ${PACKAGES[*]}"
   command -v apt-get >/dev/null 2>&1 ||
     die "no apt-get here; install ${PACKAGES[*]} with this system's package manager"
   say "installing ${PACKAGES[*]}"
-  # The packages' own services are not wanted: this cluster runs its daemons from SLURM_DIR.
+  # Where the host starts the packages' own services, they stay unused: without an
+  # /etc/slurm/slurm.conf they do not come up, and the munge service has its own socket.
   DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${PACKAGES[@]}" >&2 ||
     { apt-get update >&2 &&
       DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${PACKAGES[@]}" >&2; }
@@ -144,8 +145,7 @@ start_munged() {
   fi
   munged --key-file="$MUNGE_DIR/munge.key" --socket="$MUNGE_SOCKET" \
     --pid-file="$(pid_file munged)" --log-file="$MUNGE_DIR/munged.log" \
-    --seed-file="$MUNGE_DIR/munged.seed" ||
-    { tail -n 20 "$MUNGE_DIR/munged.log" >&2; die "munged did not start"; }
+    --seed-file="$MUNGE_DIR/munged.seed" || { say "munged did not start"; return 1; }
 }
 
 start_slurm_daemon() {
@@ -154,8 +154,7 @@ start_slurm_daemon() {
   # Without -N slurmd would look its node up by the full host name.
   local args=(-f "$CONF")
   [[ $name == slurmd ]] && args+=(-N "$NODE")
-  "$name" "${args[@]}" ||
-    { tail -n 20 "$SLURM_DIR/log/$name.log" >&2 2>/dev/null; die "$name did not start"; }
+  "$name" "${args[@]}" || { say "$name did not start"; return 1; }
 }
 
 node_state() {
@@ -171,15 +170,19 @@ wait_until_idle() {
     esac
     if ((waited >= timeout)); then
       say "node $NODE is not up after ${timeout}s (sinfo state: '${state:-no answer}')"
-      local log
-      for log in "$SLURM_DIR/log/slurmctld.log" "$SLURM_DIR/log/slurmd.log" "$MUNGE_DIR/munged.log"; do
-        [[ -f $log ]] && { say "--- last lines of $log"; tail -n 15 "$log" >&2; }
-      done
-      die "cluster did not come up; stop it with: $0 stop"
+      return 1
     fi
     sleep 1
     waited=$((waited + 1))
   done
+}
+
+show_logs() {
+  local log
+  for log in "$SLURM_DIR/log/slurmctld.log" "$SLURM_DIR/log/slurmd.log" "$MUNGE_DIR/munged.log"; do
+    [[ -f $log ]] && { say "--- last lines of $log"; tail -n 15 "$log" >&2; }
+  done
+  return 0
 }
 
 print_env() { echo "export SLURM_CONF=$CONF"; }
@@ -187,9 +190,11 @@ print_env() { echo "export SLURM_CONF=$CONF"; }
 cmd_start() {
   if [[ ${1:-} == --install ]]; then
     install_packages
-  elif [[ -n $(missing_packages) ]]; then
-    die "missing $(missing_packages); install with: $0 install (root + apt) or $0 start --install"
+  elif [[ -n $(missing_commands) ]]; then
+    die "missing $(missing_commands); install with: $0 install (root + apt) or $0 start --install"
   fi
+  # slurmd must be root to start jobs as their users; munged and slurmctld follow suit here.
+  [[ $(id -u) -eq 0 ]] || die "starting the cluster needs root (run it with sudo)"
   if [[ -f $CONF ]] && daemon_pid slurmctld >/dev/null && daemon_pid slurmd >/dev/null &&
     [[ -n $(node_state) ]]; then
     say "already running (config $CONF)"
@@ -198,10 +203,12 @@ cmd_start() {
   fi
   local began=$SECONDS
   write_config
-  start_munged
-  start_slurm_daemon slurmctld
-  start_slurm_daemon slurmd
-  wait_until_idle
+  if ! (start_munged && start_slurm_daemon slurmctld && start_slurm_daemon slurmd && wait_until_idle); then
+    show_logs
+    # half a cluster is of no use and would block the ports of the next try
+    cmd_stop
+    die "the cluster did not come up (a port in use? LTBENCH_SLURM_CTLD_PORT/LTBENCH_SLURM_SLURMD_PORT move it)"
+  fi
   say "node $NODE is up after $((SECONDS - began))s; config $CONF"
   print_env
 }
@@ -216,11 +223,11 @@ cmd_stop() {
       waited=$((waited + 1))
     done
   fi
-  local name pid tries
+  local name pid _
   for name in "${DAEMONS[@]}"; do
     pid=$(daemon_pid "$name") || continue
     kill -TERM "$pid" 2>/dev/null || true
-    for tries in $(seq 50); do
+    for _ in $(seq 50); do
       is_alive "$pid" || break
       sleep 0.1
     done
@@ -237,16 +244,16 @@ cmd_stop() {
 }
 
 cmd_status() {
-  local name pid up=0
+  local name pid down=0
   for name in munged slurmctld slurmd; do
     if pid=$(daemon_pid "$name"); then
       echo "$name: running (pid $pid)"
     else
       echo "$name: not running"
-      up=1
+      down=1
     fi
   done
-  if ((up == 0)) && SLURM_CONF=$CONF sinfo 2>/dev/null; then
+  if ((down == 0)) && SLURM_CONF=$CONF sinfo 2>/dev/null; then
     print_env
     return 0
   fi
@@ -259,5 +266,5 @@ case ${1:-} in
   stop) cmd_stop ;;
   status) cmd_status ;;
   env) print_env ;;
-  *) sed -n '4,8p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
+  *) sed -n '5,9p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
 esac

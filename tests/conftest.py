@@ -9,3 +9,6 @@ def fashion_mnist():
     root = data_root()
     fetch_fashion_mnist(root, allow_apt=False, log=lambda *_: None)
     return root
+
+
+from conftest_slurm import slurm_cluster  # noqa: E402,F401  (the session's Slurm test cluster)

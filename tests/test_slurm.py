@@ -4,15 +4,16 @@ Runs are smoke-sized Fashion-MNIST-LT runs of a few seconds each; most of a job'
 Python start-up and the test-set evaluation.
 """
 
-import csv
 import json
 import re
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
 from ltbench.cli import main
+from ltbench.launch.slurm import scheduler_states
 from ltbench.store import RunStore
 
 pytestmark = pytest.mark.slurm
@@ -48,7 +49,7 @@ def test_sweep_is_one_array_and_each_row_carries_its_job_id(sweep_with_a_failure
     assert len(rows) == 2 and set(rows) == set(record)
     for run_id, row in rows.items():
         assert row["slurm_job_id"] == record[run_id]["job_id"]
-        assert (results / "slurm").resolve() in map(lambda p: p.resolve(), _parents(record[run_id]["stderr"]))
+        assert Path(record[run_id]["stderr"]).is_relative_to((results / "slurm").resolve())
     arrays = {row["slurm_job_id"].split("_")[0] for row in rows.values()}
     assert len(arrays) == 1, f"expected one job array, got job ids {[r['slurm_job_id'] for r in rows.values()]}"
 
@@ -90,9 +91,24 @@ def test_unknown_partition_is_refused_before_submitting(slurm_cluster, fashion_m
     assert not (tmp_path / "slurm" / "submissions.json").exists()
 
 
+def test_queued_runs_are_not_submitted_twice_and_a_cancelled_one_is_lost(slurm_cluster, fashion_mnist, tmp_path,
+                                                                           capsys):
+    # a begin time an hour ahead keeps the job pending without using the cluster
+    later = ["--methods", "ce", "--slurm-extra", "begin=now+3600"]
+    assert run_on_slurm(tmp_path, *later) == 0
+    record = submissions(tmp_path)
+    (run_id, submission), = record.items()
+    assert scheduler_states(tmp_path) == {run_id: "pending"}
+    capsys.readouterr()
+    assert run_on_slurm(tmp_path, *later) == 0
+    assert "already queued or running" in capsys.readouterr().out and submissions(tmp_path) == record
+    subprocess.run(["scancel", submission["job_id"]], check=True)
+    _wait_for(lambda: scheduler_states(tmp_path) == {run_id: "lost"}, "the cancelled run to show as lost")
+
+
 def test_preempted_runs_resume_and_match_uninterrupted_ones(slurm_cluster, fashion_mnist, tmp_path):
     # Long enough (in epochs) that the interruption lands between two epoch checkpoints.
-    flags = ["--methods", "ce", "--seeds", "0,1", "--epochs", "12", "--n-max", "150", "--set", "eval_every=100"]
+    flags = ["--methods", "ce", "--seeds", "0,1", "--epochs", "8", "--n-max", "60", "--set", "eval_every=100"]
     interrupted, reference = tmp_path / "interrupted", tmp_path / "reference"
     assert run_on_slurm(interrupted, *flags) == 0
     record = submissions(interrupted)
@@ -101,12 +117,16 @@ def test_preempted_runs_resume_and_match_uninterrupted_ones(slurm_cluster, fashi
     # warning): the job checkpoints itself and asks for the requeue.
     # seed 1: the scheduler requeues it (pre-emption with PreemptMode=REQUEUE): the job is
     # killed and runs again from its submitted call.
-    interrupt = {0: ["scancel", "--signal=USR2"], 1: ["scontrol", "requeue"]}
-    for seed, command in interrupt.items():
-        run_id = by_seed[seed]
-        _wait_for(lambda: (interrupted / run_id / "checkpoint.pt").exists(), f"the first checkpoint of {run_id}")
-        assert not (interrupted / run_id / "result.csv").exists(), "the run ended before it could be interrupted"
-        subprocess.run([*command, record[run_id]["job_id"]], check=True)
+    interrupt = {by_seed[0]: ["scancel", "--signal=USR2"], by_seed[1]: ["scontrol", "requeue"]}
+
+    def interrupt_each_after_its_first_checkpoint():
+        for run_id in [r for r in interrupt if (interrupted / r / "checkpoint.pt").exists()]:
+            assert not (interrupted / run_id / "result.csv").exists(), "the run ended before it was interrupted"
+            subprocess.run([*interrupt.pop(run_id), record[run_id]["job_id"]], check=True)
+        return not interrupt
+
+    _wait_for(interrupt_each_after_its_first_checkpoint, "both runs' first epoch checkpoints")
+    _wait_for(lambda: set(scheduler_states(interrupted).values()) == {"requeued"}, "both runs to be requeued")
     assert run_on_slurm(reference, *flags) == 0
     # the re-run finds both interrupted runs still in the queue: it submits nothing and waits
     assert run_on_slurm(interrupted, *flags, "--wait") == 0
@@ -115,17 +135,11 @@ def test_preempted_runs_resume_and_match_uninterrupted_ones(slurm_cluster, fashi
 
     for seed, run_id in by_seed.items():
         log = (interrupted / "slurm" / record[run_id]["job_id"]).glob("*_log.out")
-        resumed = re.findall(r"resuming from epoch (\d+) of 12", "".join(p.read_text() for p in log))
-        assert resumed and 1 <= int(resumed[0]) < 12, f"seed {seed} did not resume from a mid-run checkpoint"
+        resumed = re.findall(r"resuming from epoch (\d+) of 8", "".join(p.read_text() for p in log))
+        assert resumed and 1 <= int(resumed[0]) < 8, f"seed {seed} did not resume from a mid-run checkpoint"
         got, want = RunStore(interrupted), RunStore(reference)
         assert got.read_result(run_id)["top1"] == want.read_result(run_id)["top1"]
         assert got.read_per_class(run_id) == want.read_per_class(run_id)
-
-
-def _parents(path: str):
-    from pathlib import Path
-
-    return Path(path).parents
 
 
 def _wait_for(condition, what, timeout_s=120):

@@ -6,6 +6,8 @@ epoch checkpoint, so the result equals an uninterrupted run's. This module knows
 about training; `execute` knows nothing about Slurm.
 """
 
+import contextlib
+import io
 import shutil
 from pathlib import Path
 
@@ -14,10 +16,12 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from ltbench import environment
 from ltbench.errors import UserError
+from ltbench.launch.local import execute
 from ltbench.launch.slurm_options import SlurmOptions, add_arguments, options_from_args
 from ltbench.launch.slurm_queue import (
     SlurmUnavailable, Submission, SubmissionRecord, check_cluster, queued_states, submission_states,
 )
+from ltbench.launch.slurm_wait import wait_for
 from ltbench.progress import console
 from ltbench.spec import RunSpec
 from ltbench.store import RunStore
@@ -34,8 +38,6 @@ class CheckpointableRun(submitit.helpers.Checkpointable):
         self.device = device
 
     def __call__(self, spec: RunSpec) -> str:
-        from ltbench.launch.local import execute  # the job imports torch, the submitter need not
-
         return execute(spec, self.results_dir, self.device)
 
 
@@ -43,6 +45,9 @@ def launch(specs: list[RunSpec], results_dir, args, device: str | None = None) -
     """Submit the runs not already queued as one job array; with --wait, follow it to the end.
     Returns 0, or 1 when --wait saw a run fail."""
     options = options_from_args(args)
+    if not specs:
+        console.print("nothing to submit")
+        return 0
     results_dir = Path(results_dir).resolve()  # jobs start elsewhere; a relative path would move
     record = SubmissionRecord(results_dir)
     check_cluster(options.partition)
@@ -56,42 +61,37 @@ def launch(specs: list[RunSpec], results_dir, args, device: str | None = None) -
         submitted = submit(todo, results_dir, options, device or getattr(args, "device", None) or "auto")
         record.add(submitted)
         array = next(iter(submitted.values())).job_id.split("_")[0]
-        console.print(f"submitted {len(todo)} run(s) as Slurm job {array}; logs under {results_dir / 'slurm'}")
+        console.print(f"submitted {len(todo)} run(s) as Slurm job {array}; logs under {results_dir / 'slurm'}\n"
+                      f"follow it with: ltbench status --results-dir {results_dir}  (or squeue -j {array})")
     else:
         console.print("nothing to submit")
-    run_ids = [s.run_id for s in specs]
-    if options.wait and run_ids:
-        from ltbench.launch.slurm_wait import wait_for
-
-        return wait_for(run_ids, results_dir)
-    if todo:
-        console.print(f"follow it with: ltbench status --results-dir {results_dir}  (or squeue -j {array})")
-    return 0
+    return wait_for([s.run_id for s in specs], results_dir) if options.wait else 0
 
 
 def submit(specs: list[RunSpec], results_dir: Path, options: SlurmOptions, device: str) -> dict[str, Submission]:
-    store = RunStore(results_dir)
-    for spec in specs:
-        # a queued run is listed by `ltbench status` before its job starts
-        store.write_spec(spec)
     executor = submitit.AutoExecutor(folder=results_dir / "slurm" / "%j", cluster="slurm")
     executor.update_parameters(**options.executor_parameters())
     submitted_at = environment.now()
     try:
-        jobs = executor.map_array(CheckpointableRun(str(results_dir), device), specs)
+        # submitit echoes sbatch's complaints to stderr; the error below says them once
+        with contextlib.redirect_stderr(io.StringIO()):
+            jobs = executor.map_array(CheckpointableRun(str(results_dir), device), specs)
     except (FailedJobError, FailedSubmissionError) as exc:
-        raise UserError(f"sbatch refused the job array: {_first_error_line(exc)}",
+        raise UserError(f"sbatch refused the job array: {_sbatch_errors(exc)}",
                         hint="check the --slurm-* options (or the [slurm] config table) against this cluster") from None
+    store = RunStore(results_dir)
+    for spec in specs:
+        # a queued run is listed by `ltbench status` before its job starts
+        store.write_spec(spec)
     return {
         spec.run_id: Submission(job.job_id, str(job.paths.stdout), str(job.paths.stderr), submitted_at)
         for spec, job in zip(specs, jobs)
     }
 
 
-def _first_error_line(exc: Exception) -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    errors = [line for line in lines if "error" in line.lower()]
-    return (errors or lines or ["no message"])[-1]
+def _sbatch_errors(exc: Exception) -> str:
+    lines = [line.strip().removeprefix("sbatch: error: ") for line in str(exc).splitlines() if line.strip()]
+    return "; ".join(lines) or "no message"
 
 
 def scheduler_states(results_dir) -> dict[str, str]:

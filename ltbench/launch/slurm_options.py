@@ -67,6 +67,7 @@ class SlurmOptions:
 
 TYPES = {"partition": str, "account": str, "qos": str, "time": int, "gpus": int, "cpus": int, "mem": str,
          "array_parallelism": int, "extra": dict, "setup": list}
+TYPE_NAMES = {str: "string", int: "whole number", dict: "table of sbatch options", list: "list of strings"}
 LEAST = {"time": 1, "gpus": 0, "cpus": 1, "array_parallelism": 1}
 
 
@@ -74,11 +75,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("Slurm (with --launcher slurm)")
     group.add_argument("--slurm-config", metavar="FILE",
                        help=f"TOML file with a [slurm] table of the options below (default ${CONFIG_ENV})")
-    group.add_argument("--slurm-partition", metavar="NAME")
-    group.add_argument("--slurm-account", metavar="NAME")
-    group.add_argument("--slurm-qos", metavar="NAME")
+    group.add_argument("--slurm-partition", metavar="NAME", help="default: the cluster's default partition")
+    group.add_argument("--slurm-account", metavar="NAME", help="account to charge the jobs to")
+    group.add_argument("--slurm-qos", metavar="NAME", help="quality of service")
     group.add_argument("--slurm-time", type=int, metavar="MINUTES",
-                       help=f"time limit per job (default {SlurmOptions.time}); a timed-out job is requeued and resumes")
+                       help=f"time limit per job (default {SlurmOptions.time}); a timed-out job requeues and resumes")
     group.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per job")
     group.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per job")
     group.add_argument("--slurm-mem", metavar="SIZE", help="memory per job, e.g. 16G")
@@ -122,7 +123,7 @@ def read_config(path) -> SlurmOptions:
             raise unknown_name(f"key in the [slurm] table of {path}", key, sorted(TYPES))
         # TOML's booleans are ints to isinstance; a flag's value never is
         if not isinstance(value, TYPES[key]) or isinstance(value, bool):
-            raise UserError(f"{path}: [slurm] {key} = {value!r} should be a {TYPES[key].__name__}")
+            raise UserError(f"{path}: [slurm] {key} = {value!r} should be a {TYPE_NAMES[TYPES[key]]}")
     table["extra"] = {str(k): str(v) for k, v in table.get("extra", {}).items()}
     table["setup"] = [str(line) for line in table.get("setup", [])]
     options = SlurmOptions(**table)

@@ -17,6 +17,10 @@ from ltbench.errors import UserError
 from ltbench.store import CorruptFile, RunStore, atomic_write_bytes
 
 CLIENT_COMMANDS = ("sbatch", "squeue", "srun", "sinfo")
+NO_SLURM_HINT = ("--launcher slurm needs Slurm's client commands (sbatch, squeue, srun, sinfo): run on a machine "
+                 "of the cluster, or start the single-node test cluster with `scripts/slurm_cluster.sh start` "
+                 "and export the SLURM_CONF it prints")
+NO_CONTROLLER_HINT = "is slurmctld up and SLURM_CONF right? (`scripts/slurm_cluster.sh status` for the test cluster)"
 
 # squeue keeps listing a job for a while (MinJobAge) after it ends; these mean it is over.
 ENDED = {"COMPLETED", "CANCELLED", "FAILED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL", "DEADLINE"}
@@ -46,12 +50,6 @@ def slurm_command(*argv: str) -> str:
         raise SlurmUnavailable(f"`{' '.join(argv)}` failed: {done.stderr.strip() or done.stdout.strip()}",
                                hint=NO_CONTROLLER_HINT)
     return done.stdout
-
-
-NO_SLURM_HINT = ("--launcher slurm needs Slurm's client commands (sbatch, squeue, srun, sinfo): run on a machine "
-                 "of the cluster, or start the single-node test cluster with `scripts/slurm_cluster.sh start` "
-                 "and export the SLURM_CONF it prints")
-NO_CONTROLLER_HINT = "is slurmctld up and SLURM_CONF right? (`scripts/slurm_cluster.sh status` for the test cluster)"
 
 
 def check_cluster(partition: str | None) -> None:

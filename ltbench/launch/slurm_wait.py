@@ -57,7 +57,7 @@ def summary(states: dict[str, str], submissions: dict, store: RunStore) -> Table
             row = store.read_result(run_id)
             top1 = row["top1"]
             if state == "failed":
-                detail = f"{row['error']} (log: {submission.stderr})"
+                detail = f"{row['error']} (log: {store.run_dir(run_id) / 'error.log'})"
         elif state == "lost":
             detail = f"the job ended without writing a result (killed? time limit?); log: {submission.stderr}"
         table.add_row(run_id, submission.job_id, state, top1, detail)
