@@ -1,0 +1,75 @@
+"""The fast path changes nothing: the device-resident, batched loader gives the same batches,
+and so the same loss curve, as a plain per-image path written independently here."""
+
+import numpy as np
+import pytest
+import torch
+
+from ltbench.data.datasets import DATASETS
+from ltbench.launch.local import make_trainer
+from ltbench.method import Batch, Progress
+from ltbench.sweep import resolve
+
+
+def plain_batches(data, batch_size, seed, steps):
+    """One image at a time with numpy, drawing the same random numbers in the same order."""
+    sample_gen = torch.Generator().manual_seed(seed)
+    augment_gen = torch.Generator().manual_seed(seed + 1)
+    order = torch.randperm(len(data.train_y), generator=sample_gen).tolist()
+    mean = np.array(data.mean, dtype=np.float32)[:, None, None]
+    std = np.array(data.std, dtype=np.float32)[:, None, None]
+    for step in range(steps):
+        ids = order[step * batch_size : (step + 1) * batch_size]
+        offsets = torch.randint(0, 9, (2, len(ids)), generator=augment_gen)
+        flips = torch.rand(len(ids), generator=augment_gen) < 0.5
+        images = []
+        for i, j in enumerate(ids):
+            padded = np.pad(data.train_x[j], ((0, 0), (4, 4), (4, 4)))
+            oy, ox = int(offsets[0, i]), int(offsets[1, i])
+            crop = padded[:, oy : oy + 32, ox : ox + 32]
+            if flips[i]:
+                crop = crop[:, :, ::-1]
+            images.append((crop.astype(np.float32) / 255 - mean) / std)
+        yield {"main": Batch([torch.from_numpy(np.stack(images))], torch.from_numpy(data.train_y[ids]))}
+
+
+@pytest.fixture(scope="module")
+def setup(fashion_mnist):
+    spec = resolve("ce", "fashion_mnist_lt", 100, 0, "smoke", {"batch_size": "32"})
+    data = DATASETS["fashion_mnist_lt"].build(None, 100, "exp", spec.n_max)
+    return spec, data
+
+
+def test_fast_batches_equal_plain_batches(setup):
+    spec, data = setup
+    trainer = make_trainer(spec, data, torch.device("cpu"))
+    fast = trainer.loader.epoch()
+    for plain in plain_batches(data, spec.batch_size, spec.seed, steps=4):
+        batch = next(fast)["main"]
+        assert torch.equal(batch.labels, plain["main"].labels)
+        assert torch.allclose(batch.views[0], plain["main"].views[0], atol=1e-6)
+
+
+def test_same_loss_curve_for_the_first_steps(setup):
+    spec, data = setup
+    torch.use_deterministic_algorithms(True)
+    try:
+        fast, plain = make_trainer(spec, data, torch.device("cpu")), make_trainer(spec, data, torch.device("cpu"))
+        for g in fast.optimizer.param_groups + plain.optimizer.param_groups:
+            g["lr"] = spec.params["lr"]
+        fast_losses = [fast.train_step(b, Progress(0, 1, s, 6)).item() for s, b in zip(range(6), fast.loader.epoch())]
+        plain_losses = [plain.train_step(b, Progress(0, 1, s, 6)).item()
+                        for s, b in enumerate(plain_batches(data, spec.batch_size, spec.seed, 6))]
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert np.allclose(fast_losses, plain_losses, rtol=1e-5, atol=1e-6)
+    assert len(set(np.round(fast_losses, 4))) > 1  # the model really trained
+
+
+def test_class_counts_and_balanced_sampling_match_a_plain_count(setup):
+    spec, data = setup
+    assert np.bincount(data.train_y).tolist() == data.class_counts
+    trainer = make_trainer(spec, data, torch.device("cpu"))
+    sampler = trainer.loader.samplers["main"]
+    seen = np.bincount(data.train_y[sampler.epoch(torch.Generator().manual_seed(5)).numpy()], minlength=10)
+    assert seen.tolist() == data.class_counts  # an instance-sampled epoch sees every image once
