@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="TOML sweep file with the same keys (flags win)")
     run.add_argument("--results-dir")
     run.add_argument("--data-root", help="where datasets live (default $LTBENCH_DATA or ~/.cache/ltbench/data)")
+    run.add_argument("--data-option", dest="data_options", action="append", default=[], metavar="DATASET.KEY=VALUE",
+                     help="where an image dataset's files are: image_root, split_dir, train_file, eval_file "
+                     "(e.g. imagenet_lt.image_root=/datasets/imagenet)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"])
     run.add_argument("--dry-run", action="store_true", help="print the expanded grid and which runs exist")
     run.add_argument("--launcher", choices=["local", "slurm"], default="local")

@@ -1,12 +1,13 @@
 """What `ltbench list`, `ltbench run` and `ltbench status` do, given parsed arguments."""
 
+import json
 import os
 from pathlib import Path
 
 from rich.table import Table
 
-from ltbench import registry
-from ltbench.data.datasets import DATASETS
+from ltbench import distributed, registry
+from ltbench.data.image_datasets import OPTIONS_ENV, check_dataset_options
 from ltbench.errors import UserError
 from ltbench.models import CIFAR_BACKBONES
 from ltbench.presets import PRESETS
@@ -27,7 +28,7 @@ def list_everything() -> int:
     datasets = Table(title="Datasets")
     datasets.add_column("name")
     datasets.add_column("description")
-    for name, info in DATASETS.items():
+    for name, info in registry.datasets().items():
         datasets.add_row(name, info.summary)
     console.print(methods, datasets)
     console.print(f"Backbones: {', '.join(CIFAR_BACKBONES)}, and any timm model by name")
@@ -51,7 +52,10 @@ def sweep_from_args(args) -> tuple[Sweep, dict]:
     methods = pick("methods", "methods")
     datasets = pick("datasets", "datasets", "dataset")
     factors = pick("imbalance_factors", "imbalance_factors", "if")
-    missing = [flag for flag, value in (("--methods", methods), ("--dataset", datasets), ("--if", factors)) if not value]
+    # datasets published with their split have their own imbalance factor
+    fixed_only = bool(datasets) and all(registry.dataset(d).fixed_imbalance_factor is not None for d in datasets)
+    missing = [flag for flag, value in (("--methods", methods), ("--dataset", datasets), ("--if", factors or fixed_only))
+               if not value]
     if missing:
         raise UserError(f"{', '.join(missing)} not given", hint="e.g. ltbench run --methods ce,focal "
                         "--dataset fashion_mnist_lt --if 10,100 (or put them in a --config file)")
@@ -73,11 +77,26 @@ def sweep_from_args(args) -> tuple[Sweep, dict]:
             seeds.append(int(s))
         except (TypeError, ValueError):
             raise UserError(f"seed '{s}' is not an integer", hint="e.g. --seeds 0,1,2") from None
-    sweep = Sweep(methods=list(methods), datasets=list(datasets), imbalance_factors=list(factors), seeds=seeds,
+    sweep = Sweep(methods=list(methods), datasets=list(datasets), imbalance_factors=list(factors or []), seeds=seeds,
                   preset=pick("preset", "preset"), overrides=overrides)
     where = {key: pick(key, key) for key in ("results_dir", "device")}
     where["data_root"] = getattr(args, "data_root", None) or config.get("data_root")
+    where["data_options"] = data_options_from(config.get("data", {}), getattr(args, "data_options", []) or [])
     return sweep, where
+
+
+def data_options_from(table: dict, flags: list[str]) -> dict:
+    """{dataset: {key: value}}: the config's [data.<name>] tables, then --data-option flags."""
+    options = {name: dict(values) if isinstance(values, dict) else values for name, values in table.items()}
+    for item in flags:
+        key, sep, value = item.partition("=")
+        name, dot, option = key.strip().partition(".")
+        if not sep or not dot or not option:
+            raise UserError(f"--data-option '{item}' is not DATASET.KEY=VALUE",
+                            hint="e.g. --data-option imagenet_lt.image_root=/datasets/imagenet")
+        options.setdefault(name, {})[option] = value.strip()
+    check_dataset_options(options)
+    return options
 
 
 def run(args) -> int:
@@ -85,9 +104,22 @@ def run(args) -> int:
     if where["data_root"]:
         # through the environment, so Slurm jobs and subprocesses see the same root
         os.environ["LTBENCH_DATA"] = str(Path(where["data_root"]).expanduser().resolve())
+    if where["data_options"]:
+        os.environ[OPTIONS_ENV] = json.dumps(where["data_options"])
+    if distributed.requested_world_size() > 1 and args.launcher != "local":
+        raise UserError("under torchrun, ltbench runs the sweep itself: use --launcher local",
+                        hint="for Slurm, leave torchrun out and ask for --slurm-gpus / --slurm-tasks-per-node")
+    # under torchrun: every process runs the sweep, each run data-parallel over all of them
+    with distributed.process_group(where["device"]):
+        if not distributed.is_main():
+            console.quiet = True  # one account of the sweep, rank 0's
+        return _run(args, sweep, where)
+
+
+def _run(args, sweep: Sweep, where: dict) -> int:
     specs = expand(sweep)
     store = RunStore(where["results_dir"])
-    states = {spec.run_id: store.state(spec.run_id) for spec in specs}
+    states = distributed.broadcast({spec.run_id: store.state(spec.run_id) for spec in specs})
     if args.dry_run:
         console.print(grid_table(specs, states))
         return 0
@@ -99,7 +131,8 @@ def run(args) -> int:
         from ltbench.launch import slurm
         return slurm.launch(todo, where["results_dir"], args, device=where["device"])
     from ltbench.launch.local import run_local
-    statuses = run_local(todo, where["results_dir"], where["device"], reporter_factory=RichReporter, log=console.print)
+    statuses = run_local(todo, where["results_dir"], where["device"],
+                         reporter_factory=RichReporter if distributed.is_main() else None, log=console.print)
     rows = [store.read_result(spec.run_id) for spec in specs]
     console.print(results_table([r for r in rows if r is not None]))
     failed = [rid for rid, s in statuses.items() if s == "failed"]

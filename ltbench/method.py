@@ -5,11 +5,14 @@ heads (it is an nn.Module, so they train and checkpoint with the backbone), comp
 loss of one step, and turns features into logits for evaluation.
 """
 
-from dataclasses import dataclass
-from typing import ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from ltbench.data.datasets import DatasetInfo
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,8 @@ class Draw:
 
     sampler: str = "instance"  # instance | class_balanced | sqrt
     views: int = 1
-    augment: str = "standard"
+    augment: str = "standard"  # a name in ltbench.data.loader.AUGMENTATIONS
+    augment_options: dict = field(default_factory=dict, hash=False)  # keyword arguments of that augmentation
 
 
 @dataclass
@@ -49,6 +53,10 @@ class Method(nn.Module):
     # Trainer settings the paper protocol changes for this method (e.g. batch size, lr).
     trainer_defaults: ClassVar[dict] = {}
     draws: ClassVar[dict[str, Draw]] = {"main": Draw()}
+    # Two-stage methods (decoupling, Kang et al. 2020) name the method whose finished run with
+    # the same spec is their stage 1. The launcher reuses that run (or trains it as a run of
+    # its own), loads its weights, freezes the backbone and trains this method as `stage2()` says.
+    stage1: ClassVar[type["Method"] | None] = None
 
     def __init__(self, hp: dict, class_counts: list[int], feature_dim: int):
         super().__init__()
@@ -59,13 +67,40 @@ class Method(nn.Module):
 
     @classmethod
     def defaults(cls, family: str) -> dict:
-        """Paper-protocol defaults for a dataset family; override to differ per family."""
-        return {**cls.trainer_defaults, **cls.hyperparameters}
+        """Paper-protocol defaults for a dataset family; override to differ per family. A
+        two-stage method's include its stage 1's, which are part of what defines the run."""
+        first = cls.stage1.defaults(family) if cls.stage1 is not None else {}
+        return {**first, **cls.trainer_defaults, **cls.hyperparameters}
+
+    @classmethod
+    def dataset_defaults(cls, dataset: "DatasetInfo") -> dict:
+        """Paper-protocol defaults for one dataset: the family's, unless the paper sets a value
+        per dataset (one temperature for CIFAR-10 and another for CIFAR-100, say)."""
+        return cls.defaults(dataset.family)
+
+    @classmethod
+    def check(cls, params: dict) -> None:
+        """Raise a UserError for hyperparameter values the method cannot run with."""
 
     def loss(self, backbone: nn.Module, batches: dict[str, Batch], progress: Progress) -> torch.Tensor:
         raise NotImplementedError
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def calibrate(self, trainer) -> dict:
+        """Post-hoc choices made on the training set just before the final evaluation (e.g.
+        tau-normalisation's tau); returns what the result should record. Never sees the test set."""
+        return {}
+
+    # ---------------------------------------------------------------- two-stage methods
+
+    def load_stage1(self, stage1: "Method") -> None:
+        """Take what stage 2 starts from out of the trained stage-1 method (e.g. its classifier)."""
+
+    def stage2(self) -> dict:
+        """How stage 2 trains: `epochs`, `batch_size`, and trainer settings that replace the
+        spec's (lr, schedule, ...); `bn_train` keeps the frozen backbone's BatchNorm in train mode."""
         raise NotImplementedError
 
 

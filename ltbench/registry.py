@@ -8,6 +8,7 @@ from functools import lru_cache
 from importlib.metadata import entry_points
 
 from ltbench.data.datasets import DATASETS, DatasetInfo
+from ltbench.data.image_datasets import IMAGE_DATASETS
 from ltbench.errors import UserError, unknown_name
 from ltbench.method import Method
 
@@ -34,7 +35,14 @@ def method(name: str) -> type[Method]:
     return known[name]
 
 
+def datasets() -> dict[str, DatasetInfo]:
+    """The constructed long-tailed datasets (CIFAR-LT, ...) and those published with their
+    split (ImageNet-LT, Places-LT, iNaturalist 2018)."""
+    return {**DATASETS, **IMAGE_DATASETS}
+
+
 def dataset(name: str) -> DatasetInfo:
-    if name not in DATASETS:
-        raise unknown_name("dataset", name, list(DATASETS))
-    return DATASETS[name]
+    known = datasets()
+    if name not in known:
+        raise unknown_name("dataset", name, list(known))
+    return known[name]

@@ -29,7 +29,12 @@ RESULT_COLUMNS = [
     "top1_best", "top1_best_epoch", "n_train", "n_classes", "n_many", "n_medium", "n_few",
     "wall_s", "images_per_s", "peak_mem_mb", "device", "torch", "ltbench_version", "git_sha",
     "started_at", "finished_at", "status", "error", "slurm_job_id",
+    # two-stage methods: the stage-1 run, whether it was reused, its recorded training time
+    # (wall_s is the sum of both stages); post-hoc choices made on training data (JSON)
+    "stage1_run_id", "stage1_reused", "stage1_wall_s", "calibration",
 ]
+# Results written before these columns existed are read with the columns empty.
+LATER_COLUMNS = ["stage1_run_id", "stage1_reused", "stage1_wall_s", "calibration"]
 PER_CLASS_COLUMNS = ["class", "n_train", "correct", "total"]
 
 
@@ -105,9 +110,9 @@ class RunStore:
                 rows = list(csv.DictReader(fh))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise CorruptFile(f"{path}: {exc}") from None
-        if len(rows) != 1 or set(rows[0]) != set(RESULT_COLUMNS) or rows[0]["run_id"] != run_id:
+        if len(rows) != 1 or set(rows[0]) | set(LATER_COLUMNS) != set(RESULT_COLUMNS) or rows[0]["run_id"] != run_id:
             raise CorruptFile(f"{path}: expected one row with the result columns for run {run_id}")
-        return rows[0]
+        return {c: rows[0].get(c, "") for c in RESULT_COLUMNS}
 
     def read_per_class(self, run_id: str) -> list[dict]:
         with open(self.run_dir(run_id) / "per_class.csv", newline="") as fh:

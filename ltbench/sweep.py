@@ -43,20 +43,44 @@ def expand(sweep: Sweep) -> list[RunSpec]:
     _check_override_keys(sweep)
     specs = [
         resolve(m, d, f, s, sweep.preset, sweep.overrides)
-        for m, d, f, s in itertools.product(sweep.methods, sweep.datasets, factors, sweep.seeds)
+        for m, d in itertools.product(sweep.methods, sweep.datasets)
+        for f in imbalance_factors_of(registry.dataset(d), factors)
+        for s in sweep.seeds
     ]
     return list({spec.run_id: spec for spec in specs}.values())
 
 
+def imbalance_factors_of(ds, factors: list[float]) -> list[float]:
+    """The imbalance factors a sweep runs on one dataset. A dataset published with its split
+    has one, which --if may name or leave out."""
+    fixed = ds.fixed_imbalance_factor
+    if fixed is None:
+        if not factors:
+            raise UserError(f"--if not given for {ds.name}", hint="e.g. --if 10,50,100")
+        return factors
+    if any(f != fixed for f in factors):
+        raise UserError(f"{ds.name} comes with its long-tailed split (IF {fixed:g}); --if cannot change it",
+                        hint=f"leave --if out for {ds.name} (or give {fixed:g}); --n-max caps every class to run "
+                        "a reduced set")
+    return [fixed]
+
+
 def resolve(method: str, dataset: str, imbalance_factor: float, seed: int, preset: str, overrides: dict) -> RunSpec:
     method_cls, ds = registry.method(method), registry.dataset(dataset)
-    base = {**SPEC_FIELDS, "n_max": None, **TRAINER_DEFAULTS, **method_cls.defaults(ds.family)}
+    # a dataset's own protocol (ImageNet-LT's backbone, epochs, lr, ...) sits under the
+    # method's defaults, as the trainer's CIFAR defaults do
+    base = {**SPEC_FIELDS, "n_max": None, **TRAINER_DEFAULTS, **ds.protocol, **method_cls.dataset_defaults(ds)}
     pure = {**base, **preset_values(preset, ds)}
+    if pure["batch_size"] != base["batch_size"]:
+        # a preset shrinks the protocol, not its recipe: the linear scaling rule (Goyal et al.
+        # 2017) keeps the step per image, e.g. lr 0.5 at batch 512 -> 0.125 at batch 128
+        pure["lr"] = base["lr"] * pure["batch_size"] / base["batch_size"]
     values = dict(pure)
     for key, raw in _overrides_for(method, overrides).items():
         if key in values:
             values[key] = coerce(key, raw, values[key] if values[key] is not None else SPEC_FIELDS.get(key))
     _validate(values)
+    method_cls.check(values)
     spec_values = {k: values.pop(k) for k in SPEC_FIELDS}
     label = preset if values == {k: v for k, v in pure.items() if k not in SPEC_FIELDS} and all(
         spec_values[k] == pure[k] for k in SPEC_FIELDS) else "custom"
@@ -72,7 +96,7 @@ def _overrides_for(method: str, overrides: dict) -> dict:
 
 def _check_override_keys(sweep: Sweep) -> None:
     """A key no method of the sweep uses is almost always a typo: refuse it."""
-    shared = set(SPEC_FIELDS) | set(TRAINER_DEFAULTS)
+    shared = set(SPEC_FIELDS) | set(TRAINER_DEFAULTS) | {k for d in sweep.datasets for k in registry.dataset(d).protocol}
     keys_of = {name: shared | set(registry.method(name).defaults("cifar")) for name in sweep.methods}
     for key in sweep.overrides:
         method, _, own_key = key.rpartition(".")
@@ -121,6 +145,8 @@ def _validate(values: dict) -> None:
             raise UserError(f"{key} must be at least 1, got {values[key]}")
     if values["n_max"] is not None and values["n_max"] < 1:
         raise UserError(f"n_max must be at least 1, got {values['n_max']}")
+    if values.get("image_size", 224) < 8:
+        raise UserError(f"image_size must be at least 8 pixels, got {values['image_size']}")
     if len(values["milestones"]) != len(values["lr_factors"]):
         raise UserError("milestones and lr_factors must have the same length",
                         hint="e.g. --set milestones=0.8,0.9 --set lr_factors=0.01,0.0001")
@@ -130,12 +156,13 @@ def _validate(values: dict) -> None:
 # ------------------------------------------------------------------ config files
 
 CONFIG_KEYS = {"methods", "datasets", "dataset", "imbalance_factors", "if", "seeds", "preset", "profile",
-               "backbone", "epochs", "batch_size", "n_max", "results_dir", "device", "set"}
+               "backbone", "epochs", "batch_size", "n_max", "results_dir", "device", "set", "data_root", "data"}
 
 
 def read_config(path) -> dict:
     """A TOML sweep file with the same keys as the command line; `[set]` holds --set values
-    (a sub-table `[set.focal]` applies to one method)."""
+    (a sub-table `[set.focal]` applies to one method); `[data.imagenet_lt]` says where a
+    dataset's files are (ltbench.data.image_datasets)."""
     path = Path(path)
     try:
         data = tomllib.loads(path.read_text())

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ltbench import distributed
 from ltbench.data.datasets import LongTailData
-from ltbench.data.loader import DeviceLoader, eval_batches
+from ltbench.data.pipeline import eval_batches, make_loader
 from ltbench.method import Method, Progress
 from ltbench.metrics import ClassCounts
 
@@ -98,9 +99,10 @@ class Trainer:
         modules = nn.ModuleList([self.backbone, self.method])
         self.optimizer = torch.optim.SGD(modules.parameters(), lr=p["lr"], momentum=p["momentum"],
                                          weight_decay=p["weight_decay"])
-        self.loader = DeviceLoader(self.data, self.method.draws, self.batch_size, self.device, self.seed,
-                                   padding=p["crop_padding"], flip=p["flip"],
-                                   sampler_options={"class_balanced": {"per_class": p.get("cb_per_class", 1)}})
+        # the dataset's kind chooses the loader (on-device arrays or image files); in a
+        # distributed run it loads this rank's share of every batch
+        self.loader = make_loader(self.data, self.method.draws, self.batch_size, self.device, self.seed, p)
+        self.data_parallel = distributed.data_parallel(self.backbone, self.method)
         self.start_epoch, self.best_top1, self.best_epoch = 0, -1.0, -1
         self.seconds_before, self.images_before, self.loss_history = 0.0, 0, []
 
@@ -198,12 +200,13 @@ class Trainer:
                 self.step_hook(epoch, step, loss)
             # reading the loss synchronises the device, so only every few steps
             if step % 10 == 9 or step == steps - 1:
-                value = loss.item()
+                value = distributed.mean(loss).item()  # every rank sees the same value, and stops alike
                 if not math.isfinite(value):
                     raise NonFiniteLoss(f"loss became {value} at epoch {epoch + 1}, step {step + 1}")
                 now = time.perf_counter()
                 self.reporter.step(epoch, step, value, seen / max(now - tick, 1e-9))
-        mean = (total / steps).item()
+        distributed.sync_buffers(self.backbone, self.method)
+        mean = distributed.mean(total / steps).item()
         if not math.isfinite(mean):
             raise NonFiniteLoss(f"loss became {mean} during epoch {epoch + 1}")
         return mean
@@ -213,7 +216,10 @@ class Trainer:
         for batch in batches.values():
             batch.views = [self._to_device_layout(v) for v in batch.views]
         with self.autocast():
-            loss = self.method.loss(self.backbone, batches, progress)
+            if self.data_parallel is None:
+                loss = self.method.loss(self.backbone, batches, progress)
+            else:
+                loss = self.data_parallel(batches, progress)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -226,7 +232,7 @@ class Trainer:
         self.backbone.eval()
         batch_size = 1024 if self.cuda else 256
         chunks = []
-        for images, _ in eval_batches(x, y, self.data.mean, self.data.std, self.device, batch_size):
+        for images, _ in eval_batches(self.data, x, y, self.device, batch_size, self.params):
             with self.autocast():
                 chunks.append(self.backbone(self._to_device_layout(images)).float())
         return torch.cat(chunks)
@@ -242,8 +248,10 @@ class Trainer:
                                               self.data.num_classes)
         # large batches thrash a CPU's caches; a GPU wants them large
         batch_size = 1024 if self.cuda else 256
-        for images, labels in eval_batches(x, y, self.data.mean, self.data.std, self.device, batch_size):
+        # each rank evaluates every W-th image; the per-class counts add up across ranks
+        shard = slice(distributed.rank(), None, distributed.world_size())
+        for images, labels in eval_batches(self.data, x[shard], y[shard], self.device, batch_size, self.params):
             with self.autocast():
                 logits = self.method.logits(self.backbone(self._to_device_layout(images)))
             counts = counts + ClassCounts.from_predictions(logits.argmax(1), labels, self.data.num_classes)
-        return counts
+        return distributed.sum_class_counts(counts)

@@ -40,3 +40,45 @@ def test_normalize_is_totensor_then_normalize():
     x = torch.full((1, 1, 2, 2), 255, dtype=torch.uint8)
     out = augment.normalize(x, torch.tensor(0.5).view(1, 1, 1, 1), torch.tensor(0.25).view(1, 1, 1, 1))
     assert torch.allclose(out, torch.full_like(out, 2.0))
+
+
+def test_resized_crop_of_the_whole_image_is_the_image():
+    x = torch.randint(0, 256, (4, 3, 32, 32), dtype=torch.uint8)
+    out = augment.random_resized_crop(x, torch.Generator().manual_seed(0), scale=(1.0, 1.0), ratio=(1.0, 1.0))
+    assert out.dtype == torch.uint8 and torch.equal(out, x)
+    zoomed = augment.random_resized_crop(x.repeat(16, 1, 1, 1), torch.Generator().manual_seed(0))
+    assert zoomed.shape == (64, 3, 32, 32) and len({tuple(z.flatten().tolist()) for z in zoomed}) > 56
+
+
+def test_grayscale_turns_about_p_of_the_images_grey_and_leaves_one_channel_alone():
+    x = torch.randint(0, 256, (400, 3, 8, 8), dtype=torch.uint8)
+    out = augment.random_grayscale(x, torch.Generator().manual_seed(0), p=0.2)
+    grey = (out[:, 0] == out[:, 1]).all(dim=(1, 2)) & (out[:, 1] == out[:, 2]).all(dim=(1, 2))
+    assert 50 < grey.sum() < 110 and torch.equal(out[~grey], x[~grey])
+    expected = (0.299 * x[:, 0].float() + 0.587 * x[:, 1].float() + 0.114 * x[:, 2].float()).round()
+    assert torch.equal(out[grey, 0].float(), expected[grey])
+    one_channel = x[:, :1]
+    assert torch.equal(augment.random_grayscale(one_channel, torch.Generator().manual_seed(0), p=1.0), one_channel)
+
+
+def test_colour_jitter_on_grey_images_is_brightness_and_contrast_only():
+    x = torch.randint(100, 150, (200, 1, 8, 8), dtype=torch.uint8)  # no clipping at 0.4
+    out = augment.random_color_jitter(x, torch.Generator().manual_seed(0), strength=0.4)
+    changed = (out != x).flatten(1).any(dim=1)
+    assert 130 < changed.sum() < 190  # applied with p 0.8
+    # brightness then contrast is an affine map of each image's pixel values (up to rounding)
+    for i in torch.nonzero(changed).flatten()[:10].tolist():
+        design = torch.stack([x[i].flatten().float(), torch.ones(64)], 1)
+        fit = torch.linalg.lstsq(design, out[i].flatten().float()[:, None]).solution
+        assert (design @ fit - out[i].flatten()[:, None]).abs().max() < 1.5
+    colour = augment.random_color_jitter(torch.randint(0, 256, (8, 3, 8, 8), dtype=torch.uint8),
+                                         torch.Generator().manual_seed(0), strength=0.4)
+    assert colour.shape == (8, 3, 8, 8) and colour.dtype == torch.uint8
+
+
+def test_contrastive_views_differ_per_sample_and_follow_the_generator():
+    x = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8).repeat(32, 1, 1, 1)
+    for crop in ("pad", "resized"):
+        a = augment.contrastive(x, torch.Generator().manual_seed(5), crop=crop, color_jitter=0.4)
+        b = augment.contrastive(x, torch.Generator().manual_seed(5), crop=crop, color_jitter=0.4)
+        assert torch.equal(a, b) and len({tuple(v.flatten().tolist()) for v in a}) > 25

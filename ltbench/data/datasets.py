@@ -46,6 +46,12 @@ class DatasetInfo:
     mean: tuple = CIFAR10_MEAN
     std: tuple = CIFAR10_STD
     pad_to: int | None = None  # pad images to this side (Fashion-MNIST 28 -> 32)
+    # Datasets published with their long-tailed split (ImageNet-LT, iNaturalist) have one
+    # imbalance factor, the published one; the constructed ones take any.
+    fixed_imbalance_factor: float | None = None
+    # Trainer settings of the dataset's paper protocol, under the method's own defaults
+    # (backbone, epochs, lr, ...); the CIFAR protocol is the trainer's defaults, so empty here.
+    protocol: dict = field(default_factory=dict, compare=False)
 
     def build(self, root, imbalance_factor: float, profile: str = "exp", n_max: int | None = None) -> LongTailData:
         train_x, train_y, test_x, test_y = self.read(sources.data_root(root))

@@ -14,7 +14,7 @@ from ltbench.data.datasets import LongTailData
 from ltbench.data.samplers import make_sampler
 from ltbench.method import Batch, Draw
 
-AUGMENTATIONS = {"standard": augment.standard, "none": lambda x, gen, **_: x}
+AUGMENTATIONS = {"standard": augment.standard, "contrastive": augment.contrastive, "none": lambda x, gen, **_: x}
 
 
 class DeviceLoader:
@@ -52,7 +52,8 @@ class DeviceLoader:
         images = self.x[idx]
         transform = AUGMENTATIONS[draw.augment]
         views = [
-            augment.normalize(transform(images, self.augment_gen, padding=self.padding, flip=self.flip), self.mean, self.std)
+            augment.normalize(transform(images, self.augment_gen, padding=self.padding, flip=self.flip,
+                                        **draw.augment_options), self.mean, self.std)
             for _ in range(draw.views)
         ]
         return Batch(views, self.y[idx])

@@ -6,7 +6,8 @@ import traceback
 import torch
 
 import ltbench
-from ltbench import environment, registry, stages
+from ltbench import distributed, environment, registry, stages
+from ltbench.launch.shared_store import open_store
 from ltbench.metrics import group_accuracy, group_sizes
 from ltbench.models import create_backbone
 from ltbench.spec import RunSpec
@@ -20,8 +21,10 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
             data_root=None, log=print) -> str:
     """Train (or resume) one run and store its result. Returns "done" or "failed"; a failure
     is recorded in the result row with its reason rather than raised, so a sweep goes on.
-    Ctrl-C is not a failure: it propagates, and the last epoch checkpoint stays valid."""
-    store = RunStore(results_dir)
+    Ctrl-C is not a failure: it propagates, and the last epoch checkpoint stays valid.
+    In a distributed run every rank calls this; a failure is recorded and then raised, since
+    the other ranks wait on the failed one and only the launcher can end them."""
+    store = open_store(results_dir)
     store.write_spec(spec)
     # a retry starts from the last good checkpoint; the old failure row must not outlive it
     (store.run_dir(spec.run_id) / "result.csv").unlink(missing_ok=True)
@@ -38,14 +41,17 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
             state = None
         if state is not None:
             trainer.load_state_dict(state)
-            log(f"[{spec.run_id}] resuming from epoch {trainer.start_epoch} of {spec.epochs}")
+            log(f"[{spec.run_id}] resuming from epoch {trainer.start_epoch} of {trainer.epochs}")
         outcome = trainer.fit()
     except KeyboardInterrupt:
         raise
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        (store.run_dir(spec.run_id) / "error.log").write_text(traceback.format_exc())
+        store.run_dir(spec.run_id).mkdir(parents=True, exist_ok=True)
+        (store.run_dir(spec.run_id) / distributed.rank_file("error.log")).write_text(traceback.format_exc())
         store.write_result(result_row(spec, status="failed", error=detail, started=started, device=torch_device))
+        if distributed.is_distributed():
+            raise
         return "failed"
     counts, data = outcome.final, trainer.data
     per_class = [
@@ -82,36 +88,42 @@ def ensure_stage1(spec: RunSpec, results_dir, device: str, reporter=None, data_r
     first = stages.stage1_spec(spec)
     if first is None:
         return None
-    store = RunStore(results_dir)
-    reused = store.state(first.run_id) == "done" and store.checkpoint_path(first.run_id).exists()
+    store = open_store(results_dir)
+    reused = distributed.broadcast(store.state(first.run_id) == "done" and store.checkpoint_path(first.run_id).exists())
     if reused:
-        log(f"[{spec.run_id}] stage 1: reusing {first.label} ({first.run_id})")
+        log(f"  stage 1: reusing {first.label} ({first.run_id})")
     else:
-        log(f"[{spec.run_id}] stage 1: training {first.label} ({first.run_id}) as a run of its own")
+        log(f"  stage 1: training {first.label} ({first.run_id}) as a run of its own")
         if execute(first, results_dir, device, reporter, data_root, log) != "done":
             raise RuntimeError(f"stage 1 ({first.method} run {first.run_id}) failed: "
                                f"{store.read_result(first.run_id)['error']}")
     return stages.Stage1(first, reused, store.read_result(first.run_id), store.load_checkpoint(first.run_id))
 
 
-def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter=None, data_root=None) -> Trainer:
+def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter=None, data_root=None,
+                  stage1: stages.Stage1 | None = None) -> Trainer:
     data = registry.dataset(spec.dataset).build(data_root, spec.imbalance_factor, spec.profile, spec.n_max)
-    return make_trainer(spec, data, device, reporter=reporter or Reporter(), label=spec.label,
+    label = spec.label if stage1 is None else f"{spec.label} stage 2"
+    return make_trainer(spec, data, device, stage1=stage1, reporter=reporter or Reporter(), label=label,
                         save_checkpoint=lambda state: store.save_checkpoint(spec.run_id, state))
 
 
-def make_trainer(spec: RunSpec, data, device: torch.device, params: dict | None = None, **trainer_options) -> Trainer:
+def make_trainer(spec: RunSpec, data, device: torch.device, params: dict | None = None,
+                 stage1: stages.Stage1 | None = None, **trainer_options) -> Trainer:
     """The spec's backbone and method on `data`; `params` replaces spec.params (benchmarks
-    switch speed options this way)."""
+    switch speed options this way). With `stage1`, the trainer of a two-stage method's stage 2."""
     params = spec.params if params is None else params
     # Model initialisation draws from the global RNG: seed it so a run is a function of its spec.
     torch.manual_seed(spec.seed)
     backbone = create_backbone(spec.backbone, data.in_chans)
     method = registry.method(spec.method)(params, data.class_counts, backbone.num_features)
+    schedule = {"params": params, "epochs": spec.epochs, "batch_size": spec.batch_size}
+    if stage1 is not None:
+        backbone, schedule = stages.stage2_setup(backbone, method, stage1, params, data.class_counts)
     if params.get("compile"):
         backbone = torch.compile(backbone)
-    return Trainer(data=data, backbone=backbone, method=method, params=params, epochs=spec.epochs,
-                   batch_size=spec.batch_size, seed=spec.seed, device=device, **trainer_options)
+    return Trainer(data=data, backbone=backbone, method=method, **schedule, seed=spec.seed, device=device,
+                   **trainer_options)
 
 
 def result_row(spec: RunSpec, status: str, started: str, device=None, error: str = "", **values) -> dict:
@@ -137,7 +149,7 @@ def run_local(specs: list[RunSpec], results_dir, device: str = "auto", reporter_
     """Run specs one after another in this process; returns run_id -> status."""
     statuses = {}
     for i, spec in enumerate(specs, 1):
-        if RunStore(results_dir).state(spec.run_id) == "done":
+        if open_store(results_dir).state(spec.run_id) == "done":
             log(f"[{i}/{len(specs)}] {spec.label} ({spec.run_id}): done meanwhile, as another run's stage 1")
             statuses[spec.run_id] = "done"
             continue

@@ -14,7 +14,7 @@ from pathlib import Path
 import submitit
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 
-from ltbench import environment
+from ltbench import distributed, environment
 from ltbench.errors import UserError
 from ltbench.launch.local import execute
 from ltbench.launch.slurm_options import SlurmOptions, add_arguments, options_from_args
@@ -38,7 +38,14 @@ class CheckpointableRun(submitit.helpers.Checkpointable):
         self.device = device
 
     def __call__(self, spec: RunSpec) -> str:
-        return execute(spec, self.results_dir, self.device)
+        if submitit.JobEnvironment().num_tasks > 1:
+            # the job's tasks are the ranks of one data-parallel run: submitit knows who is
+            # who and where rank 0 is; torch.distributed reads it from the environment
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
+        with distributed.process_group(self.device):
+            if distributed.is_distributed():
+                print(f"ltbench: rank {distributed.rank()} of {distributed.world_size()}", flush=True)
+            return execute(spec, self.results_dir, self.device)
 
 
 def launch(specs: list[RunSpec], results_dir, args, device: str | None = None) -> int:

@@ -7,8 +7,9 @@ from code. The config file is `--slurm-config FILE`, else $LTBENCH_SLURM_CONFIG,
     partition = "gpu"
     account = "my-project"
     time = 240                     # minutes per job; a timed-out job is requeued and resumes
-    gpus = 1
-    cpus = 8
+    gpus = 1                       # per node; a run on several GPUs has one task (process) per GPU
+    nodes = 1                      # more nodes: one data-parallel run over all their GPUs
+    cpus = 8                       # per task
     mem = "32G"
     array_parallelism = 16
     setup = ["source ~/venvs/ltbench/bin/activate"]
@@ -38,8 +39,10 @@ class SlurmOptions:
     account: str | None = None
     qos: str | None = None
     time: int = 120  # minutes
-    gpus: int | None = None  # per job (one node)
-    cpus: int | None = None  # per job
+    gpus: int | None = None  # per node
+    cpus: int | None = None  # per task
+    nodes: int = 1
+    tasks_per_node: int | None = None  # None: one per GPU (1 without GPUs); each task is one rank of the run
     mem: str | None = None  # Slurm's --mem syntax: 16G, 4000M
     array_parallelism: int = 64
     extra: dict[str, str] = field(default_factory=dict)  # any other #SBATCH option
@@ -51,8 +54,8 @@ class SlurmOptions:
         return {
             "name": "ltbench",
             "timeout_min": self.time,
-            "nodes": 1,
-            "tasks_per_node": 1,
+            "nodes": self.nodes,
+            "tasks_per_node": self.tasks,
             "gpus_per_node": self.gpus,
             "cpus_per_task": self.cpus,
             "slurm_partition": self.partition,
@@ -62,13 +65,20 @@ class SlurmOptions:
             "slurm_array_parallelism": self.array_parallelism,
             "slurm_additional_parameters": dict(self.extra) or None,
             "slurm_setup": [MATCH_THREADS_TO_CPUS, *self.setup],
+            # a rank that fails must not leave the others waiting for it in a collective
+            "slurm_srun_args": ["--kill-on-bad-exit=1"] if self.nodes * self.tasks > 1 else None,
         }
+
+    @property
+    def tasks(self) -> int:
+        """Tasks per node: one process per GPU unless said otherwise."""
+        return self.tasks_per_node or max(1, self.gpus or 1)
 
 
 TYPES = {"partition": str, "account": str, "qos": str, "time": int, "gpus": int, "cpus": int, "mem": str,
-         "array_parallelism": int, "extra": dict, "setup": list}
+         "nodes": int, "tasks_per_node": int, "array_parallelism": int, "extra": dict, "setup": list}
 TYPE_NAMES = {str: "string", int: "whole number", dict: "table of sbatch options", list: "list of strings"}
-LEAST = {"time": 1, "gpus": 0, "cpus": 1, "array_parallelism": 1}
+LEAST = {"time": 1, "gpus": 0, "cpus": 1, "nodes": 1, "tasks_per_node": 1, "array_parallelism": 1}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,8 +90,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--slurm-qos", metavar="NAME", help="quality of service")
     group.add_argument("--slurm-time", type=int, metavar="MINUTES",
                        help=f"time limit per job (default {SlurmOptions.time}); a timed-out job requeues and resumes")
-    group.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per job")
-    group.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per job")
+    group.add_argument("--slurm-gpus", type=int, metavar="N", help="GPUs per node; a run on several is data-parallel")
+    group.add_argument("--slurm-nodes", type=int, metavar="N", help="nodes per run (default 1)")
+    group.add_argument("--slurm-tasks-per-node", type=int, metavar="N",
+                       help="processes (ranks) per node (default: one per GPU, else 1)")
+    group.add_argument("--slurm-cpus", type=int, metavar="N", help="CPUs per task")
     group.add_argument("--slurm-mem", metavar="SIZE", help="memory per job, e.g. 16G")
     group.add_argument("--slurm-array-parallelism", type=int, metavar="N",
                        help=f"most jobs of the array running at once (default {SlurmOptions.array_parallelism})")

@@ -1,0 +1,219 @@
+"""Long-tailed datasets of image files, published with their splits: ImageNet-LT and Places-LT
+(OLTR's split files) and iNaturalist 2018 (its JSON annotations).
+
+Where they live: by default `<data root>/<dataset name>/` holds the split files, and the
+images they name are relative to it. Either can live elsewhere: per dataset, `image_root`,
+`split_dir`, `train_file` and `eval_file` come from a sweep config's `[data.<name>]` table or
+`--data-option <name>.<key>=<value>` (relative paths are under the data root). They travel
+to jobs and to every rank in $LTBENCH_DATA_OPTIONS, as --data-root travels in $LTBENCH_DATA.
+They say where files are, not what a run is, so they are not part of the run's spec.
+"""
+
+import difflib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ltbench.data.datasets import DatasetInfo
+from ltbench.data.inat import read_inat_json
+from ltbench.data.profiles import select_long_tail
+from ltbench.data.sources import data_root
+from ltbench.data.split_files import SHOWN, read_split_file
+from ltbench.errors import UserError, unknown_name
+
+OPTIONS_ENV = "LTBENCH_DATA_OPTIONS"
+OPTION_KEYS = ("image_root", "split_dir", "train_file", "eval_file")
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# classifier-balancing normalises iNaturalist with its own statistics
+INAT_MEAN, INAT_STD = (0.466, 0.471, 0.380), (0.195, 0.194, 0.192)
+
+
+@dataclass
+class ImageFileData:
+    """A training split and the evaluation split as image paths and labels; the fields of
+    LongTailData, with paths (bytes, relative to `root`) where that has pixels, so the
+    trainer and the methods see one shape."""
+
+    name: str
+    root: Path
+    train_x: np.ndarray
+    train_y: np.ndarray
+    test_x: np.ndarray  # the split the papers report: test (ImageNet-LT, Places-LT), val (iNaturalist)
+    test_y: np.ndarray
+    class_counts: list[int]
+    mean: tuple
+    std: tuple
+    in_chans: int = 3
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_counts)
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """One dataset's files: where they are and how they read. Called with the data root, it
+    returns (train_x, train_y, eval_x, eval_y) once everything it can check cheaply holds:
+    the files exist, the labels are in range and the training split has every class.
+    Whether each image decodes is found out when the loader reads it."""
+
+    dataset: str
+    num_classes: int  # the published number; every label must lie below it
+    train_file: str
+    eval_file: str
+    parse: Callable  # split file -> (relative paths, labels)
+
+    def image_root(self, root=None) -> Path:
+        return self._resolve("image_root", root, self.dataset)
+
+    def files(self, root=None) -> tuple[Path, Path]:
+        split_dir = self._resolve("split_dir", root, self.dataset)
+        options = dataset_options(self.dataset)
+        return (split_dir / options.get("train_file", self.train_file),
+                split_dir / options.get("eval_file", self.eval_file))
+
+    def _resolve(self, key: str, root, default: str) -> Path:
+        base = data_root(root)
+        return base / Path(dataset_options(self.dataset).get(key, default)).expanduser()
+
+    def __call__(self, root=None):
+        image_root, (train_file, eval_file) = self.image_root(root), self.files(root)
+        for path in (train_file, eval_file):
+            if not path.is_file():
+                raise UserError(f"{self.dataset}: split file {path} not found", hint=self._layout_hint(root))
+        if not image_root.is_dir():
+            raise UserError(f"{self.dataset}: image root {image_root} is not a folder", hint=self._layout_hint(root))
+        train_x, train_y = self.parse(train_file)
+        eval_x, eval_y = self.parse(eval_file)
+        self._check_labels(train_file, train_x, train_y, eval_file, eval_x, eval_y)
+        for path, paths in ((train_file, train_x), (eval_file, eval_x)):
+            _check_images_exist(image_root, paths, path)
+        encode = lambda paths: np.array([os.fsencode(p) for p in paths])  # noqa: E731
+        # bytes, not str: numpy stores str at 4 bytes a character (iNaturalist's 440k paths)
+        return encode(train_x), np.array(train_y, dtype=np.int64), encode(eval_x), np.array(eval_y, dtype=np.int64)
+
+    def _check_labels(self, train_file, train_x, train_y, eval_file, eval_x, eval_y) -> None:
+        for path, paths, labels in ((train_file, train_x, train_y), (eval_file, eval_x, eval_y)):
+            out = [f"{p} (label {y})" for p, y in zip(paths, labels) if not 0 <= y < self.num_classes]
+            if out:
+                raise UserError(f"{path}: {len(out)} label(s) out of range 0..{self.num_classes - 1} for "
+                                f"{self.dataset}: {_first(out)}", hint="is this the right split file for the dataset?")
+        counts = np.bincount(train_y)
+        empty = np.flatnonzero(counts == 0).tolist()
+        if empty:
+            raise UserError(f"{train_file}: class(es) {_first([str(c) for c in empty])} have no training image",
+                            hint="class ids must run from 0 without gaps over the training split")
+        unseen = [f"{p} (label {y})" for p, y in zip(eval_x, eval_y) if y >= len(counts)]
+        if unseen:
+            raise UserError(f"{eval_file}: {len(unseen)} image(s) of classes the training split lacks: {_first(unseen)}")
+
+    def _layout_hint(self, root) -> str:
+        train_file, eval_file = self.files(root)
+        return (f"expected {train_file.name} and {eval_file.name} in {train_file.parent} and the images under "
+                f"{self.image_root(root)}; point elsewhere with --data-option {self.dataset}.image_root=DIR "
+                f"(and split_dir, train_file, eval_file), or pass --data-root")
+
+
+def _first(items: list[str]) -> str:
+    return ", ".join(items[:SHOWN]) + (" ..." if len(items) > SHOWN else "")
+
+
+def _check_images_exist(image_root: Path, paths: list[str], listed_in: Path) -> None:
+    # one directory listing per folder, not one stat per image: iNaturalist lists 460k
+    # images in 8k folders, and on a network file system the difference is minutes
+    listings, missing = {}, []
+    for relative in paths:
+        folder, _, name = relative.rpartition("/")
+        if folder not in listings:
+            try:
+                listings[folder] = set(os.listdir(image_root / folder))
+            except (FileNotFoundError, NotADirectoryError):
+                listings[folder] = set()
+        if name not in listings[folder]:
+            missing.append(relative)
+    if missing:
+        raise UserError(f"{len(missing)} of {len(paths)} image(s) listed in {listed_in} are missing under "
+                        f"{image_root}: {_first(missing)}",
+                        hint="finish the download, or point --data-option DATASET.image_root at the folder the "
+                        "split file's paths are relative to")
+
+
+@dataclass(frozen=True)
+class ImageFileDataset(DatasetInfo):
+    """A dataset whose long-tailed training split is published: `build` takes it as it is
+    (imbalance factor and profile are the published ones), or caps every class at `n_max`
+    images to run a reduced one."""
+
+    def build(self, root, imbalance_factor: float | None = None, profile: str = "exp",
+              n_max: int | None = None) -> ImageFileData:
+        train_x, train_y, test_x, test_y = self.read(root)
+        counts = np.bincount(train_y)
+        if n_max:
+            # the images kept are chosen as the CIFAR-LT construction chooses them
+            counts = np.minimum(counts, n_max)
+            keep = select_long_tail(train_y, counts.tolist())
+            train_x, train_y = train_x[keep], train_y[keep]
+        return ImageFileData(self.name, self.read.image_root(root), train_x, train_y, test_x, test_y,
+                             counts.tolist(), self.mean, self.std)
+
+
+def dataset_options(name: str) -> dict:
+    raw = os.environ.get(OPTIONS_ENV)
+    return json.loads(raw).get(name, {}) if raw else {}
+
+
+def check_dataset_options(options: dict) -> None:
+    """{dataset: {key: value}} from a config's [data.*] tables and --data-option."""
+    for name, table in options.items():
+        if name not in IMAGE_DATASETS:
+            raise unknown_name("dataset with data options", name, list(IMAGE_DATASETS))
+        if not isinstance(table, dict):
+            raise UserError(f"data options of {name} should be a table of {', '.join(OPTION_KEYS)}")
+        for key, value in table.items():
+            if key not in OPTION_KEYS:
+                close = difflib.get_close_matches(key, OPTION_KEYS, n=1)
+                raise UserError(f"unknown data option {name}.{key}" + (f"; did you mean {name}.{close[0]}?" if close else ""),
+                                hint=f"the data options of a dataset: {', '.join(OPTION_KEYS)}")
+            if not isinstance(value, str) or not value.strip():
+                raise UserError(f"data option {name}.{key} should be a path, got {value!r}")
+
+
+# The decoupling protocol (Kang et al. 2020; classifier-balancing's feat_uniform configs): SGD
+# m 0.9, batch 512, lr 0.2 cosine to 0 without warm-up, 224 px; its ImageNet-LT and Places-LT
+# training views add ColorJitter(0.4, 0.4, 0.4, 0), its iNaturalist ones do not.
+IMAGENET_LT_PROTOCOL = {"backbone": "resnext50_32x4d", "epochs": 90, "batch_size": 512, "lr": 0.2,
+                        "schedule": "cosine", "warmup_epochs": 0, "weight_decay": 5e-4, "image_size": 224,
+                        "train_color_jitter": 0.4}
+INAT_PROTOCOL = {**IMAGENET_LT_PROTOCOL, "backbone": "resnet50", "weight_decay": 1e-4, "train_color_jitter": 0.0}
+# (unconfirmed) decoupling starts Places-LT from an ImageNet-pretrained ResNet-152 and trains
+# OLTR's stage 1 (30 epochs, batch 256); ltbench trains from scratch, so results differ.
+PLACES_LT_PROTOCOL = {**IMAGENET_LT_PROTOCOL, "backbone": "resnet152", "epochs": 30, "batch_size": 256, "lr": 0.1}
+
+IMAGE_DATASETS = {
+    info.name: info
+    for info in [
+        ImageFileDataset(
+            "imagenet_lt", "ImageNet-LT (Liu et al. 2019): 1000 classes, 115.8k training images (1280 to 5 a "
+            "class), evaluated on the 50k test split", "imagenet_lt", 1000, 1280,
+            SplitFiles("imagenet_lt", 1000, "ImageNet_LT_train.txt", "ImageNet_LT_test.txt", read_split_file),
+            IMAGENET_MEAN, IMAGENET_STD, fixed_imbalance_factor=256.0, protocol=IMAGENET_LT_PROTOCOL,
+        ),
+        ImageFileDataset(
+            "places_lt", "Places-LT (Liu et al. 2019): 365 classes, 62.5k training images (4980 to 5 a class), "
+            "evaluated on the 36.5k test split", "places_lt", 365, 4980,
+            SplitFiles("places_lt", 365, "Places_LT_train.txt", "Places_LT_test.txt", read_split_file),
+            IMAGENET_MEAN, IMAGENET_STD, fixed_imbalance_factor=996.0, protocol=PLACES_LT_PROTOCOL,
+        ),
+        ImageFileDataset(
+            "inat2018", "iNaturalist 2018: 8142 classes, 437.5k training images (1000 to 2 a class), "
+            "evaluated on the 24.4k val split", "inat2018", 8142, 1000,
+            SplitFiles("inat2018", 8142, "train2018.json", "val2018.json", read_inat_json),
+            INAT_MEAN, INAT_STD, fixed_imbalance_factor=500.0, protocol=INAT_PROTOCOL,
+        ),
+    ]
+}

@@ -1,0 +1,114 @@
+"""The hybrid network of Wang et al. (CVPR 2021), shared by SC-hybrid and PSC-hybrid.
+
+One backbone, two branches trained together:
+
+    L = alpha * L_feature(B_feature) + (1 - alpha) * L_CE(B_classifier),  alpha = 1 - (T / T_max)^2
+
+The feature branch takes an instance-sampled batch in two augmented views through an MLP
+projection head to L2-normalised embeddings; the classifier branch takes a class-balanced
+batch through a linear classifier. Only the classifier branch is used at test time.
+Subclasses say what L_feature is.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ltbench.data.augment import CONTRASTIVE_CROPS
+from ltbench.data.samplers import SAMPLERS
+from ltbench.method import Draw, Method, Progress
+from methods.common import require
+
+# The paper's T is "the current epoch"; here it counts from 1, as SupCon's training loop
+# does, so alpha starts just below 1 and the last epoch trains the classifier alone (alpha 0).
+# alpha holds for a whole epoch, as in the paper, rather than moving every step.
+ALPHA_SCHEDULES = {
+    "parabolic": lambda t: 1 - t**2,  # the paper's
+    "linear": lambda t: 1 - t,
+}
+
+
+class ProjectionHead(nn.Module):
+    """SupCon's MLP head with one hidden layer; `hidden=0` keeps the backbone's width, as
+    SupCon's `Linear(dim_in, dim_in)` does."""
+
+    def __init__(self, in_features: int, hidden: int, out_features: int):
+        super().__init__()
+        hidden = hidden or in_features
+        self.mlp = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_features))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.mlp(features).float(), dim=1)
+
+
+class HybridNetwork(Method):
+    hyperparameters = {
+        "alpha_schedule": "parabolic",
+        "feature_sampler": "instance",
+        "classifier_sampler": "class_balanced",
+        "projection_dim": 128,
+        "projection_hidden": 0,  # 0 = the backbone's feature width (64 for ResNet-32)
+        "contrastive_crop": "pad",  # pad: RandomCrop(32, padding 4) | resized: SupCon's RandomResizedCrop
+        "grayscale_p": 0.2,
+        "color_jitter": 0.0,  # SupCon's ColorJitter(0.4, 0.4, 0.4, 0.1) is 0.4; the paper lists none
+    }
+    # SGD m 0.9, wd 1e-4, batch 512, lr 0.5, /10 at epochs 120 and 160 of 200. The paper
+    # describes no warm-up, so there is none (the CE protocol's 5 epochs would change it).
+    trainer_defaults = {
+        "batch_size": 512,
+        "lr": 0.5,
+        "weight_decay": 1e-4,
+        "warmup_epochs": 0,
+        "milestones": [0.6, 0.8],
+        "lr_factors": [0.1, 0.01],
+    }
+    # the paper's two draws; an instance builds its own from the sampler and augmentation settings
+    draws = {"feature": Draw("instance", views=2, augment="contrastive"), "classifier": Draw("class_balanced")}
+
+    def __init__(self, hp, class_counts, feature_dim):
+        super().__init__(hp, class_counts, feature_dim)
+        self.draws = {
+            "feature": Draw(hp["feature_sampler"], views=2, augment="contrastive", augment_options={
+                "crop": hp["contrastive_crop"], "grayscale_p": hp["grayscale_p"], "color_jitter": hp["color_jitter"]}),
+            "classifier": Draw(hp["classifier_sampler"], views=1),
+        }
+        self.projection = ProjectionHead(feature_dim, hp["projection_hidden"], hp["projection_dim"])
+        self.classifier = nn.Linear(feature_dim, self.num_classes)
+
+    @classmethod
+    def check(cls, params):
+        require(params["alpha_schedule"] in ALPHA_SCHEDULES, f"alpha_schedule '{params['alpha_schedule']}' is not known",
+                hint=f"use one of: {', '.join(ALPHA_SCHEDULES)}")
+        for key in ("feature_sampler", "classifier_sampler"):
+            require(params[key] in SAMPLERS, f"{key} '{params[key]}' is not known", hint=f"use one of: {', '.join(SAMPLERS)}")
+        require(params["contrastive_crop"] in CONTRASTIVE_CROPS, f"contrastive_crop '{params['contrastive_crop']}' is not known",
+                hint=f"use one of: {', '.join(CONTRASTIVE_CROPS)}")
+        require(params["projection_dim"] >= 1 and params["projection_hidden"] >= 0,
+                "projection_dim must be at least 1 and projection_hidden at least 0 (0 = the backbone's width)")
+        require(0 <= params["grayscale_p"] <= 1, f"grayscale_p must be in [0, 1], got {params['grayscale_p']}")
+        require(params["color_jitter"] >= 0, f"color_jitter must be at least 0, got {params['color_jitter']}")
+        require(params["temperature"] > 0, f"temperature must be positive, got {params['temperature']}")
+
+    def alpha(self, progress: Progress) -> float:
+        return ALPHA_SCHEDULES[self.hp["alpha_schedule"]]((progress.epoch + 1) / progress.epochs)
+
+    def feature_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def loss(self, backbone, batches, progress):
+        feature, classifier = batches["feature"], batches["classifier"]
+        # one pass through the backbone, so BatchNorm sees both branches' images together
+        images = torch.cat([*feature.views, *classifier.views])
+        contrast_features, class_features = backbone(images).split(
+            [len(feature.views) * len(feature.labels), len(classifier.labels)])
+        # bf16 rounds a cosine by up to ~0.4 %; divided by a temperature of 0.1 that is logit
+        # noise of ~0.04 inside exp(): the head and the feature loss run in fp32
+        with torch.autocast(images.device.type, enabled=False):
+            embeddings = self.projection(contrast_features.float())
+            l_feature = self.feature_loss(embeddings, feature.labels.repeat(len(feature.views)))
+        l_ce = F.cross_entropy(self.classifier(class_features).float(), classifier.labels)
+        alpha = self.alpha(progress)
+        return alpha * l_feature + (1 - alpha) * l_ce
+
+    def logits(self, features):
+        return self.classifier(features)

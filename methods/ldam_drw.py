@@ -1,0 +1,59 @@
+"""LDAM (Cao et al., NeurIPS 2019): label-distribution-aware margins on a cosine classifier,
+alone or with deferred re-weighting (DRW), following kaidic/LDAM-DRW `losses.py`."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ltbench.method import LinearClassifierMethod
+from methods.common import NormedLinear, check_drw, drw_weights, require
+
+
+class LDAMLoss(nn.Module):
+    """CE(s * (cos - m_y 1_y), y) with m_j = C / n_j^(1/4), C such that the largest m_j is max_margin."""
+
+    def __init__(self, class_counts: torch.Tensor, max_margin: float = 0.5, scale: float = 30.0):
+        super().__init__()
+        margins = 1.0 / class_counts.double().pow(0.25)
+        self.register_buffer("margins", (margins * (max_margin / margins.max())).float())
+        self.scale = scale
+
+    def forward(self, cosine: torch.Tensor, labels: torch.Tensor, weight: torch.Tensor | None = None):
+        # the margin comes off the target cosine before the scale multiplies everything
+        target = F.one_hot(labels, cosine.shape[1]).bool()
+        adjusted = torch.where(target, cosine - self.margins[labels, None], cosine)
+        return F.cross_entropy(self.scale * adjusted, labels, weight=weight)
+
+
+class LDAM(LinearClassifierMethod):
+    name = "ldam"
+    summary = "LDAM loss, margins ~ n_j^(-1/4) on a cosine classifier, no re-weighting (Cao et al., NeurIPS 2019)"
+    hyperparameters = {"max_margin": 0.5, "scale": 30.0}
+
+    def __init__(self, hp, class_counts, feature_dim):
+        super().__init__(hp, class_counts, feature_dim)
+        self.classifier = NormedLinear(feature_dim, self.num_classes)
+        self.ldam = LDAMLoss(self.class_counts, hp["max_margin"], hp["scale"])
+
+    @classmethod
+    def check(cls, params):
+        require(params["max_margin"] > 0, f"max_margin must be positive, got {params['max_margin']}")
+        require(params["scale"] > 0, f"scale must be positive, got {params['scale']}")
+
+    def criterion(self, logits, labels, progress):
+        return self.ldam(logits, labels)
+
+
+class LDAMDRW(LDAM):
+    name = "ldam_drw"
+    summary = "LDAM with deferred re-weighting by effective number from 80 % of training (Cao et al., NeurIPS 2019)"
+    hyperparameters = {**LDAM.hyperparameters, "drw_beta": 0.9999, "drw_start": 0.8}
+
+    @classmethod
+    def check(cls, params):
+        super().check(params)
+        check_drw(params)
+
+    def criterion(self, logits, labels, progress):
+        weight = drw_weights(self.class_counts, self.hp["drw_beta"], progress.epoch, progress.epochs, self.hp["drw_start"])
+        return self.ldam(logits, labels, weight.to(logits.device))

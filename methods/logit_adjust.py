@@ -1,0 +1,43 @@
+"""Logit adjustment (Menon et al., ICLR 2021): either train with the logit-adjusted loss
+-log softmax(f(x) + tau log pi)_y, or correct a CE model post hoc with argmax f(x) - tau log pi."""
+
+import torch.nn.functional as F
+
+from ltbench.method import LinearClassifierMethod, Method
+from methods.ce import CrossEntropy
+from methods.common import log_prior, require
+
+
+def logit_adjusted_loss(logits, labels, class_counts, tau: float):
+    # at tau = 1 this is Balanced Softmax: log pi_j and log n_j differ by a constant
+    return F.cross_entropy(logits + tau * log_prior(class_counts), labels)
+
+
+class LogitAdjustedLoss(LinearClassifierMethod):
+    name = "logit_adjust"
+    summary = "Logit-adjusted loss, logits + tau log pi_j in training, tau = 1 (Menon et al., ICLR 2021)"
+    hyperparameters = {"tau": 1.0}
+
+    def criterion(self, logits, labels, progress):
+        return logit_adjusted_loss(logits, labels, self.class_counts.to(logits.device), self.hp["tau"])
+
+
+class PostHocLogitAdjustment(Method):
+    name = "logit_adjust_posthoc"
+    summary = "Post-hoc logit adjustment of a CE model, f(x) - tau log pi_j, tau = 1 (Menon et al., ICLR 2021)"
+    stage1 = CrossEntropy
+    # tau = 1 is the Bayes-optimal correction for the balanced error (the paper's Theorem 1)
+    hyperparameters = {"tau": 1.0}
+
+    @classmethod
+    def check(cls, params):
+        require(params["tau"] >= 0, f"tau must be non-negative, got {params['tau']}")
+
+    def load_stage1(self, stage1):
+        self.classifier = stage1.classifier.requires_grad_(False)
+
+    def stage2(self):
+        return {"epochs": 0, "batch_size": 512}
+
+    def logits(self, features):
+        return self.classifier(features) - self.hp["tau"] * log_prior(self.class_counts)

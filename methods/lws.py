@@ -1,0 +1,43 @@
+"""Learnable weight scaling, LWS (Kang et al., ICLR 2020): keep a CE run's backbone and
+classifier, learn one scale per class, f_j(x) = s_j (w_j^T x + b_j), with class-balanced sampling."""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ltbench.method import Draw, Method
+from methods.ce import CrossEntropy
+from methods.common import check_classifier_stage2, classifier_stage2
+
+
+class LearnableWeightScaling(Method):
+    name = "lws"
+    summary = "LWS: CE backbone and classifier frozen, per-class scales learned class-balanced (Kang et al., ICLR 2020)"
+    stage1 = CrossEntropy
+    draws = {"main": Draw(sampler="class_balanced")}
+    # classifier-balancing's ImageNet-LT cls_lws.yaml: as cRT but 5 epochs
+    hyperparameters = {"lws_lr": 0.2, "lws_epochs": 5, "lws_batch_size": 512, "lws_momentum": 0.9,
+                       "lws_weight_decay": 5e-4, "lws_per_class": 4}
+
+    def __init__(self, hp, class_counts, feature_dim):
+        super().__init__(hp, class_counts, feature_dim)
+        self.classifier = nn.Linear(feature_dim, self.num_classes).requires_grad_(False)
+        self.scales = nn.Parameter(torch.ones(self.num_classes))
+
+    @classmethod
+    def check(cls, params):
+        check_classifier_stage2(params, "lws")
+
+    def load_stage1(self, stage1):
+        self.classifier.load_state_dict(stage1.classifier.state_dict())
+
+    def stage2(self):
+        return classifier_stage2(self.hp, "lws")
+
+    def logits(self, features):
+        # the bias is scaled with the weights, as classifier-balancing's TauNormClassifier does
+        return self.classifier(features) * self.scales
+
+    def loss(self, backbone, batches, progress):
+        batch = batches["main"]
+        return F.cross_entropy(self.logits(backbone(batch.views[0])).float(), batch.labels)

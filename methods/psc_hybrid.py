@@ -1,0 +1,59 @@
+"""PSC-hybrid (Wang et al., CVPR 2021): the hybrid network with the prototypical supervised
+contrastive loss as its feature branch. Every embedding is contrasted against one learnable,
+normalised prototype per class instead of against the rest of the batch:
+
+    L_PSC(z_i) = -log( exp(z_i . p_{y_i} / tau) / sum_{j != y_i} exp(z_i . p_j / tau) )
+
+so a step costs O(batch x classes) memory, not O(batch^2).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from methods.hybrid import HybridNetwork
+
+
+def prototypical_supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor,
+                                             temperature: float, positive_in_denominator: bool = False) -> torch.Tensor:
+    """Mean of L_PSC over the embeddings. The paper's denominator leaves the positive
+    prototype out; with it in, the loss is cross-entropy on cosine logits / tau."""
+    logits = embeddings @ F.normalize(prototypes, dim=1).T / temperature
+    positive = logits.gather(1, labels[:, None]).squeeze(1)
+    if not positive_in_denominator:
+        logits = logits.masked_fill(F.one_hot(labels, logits.shape[1]).bool(), float("-inf"))
+    return (logits.logsumexp(dim=1) - positive).mean()
+
+
+class PSCLoss(nn.Module):
+    """The loss and the prototypes it learns, one per class. The paper does not say how the
+    prototypes start: here at random, normalised in the loss."""
+
+    def __init__(self, num_classes: int, dim: int, temperature: float, positive_in_denominator: bool = False):
+        super().__init__()
+        self.prototypes = nn.Parameter(torch.randn(num_classes, dim))
+        self.temperature = temperature
+        self.positive_in_denominator = positive_in_denominator
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return prototypical_supervised_contrastive_loss(embeddings, labels, self.prototypes.float(), self.temperature,
+                                                        self.positive_in_denominator)
+
+
+class PSCHybrid(HybridNetwork):
+    name = "psc_hybrid"
+    summary = "Hybrid network: prototypical supervised contrastive features + class-balanced CE (Wang et al., CVPR 2021)"
+    hyperparameters = {**HybridNetwork.hyperparameters, "temperature": 0.1, "positive_in_denominator": False}
+
+    @classmethod
+    def dataset_defaults(cls, dataset):
+        # the paper's tau is 1.0 on CIFAR-10 and 0.1 on CIFAR-100; keyed on the number of
+        # classes, so 10-class Fashion-MNIST-LT takes CIFAR-10's
+        return {**super().dataset_defaults(dataset), "temperature": 1.0 if dataset.num_classes <= 10 else 0.1}
+
+    def __init__(self, hp, class_counts, feature_dim):
+        super().__init__(hp, class_counts, feature_dim)
+        self.psc = PSCLoss(self.num_classes, hp["projection_dim"], hp["temperature"], hp["positive_in_denominator"])
+
+    def feature_loss(self, embeddings, labels):
+        return self.psc(embeddings, labels)

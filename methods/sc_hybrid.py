@@ -1,0 +1,83 @@
+"""SC-hybrid (Wang et al., CVPR 2021): the hybrid network with the supervised contrastive
+loss of Khosla et al. (NeurIPS 2020) as its feature branch.
+
+    L_SC(z_i) = -1 / |P(i)| * sum_{p in P(i)} log( exp(z_i . z_p / tau) / sum_{a != i} exp(z_i . z_a / tau) )
+
+over the 2N embeddings of a batch's two views; P(i) are the other embeddings with z_i's
+label (its own second view among them), and the denominator runs over every other
+embedding, positives included (Khosla et al.'s L^sup_out).
+"""
+
+import torch
+from torch import nn
+
+from ltbench import distributed
+from methods.hybrid import HybridNetwork
+
+
+def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Mean of L_SC over the anchors that have a positive. An anchor alone with its label has
+    no term to average (SupCon's code divides by zero there), so it adds nothing, though it
+    still serves the other anchors as a negative. Memory: the (2N, 2N) similarity matrix."""
+    n = len(labels)
+    self_pair = torch.eye(n, dtype=torch.bool, device=embeddings.device)
+    logits = (embeddings @ embeddings.T / temperature).masked_fill(self_pair, float("-inf"))
+    log_prob = logits - logits.logsumexp(dim=1, keepdim=True)
+    positives = (labels[:, None] == labels[None, :]) & ~self_pair
+    n_positives = positives.sum(dim=1)
+    anchors = n_positives > 0
+    if not anchors.any():
+        return embeddings.sum() * 0.0
+    mean_log_prob_positive = log_prob.masked_fill(~positives, 0.0).sum(dim=1)[anchors] / n_positives[anchors]
+    return -mean_log_prob_positive.mean()
+
+
+def supervised_contrastive_loss_across_ranks(embeddings: torch.Tensor, labels: torch.Tensor,
+                                             temperature: float) -> torch.Tensor:
+    """L_SC of this rank's anchors against every rank's embeddings (gathered with their
+    gradient), so that a data-parallel run optimises the one-device loss of the global batch;
+    this rank's anchors are rows first .. first + n of the gathered batch. Memory: a
+    (2N/W, 2N) similarity matrix per rank; communication: an all-gather of the embeddings
+    and an all-reduce of their gradient, 2N x d each."""
+    contrast, first = distributed.gather_with_grad(embeddings)
+    contrast_labels = distributed.gather(labels)
+    n = len(labels)
+    rows = torch.arange(n, device=embeddings.device)
+    self_pair = torch.zeros(n, len(contrast_labels), dtype=torch.bool, device=embeddings.device)
+    self_pair[rows, first + rows] = True
+    logits = (embeddings @ contrast.T / temperature).masked_fill(self_pair, float("-inf"))
+    log_prob = logits - logits.logsumexp(dim=1, keepdim=True)
+    positives = (labels[:, None] == contrast_labels[None, :]) & ~self_pair
+    n_positives = positives.sum(dim=1)
+    anchors = n_positives > 0
+    per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(dim=1)[anchors] / n_positives[anchors]
+    # the mean over all ranks' anchors that have a positive; times W, since DDP divides the
+    # ranks' summed gradients by W
+    all_anchors = distributed.all_sum(anchors.sum()).clamp(min=1)
+    return per_anchor.sum() * distributed.world_size() / all_anchors
+
+
+class SupConLoss(nn.Module):
+    def __init__(self, temperature: float = 0.1):
+        super().__init__()
+        self.temperature = temperature
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        if distributed.is_distributed():
+            return supervised_contrastive_loss_across_ranks(embeddings, labels, self.temperature)
+        return supervised_contrastive_loss(embeddings, labels, self.temperature)
+
+
+class SCHybrid(HybridNetwork):
+    name = "sc_hybrid"
+    summary = "Hybrid network: supervised contrastive features + class-balanced CE classifier (Wang et al., CVPR 2021)"
+    # Khosla et al.'s code also scales the loss by temperature / base_temperature (0.1 / 0.07);
+    # the hybrid paper's equation has no such factor, and alpha weighs the loss anyway
+    hyperparameters = {**HybridNetwork.hyperparameters, "temperature": 0.1}
+
+    def __init__(self, hp, class_counts, feature_dim):
+        super().__init__(hp, class_counts, feature_dim)
+        self.supcon = SupConLoss(hp["temperature"])
+
+    def feature_loss(self, embeddings, labels):
+        return self.supcon(embeddings, labels)

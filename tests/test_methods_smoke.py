@@ -1,0 +1,85 @@
+"""Every method of the zoo end to end: one smoke sweep on the real Fashion-MNIST-LT at IF 100.
+
+cRT comes first in the sweep, so it trains its CE stage 1 as a run of its own; CE itself is
+then already done and tau-norm, LWS and post-hoc logit adjustment reuse the same run.
+"""
+
+import json
+
+import pytest
+
+from ltbench.cli import main
+from ltbench.store import RESULT_COLUMNS, RunStore
+
+ZOO = ["crt", "ce", "focal", "ce_drw", "ldam", "ldam_drw", "cb_focal", "balanced_softmax", "logit_adjust",
+       "logit_adjust_posthoc", "tau_norm", "lws"]
+TWO_STAGE = {"crt", "tau_norm", "lws", "logit_adjust_posthoc"}
+SWEEP = ["run", "--methods", ",".join(ZOO), "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
+         "--device", "cpu"]
+ALWAYS_EMPTY = {"error", "slurm_job_id", "git_sha"}
+STAGE_COLUMNS = {"stage1_run_id", "stage1_reused", "stage1_wall_s"}
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, fashion_mnist):
+    results = tmp_path_factory.mktemp("zoo")
+    capture = pytest.MonkeyPatch()
+    lines = []
+    capture.setattr("ltbench.commands.console.print", lambda *a, **k: lines.append(" ".join(map(str, a))))
+    try:
+        code = main(SWEEP + ["--results-dir", str(results)])
+    finally:
+        capture.undo()
+    store = RunStore(results)
+    rows = {r["method"]: r for r in (store.read_result(i) for i in store.run_ids())}
+    return results, code, rows, "\n".join(lines)
+
+
+def test_every_method_writes_a_complete_row(sweep):
+    _, code, rows, _ = sweep
+    assert code == 0
+    assert set(rows) == set(ZOO)
+    for method, row in rows.items():
+        assert row["status"] == "done", (method, row["error"])
+        empty = {c for c in RESULT_COLUMNS if row[c] == ""} - ALWAYS_EMPTY
+        expected = (set() if method in TWO_STAGE else STAGE_COLUMNS) | ({"calibration"} if method != "tau_norm" else set())
+        assert empty == expected, method
+        assert 0 <= float(row["top1"]) <= 100 and float(row["few"]) >= 0
+        assert (row["n_many"], row["n_medium"], row["n_few"]) == ("2", "3", "5")
+
+
+def test_stage1_is_the_ce_run_trained_once(sweep):
+    _, _, rows, log = sweep
+    ce = rows["ce"]["run_id"]
+    assert {rows[m]["stage1_run_id"] for m in TWO_STAGE} == {ce}
+    assert rows["crt"]["stage1_reused"] == "False"  # trained by cRT as the CE run itself
+    assert {rows[m]["stage1_reused"] for m in TWO_STAGE - {"crt"}} == {"True"}
+    assert "done meanwhile, as another run's stage 1" in log and log.count("stage 1: training") == 1
+    for m in TWO_STAGE:  # each run's cost includes its stage 1's recorded time
+        assert float(rows[m]["stage1_wall_s"]) == pytest.approx(float(rows["ce"]["wall_s"]), abs=0.01)
+        assert float(rows[m]["wall_s"]) >= float(rows[m]["stage1_wall_s"])
+
+
+def test_post_hoc_choices_are_recorded(sweep):
+    _, _, rows, _ = sweep
+    chosen = json.loads(rows["tau_norm"]["calibration"])
+    assert 0 <= chosen["tau"] <= 2 and chosen["selection"] == "balanced accuracy on training images"
+    assert json.loads(rows["logit_adjust_posthoc"]["params"])["tau"] == 1.0
+
+
+def test_a_finished_two_stage_run_resumes_to_the_same_result(sweep, capsys):
+    results, _, rows, _ = sweep
+    crt = rows["crt"]
+    (results / crt["run_id"] / "result.csv").unlink()
+    assert main(SWEEP + ["--methods", "crt", "--results-dir", str(results)]) == 0
+    assert "resuming from epoch 10 of 10" in capsys.readouterr().out
+    again = RunStore(results).read_result(crt["run_id"])
+    assert again["top1"] == crt["top1"] and again["stage1_reused"] == "True"
+
+
+def test_list_shows_every_method_with_its_paper(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for method in ZOO:
+        line = next(line for line in out.splitlines() if f" {method} " in line)
+        assert "et al." in line and any(str(year) in line for year in range(2016, 2022)), line

@@ -1,0 +1,127 @@
+"""Two-stage methods: stage 1 is exactly the CE run of the same spec; stage 2 leaves the
+backbone alone; post-hoc choices never look at the test set; bad settings are refused."""
+
+import numpy as np
+import pytest
+import torch
+
+from ltbench import registry
+from ltbench.errors import UserError
+from ltbench.models import create_backbone
+from ltbench.stages import FrozenBackbone, stage1_spec
+from ltbench.sweep import Sweep, expand, resolve
+from ltbench.train import TRAINER_DEFAULTS
+from methods.tau_norm import TauNormalisation, balanced_subset
+
+TWO_STAGE = ["crt", "tau_norm", "lws", "logit_adjust_posthoc"]
+ZOO = ["ce", "focal", "ce_drw", "ldam", "ldam_drw", "cb_focal", "balanced_softmax", "logit_adjust", *TWO_STAGE]
+
+
+@pytest.mark.parametrize("name", TWO_STAGE)
+@pytest.mark.parametrize("preset", ["paper", "quick", "smoke"])
+def test_stage1_is_the_ce_run_of_the_same_spec(name, preset):
+    spec = resolve(name, "fashion_mnist_lt", 100, 3, preset, {})
+    ce = resolve("ce", "fashion_mnist_lt", 100, 3, preset, {})
+    first = stage1_spec(spec)
+    assert first == ce and first.run_id == ce.run_id and first.preset == preset
+
+
+def test_stage1_follows_shared_settings_but_not_stage2_ones():
+    custom = resolve("crt", "cifar10_lt", 50, 1, "quick", {"lr": "0.05", "epochs": "20"})
+    assert stage1_spec(custom) == resolve("ce", "cifar10_lt", 50, 1, "quick", {"lr": "0.05", "epochs": "20"})
+    assert stage1_spec(custom).preset == "custom"
+    own = resolve("crt", "cifar10_lt", 50, 1, "quick", {"crt_lr": "0.1", "crt_epochs": "30"})
+    assert own.preset == "custom" and own.params["crt_lr"] == 0.1
+    assert stage1_spec(own) == resolve("ce", "cifar10_lt", 50, 1, "quick", {})  # still the plain quick CE run
+    assert stage1_spec(resolve("ldam_drw", "cifar10_lt", 50, 1, "quick", {})) is None
+
+
+def other_value(default):
+    if isinstance(default, bool):
+        return str(not default)
+    if isinstance(default, (int, float)):
+        return str(default / 2 if isinstance(default, float) and default else default + 1)
+    return "0.5,1.0"
+
+
+@pytest.mark.parametrize("name", ZOO)
+def test_every_hyperparameter_is_settable(name):
+    for key, default in registry.method(name).defaults("cifar").items():
+        if key in TRAINER_DEFAULTS:
+            continue
+        spec = resolve(name, "cifar10_lt", 100, 0, "paper", {key: other_value(default)})
+        assert spec.params[key] != default and spec.preset == "custom", key
+
+
+@pytest.mark.parametrize("method, overrides, message", [
+    ("crt", {"crt_epochs": "0"}, "crt_epochs must be at least 1"),
+    ("crt", {"crt_lr": "-1"}, "crt_lr must be positive"),
+    ("lws", {"lws_batch_size": "0"}, "lws_batch_size must be at least 1"),
+    ("crt", {"crt.gamma": "2"}, "unknown --set key for crt 'gamma'"),
+    ("tau_norm", {"tau_grid": "-1,1"}, "tau_grid must be non-negative"),
+    ("ldam_drw", {"drw_start": "1.5"}, "drw_start is a fraction"),
+    ("ce_drw", {"drw_beta": "1"}, r"drw_beta must be in \[0, 1\)"),
+    ("cb_focal", {"gamma": "-1"}, "gamma must be non-negative"),
+    ("ldam", {"max_margin": "0"}, "max_margin must be positive"),
+])
+def test_bad_settings_are_refused_before_training(method, overrides, message):
+    with pytest.raises(UserError, match=message):
+        expand(Sweep([method], ["fashion_mnist_lt"], [100], overrides=overrides))
+
+
+def test_stage1_with_settings_ce_does_not_have_is_refused():
+    spec = resolve("crt", "fashion_mnist_lt", 100, 0, "smoke", {})
+    broken = type(spec)(**{**spec.to_dict(), "params": {**spec.params, "gamma": 2.0}})
+    with pytest.raises(UserError, match="stage 1 must be a plain 'ce' run.*gamma"):
+        stage1_spec(broken)
+
+
+@pytest.mark.parametrize("bn_train", [False, True])
+def test_frozen_backbone_has_no_gradients_and_keeps_its_statistics(bn_train):
+    torch.manual_seed(0)
+    backbone = create_backbone("resnet8_cifar", 1)
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    frozen = FrozenBackbone(backbone, bn_train=bn_train).train()
+    features = frozen(torch.randn(8, 1, 32, 32))
+    assert not features.requires_grad and not any(p.requires_grad for p in frozen.parameters())
+    bn = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.training == bn_train for m in bn)
+    moved = any(not torch.equal(before[k], v) for k, v in backbone.state_dict().items())
+    assert moved == bn_train  # running statistics move only when asked to
+
+
+def test_balanced_subset_takes_as_many_images_from_every_class():
+    labels = np.repeat(np.arange(4), [50, 20, 7, 3])
+    idx = balanced_subset(labels, per_class=100, seed=0)
+    assert np.bincount(labels[idx]).tolist() == [3, 3, 3, 3]
+    assert np.bincount(labels[balanced_subset(labels, per_class=2, seed=0)]).tolist() == [2, 2, 2, 2]
+
+
+class FakeTrainer:
+    """What tau_norm.calibrate may use: training data and features of the images it asks for."""
+
+    def __init__(self, data, classifier, seed=0):
+        self.data, self.seed, self.classifier = data, seed, classifier
+        self.asked = []
+
+    def features(self, x, y):
+        self.asked.append(x)
+        # a feature that identifies the class, so the best tau is well defined
+        return torch.nn.functional.one_hot(torch.from_numpy(y), 4).float()
+
+
+def test_tau_is_chosen_on_training_images_never_on_the_test_set():
+    labels = np.repeat(np.arange(4), [500, 100, 20, 5])
+    train_x = np.arange(len(labels), dtype=np.uint8)[:, None].repeat(4, 1)
+    data = type("Data", (), {"train_x": train_x, "train_y": labels, "test_x": None, "test_y": None,
+                             "num_classes": 4, "class_counts": [500, 100, 20, 5]})()
+    m = TauNormalisation({**TauNormalisation.defaults("cifar"), "tau_grid": [0.0, 1.0, 2.0]}, [500, 100, 20, 5], 4)
+    with torch.no_grad():
+        # class 0's large weight vector wins every input at tau = 0; normalised (tau >= 1),
+        # every class wins on its own images
+        m.classifier.weight.copy_(torch.tensor([[8.0, 3, 3, 3], [0, 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0.5]]))
+    trainer = FakeTrainer(data, m.classifier)
+    chosen = m.calibrate(trainer)
+    assert len(trainer.asked) == 1 and all(np.isin(x[:, 0], train_x[:, 0]).all() for x in trainer.asked)
+    assert chosen["tau"] == 1.0 and m.tau.item() == 1.0  # ties go to the first in the grid
+    assert chosen["images_per_class"] == 5 and chosen["balanced_accuracy"] == 100.0
