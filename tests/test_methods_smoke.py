@@ -14,6 +14,7 @@ from ltbench.store import RESULT_COLUMNS, RunStore
 ZOO = ["crt", "ce", "focal", "ce_drw", "ldam", "ldam_drw", "cb_focal", "balanced_softmax", "logit_adjust",
        "logit_adjust_posthoc", "tau_norm", "lws"]
 TWO_STAGE = {"crt", "tau_norm", "lws", "logit_adjust_posthoc"}
+pytestmark = pytest.mark.slow  # twelve runs, each evaluated on the 10,000 test images
 SWEEP = ["run", "--methods", ",".join(ZOO), "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
          "--device", "cpu"]
 ALWAYS_EMPTY = {"error", "slurm_job_id", "git_sha"}
