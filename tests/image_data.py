@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 from PIL import Image
 
 TRAIN_COUNTS = [60, 36, 22, 13, 8, 5]  # a long tail over six classes
@@ -60,4 +62,24 @@ def make_inat(data_root: Path, counts=TRAIN_COUNTS, per_class: int = EVAL_PER_CL
             "categories": categories,
         }
         (root / f"{split}2018.json").write_text(json.dumps(document))
+    return root
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on a shared CPU: a second OpenMP thread only waits for the first.
+    Autouse in every module that imports it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """One tiny copy of each dataset, shared by a module's tests."""
+    root = tmp_path_factory.mktemp("data")
+    make_oltr(root, "imagenet_lt")
+    make_oltr(root, "places_lt")
+    make_inat(root)
     return root

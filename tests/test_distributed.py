@@ -15,6 +15,7 @@ import torch
 import torch.multiprocessing as mp
 
 import image_data
+from image_data import data_root, one_thread  # noqa: F401  (module fixtures)
 from ltbench import distributed, registry
 from ltbench.cli import main
 from ltbench.launch.local import execute, make_trainer
@@ -24,24 +25,6 @@ from ltbench.train import Reporter
 
 TINY = {"image_size": 16, "batch_size": 32}
 FLAGS = ["--preset", "smoke", "--device", "cpu", "--set", "image_size=16", "--batch-size", "32"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models on a shared CPU: a second OpenMP thread only waits for the first
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    image_data.make_oltr(root, "imagenet_lt")
-    image_data.make_oltr(root, "places_lt")
-    image_data.make_inat(root)
-    return root
 
 
 def free_port() -> int:

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import image_data
+from image_data import data_root, one_thread  # noqa: F401  (module fixtures)
 from ltbench import distributed, registry
 from ltbench.cli import main
 from ltbench.data.image_datasets import OPTIONS_ENV, ImageFileData
@@ -24,24 +25,6 @@ from ltbench.sweep import Sweep, expand, read_config
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RUN = ["run", "--preset", "smoke", "--device", "cpu", "--set", "image_size=16", "--batch-size", "32"]
 N_EVAL = len(image_data.TRAIN_COUNTS) * image_data.EVAL_PER_CLASS
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # tiny models on a shared CPU: a second OpenMP thread only waits for the first
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    image_data.make_oltr(root, "imagenet_lt")
-    image_data.make_oltr(root, "places_lt")
-    image_data.make_inat(root)
-    return root
 
 
 @pytest.fixture
