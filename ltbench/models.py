@@ -36,8 +36,10 @@ class BasicBlock(nn.Module):
         self.shortcut = ZeroPadShortcut(planes - in_planes) if stride != 1 or in_planes != planes else nn.Identity()
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        out += self.shortcut(x)
+        return F.relu(out, inplace=True)
 
 
 class CifarResNet(nn.Module):
@@ -61,7 +63,7 @@ class CifarResNet(nn.Module):
                 nn.init.kaiming_normal_(m.weight)
 
     def forward_features(self, x):
-        return self.layers(F.relu(self.bn1(self.conv1(x))))
+        return self.layers(F.relu(self.bn1(self.conv1(x)), inplace=True))
 
     def forward_head(self, x, pre_logits: bool = False):
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)

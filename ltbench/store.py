@@ -33,8 +33,6 @@ RESULT_COLUMNS = [
     # (wall_s is the sum of both stages); post-hoc choices made on training data (JSON)
     "stage1_run_id", "stage1_reused", "stage1_wall_s", "calibration",
 ]
-# Results written before these columns existed are read with the columns empty.
-LATER_COLUMNS = ["stage1_run_id", "stage1_reused", "stage1_wall_s", "calibration"]
 PER_CLASS_COLUMNS = ["class", "n_train", "correct", "total"]
 
 
@@ -110,9 +108,9 @@ class RunStore:
                 rows = list(csv.DictReader(fh))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise CorruptFile(f"{path}: {exc}") from None
-        if len(rows) != 1 or set(rows[0]) | set(LATER_COLUMNS) != set(RESULT_COLUMNS) or rows[0]["run_id"] != run_id:
+        if len(rows) != 1 or set(rows[0]) != set(RESULT_COLUMNS) or rows[0]["run_id"] != run_id:
             raise CorruptFile(f"{path}: expected one row with the result columns for run {run_id}")
-        return {c: rows[0].get(c, "") for c in RESULT_COLUMNS}
+        return {c: rows[0][c] for c in RESULT_COLUMNS}
 
     def read_per_class(self, run_id: str) -> list[dict]:
         with open(self.run_dir(run_id) / "per_class.csv", newline="") as fh:

@@ -1,10 +1,12 @@
 """The fast path changes nothing: the device-resident, batched loader gives the same batches,
-and so the same loss curve, as a plain per-image path written independently here."""
+and so the same loss curve, as a plain per-image path written independently here and fed to
+the model in the plain NCHW layout."""
 
 import numpy as np
 import pytest
 import torch
 
+from ltbench.bench import reference_params
 from ltbench.data.datasets import DATASETS
 from ltbench.launch.local import make_trainer
 from ltbench.method import Batch, Progress
@@ -54,7 +56,11 @@ def test_same_loss_curve_for_the_first_steps(setup):
     spec, data = setup
     torch.use_deterministic_algorithms(True)
     try:
-        fast, plain = make_trainer(spec, data, torch.device("cpu")), make_trainer(spec, data, torch.device("cpu"))
+        # the plain side also runs the model the plain way (NCHW), so the check covers the
+        # channels-last default too
+        fast = make_trainer(spec, data, torch.device("cpu"))
+        plain = make_trainer(spec, data, torch.device("cpu"), reference_params(spec.params))
+        assert fast.params["channels_last"] and not plain.params["channels_last"]
         for g in fast.optimizer.param_groups + plain.optimizer.param_groups:
             g["lr"] = spec.params["lr"]
         fast_losses = [fast.train_step(b, Progress(0, 1, s, 6)).item() for s, b in zip(range(6), fast.loader.epoch())]
@@ -62,7 +68,10 @@ def test_same_loss_curve_for_the_first_steps(setup):
                         for s, b in enumerate(plain_batches(data, spec.batch_size, spec.seed, 6))]
     finally:
         torch.use_deterministic_algorithms(False)
-    assert np.allclose(fast_losses, plain_losses, rtol=1e-5, atol=1e-6)
+    # channels-last convolutions sum in another order: ~1e-5 relative drift after a few SGD
+    # steps; a wrong batch or augmentation moves the loss by far more than this
+    assert fast_losses[0] == pytest.approx(plain_losses[0], rel=1e-6)
+    assert np.allclose(fast_losses, plain_losses, rtol=5e-4, atol=1e-6)
     assert len(set(np.round(fast_losses, 4))) > 1  # the model really trained
 
 

@@ -180,18 +180,32 @@ def test_smoke_run_writes_complete_rows(fashion_mnist, tmp_path):
         assert params["alpha_schedule"] == "parabolic" and params["classifier_sampler"] == "class_balanced"
 
 
-def test_memory_benchmark_shows_sc_quadratic_and_psc_linear(tmp_path):
-    import importlib.util
-    from pathlib import Path
+def test_memory_benchmark_shows_sc_quadratic_and_psc_linear(tmp_path, capsys):
+    import csv
 
-    path = Path(__file__).parent.parent / "benchmarks" / "feature_loss_memory.py"
-    spec = importlib.util.spec_from_file_location("feature_loss_memory", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    rows = bench.measure([256, 512], num_classes=10, device="cpu", log=lambda *_: None)
-    peak = {(r["loss"], r["batch_size"]): r["peak_mem_mb"] for r in rows}
+    from ltbench.cli import main
+
+    out, figure = tmp_path / "bench" / "feature_loss_memory.csv", tmp_path / "memory.png"
+    assert main(["bench", "--memory", "--batch-sizes", "256,512", "--classes", "10", "--device", "cpu",
+                 "--out", str(out), "--plot", str(figure)]) == 0
+    with open(out) as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["loss", "batch_size", "peak_mem_mb", "step_ms", "device"]
+        peak = {(r["loss"], int(r["batch_size"])): float(r["peak_mem_mb"]) for r in reader}
+    assert len(peak) == 4
     assert 3.5 < peak["sc", 512] / peak["sc", 256] < 4.5 and 1.5 < peak["psc", 512] / peak["psc", 256] < 2.5
-    bench.write(rows, tmp_path / "bench" / "feature_loss_memory.csv", tmp_path / "memory.png")
-    lines = (tmp_path / "bench" / "feature_loss_memory.csv").read_text().splitlines()
-    assert lines[0] == "loss,batch_size,peak_mem_mb,step_ms,device" and len(lines) == 5
-    assert (tmp_path / "memory.png").stat().st_size > 0
+    assert figure.read_bytes().startswith(b"\x89PNG")
+    assert "written to" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--batch-sizes", "128,big"], "--batch-sizes must be a comma list of integers"),
+    (["--batch-sizes", "0"], "positive sizes"),
+    (["--classes", "1"], "--classes be at least 2"),
+])
+def test_memory_benchmark_rejects_bad_sizes(tmp_path, capsys, argv, message):
+    from ltbench.cli import main
+
+    assert main(["bench", "--memory", "--out", str(tmp_path / "m.csv"), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "m.csv").exists()

@@ -1,0 +1,202 @@
+"""Peak memory and time per step of the hybrids' feature losses, SC against PSC, by batch size.
+
+SC compares every embedding of a batch with every other one: its similarity matrix is
+(2N)^2 for N images in two views. PSC compares each embedding with one prototype per class:
+2N x C. Wang et al. (CVPR 2021) propose PSC for this reason; this measures it.
+
+What is measured, per loss and batch size N: forward + backward of the loss alone on 2N
+random L2-normalised embeddings of dimension 128 (two views of N images, labels drawn from
+C classes), no backbone, no projection head.
+
+- peak_mem_mb: the high-water mark of memory held by torch's allocator during that step,
+  above what was held before it (the embeddings themselves are not counted; their gradient
+  is). On CUDA, torch.cuda.max_memory_allocated. On CPU, the allocator has no peak counter,
+  so the step runs once under torch.profiler(profile_memory=True) and the peak is taken over
+  the running sum of its allocation and free records in time order. Either way it counts
+  tensors, not the process's resident size, so it does not depend on what else the process
+  has loaded. (Checked on CPU against the peak resident-size growth of a fresh process with
+  glibc's mmap threshold lowered: SC at batch 1024 and 2048, 84.0 vs 84.4 MB and 336.0 vs
+  336.5 MB.)
+- step_ms: median wall time of un-profiled steps after one warm-up step (synchronised on
+  CUDA). On a shared CPU this moves with the machine's load; the memory does not.
+
+Run as `ltbench bench --memory` (or `python benchmarks/feature_loss_memory.py`), or call
+`measure()` and `write()` from Python.
+"""
+
+import contextlib
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ltbench import environment
+from ltbench.errors import UserError
+from ltbench.store import atomic_write_bytes, csv_bytes
+from methods.psc_hybrid import prototypical_supervised_contrastive_loss
+from methods.sc_hybrid import supervised_contrastive_loss
+
+COLUMNS = ["loss", "batch_size", "peak_mem_mb", "step_ms", "device"]
+BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
+LOSSES = ("sc", "psc")
+EMBEDDING_DIM = 128
+VIEWS = 2
+
+
+def feature_loss_step(loss: str, batch_size: int, num_classes: int, device: torch.device, seed: int = 0):
+    """A closure running one forward + backward of the named loss, on fixed random inputs."""
+    gen = torch.Generator().manual_seed(seed)
+    embeddings = F.normalize(torch.randn(VIEWS * batch_size, EMBEDDING_DIM, generator=gen), dim=1).to(device)
+    embeddings.requires_grad_()
+    labels = torch.randint(0, num_classes, (batch_size,), generator=gen).repeat(VIEWS).to(device)
+    if loss == "sc":
+        def forward():
+            return supervised_contrastive_loss(embeddings, labels, temperature=0.1)
+    elif loss == "psc":
+        prototypes = torch.randn(num_classes, EMBEDDING_DIM, generator=gen).to(device).requires_grad_()
+
+        def forward():
+            return prototypical_supervised_contrastive_loss(embeddings, labels, prototypes, temperature=0.1)
+    else:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+    def step():
+        embeddings.grad = None
+        forward().backward()
+
+    return step
+
+
+def peak_memory_mb(step, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+    from torch.profiler import ProfilerActivity, profile
+
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    # the raw allocator records (+bytes allocated, -bytes freed); the profiler's own
+    # FunctionEvents fold them into per-op totals, which hide peaks inside an op
+    records = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                     key=lambda e: e.start_ns())
+    live = peak = 0
+    for record in records:
+        live += record.nbytes()
+        peak = max(peak, live)
+    return peak / 2**20
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """The profiler's C++ side logs its start and stop on file descriptor 2 for every profiled
+    step. An error raised inside still shows: descriptor 2 is restored before it propagates."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def step_ms(step, device: torch.device, min_seconds: float = 0.5, max_repeats: int = 20) -> float:
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    step()
+    sync()
+    times = []
+    while len(times) < 3 or (sum(times) < min_seconds and len(times) < max_repeats):
+        start = time.perf_counter()
+        step()
+        sync()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def measure(batch_sizes=BATCH_SIZES, losses=LOSSES, num_classes: int = 100, device="cpu", log=print) -> list[dict]:
+    """One row per (loss, batch size) with the COLUMNS of the CSV."""
+    device = environment.resolve_device(device) if isinstance(device, str) else device
+    label = environment.device_label(device)
+    rows = []
+    for batch_size in batch_sizes:
+        for loss in losses:
+            step = feature_loss_step(loss, batch_size, num_classes, device)
+            row = {"loss": loss, "batch_size": batch_size, "peak_mem_mb": round(peak_memory_mb(step, device), 3),
+                   "step_ms": round(step_ms(step, device), 3), "device": label}
+            log(f"{loss:>3}  batch {batch_size:>5}  peak {row['peak_mem_mb']:>10.2f} MB  step {row['step_ms']:>9.2f} ms")
+            rows.append(row)
+            del step
+    return rows
+
+
+def write(rows: list[dict], csv_path="results/bench/feature_loss_memory.csv", plot_path="reports/feature_loss_memory.png",
+          num_classes: int | None = None) -> None:
+    atomic_write_bytes(Path(csv_path), csv_bytes(COLUMNS, rows))
+    if plot_path:
+        plot(rows, Path(plot_path), num_classes)
+
+
+def plot(rows: list[dict], path: Path, num_classes: int | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), constrained_layout=True)
+    for loss, name in (("sc", "SC (batch x batch)"), ("psc", "PSC (batch x classes)")):
+        mine = sorted((r for r in rows if r["loss"] == loss), key=lambda r: r["batch_size"])
+        if not mine:
+            continue
+        sizes = [r["batch_size"] for r in mine]
+        axes[0].plot(sizes, [r["peak_mem_mb"] for r in mine], marker="o", label=name)
+        axes[1].plot(sizes, [r["step_ms"] for r in mine], marker="o", label=name)
+    sizes = sorted({r["batch_size"] for r in rows})
+    for ax, ylabel in zip(axes, ("Peak memory above inputs (MB)", "Forward + backward (ms)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xticks(sizes, [str(s) for s in sizes])
+        ax.minorticks_off()
+        ax.set_xlabel("Batch size (images; two views each)")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].legend(frameon=False)
+    classes = f", {num_classes} classes" if num_classes else ""
+    fig.suptitle(f"Feature-loss cost, {EMBEDDING_DIM}-d embeddings{classes}, {rows[0]['device']}", fontsize=10)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)),
+                        help="with --memory: comma list (default 128 to 4096)")
+    parser.add_argument("--classes", type=int, default=100, help="with --memory: PSC's prototypes (default 100)")
+    parser.add_argument("--plot", default="reports/feature_loss_memory.png", help="with --memory: figure path, '' for none")
+    parser.add_argument("--threads", type=int, help="CPU threads (default torch's); 1 steadies timings on a busy machine")
+
+
+def run(args) -> int:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    except ValueError:
+        raise UserError(f"--batch-sizes must be a comma list of integers, got '{args.batch_sizes}'",
+                        hint="e.g. --batch-sizes 128,256,512") from None
+    if not batch_sizes or min(batch_sizes) < 1 or args.classes < 2:
+        raise UserError("--batch-sizes must list positive sizes and --classes be at least 2",
+                        hint="e.g. --batch-sizes 128,1024 --classes 100")
+    out = args.out or "results/bench/feature_loss_memory.csv"
+    rows = measure(batch_sizes, num_classes=args.classes, device=args.device)
+    write(rows, out, args.plot, args.classes)
+    print(f"written to {out}" + (f" and {args.plot}" if args.plot else ""))
+    return 0
