@@ -14,16 +14,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
 
 from ltbench import bench_memory, environment, registry
-from ltbench.data.samplers import make_sampler
 from ltbench.launch.local import make_trainer
-from ltbench.method import Batch, Progress
+from ltbench.method import Progress
 from ltbench.store import atomic_write_bytes, csv_bytes
 from ltbench.sweep import resolve
 from ltbench.train import Trainer
@@ -149,88 +144,25 @@ def _measurement(spec, path, variant, seconds, data_s, model_s, args, device) ->
                        data_s / max(data_s + model_s, 1e-9), peak, environment.device_label(device))
 
 
-def measure_ltbench(spec, data, params, device, args, variant="default") -> Measurement:
-    trainer = make_trainer(spec, data, device, params)
+def reference_params(params: dict) -> dict:
+    """The original codebases: DataLoader + PIL, fp32, the default NCHW layout."""
+    return {**params, "loader": "dataloader", "amp": False, "channels_last": False, "compile": False}
 
+
+def measure_ltbench(spec, data, params, device, args, variant="default") -> Measurement:
+    return _measure(make_trainer(spec, data, device, params), spec, "ltbench", variant, args, device)
+
+
+def measure_reference(spec, data, params, device, args) -> Measurement:
+    trainer = make_trainer(spec, data, device, params)
+    trainer.loader.workers = args.workers  # a ReferenceLoader: workers change speed, not batches
+    return _measure(trainer, spec, "reference", "fp32 nchw", args, device)
+
+
+def _measure(trainer: Trainer, spec, path: str, variant: str, args, device) -> Measurement:
     def forever():
         while True:
             yield from trainer.loader.epoch()
 
     seconds, data_s, model_s = _timed_loop(trainer, forever(), args, device)
-    return _measurement(spec, "ltbench", variant, seconds, data_s, model_s, args, device)
-
-
-# ----------------------------------------------------------------------------- reference loop
-
-
-class PilDataset(Dataset):
-    """What the original codebases do: one PIL image per item, transformed per image."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, views: int):
-        self.images, self.labels, self.transform, self.views = images, labels, transform, views
-
-    def __len__(self):
-        return len(self.labels)
-
-    def __getitem__(self, i):
-        image = self.images[i]
-        pil = Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
-        return [self.transform(pil) for _ in range(self.views)], int(self.labels[i])
-
-
-class IndexSampler(torch.utils.data.Sampler):
-    """ltbench's samplers behind the torch Sampler interface (ClassAwareSampler-style)."""
-
-    def __init__(self, sampler, seed: int):
-        self.sampler, self.gen = sampler, torch.Generator().manual_seed(seed)
-
-    def __len__(self):
-        return len(self.sampler)
-
-    def __iter__(self):
-        return iter(self.sampler.epoch(self.gen).tolist())
-
-
-def reference_transform(data, augment: str, padding: int):
-    steps = [transforms.RandomCrop(data.train_x.shape[-1], padding=padding), transforms.RandomHorizontalFlip()]
-    if augment == "contrastive":
-        steps.append(transforms.RandomGrayscale(p=0.2))
-    return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(data.mean, data.std)])
-
-
-def reference_loaders(trainer: Trainer, data, args, device) -> dict:
-    labels = torch.from_numpy(data.train_y)
-    loaders = {}
-    for name, draw in trainer.method.draws.items():
-        dataset = PilDataset(data.train_x, data.train_y, reference_transform(data, draw.augment, 4), draw.views)
-        sampler = IndexSampler(make_sampler(draw.sampler, labels, data.num_classes), seed=len(loaders))
-        loaders[name] = DataLoader(dataset, batch_size=trainer.batch_size, sampler=sampler, num_workers=args.workers,
-                                   pin_memory=device.type == "cuda", persistent_workers=args.workers > 0,
-                                   drop_last=True)
-    return loaders
-
-
-def reference_params(params: dict) -> dict:
-    """The original codebases train in fp32 with the default NCHW layout."""
-    return {**params, "amp": False, "channels_last": False, "compile": False}
-
-
-def measure_reference(spec, data, params, device, args) -> Measurement:
-    trainer = make_trainer(spec, data, device, params)
-    loaders = reference_loaders(trainer, data, args, device)
-
-    def forever():
-        iters = {name: iter(loader) for name, loader in loaders.items()}
-        while True:
-            batches = {}
-            for name in loaders:
-                try:
-                    views, y = next(iters[name])
-                except StopIteration:
-                    iters[name] = iter(loaders[name])
-                    views, y = next(iters[name])
-                batches[name] = Batch([v.to(device, non_blocking=True) for v in views], y.to(device, non_blocking=True))
-            yield batches
-
-    seconds, data_s, model_s = _timed_loop(trainer, forever(), args, device)
-    return _measurement(spec, "reference", "fp32 nchw", seconds, data_s, model_s, args, device)
+    return _measurement(spec, path, variant, seconds, data_s, model_s, args, device)

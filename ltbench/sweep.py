@@ -20,7 +20,8 @@ from ltbench.spec import RunSpec
 from ltbench.train import TRAINER_DEFAULTS
 
 SPEC_FIELDS = {"profile": "exp", "backbone": "resnet32_cifar", "epochs": 200, "batch_size": 128, "n_max": 0}
-CHOICES = {"profile": PROFILES, "schedule": ("step", "cosine"), "mmf_convention": ("cb", "oltr")}
+CHOICES = {"profile": PROFILES, "schedule": ("step", "cosine"), "mmf_convention": ("cb", "oltr"),
+           "loader": ("device", "dataloader")}
 
 
 @dataclass

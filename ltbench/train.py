@@ -33,6 +33,9 @@ TRAINER_DEFAULTS = {
     "amp": True,  # bf16 autocast, CUDA only
     "channels_last": True,  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
     "compile": False,  # torch.compile the backbone
+    # CIFAR-sized data: "device" (batched on the device) or "dataloader" (the original
+    # codebases' DataLoader + PIL path, to check that the fast path changes no result)
+    "loader": "device",
 }
 
 

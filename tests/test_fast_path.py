@@ -1,6 +1,9 @@
 """The fast path changes nothing: the device-resident, batched loader gives the same batches,
 and so the same loss curve, as a plain per-image path written independently here and fed to
-the model in the plain NCHW layout."""
+the model in the plain NCHW layout. And the slow path (`loader=dataloader`, the original
+codebases' DataLoader + PIL) draws the same images, augments repeatably, and runs end to end."""
+
+import json
 
 import numpy as np
 import pytest
@@ -82,3 +85,65 @@ def test_class_counts_and_balanced_sampling_match_a_plain_count(setup):
     sampler = trainer.loader.samplers["main"]
     seen = np.bincount(data.train_y[sampler.epoch(torch.Generator().manual_seed(5)).numpy()], minlength=10)
     assert seen.tolist() == data.class_counts  # an instance-sampled epoch sees every image once
+
+
+# ----------------------------------------------------------------------------- the slow path
+
+
+def _loaders(data, draws, padding, flip, workers=0, seed=0):
+    from ltbench.data.loader import DeviceLoader
+    from ltbench.data.reference_loader import ReferenceLoader
+
+    return (DeviceLoader(data, draws, 32, "cpu", seed, padding=padding, flip=flip),
+            ReferenceLoader(data, draws, 32, "cpu", seed, padding=padding, flip=flip, workers=workers))
+
+
+def test_reference_loader_draws_the_same_images_as_the_device_loader(setup):
+    from ltbench.method import Draw
+
+    _, data = setup
+    draws = {"feature": Draw("instance", views=2, augment="contrastive", augment_options={"grayscale_p": 0.0}),
+             "classifier": Draw("class_balanced")}
+    device, reference = _loaders(data, draws, padding=0, flip=False)
+    assert reference.steps_per_epoch == device.steps_per_epoch
+    steps = 0
+    for fast, slow in zip(device.epoch(), reference.epoch()):
+        for name in draws:
+            assert torch.equal(fast[name].labels, slow[name].labels)
+            assert len(slow[name].views) == draws[name].views
+            for a, b in zip(fast[name].views, slow[name].views):  # no augmentation: the same pixels
+                assert torch.allclose(a, b, atol=1e-5)
+        steps += 1
+    assert steps == device.steps_per_epoch
+
+
+def test_reference_loader_augments_repeatably_whatever_the_workers(setup):
+    from ltbench.method import Draw
+
+    _, data = setup
+    draws = {"main": Draw("instance")}
+    _, one = _loaders(data, draws, padding=4, flip=True, workers=0)
+    _, two = _loaders(data, draws, padding=4, flip=True, workers=2)
+    first = [b["main"] for _, b in zip(range(3), one.epoch())]
+    for a, b in zip(first, (b["main"] for _, b in zip(range(3), two.epoch()))):
+        assert torch.equal(a.views[0], b.views[0]) and torch.equal(a.labels, b.labels)
+    # really augmented: crops and flips move pixels away from the un-augmented images
+    plain, _ = _loaders(data, draws, padding=0, flip=False)
+    assert not torch.allclose(first[0].views[0], next(plain.epoch())["main"].views[0])
+    # a loader restored from an epoch-boundary state gives the next epoch of an uninterrupted one
+    _, resumed = _loaders(data, draws, padding=4, flip=True)
+    resumed.load_state_dict(one.state_dict())
+    assert torch.equal(next(one.epoch())["main"].views[0], next(resumed.epoch())["main"].views[0])
+
+
+def test_a_run_on_the_slow_path_writes_a_custom_result(tmp_path, fashion_mnist):
+    from ltbench.cli import main
+    from ltbench.store import RunStore
+
+    argv = ["run", "--methods", "psc_hybrid", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
+            "--set", "loader=dataloader", "--results-dir", str(tmp_path)]
+    assert main(argv) == 0
+    store = RunStore(tmp_path)
+    (row,) = [store.read_result(i) for i in store.run_ids()]
+    assert row["status"] == "done" and row["preset"] == "custom"
+    assert json.loads(row["params"])["loader"] == "dataloader"
