@@ -21,7 +21,8 @@ from ltbench.train import TRAINER_DEFAULTS
 
 SPEC_FIELDS = {"profile": "exp", "backbone": "resnet32_cifar", "epochs": 200, "batch_size": 128, "n_max": 0}
 CHOICES = {"profile": PROFILES, "schedule": ("step", "cosine"), "mmf_convention": ("cb", "oltr"),
-           "loader": ("device", "dataloader")}
+           "loader": ("device", "dataloader"),
+           "compile": (False, True, "default", "reduce-overhead", "max-autotune")}
 
 
 @dataclass
@@ -109,18 +110,27 @@ def _check_override_keys(sweep: Sweep) -> None:
             raise unknown_name(f"--set key for {method}" if method else "--set key", own_key, sorted(usable))
 
 
+def _boolean(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
 def coerce(key: str, value, default):
     """Parse a --set string (or a TOML value) to the type of the default it replaces."""
+    if key == "compile":  # on/off, or a torch.compile mode by name (checked against CHOICES)
+        try:
+            return _boolean(value)
+        except ValueError:
+            return str(value)
     try:
         if isinstance(default, bool):
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in ("1", "true", "yes", "on"):
-                return True
-            if text in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
+            return _boolean(value)
         if isinstance(default, int):
             number = float(value)
             if number != int(number):
@@ -140,7 +150,8 @@ def coerce(key: str, value, default):
 def _validate(values: dict) -> None:
     for key, allowed in CHOICES.items():
         if values[key] not in allowed:
-            raise UserError(f"{key} '{values[key]}' is not allowed", hint=f"use one of: {', '.join(allowed)}")
+            raise UserError(f"{key} '{values[key]}' is not allowed",
+                            hint=f"use one of: {', '.join(str(a).lower() if isinstance(a, bool) else a for a in allowed)}")
     for key in ("epochs", "batch_size", "eval_every"):
         if values[key] < 1:
             raise UserError(f"{key} must be at least 1, got {values[key]}")

@@ -32,7 +32,9 @@ TRAINER_DEFAULTS = {
     "flip": True,
     "amp": True,  # bf16 autocast, CUDA only
     "channels_last": True,  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
-    "compile": False,  # torch.compile the backbone
+    # torch.compile the backbone: false, true (mode "default"), or a mode by name:
+    # "reduce-overhead" (CUDA graphs), "max-autotune"
+    "compile": False,
     # CIFAR-sized data: "device" (batched on the device) or "dataloader" (the original
     # codebases' DataLoader + PIL path, to check that the fast path changes no result)
     "loader": "device",

@@ -52,6 +52,8 @@ def test_grid_expansion():
     (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"schedule": "linear"}), "schedule 'linear'"),
     (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"epochs": "0"}), "epochs must be at least 1"),
     (Sweep(["ce"], ["cifar10_lt"], [100], preset="fast"), "unknown preset 'fast'"),
+    (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"compile": "fastest"}), "compile 'fastest' is not allowed"),
+    (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"loader": "pil"}), "loader 'pil' is not allowed"),
 ])
 def test_bad_input_is_explained(sweep, message):
     with pytest.raises(UserError, match=message):
@@ -67,6 +69,8 @@ def test_coerce_types():
     assert coerce("amp", "false", True) is False
     assert coerce("epochs", "20", 200) == 20
     assert coerce("milestones", [0.5, 1], [0.8]) == [0.5, 1.0]
+    # compile is on/off or a torch.compile mode
+    assert coerce("compile", "on", False) is True and coerce("compile", "reduce-overhead", False) == "reduce-overhead"
     with pytest.raises(UserError):
         coerce("epochs", "2.5", 200)
 

@@ -121,7 +121,7 @@ def make_trainer(spec: RunSpec, data, device: torch.device, params: dict | None 
     if stage1 is not None:
         backbone, schedule = stages.stage2_setup(backbone, method, stage1, params, data.class_counts)
     if params.get("compile"):
-        backbone = torch.compile(backbone)
+        backbone = torch.compile(backbone, mode="default" if params["compile"] is True else params["compile"])
     return Trainer(data=data, backbone=backbone, method=method, **schedule, seed=spec.seed, device=device,
                    **trainer_options)
 
