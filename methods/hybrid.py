@@ -25,6 +25,9 @@ from methods.common import require
 ALPHA_SCHEDULES = {
     "parabolic": lambda t: 1 - t**2,  # the paper's
     "linear": lambda t: 1 - t,
+    # an ablation: the same network, draws and BatchNorm batches with the feature loss weighted
+    # 0, i.e. what the class-balanced classifier branch achieves on its own
+    "classifier_only": lambda t: 0.0,
 }
 
 

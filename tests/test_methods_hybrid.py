@@ -119,6 +119,8 @@ def test_alpha_is_parabolic_in_the_epoch_and_hands_over_to_the_classifier():
     method, backbone = hybrid(SCHybrid)
     alphas = [method.alpha(Progress(e, 200, s, 10)) for e in (0, 99, 199) for s in (0, 9)]
     assert alphas == pytest.approx([1 - (1 / 200) ** 2] * 2 + [0.75] * 2 + [0.0] * 2)
+    ablation, _ = hybrid(SCHybrid, alpha_schedule="classifier_only")
+    assert {ablation.alpha(Progress(e, 200, 0, 10)) for e in (0, 99, 199)} == {0.0}
     loss = method.loss(backbone, batches(method), Progress(199, 200, 0, 1))  # last epoch: CE alone
     loss.backward()
     assert method.projection.mlp[0].weight.grad.abs().sum() == 0 and method.classifier.weight.grad.abs().sum() > 0
