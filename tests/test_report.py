@@ -430,6 +430,20 @@ def test_settings_outside_params_also_separate(tmp_path):
         ("ce (epochs=200)", 1, 70.0), ("ce (epochs=100)", 2, 60.5)}
 
 
+def test_a_custom_spec_names_what_it_changed(tmp_path):
+    results = tmp_path / "results"
+    quick = {"lr": 0.125, "alpha_schedule": "parabolic", "loader": "device"}
+    write_run(results, method="sc_hybrid", preset="quick", epochs=12, top1=67.0, params=quick)
+    write_run(results, method="sc_hybrid", preset="custom", epochs=12, top1=76.0,
+              params={**quick, "alpha_schedule": "classifier_only"})
+    write_run(results, method="sc_hybrid", preset="paper", top1=81.0, params={**quick, "lr": 0.5})
+    agg = _labelled(results)
+    assert {(r.label, r.top1_mean) for r in agg.itertuples()} == {
+        ("sc_hybrid (preset=quick)", 67.0), ("sc_hybrid (preset=paper)", 81.0),
+        # the closest named spec is the quick one: one setting apart, where paper is three
+        ("sc_hybrid (preset=custom, alpha_schedule=classifier_only)", 76.0)}
+
+
 def test_group_by_on_the_command_line(tmp_path):
     results = tmp_path / "results"
     for temperature, top1 in [(0.1, 44.0), (0.2, 43.0)]:

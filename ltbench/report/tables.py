@@ -81,7 +81,9 @@ def label_runs(runs: pd.DataFrame, group_by=()) -> pd.DataFrame:
 
     `group_by` settings always appear in the label. Beyond them, a label gains exactly the
     settings needed so that no table cell holds two specs: averaging two learning rates
-    into one number would be silently wrong, so they are told apart instead.
+    into one number would be silently wrong, so they are told apart instead. A `custom`
+    spec also names what it changed from the closest named-preset spec of its method, so
+    "sc_hybrid (preset=custom)" reads "sc_hybrid (preset=custom, alpha_schedule=...)".
     """
     runs = runs.copy()
     group_by = list(group_by)
@@ -89,11 +91,14 @@ def label_runs(runs: pd.DataFrame, group_by=()) -> pd.DataFrame:
     if runs["preset"].nunique() > 1 and "preset" not in group_by:
         # A row of quick-protocol numbers beside paper ones must say so on every row.
         group_by.append("preset")
-    runs["label"] = _labels(runs, group_by)
-    for _, rows in runs.groupby("label"):
+    keys = {i: list(group_by) for i in runs.index}
+    for _, rows in runs.groupby(_labels(runs, group_by)):
         extra = [k for k in _separating_settings(rows) if k not in group_by]
-        if extra:
-            runs.loc[rows.index, "label"] = _labels(rows, group_by + extra)
+        for i in rows.index:
+            keys[i] += extra
+    for i, changed in _custom_changes(runs).items():
+        keys[i] += [k for k in changed if k not in keys[i]]
+    runs["label"] = [_labels(runs.loc[[i]], keys[i])[0] for i in runs.index]
     # Two values that print alike (1 and 1.0) could still share a label: add the spec hash.
     specs = runs.groupby(["label", "dataset", "imbalance_factor"], dropna=False)["spec"]
     clash = specs.transform("nunique") > 1 if len(runs) else []
@@ -101,6 +106,24 @@ def label_runs(runs: pd.DataFrame, group_by=()) -> pd.DataFrame:
         runs.loc[clash, "label"] += runs.loc[clash, "spec"].map(
             lambda s: " [spec " + hashlib.sha1(s.encode()).hexdigest()[:6] + "]")
     return runs
+
+
+def _custom_changes(runs: pd.DataFrame) -> dict:
+    """Row index -> the settings in which that custom run differs from the closest run of a
+    named preset with the same method, dataset and imbalance factor (if there is one)."""
+    changes = {}
+    for _, cell in runs.groupby(["method", "dataset", "imbalance_factor"], dropna=False):
+        named = cell[cell["preset"] != "custom"].drop_duplicates("spec").to_dict("records")
+        if not named:
+            continue
+        for i, run in cell[cell["preset"] == "custom"].iterrows():
+            run = run.to_dict()
+            keys = sorted(set(run["params_dict"]).union(*(n["params_dict"] for n in named)))
+            differing = [[k for k in SETTING_COLUMNS + keys
+                          if k != "preset" and _comparable(_setting(run, k)) != _comparable(_setting(n, k))]
+                         for n in named]
+            changes[i] = min(differing, key=len)
+    return changes
 
 
 def _setting(run: dict, key: str):
