@@ -106,6 +106,22 @@ def test_queued_runs_are_not_submitted_twice_and_a_cancelled_one_is_lost(slurm_c
     _wait_for(lambda: scheduler_states(tmp_path) == {run_id: "lost"}, "the cancelled run to show as lost")
 
 
+def test_two_stage_runs_wait_for_their_stage1_job_and_reuse_it(slurm_cluster, fashion_mnist, tmp_path, capsys):
+    assert run_on_slurm(tmp_path, "--methods", "ce,crt,tau_norm", "--wait") == 0
+    out = capsys.readouterr().out
+    rows, record = result_rows(tmp_path), submissions(tmp_path)
+    by_method = {row["method"]: (run_id, row) for run_id, row in rows.items()}
+    assert set(by_method) == {"ce", "crt", "tau_norm"}  # CE once: no second CE run folder
+    ce_id, ce = by_method["ce"]
+    ce_job = record[ce_id]["job_id"]
+    assert f"to start once job(s) {ce_job} have ended" in out
+    for method in ("crt", "tau_norm"):
+        run_id, row = by_method[method]
+        assert row["status"] == "done" and row["stage1_run_id"] == ce_id
+        assert row["stage1_reused"] == "True", f"{method} trained its own stage 1"
+        assert record[run_id]["job_id"].split("_")[0] != ce_job.split("_")[0]  # the second array
+
+
 def test_preempted_runs_resume_and_match_uninterrupted_ones(slurm_cluster, fashion_mnist, tmp_path):
     # Long enough (in epochs) that the interruption lands between two epoch checkpoints.
     flags = ["--methods", "ce", "--seeds", "0,1", "--epochs", "8", "--n-max", "60", "--set", "eval_every=100"]

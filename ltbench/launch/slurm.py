@@ -1,4 +1,5 @@
-"""`ltbench run --launcher slurm`: the sweep's runs as one submitit job array.
+"""`ltbench run --launcher slurm`: the sweep's runs as one submitit job array (two, when
+two-stage runs wait for the stage-1 runs they reuse).
 
 Each job calls the same `execute` the local launcher calls. It is Checkpointable: on
 pre-emption or time-out submitit requeues it, and `execute` resumes from the run's last
@@ -14,7 +15,7 @@ from pathlib import Path
 import submitit
 from submitit.core.utils import FailedJobError, FailedSubmissionError
 
-from ltbench import distributed, environment
+from ltbench import distributed, environment, stages
 from ltbench.errors import UserError
 from ltbench.launch.local import execute
 from ltbench.launch.slurm_options import SlurmOptions, add_arguments, options_from_args
@@ -49,8 +50,9 @@ class CheckpointableRun(submitit.helpers.Checkpointable):
 
 
 def launch(specs: list[RunSpec], results_dir, args, device: str | None = None) -> int:
-    """Submit the runs not already queued as one job array; with --wait, follow it to the end.
-    Returns 0, or 1 when --wait saw a run fail."""
+    """Submit the runs not already queued as one job array (and the two-stage runs whose stage
+    1 is queued or submitted with them as a second, waiting one); with --wait, follow them to
+    the end. Returns 0, or 1 when --wait saw a run fail."""
     options = options_from_args(args)
     if not specs:
         console.print("nothing to submit")
@@ -59,25 +61,62 @@ def launch(specs: list[RunSpec], results_dir, args, device: str | None = None) -
     record = SubmissionRecord(results_dir)
     check_cluster(options.partition)
     previous = record.read()
-    queued = queued_states(previous[s.run_id].job_id for s in specs if s.run_id in previous)
+    stage1_ids = {first.run_id for s in specs if (first := stages.stage1_spec(s)) is not None}
+    queued = queued_states(previous[r].job_id for r in {s.run_id for s in specs} | stage1_ids if r in previous)
     waiting = {s.run_id for s in specs if s.run_id in previous and previous[s.run_id].job_id in queued}
     todo = [s for s in specs if s.run_id not in waiting]
     if waiting:
         console.print(f"{len(waiting)} run(s) already queued or running in Slurm; not submitted again")
     if todo:
-        submitted = submit(todo, results_dir, options, device or getattr(args, "device", None) or "auto")
-        record.add(submitted)
-        array = next(iter(submitted.values())).job_id.split("_")[0]
-        console.print(f"submitted {len(todo)} run(s) as Slurm job {array}; logs under {results_dir / 'slurm'}\n"
-                      f"follow it with: ltbench status --results-dir {results_dir}  (or squeue -j {array})")
+        device = device or getattr(args, "device", None) or "auto"
+        jobs = {run_id: previous[run_id].job_id for run_id in previous if previous[run_id].job_id in queued}
+        now, waits = stage1_waits(todo, jobs)
+        if now:
+            jobs.update(_submit(now, results_dir, options, device, record))
+        if waits:
+            # afterany: if a stage-1 job fails, the two-stage job trains stage 1 itself, as
+            # a local run would; one dependency list serves the whole array
+            after = sorted({jobs[first] for first in waits.values()})
+            _submit([s for s in todo if s.run_id in waits], results_dir, options, device, record, after)
     else:
         console.print("nothing to submit")
     return wait_for([s.run_id for s in specs], results_dir) if options.wait else 0
 
 
-def submit(specs: list[RunSpec], results_dir: Path, options: SlurmOptions, device: str) -> dict[str, Submission]:
+def stage1_waits(todo: list[RunSpec], queued_jobs: dict[str, str]) -> tuple[list[RunSpec], dict[str, str]]:
+    """Splits the runs to submit into those that can start now and, for the two-stage runs
+    (cRT, tau-norm, LWS, ...) whose stage-1 CE run is in `todo` or queued, the run id of that
+    stage-1 run. Such a run must wait for it, or it would train the same CE run itself, in
+    parallel with the CE job."""
+    todo_ids = {s.run_id for s in todo}
+    waits = {}
+    for spec in todo:
+        first = stages.stage1_spec(spec)
+        if first is not None and (first.run_id in todo_ids or first.run_id in queued_jobs):
+            waits[spec.run_id] = first.run_id
+    return [s for s in todo if s.run_id not in waits], waits
+
+
+def _submit(specs, results_dir, options, device, record, after=()) -> dict[str, str]:
+    """Submits one array, records it, says so; returns run id -> job id."""
+    submitted = submit(specs, results_dir, options, device, after)
+    record.add(submitted)
+    array = next(iter(submitted.values())).job_id.split("_")[0]
+    waits = f", to start once job(s) {' '.join(after)} have ended" if after else ""
+    console.print(f"submitted {len(specs)} run(s) as Slurm job {array}{waits}; logs under {results_dir / 'slurm'}\n"
+                  f"follow it with: ltbench status --results-dir {results_dir}  (or squeue -j {array})")
+    return {run_id: sub.job_id for run_id, sub in submitted.items()}
+
+
+def submit(specs: list[RunSpec], results_dir: Path, options: SlurmOptions, device: str,
+           after: list[str] = ()) -> dict[str, Submission]:
     executor = submitit.AutoExecutor(folder=results_dir / "slurm" / "%j", cluster="slurm")
-    executor.update_parameters(**options.executor_parameters())
+    parameters = options.executor_parameters()
+    if after:
+        extra = dict(parameters["slurm_additional_parameters"] or {})
+        extra["dependency"] = "afterany:" + ":".join(after)
+        parameters["slurm_additional_parameters"] = extra
+    executor.update_parameters(**parameters)
     submitted_at = environment.now()
     try:
         # submitit echoes sbatch's complaints to stderr; the error below says them once
