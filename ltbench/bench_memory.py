@@ -25,6 +25,7 @@ Run as `ltbench bench --memory` (or `python benchmarks/feature_loss_memory.py`),
 """
 
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -196,7 +197,11 @@ def run(args) -> int:
         raise UserError("--batch-sizes must list positive sizes and --classes be at least 2",
                         hint="e.g. --batch-sizes 128,1024 --classes 100")
     out = args.out or "results/bench/feature_loss_memory.csv"
-    rows = measure(batch_sizes, num_classes=args.classes, device=args.device)
+    rows = measure(batch_sizes, num_classes=args.classes, device=args.device,
+                   log=(lambda *_: None) if args.json else print)
     write(rows, out, args.plot, args.classes)
-    print(f"written to {out}" + (f" and {args.plot}" if args.plot else ""))
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(f"written to {out}" + (f" and {args.plot}" if args.plot else ""))
     return 0

@@ -198,6 +198,9 @@ def test_memory_benchmark_shows_sc_quadratic_and_psc_linear(tmp_path, capsys):
     assert 3.5 < peak["sc", 512] / peak["sc", 256] < 4.5 and 1.5 < peak["psc", 512] / peak["psc", 256] < 2.5
     assert figure.read_bytes().startswith(b"\x89PNG")
     assert "written to" in capsys.readouterr().out
+    assert main(["bench", "--memory", "--batch-sizes", "128", "--classes", "10", "--device", "cpu",
+                 "--out", str(out), "--plot", "", "--json"]) == 0
+    assert [(r["loss"], r["batch_size"]) for r in json.loads(capsys.readouterr().out)] == [("sc", 128), ("psc", 128)]
 
 
 @pytest.mark.parametrize("argv, message", [
