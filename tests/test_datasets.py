@@ -80,6 +80,20 @@ def test_fashion_mnist_from_idx_files_padded_to_32(tmp_path):
     assert sum(data.class_counts) == len(data.train_y) and data.class_counts[0] == 6000
     assert data.train_x.shape[1:] == (1, 32, 32)
     assert data.train_x[0, 0, 0, 0] == 0 and data.train_x[0, 0, 2, 2] == 7  # 2-pixel zero border
+    # held out: what the construction left out, up to 100 a class; class 0 kept all 6000
+    assert np.bincount(data.holdout_y, minlength=10).tolist() == [0] + [100] * 9
+    assert data.holdout_x.shape[1:] == (1, 32, 32)
+
+
+def test_holdout_is_disjoint_from_the_training_set_and_fixed():
+    from ltbench.data.datasets import holdout_indices
+
+    labels = np.repeat(np.arange(3), [10, 10, 10])
+    keep = np.array([0, 1, 2, 10, 11, 20])
+    held = holdout_indices(labels, keep, per_class=4)
+    assert not np.isin(held, keep).any() and np.bincount(labels[held]).tolist() == [4, 4, 4]
+    assert np.array_equal(held, holdout_indices(labels, keep, per_class=4))
+    assert np.bincount(labels[holdout_indices(labels, keep, per_class=9)]).tolist() == [7, 8, 9]
 
 
 def test_missing_fashion_mnist_is_explained(tmp_path):

@@ -64,7 +64,9 @@ def test_stage1_is_the_ce_run_trained_once(sweep):
 def test_post_hoc_choices_are_recorded(sweep):
     _, _, rows, _ = sweep
     chosen = json.loads(rows["tau_norm"]["calibration"])
-    assert 0 <= chosen["tau"] <= 2 and chosen["selection"] == "balanced accuracy on training images"
+    assert 0 <= chosen["tau"] <= 2 and chosen["selection"] == "balanced accuracy, held-out images first"
+    # smoke keeps 200 of a class's 6000 images at most: every calibration image is held out
+    assert chosen["held_out_share"] == 1.0 and chosen["images_per_class"] == 100
     assert json.loads(rows["logit_adjust_posthoc"]["params"])["tau"] == 1.0
 
 

@@ -11,7 +11,7 @@ from ltbench.models import create_backbone
 from ltbench.stages import FrozenBackbone, stage1_spec
 from ltbench.sweep import Sweep, expand, resolve
 from ltbench.train import TRAINER_DEFAULTS
-from methods.tau_norm import TauNormalisation, balanced_subset
+from methods.tau_norm import TauNormalisation, calibration_images
 
 TWO_STAGE = ["crt", "tau_norm", "lws", "logit_adjust_posthoc"]
 ZOO = ["ce", "focal", "ce_drw", "ldam", "ldam_drw", "cb_focal", "balanced_softmax", "logit_adjust", *TWO_STAGE]
@@ -90,11 +90,31 @@ def test_frozen_backbone_has_no_gradients_and_keeps_its_statistics(bn_train):
     assert moved == bn_train  # running statistics move only when asked to
 
 
-def test_balanced_subset_takes_as_many_images_from_every_class():
-    labels = np.repeat(np.arange(4), [50, 20, 7, 3])
-    idx = balanced_subset(labels, per_class=100, seed=0)
-    assert np.bincount(labels[idx]).tolist() == [3, 3, 3, 3]
-    assert np.bincount(labels[balanced_subset(labels, per_class=2, seed=0)]).tolist() == [2, 2, 2, 2]
+def _toy_data(counts, held=None):
+    """Images whose pixel value is their identity: training images 0.., held-out ones 200.."""
+    labels = np.repeat(np.arange(len(counts)), counts)
+    data = {"train_x": np.arange(len(labels), dtype=np.uint8)[:, None].repeat(4, 1), "train_y": labels,
+            "test_x": None, "test_y": None, "num_classes": len(counts), "class_counts": list(counts)}
+    if held is not None:
+        held_y = np.repeat(np.arange(len(counts)), held)
+        data.update(holdout_x=(200 + np.arange(len(held_y), dtype=np.uint8))[:, None].repeat(4, 1), holdout_y=held_y)
+    return type("Data", (), data)()
+
+
+def test_calibration_images_are_held_out_first_then_topped_up_from_training():
+    # the head class keeps all its images (none held out); the others have some left out
+    data = _toy_data([50, 10, 3], held=[0, 2, 5])
+    x, y, held_share = calibration_images(data, per_class=4, seed=0)
+    assert np.bincount(y).tolist() == [4, 4, 4]
+    held = x[:, 0] >= 200
+    assert [int(held[y == c].sum()) for c in range(3)] == [0, 2, 4]  # every held-out image first
+    assert held_share == 6 / 12
+    # fewer than asked for in the smallest class: every class gets that many
+    x, y, _ = calibration_images(data, per_class=100, seed=0)
+    assert np.bincount(y).tolist() == [8, 8, 8]
+    # no held-out images at all (the published image-file splits): training images only
+    x, y, held_share = calibration_images(_toy_data([5, 3]), per_class=2, seed=0)
+    assert np.bincount(y).tolist() == [2, 2] and held_share == 0 and (x[:, 0] < 200).all()
 
 
 class FakeTrainer:
@@ -110,11 +130,8 @@ class FakeTrainer:
         return torch.nn.functional.one_hot(torch.from_numpy(y), 4).float()
 
 
-def test_tau_is_chosen_on_training_images_never_on_the_test_set():
-    labels = np.repeat(np.arange(4), [500, 100, 20, 5])
-    train_x = np.arange(len(labels), dtype=np.uint8)[:, None].repeat(4, 1)
-    data = type("Data", (), {"train_x": train_x, "train_y": labels, "test_x": None, "test_y": None,
-                             "num_classes": 4, "class_counts": [500, 100, 20, 5]})()
+def test_tau_is_chosen_on_held_out_images_never_on_the_test_set():
+    data = _toy_data([500, 100, 20, 5], held=[0, 10, 10, 10])
     m = TauNormalisation({**TauNormalisation.defaults("cifar"), "tau_grid": [0.0, 1.0, 2.0]}, [500, 100, 20, 5], 4)
     with torch.no_grad():
         # class 0's large weight vector wins every input at tau = 0; normalised (tau >= 1),
@@ -122,6 +139,11 @@ def test_tau_is_chosen_on_training_images_never_on_the_test_set():
         m.classifier.weight.copy_(torch.tensor([[8.0, 3, 3, 3], [0, 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0.5]]))
     trainer = FakeTrainer(data, m.classifier)
     chosen = m.calibrate(trainer)
-    assert len(trainer.asked) == 1 and all(np.isin(x[:, 0], train_x[:, 0]).all() for x in trainer.asked)
+    (asked,) = trainer.asked
+    known = np.concatenate([data.train_x[:, 0], data.holdout_x[:, 0]])
+    assert np.isin(asked[:, 0], known).all()  # training-split images only, no test image
     assert chosen["tau"] == 1.0 and m.tau.item() == 1.0  # ties go to the first in the grid
-    assert chosen["images_per_class"] == 5 and chosen["balanced_accuracy"] == 100.0
+    assert chosen["images_per_class"] == 15 and chosen["held_out_share"] == 0.5  # 30 of 60
+    assert chosen["balanced_accuracy"] == 100.0
+
+

@@ -11,6 +11,9 @@ from ltbench.data.profiles import class_counts, select_long_tail
 # LDAM-DRW normalises CIFAR-100 with CIFAR-10's statistics too; keep that for fidelity.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
+# Held-out images per class: the source training split's images that the long-tailed
+# construction leaves out, for choices made after training (tau-norm's tau), never the test set
+HOLDOUT_PER_CLASS = 100
 
 
 @dataclass
@@ -25,6 +28,8 @@ class LongTailData:
     class_counts: list[int]
     mean: tuple
     std: tuple
+    holdout_x: np.ndarray | None = None  # see HOLDOUT_PER_CLASS; None where there is none
+    holdout_y: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -33,6 +38,15 @@ class LongTailData:
     @property
     def in_chans(self) -> int:
         return self.train_x.shape[1]
+
+
+def holdout_indices(labels: np.ndarray, keep: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
+    """Up to `per_class` indices of every class among the images `keep` leaves out, chosen by
+    a fixed shuffle, so the held-out set is the same for every run of a dataset."""
+    left = np.setdiff1d(np.arange(len(labels)), keep)
+    rng = np.random.default_rng(seed)
+    chosen = [rng.permutation(left[labels[left] == c])[:per_class] for c in np.unique(labels)]
+    return np.sort(np.concatenate(chosen))
 
 
 @dataclass(frozen=True)
@@ -57,8 +71,9 @@ class DatasetInfo:
         train_x, train_y, test_x, test_y = self.read(sources.data_root(root))
         counts = class_counts(self.num_classes, n_max or self.n_max, imbalance_factor, profile)
         keep = select_long_tail(train_y, counts)
-        train_x, test_x = self._pad(train_x[keep]), self._pad(test_x)
-        return LongTailData(self.name, train_x, train_y[keep], test_x, test_y, counts, self.mean, self.std)
+        held = holdout_indices(train_y, keep, HOLDOUT_PER_CLASS)
+        return LongTailData(self.name, self._pad(train_x[keep]), train_y[keep], self._pad(test_x), test_y, counts,
+                            self.mean, self.std, self._pad(train_x[held]), train_y[held])
 
     def _pad(self, x: np.ndarray) -> np.ndarray:
         if self.pad_to is None or x.shape[-1] == self.pad_to:
