@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from ltbench import distributed
 from ltbench.data import augment
 from ltbench.data.image_transforms import CONTRASTIVE_SCALE, STANDARD_SCALE, eval_view, train_view
-from ltbench.data.samplers import make_sampler
+from ltbench.data.samplers import sampler_options, samplers_for
 from ltbench.data.split_files import SHOWN
 from ltbench.errors import UserError
 from ltbench.method import Batch, Draw
@@ -118,10 +118,7 @@ class ImageLoader:
         self.device = torch.device(device)
         self.draws, self.batch_size = draws, batch_size
         self.steps_per_epoch = distributed.steps_per_epoch(len(data.train_y), batch_size)
-        labels = torch.from_numpy(data.train_y)
-        options = {"class_balanced": {"per_class": params.get("cb_per_class", 1)}}
-        self.samplers = {name: make_sampler(d.sampler, labels, data.num_classes, **options.get(d.sampler, {}))
-                         for name, d in draws.items()}
+        self.samplers = samplers_for(draws, torch.from_numpy(data.train_y), data.num_classes, sampler_options(params))
         self.sample_gen = torch.Generator().manual_seed(seed)
         self.mean = torch.tensor(data.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(data.std, device=self.device).view(1, -1, 1, 1)

@@ -11,7 +11,7 @@ import torch
 
 from ltbench.data import augment
 from ltbench.data.datasets import LongTailData
-from ltbench.data.samplers import make_sampler
+from ltbench.data.samplers import samplers_for
 from ltbench.method import Batch, Draw
 
 AUGMENTATIONS = {"standard": augment.standard, "contrastive": augment.contrastive, "none": lambda x, gen, **_: x}
@@ -28,12 +28,7 @@ class DeviceLoader:
         self.draws = draws
         self.batch_size = batch_size
         self.padding, self.flip = padding, flip
-        labels = torch.from_numpy(data.train_y)
-        options = sampler_options or {}
-        self.samplers = {
-            name: make_sampler(d.sampler, labels, data.num_classes, **options.get(d.sampler, {}))
-            for name, d in draws.items()
-        }
+        self.samplers = samplers_for(draws, torch.from_numpy(data.train_y), data.num_classes, sampler_options)
         self.sample_gen = torch.Generator().manual_seed(seed)
         self.augment_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
 

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
 from ltbench.data.datasets import LongTailData
-from ltbench.data.samplers import make_sampler
+from ltbench.data.samplers import samplers_for
 from ltbench.method import Batch, Draw
 
 
@@ -79,12 +79,7 @@ class ReferenceLoader:
         self.batch_size, self.seed = batch_size, seed
         self.n_images = len(data.train_y)
         self.workers = os.cpu_count() if workers is None else workers
-        labels = torch.from_numpy(data.train_y)
-        options = sampler_options or {}
-        self.samplers = {
-            name: make_sampler(d.sampler, labels, data.num_classes, **options.get(d.sampler, {}))
-            for name, d in draws.items()
-        }
+        self.samplers = samplers_for(draws, torch.from_numpy(data.train_y), data.num_classes, sampler_options)
         self.datasets = {name: PilDataset(data.train_x, data.train_y, pil_transform(data, d, padding, flip), d.views)
                          for name, d in draws.items()}
         self.sample_gen = torch.Generator().manual_seed(seed)

@@ -81,3 +81,16 @@ def make_sampler(name: str, labels: torch.Tensor, num_classes: int, **options) -
     if name not in SAMPLERS:
         raise UserError(f"unknown sampler '{name}'", hint=f"use one of: {', '.join(SAMPLERS)}")
     return SAMPLERS[name](labels, num_classes, **options)
+
+
+def sampler_options(params: dict) -> dict:
+    """Per-sampler keyword arguments from a run's settings: `cb_per_class`, the images per
+    class draw of the class-balanced sampler."""
+    return {"class_balanced": {"per_class": params.get("cb_per_class", 1)}}
+
+
+def samplers_for(draws: dict, labels: torch.Tensor, num_classes: int, options: dict | None = None) -> dict[str, Sampler]:
+    """One sampler per draw of a method; `options` maps a sampler name to its keyword arguments."""
+    options = options or {}
+    return {name: make_sampler(d.sampler, labels, num_classes, **options.get(d.sampler, {}))
+            for name, d in draws.items()}
