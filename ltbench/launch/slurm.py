@@ -61,8 +61,10 @@ def launch(specs: list[RunSpec], results_dir, args, device: str | None = None) -
     record = SubmissionRecord(results_dir)
     check_cluster(options.partition)
     previous = record.read()
-    stage1_ids = {first.run_id for s in specs if (first := stages.stage1_spec(s)) is not None}
-    queued = queued_states(previous[r].job_id for r in {s.run_id for s in specs} | stage1_ids if r in previous)
+    # run id -> its stage-1 run's id, for the two-stage runs
+    stage1_of = {s.run_id: first.run_id for s in specs if (first := stages.stage1_spec(s)) is not None}
+    queued = queued_states(previous[r].job_id for r in {s.run_id for s in specs} | set(stage1_of.values())
+                           if r in previous)
     waiting = {s.run_id for s in specs if s.run_id in previous and previous[s.run_id].job_id in queued}
     todo = [s for s in specs if s.run_id not in waiting]
     if waiting:
@@ -70,7 +72,7 @@ def launch(specs: list[RunSpec], results_dir, args, device: str | None = None) -
     if todo:
         device = device or getattr(args, "device", None) or "auto"
         jobs = {run_id: previous[run_id].job_id for run_id in previous if previous[run_id].job_id in queued}
-        now, waits = stage1_waits(todo, jobs)
+        now, waits = stage1_waits(todo, stage1_of, jobs)
         if now:
             jobs.update(_submit(now, results_dir, options, device, record))
         if waits:
@@ -83,17 +85,15 @@ def launch(specs: list[RunSpec], results_dir, args, device: str | None = None) -
     return wait_for([s.run_id for s in specs], results_dir) if options.wait else 0
 
 
-def stage1_waits(todo: list[RunSpec], queued_jobs: dict[str, str]) -> tuple[list[RunSpec], dict[str, str]]:
+def stage1_waits(todo: list[RunSpec], stage1_of: dict[str, str],
+                 queued_jobs: dict[str, str]) -> tuple[list[RunSpec], dict[str, str]]:
     """Splits the runs to submit into those that can start now and, for the two-stage runs
     (cRT, tau-norm, LWS, ...) whose stage-1 CE run is in `todo` or queued, the run id of that
     stage-1 run. Such a run must wait for it, or it would train the same CE run itself, in
     parallel with the CE job."""
     todo_ids = {s.run_id for s in todo}
-    waits = {}
-    for spec in todo:
-        first = stages.stage1_spec(spec)
-        if first is not None and (first.run_id in todo_ids or first.run_id in queued_jobs):
-            waits[spec.run_id] = first.run_id
+    waits = {run_id: first for run_id, first in stage1_of.items()
+             if run_id in todo_ids and (first in todo_ids or first in queued_jobs)}
     return [s for s in todo if s.run_id not in waits], waits
 
 
