@@ -123,11 +123,6 @@ def _boolean(value) -> bool:
 
 def coerce(key: str, value, default):
     """Parse a --set string (or a TOML value) to the type of the default it replaces."""
-    if key == "compile":  # on/off, or a torch.compile mode by name (checked against CHOICES)
-        try:
-            return _boolean(value)
-        except ValueError:
-            return str(value)
     try:
         if isinstance(default, bool):
             return _boolean(value)
@@ -143,6 +138,10 @@ def coerce(key: str, value, default):
             return [coerce(key, v, default[0]) if default else v for v in items]
         return str(value)
     except (TypeError, ValueError):
+        if key in CHOICES:
+            # a named choice where the default has another type (compile=reduce-overhead,
+            # default false); _validate names the allowed ones
+            return str(value)
         kind = type(default).__name__ if not isinstance(default, list) else "comma list"
         raise UserError(f"--set {key}={value}: expected a {kind} (default {default!r})") from None
 
