@@ -98,7 +98,8 @@ def label_runs(runs: pd.DataFrame, group_by=()) -> pd.DataFrame:
             keys[i] += extra
     for i, changed in _custom_changes(runs).items():
         keys[i] += [k for k in changed if k not in keys[i]]
-    runs["label"] = [_labels(runs.loc[[i]], keys[i])[0] for i in runs.index]
+    records = runs.to_dict("index")
+    runs["label"] = [_label(records[i], keys[i]) for i in runs.index]
     # Two values that print alike (1 and 1.0) could still share a label: add the spec hash.
     specs = runs.groupby(["label", "dataset", "imbalance_factor"], dropna=False)["spec"]
     clash = specs.transform("nunique") > 1 if len(runs) else []
@@ -131,12 +132,12 @@ def _setting(run: dict, key: str):
 
 
 def _labels(runs: pd.DataFrame, keys: list[str]) -> list[str]:
-    labels = []
-    for run in runs.to_dict("records"):
-        shown = [f"{k}={_fmt_setting(v)}" for k in keys
-                 if (v := _setting(run, k)) is not _MISSING and v != ""]
-        labels.append(f"{run['method']} ({', '.join(shown)})" if shown else run["method"])
-    return labels
+    return [_label(run, keys) for run in runs.to_dict("records")]
+
+
+def _label(run: dict, keys: list[str]) -> str:
+    shown = [f"{k}={_fmt_setting(v)}" for k in keys if (v := _setting(run, k)) is not _MISSING and v != ""]
+    return f"{run['method']} ({', '.join(shown)})" if shown else run["method"]
 
 
 def _separating_settings(rows: pd.DataFrame) -> list[str]:
