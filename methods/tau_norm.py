@@ -28,16 +28,17 @@ def calibration_images(data, per_class: int, seed: int) -> tuple[np.ndarray, np.
     if held_y is None:
         held_x, held_y = data.train_x[:0], data.train_y[:0]
     rng = np.random.default_rng(seed)
-    pools = []
-    for c in range(data.num_classes):
-        held = rng.permutation(np.flatnonzero(held_y == c))
-        seen = rng.permutation(np.flatnonzero(data.train_y == c))
-        pools.append([(True, i) for i in held] + [(False, i) for i in seen])
-    k = min(per_class, min(len(p) for p in pools))
-    chosen = [item for pool in pools for item in pool[:k]]
-    x = np.stack([held_x[i] if is_held else data.train_x[i] for is_held, i in chosen])
-    y = np.array([held_y[i] if is_held else data.train_y[i] for is_held, i in chosen])
-    return x, y, sum(is_held for is_held, _ in chosen) / max(len(chosen), 1)
+    pools = [(rng.permutation(np.flatnonzero(held_y == c)), rng.permutation(np.flatnonzero(data.train_y == c)))
+             for c in range(data.num_classes)]
+    k = min(per_class, min(len(held) + len(seen) for held, seen in pools))
+    xs, ys, n_held = [], [], 0
+    for held, seen in pools:
+        held = held[:k]
+        seen = seen[: k - len(held)]
+        xs += [held_x[held], data.train_x[seen]]
+        ys += [held_y[held], data.train_y[seen]]
+        n_held += len(held)
+    return np.concatenate(xs), np.concatenate(ys), n_held / (k * data.num_classes)
 
 
 class TauNormalisation(Method):
