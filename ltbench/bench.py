@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ltbench import bench_memory, environment, registry
+from ltbench import bench_memory, bench_profile, environment, registry
+from ltbench.errors import UserError
 from ltbench.launch.local import make_trainer
 from ltbench.method import Progress
 from ltbench.store import atomic_write_bytes, csv_bytes
@@ -54,18 +55,49 @@ def add_arguments(parser) -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="reference DataLoader workers")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-root")
-    parser.add_argument("--out", help="CSV path (default results/bench/throughput.csv, "
-                                      "or results/bench/feature_loss_memory.csv with --memory)")
+    parser.add_argument("--out", help="CSV path (default results/bench/throughput.csv; "
+                                      "profile.csv with --profile, feature_loss_memory.csv with --memory)")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
     parser.add_argument("--memory", action="store_true",
                         help="measure the SC and PSC feature losses' peak memory and step time by batch size instead")
+    parser.add_argument("--profile", action="store_true",
+                        help="instead of throughput: where ltbench's step time goes, by kind of operation")
     bench_memory.add_arguments(parser)
 
 
 def run(args) -> int:
+    if args.memory and args.profile:
+        raise UserError("--memory and --profile are two different measurements", hint="give one of them")
+    if args.steps < 1 or args.warmup_steps < 0:
+        raise UserError(f"--steps must be at least 1 and --warmup-steps at least 0, got {args.steps} and "
+                        f"{args.warmup_steps}", hint="e.g. --steps 30 --warmup-steps 5")
     if args.memory:
         return bench_memory.run(args)
+    if args.profile:
+        return run_profile(args)
     return run_throughput(args)
+
+
+def _specs_and_data(args):
+    """(spec, dataset) for each listed method at the paper protocol with the chosen backbone
+    and batch size."""
+    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
+        spec = resolve(method, args.dataset, args.imbalance_factor, 0, "paper",
+                       {"backbone": args.backbone, "batch_size": args.batch_size})
+        yield spec, registry.dataset(args.dataset).build(args.data_root, spec.imbalance_factor, spec.profile,
+                                                         spec.n_max)
+
+
+def run_profile(args) -> int:
+    device = environment.resolve_device(args.device)
+    rows = []
+    for spec, data in _specs_and_data(args):
+        trainer = make_trainer(spec, data, device, spec.params)
+        rows += bench_profile.profile_method(trainer, spec, device, args.steps, args.warmup_steps)
+    out = args.out or "results/bench/profile.csv"
+    bench_profile.write(rows, out)
+    bench_profile.show(rows, args.json, out)
+    return 0
 
 
 def run_throughput(args) -> int:
@@ -75,10 +107,7 @@ def run_throughput(args) -> int:
 
     device = environment.resolve_device(args.device)
     measurements = []
-    for method in [m.strip() for m in args.methods.split(",") if m.strip()]:
-        spec = resolve(method, args.dataset, args.imbalance_factor, 0, "paper",
-                       {"backbone": args.backbone, "batch_size": args.batch_size})
-        data = registry.dataset(args.dataset).build(args.data_root, spec.imbalance_factor, spec.profile, spec.n_max)
+    for spec, data in _specs_and_data(args):
         for variant, params in variants(spec.params, device):
             measurements.append(measure_ltbench(spec, data, params, device, args, variant))
         measurements.append(measure_reference(spec, data, reference_params(spec.params), device, args))

@@ -24,11 +24,8 @@ Run as `ltbench bench --memory` (or `python benchmarks/feature_loss_memory.py`),
 `measure()` and `write()` from Python.
 """
 
-import contextlib
 import json
-import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -82,7 +79,7 @@ def peak_memory_mb(step, device: torch.device) -> float:
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     from torch.profiler import ProfilerActivity, profile
 
-    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with environment.native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     # the raw allocator records (+bytes allocated, -bytes freed); the profiler's own
     # FunctionEvents fold them into per-op totals, which hide peaks inside an op
@@ -93,21 +90,6 @@ def peak_memory_mb(step, device: torch.device) -> float:
         live += record.nbytes()
         peak = max(peak, live)
     return peak / 2**20
-
-
-@contextlib.contextmanager
-def _native_stderr_silenced():
-    """The profiler's C++ side logs its start and stop on file descriptor 2 for every profiled
-    step. An error raised inside still shows: descriptor 2 is restored before it propagates."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with open(os.devnull, "w") as devnull:
-        os.dup2(devnull.fileno(), 2)
-    try:
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
 
 
 def step_ms(step, device: torch.device, min_seconds: float = 0.5, max_repeats: int = 20) -> float:

@@ -1,5 +1,6 @@
 """Facts about where a run happened, recorded with its result."""
 
+import contextlib
 import os
 import resource
 import subprocess
@@ -58,3 +59,18 @@ def slurm_job_id() -> str:
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
         return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return env.get("SLURM_JOB_ID", "")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """The profiler's C++ side logs its start and stop on file descriptor 2 for every profiled
+    step. An error raised inside still shows: descriptor 2 is restored before it propagates."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as devnull:
+        os.dup2(devnull.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)

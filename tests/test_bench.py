@@ -1,6 +1,7 @@
 import csv
 import json
 
+from ltbench.bench_profile import CATEGORIES, OTHER, OUTSIDE, category
 from ltbench.cli import main
 
 
@@ -16,3 +17,41 @@ def test_bench_measures_both_paths_and_writes_csv(tmp_path, capsys, fashion_mnis
         assert row["images_per_s"] > 0 and 0 <= row["data_share"] <= 1 and row["steps"] == 2
     with open(out) as fh:
         assert [r["path"] for r in csv.DictReader(fh)] == ["ltbench", "ltbench", "reference"]
+
+
+def test_bench_profile_accounts_for_the_whole_step(tmp_path, capsys, fashion_mnist):
+    out = tmp_path / "profile.csv"
+    argv = ["bench", "--profile", "--methods", "ce", "--backbone", "resnet8_cifar", "--batch-size", "32",
+            "--steps", "2", "--warmup-steps", "1", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by_category = {r["category"]: r for r in rows}
+    assert list(by_category) == [label for label, _ in CATEGORIES] + [OTHER, OUTSIDE]
+    # a ResNet's step is mostly convolutions, then batch norm and ReLU
+    for label in ("convolution forward", "convolution backward", "batch norm", "activation", "optimiser"):
+        assert by_category[label]["ms_per_step"] > 0, label
+    assert by_category["convolution backward"]["share"] > 0.2
+    assert abs(sum(r["share"] for r in rows) - 1) < 0.05
+    assert all(r["conv_forward_gflops"] > 0 and r["conv_ceiling_gflops"] > 0 for r in rows)
+    with open(out) as fh:
+        assert [r["category"] for r in csv.DictReader(fh)] == list(by_category)
+
+
+def test_operators_are_sorted_into_kinds():
+    assert category("aten::convolution_backward") == "convolution backward"
+    assert category("aten::mkldnn_convolution") == category("aten::cudnn_convolution") == "convolution forward"
+    assert category("aten::native_batch_norm_backward") == "batch norm"
+    assert category("aten::threshold_backward") == category("aten::relu_") == "activation"
+    assert category("aten::addmm") == category("aten::mm") == "matrix multiply"
+    assert category("aten::_log_softmax_backward_data") == "loss"
+    assert category("aten::_foreach_add_") == category("Optimizer.step#SGD.step") == "optimiser"
+    assert category("aten::add_") == category("aten::empty") == OTHER
+
+
+def test_bench_refuses_two_measurements_at_once(tmp_path, capsys):
+    out = tmp_path / "x.csv"
+    assert main(["bench", "--memory", "--profile", "--out", str(out)]) == 2
+    assert "--memory and --profile" in capsys.readouterr().err
+    assert main(["bench", "--steps", "0", "--out", str(out)]) == 2
+    assert "--steps must be at least 1" in capsys.readouterr().err
+    assert not out.exists()
