@@ -1,5 +1,8 @@
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from ltbench.bench_profile import CATEGORIES, OTHER, OUTSIDE, category
 from ltbench.cli import main
@@ -55,3 +58,26 @@ def test_bench_refuses_two_measurements_at_once(tmp_path, capsys):
     assert main(["bench", "--steps", "0", "--out", str(out)]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
     assert not out.exists()
+
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def test_kernel_benchmark_script_times_every_stage():
+    out = subprocess.run([sys.executable, str(BENCHMARKS / "resnet_kernels.py"), "--repeats", "1", "--no-compile"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split() for line in out.stdout.splitlines() if " ch " in line]
+    # 3 stages x 2 layouts of convolutions, then 3 stages of BatchNorm+ReLU
+    assert [(r[0], r[3]) for r in rows[:6]] == [(c, l) for c in ("16", "32", "64") for l in ("channels-last", "NCHW")]
+    assert [r[0] for r in rows[6:]] == ["16", "32", "64"] and all("eager" in r for r in rows[6:])
+
+
+def test_memory_benchmark_script_is_the_bench_command(tmp_path):
+    out = tmp_path / "memory.csv"
+    result = subprocess.run([sys.executable, str(BENCHMARKS / "feature_loss_memory.py"), "--batch-sizes", "16,32",
+                             "--plot", "", "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    with open(out) as fh:
+        assert [(r["loss"], r["batch_size"]) for r in csv.DictReader(fh)] == [
+            ("sc", "16"), ("psc", "16"), ("sc", "32"), ("psc", "32")]
