@@ -93,7 +93,8 @@ def run_profile(args) -> int:
     rows = []
     for spec, data in _specs_and_data(args):
         trainer = make_trainer(spec, data, device, spec.params)
-        rows += bench_profile.profile_method(trainer, spec, device, args.steps, args.warmup_steps)
+        rows += bench_profile.profile_method(trainer, batches_forever(trainer), spec, device, args.steps,
+                                             args.warmup_steps)
     out = args.out or "results/bench/profile.csv"
     bench_profile.write(rows, out)
     bench_profile.show(rows, args.json, out)
@@ -192,10 +193,11 @@ def measure_reference(spec, data, params, device, args) -> Measurement:
     return _measure(trainer, spec, "reference", "fp32 nchw", args, device)
 
 
-def _measure(trainer: Trainer, spec, path: str, variant: str, args, device) -> Measurement:
-    def forever():
-        while True:
-            yield from trainer.loader.epoch()
+def batches_forever(trainer: Trainer):
+    while True:
+        yield from trainer.loader.epoch()
 
-    seconds, data_s, model_s = _timed_loop(trainer, forever(), args, device)
+
+def _measure(trainer: Trainer, spec, path: str, variant: str, args, device) -> Measurement:
+    seconds, data_s, model_s = _timed_loop(trainer, batches_forever(trainer), args, device)
     return _measurement(spec, path, variant, seconds, data_s, model_s, args, device)

@@ -56,11 +56,11 @@ def category(op_name: str) -> str:
     return OTHER
 
 
-def profile_method(trainer, spec, device: torch.device, steps: int, warmup_steps: int) -> list[dict]:
-    """One row per category for this trainer's step, in the order of CATEGORIES."""
+def profile_method(trainer, batches, spec, device: torch.device, steps: int, warmup_steps: int) -> list[dict]:
+    """One row per category for this trainer's step, in the order of CATEGORIES; `batches`
+    iterates over the trainer's batches without end."""
     cuda = device.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
-    batches = _batches_forever(trainer)
     total = warmup_steps + steps
     for step in range(warmup_steps):
         trainer.train_step(next(batches), Progress(0, trainer.epochs, step, total))
@@ -100,9 +100,10 @@ def conv_ceiling_gflops(trainer, device: torch.device, repeats: int = 10) -> flo
     """GFLOP/s of one large 3x3 convolution in the trainer's layout and precision: what this
     device's convolution kernels reach when the layer is big enough to keep them busy."""
     batch, channels, size = 64, 256, 16
+    layout = torch.channels_last if trainer.params["channels_last"] else torch.contiguous_format
     gen = torch.Generator().manual_seed(0)
-    x = trainer._to_device_layout(torch.randn(batch, channels, size, size, generator=gen).to(device))
-    w = trainer._to_device_layout(torch.randn(channels, channels, 3, 3, generator=gen).to(device))
+    x = torch.randn(batch, channels, size, size, generator=gen).to(device).contiguous(memory_format=layout)
+    w = torch.randn(channels, channels, 3, 3, generator=gen).to(device).contiguous(memory_format=layout)
     sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     with torch.no_grad(), trainer.autocast():
         F.conv2d(x, w, padding=1)
@@ -113,11 +114,6 @@ def conv_ceiling_gflops(trainer, device: torch.device, repeats: int = 10) -> flo
         sync()
         seconds = (time.perf_counter() - start) / repeats
     return 2 * batch * channels * channels * 9 * size * size / seconds / 1e9
-
-
-def _batches_forever(trainer):
-    while True:
-        yield from trainer.loader.epoch()
 
 
 def write(rows: list[dict], out: str) -> None:
