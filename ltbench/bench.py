@@ -50,7 +50,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--if", dest="imbalance_factor", type=float, default=100.0)
     parser.add_argument("--backbone", default="resnet32_cifar")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    parser.add_argument("--steps", type=int, default=30, help="timed (with --profile: profiled) steps per measurement")
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="reference DataLoader workers")
     parser.add_argument("--device", default="auto")
