@@ -17,19 +17,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ltbench import environment
+
 BATCH = 128
 STAGES = ((16, 32), (32, 16), (64, 8))  # (channels, height = width)
 
 
 def milliseconds(fn, device, repeats: int) -> float:
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(3):
         fn()
-    sync()
+    environment.synchronize(device)
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
-    sync()
+    environment.synchronize(device)
     return (time.perf_counter() - start) / repeats * 1000
 
 

@@ -151,21 +151,20 @@ def variants(params: dict, device: torch.device):
 
 def _timed_loop(trainer: Trainer, batches_iter, args, device) -> tuple[float, float, float]:
     """Runs warm-up then timed steps; returns (seconds, data seconds, model seconds)."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     data_s = model_s = 0.0
     for step in range(args.warmup_steps + args.steps):
         if step == args.warmup_steps:
-            sync()
+            environment.synchronize(device)
             data_s = model_s = 0.0
             start = time.perf_counter()
         t0 = time.perf_counter()
         batches = next(batches_iter)
-        sync()
+        environment.synchronize(device)
         t1 = time.perf_counter()
         trainer.train_step(batches, Progress(0, trainer.epochs, step, args.warmup_steps + args.steps))
-        sync()
+        environment.synchronize(device)
         data_s += t1 - t0
         model_s += time.perf_counter() - t1
     return time.perf_counter() - start, data_s, model_s

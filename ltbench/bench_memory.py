@@ -71,11 +71,11 @@ def feature_loss_step(loss: str, batch_size: int, num_classes: int, device: torc
 
 def peak_memory_mb(step, device: torch.device) -> float:
     if device.type == "cuda":
-        torch.cuda.synchronize(device)
+        environment.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         step()
-        torch.cuda.synchronize(device)
+        environment.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20
     from torch.profiler import ProfilerActivity, profile
 
@@ -93,14 +93,13 @@ def peak_memory_mb(step, device: torch.device) -> float:
 
 
 def step_ms(step, device: torch.device, min_seconds: float = 0.5, max_repeats: int = 20) -> float:
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     step()
-    sync()
+    environment.synchronize(device)
     times = []
     while len(times) < 3 or (sum(times) < min_seconds and len(times) < max_repeats):
         start = time.perf_counter()
         step()
-        sync()
+        environment.synchronize(device)
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from ltbench import environment
+from ltbench import bench_memory, environment
 from ltbench.method import Progress
 from ltbench.store import atomic_write_bytes, csv_bytes
 
@@ -60,19 +60,18 @@ def profile_method(trainer, batches, spec, device: torch.device, steps: int, war
     """One row per category for this trainer's step, in the order of CATEGORIES; `batches`
     iterates over the trainer's batches without end."""
     cuda = device.type == "cuda"
-    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
     total = warmup_steps + steps
     for step in range(warmup_steps):
         trainer.train_step(next(batches), Progress(0, trainer.epochs, step, total))
     # draw the profiled steps' batches first, so that only model steps are profiled
     profiled = [next(batches) for _ in range(steps)]
-    sync()
+    environment.synchronize(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     with environment.native_stderr_silenced(), profile(activities=activities, with_flops=True) as prof:
         start = time.perf_counter()
         for i, step_batches in enumerate(profiled):
             trainer.train_step(step_batches, Progress(0, trainer.epochs, warmup_steps + i, total))
-        sync()
+        environment.synchronize(device)
         wall_ms = (time.perf_counter() - start) * 1000 / steps
 
     per_category = {label: 0.0 for label, _ in CATEGORIES} | {OTHER: 0.0}
@@ -96,7 +95,7 @@ def profile_method(trainer, batches, spec, device: torch.device, steps: int, war
             for label, ms in per_category.items()]
 
 
-def conv_ceiling_gflops(trainer, device: torch.device, repeats: int = 10) -> float:
+def conv_ceiling_gflops(trainer, device: torch.device) -> float:
     """GFLOP/s of one large 3x3 convolution in the trainer's layout and precision: what this
     device's convolution kernels reach when the layer is big enough to keep them busy."""
     batch, channels, size = 64, 256, 16
@@ -104,16 +103,9 @@ def conv_ceiling_gflops(trainer, device: torch.device, repeats: int = 10) -> flo
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, channels, size, size, generator=gen).to(device).contiguous(memory_format=layout)
     w = torch.randn(channels, channels, 3, 3, generator=gen).to(device).contiguous(memory_format=layout)
-    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
     with torch.no_grad(), trainer.autocast():
-        F.conv2d(x, w, padding=1)
-        sync()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            F.conv2d(x, w, padding=1)
-        sync()
-        seconds = (time.perf_counter() - start) / repeats
-    return 2 * batch * channels * channels * 9 * size * size / seconds / 1e9
+        ms = bench_memory.step_ms(lambda: F.conv2d(x, w, padding=1), device)
+    return 2 * batch * channels * channels * 9 * size * size / ms / 1e6
 
 
 def write(rows: list[dict], out: str) -> None:

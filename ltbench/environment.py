@@ -31,6 +31,13 @@ def device_label(device: torch.device) -> str:
     return f"cpu:{os.cpu_count()} cores"
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so a timer read after it
+    covers that work; a no-op elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak device memory on CUDA; peak resident memory of the process on CPU."""
     if device.type == "cuda":
