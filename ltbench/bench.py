@@ -136,8 +136,9 @@ def variants(params: dict, device: torch.device):
     are chosen from measurement (bf16 and torch.compile only on CUDA: this kind of CPU has no
     fast bf16, and compiling gave no gain on it)."""
     if device.type != "cuda":
-        yield "channels_last", {**params, "channels_last": True}
-        yield "nchw", {**params, "channels_last": False}
+        yield "channels_last+fused_bn_relu", {**params, "channels_last": True, "fused_bn_relu": True}
+        yield "channels_last", {**params, "channels_last": True, "fused_bn_relu": False}
+        yield "nchw", {**params, "channels_last": False, "fused_bn_relu": False}
         return
     yield "bf16+channels_last", {**params, "amp": True, "channels_last": True}
     yield "fp32", {**params, "amp": False, "channels_last": False}
@@ -179,7 +180,8 @@ def _measurement(spec, path, variant, seconds, data_s, model_s, args, device) ->
 
 def reference_params(params: dict) -> dict:
     """The original codebases: DataLoader + PIL, fp32, the default NCHW layout."""
-    return {**params, "loader": "dataloader", "amp": False, "channels_last": False, "compile": False}
+    return {**params, "loader": "dataloader", "amp": False, "channels_last": False, "compile": False,
+            "fused_bn_relu": False}
 
 
 def measure_ltbench(spec, data, params, device, args, variant="default") -> Measurement:

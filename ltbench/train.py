@@ -14,6 +14,7 @@ from torch import nn
 from ltbench import distributed
 from ltbench.data.datasets import LongTailData
 from ltbench.data.pipeline import eval_batches, make_loader
+from ltbench.kernels import bn_relu
 from ltbench.method import Method, Progress
 from ltbench.metrics import ClassCounts
 
@@ -32,6 +33,9 @@ TRAINER_DEFAULTS = {
     "flip": True,
     "amp": True,  # bf16 autocast, CUDA only
     "channels_last": True,  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
+    # CIFAR ResNets on CPU: batch norm + ReLU (+ the residual add) as one C kernel compiled on
+    # first use (needs channels_last; PyTorch's operators where no C compiler works)
+    "fused_bn_relu": True,
     # torch.compile the backbone: false, true (mode "default"), or a mode by name:
     # "reduce-overhead" (CUDA graphs), "max-autotune"
     "compile": False,
@@ -101,6 +105,8 @@ class Trainer:
         self.method.to(self.device)
         if p["channels_last"]:
             self.backbone.to(memory_format=torch.channels_last)
+        if p["fused_bn_relu"] and not self.cuda and hasattr(self.backbone, "use_fused_bn_relu"):
+            self.backbone.use_fused_bn_relu(bn_relu.warn_if_unavailable())
         modules = nn.ModuleList([self.backbone, self.method])
         self.optimizer = torch.optim.SGD(modules.parameters(), lr=p["lr"], momentum=p["momentum"],
                                          weight_decay=p["weight_decay"])
