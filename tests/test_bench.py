@@ -15,11 +15,12 @@ def test_bench_measures_both_paths_and_writes_csv(tmp_path, capsys, fashion_mnis
     assert main(argv) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["method"], r["path"], r["variant"]) for r in rows] == [
-        ("ce", "ltbench", "channels_last"), ("ce", "ltbench", "nchw"), ("ce", "reference", "fp32 nchw")]
+        ("ce", "ltbench", "channels_last+fused_bn_relu"), ("ce", "ltbench", "channels_last"), ("ce", "ltbench", "nchw"),
+        ("ce", "reference", "fp32 nchw")]
     for row in rows:
         assert row["images_per_s"] > 0 and 0 <= row["data_share"] <= 1 and row["steps"] == 2
     with open(out) as fh:
-        assert [r["path"] for r in csv.DictReader(fh)] == ["ltbench", "ltbench", "reference"]
+        assert [r["path"] for r in csv.DictReader(fh)] == ["ltbench", "ltbench", "ltbench", "reference"]
 
 
 def test_bench_profile_accounts_for_the_whole_step(tmp_path, capsys, fashion_mnist):
@@ -44,6 +45,7 @@ def test_operators_are_sorted_into_kinds():
     assert category("aten::convolution_backward") == "convolution backward"
     assert category("aten::mkldnn_convolution") == category("aten::cudnn_convolution") == "convolution forward"
     assert category("aten::native_batch_norm_backward") == "batch norm"
+    assert category("ltbench::batch_norm_relu") == category("ltbench::batch_norm_relu_backward") == "batch norm"
     assert category("aten::threshold_backward") == category("aten::relu_") == "activation"
     assert category("aten::addmm") == category("aten::mm") == "matrix multiply"
     assert category("aten::_log_softmax_backward_data") == "loss"

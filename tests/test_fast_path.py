@@ -59,11 +59,12 @@ def test_same_loss_curve_for_the_first_steps(setup):
     spec, data = setup
     torch.use_deterministic_algorithms(True)
     try:
-        # the plain side also runs the model the plain way (NCHW), so the check covers the
-        # channels-last default too
+        # the plain side also runs the model the plain way (NCHW, PyTorch's own batch norm and
+        # ReLU), so the check covers the channels-last and fused-kernel defaults too
         fast = make_trainer(spec, data, torch.device("cpu"))
         plain = make_trainer(spec, data, torch.device("cpu"), reference_params(spec.params))
         assert fast.params["channels_last"] and not plain.params["channels_last"]
+        assert fast.backbone.fused_bn_relu and not plain.backbone.fused_bn_relu
         for g in fast.optimizer.param_groups + plain.optimizer.param_groups:
             g["lr"] = spec.params["lr"]
         fast_losses = [fast.train_step(b, Progress(0, 1, s, 6)).item() for s, b in zip(range(6), fast.loader.epoch())]

@@ -75,7 +75,12 @@ def _command(compiler: str, source: Path, target: Path, openmp: str) -> list[str
 
 @cache
 def load(name: str) -> Loaded:
-    """The compiled library of ltbench/kernels/<name>.c, built on first use."""
+    """The compiled library of ltbench/kernels/<name>.c, built on first use, once per process."""
+    return build(name)
+
+
+def build(name: str) -> Loaded:
+    """Loads ltbench/kernels/<name>.c's library from the cache, compiling it if it is not there."""
     source = HERE / f"{name}.c"
     compiler = os.environ.get("CC", "cc")
     openmp = torch_openmp_runtime()
