@@ -10,6 +10,7 @@ not under torch.compile) and PyTorch's operators everywhere else.
 
 import ctypes
 import warnings
+from functools import cache
 
 import torch
 import torch.nn.functional as F
@@ -21,13 +22,12 @@ from ltbench.kernels import native
 _P, _L, _D = ctypes.c_void_p, ctypes.c_long, ctypes.c_double
 
 
-def _library():
+@cache
+def _library() -> native.Loaded:
     loaded = native.load("bn_relu")
-    if loaded.library is not None and not hasattr(loaded.library.ltb_bn_relu_forward, "_ltbench_typed"):
-        lib = loaded.library
-        lib.ltb_bn_relu_forward.argtypes = [_P, _P, _L, _L, _P, _P, _D, _P, _P]
-        lib.ltb_bn_relu_backward.argtypes = [_P, _P, _P, _L, _L, _P, _P, _P, _P, _P]
-        lib.ltb_bn_relu_forward._ltbench_typed = True
+    if loaded.library is not None:
+        loaded.library.ltb_bn_relu_forward.argtypes = [_P, _P, _L, _L, _P, _P, _D, _P, _P]
+        loaded.library.ltb_bn_relu_backward.argtypes = [_P, _P, _P, _L, _L, _P, _P, _P, _P, _P]
     return loaded
 
 

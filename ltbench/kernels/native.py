@@ -66,11 +66,10 @@ def _compiler_version(compiler: str) -> str:
 
 
 def _command(compiler: str, source: Path, target: Path, openmp: str) -> list[str]:
-    command = [compiler, *CFLAGS, str(source), "-o", str(target)]
-    if openmp:
-        # linked by path (and found again through the rpath) instead of the compiler's -lgomp
-        command += [openmp, f"-Wl,-rpath,{Path(openmp).parent}"]
-    return command
+    # PyTorch's runtime is linked by path (found again at load time through the rpath) and
+    # ahead of the -lgomp that -fopenmp adds, so its symbols are the ones the kernels bind
+    runtime = [openmp, f"-Wl,-rpath,{Path(openmp).parent}"] if openmp else []
+    return [compiler, *CFLAGS, str(source), *runtime, "-o", str(target)]
 
 
 @cache
