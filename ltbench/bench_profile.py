@@ -38,7 +38,7 @@ COLUMNS = ["method", "backbone", "batch_size", "category", "ms_per_step", "share
 CATEGORIES = (
     ("convolution backward", ("convolution_backward",)),
     ("convolution forward", ("convolution",)),
-    ("batch norm", ("batch_norm",)),
+    ("batch norm", ("batch_norm", "batchnorm")),  # also autograd's nodes, e.g. NativeBatchNormBackward0
     ("activation", ("relu", "threshold", "clamp_min", "gelu", "silu", "sigmoid")),
     ("matrix multiply", ("addmm", "bmm", "mm", "linear")),
     ("loss", ("softmax", "nll_loss", "cross_entropy", "logsumexp")),

@@ -46,6 +46,7 @@ def test_operators_are_sorted_into_kinds():
     assert category("aten::mkldnn_convolution") == category("aten::cudnn_convolution") == "convolution forward"
     assert category("aten::native_batch_norm_backward") == "batch norm"
     assert category("ltbench::batch_norm_relu") == category("ltbench::batch_norm_relu_backward") == "batch norm"
+    assert category("_BatchNormReLUBackward") == category("NativeBatchNormBackward0") == "batch norm"
     assert category("aten::threshold_backward") == category("aten::relu_") == "activation"
     assert category("aten::addmm") == category("aten::mm") == "matrix multiply"
     assert category("aten::_log_softmax_backward_data") == "loss"

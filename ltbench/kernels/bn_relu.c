@@ -2,12 +2,13 @@
  * ReLU), forward and backward, on channels-last float32 activations viewed as M rows of C
  * channels.
  *
- * PyTorch runs these as separate operators, each a full pass over the activation; on a CPU
- * the CIFAR ResNets' activations do not fit in cache, so those passes, not arithmetic, are
- * the cost. Here the forward makes 2 passes (statistics; normalise + add + ReLU) instead of
- * 5-8, and the backward 2 instead of 4-5. The ReLU's mask is recomputed from x in the
- * backward rather than read from memory (exact: the same float operations as the forward,
- * built without contraction into FMA), except with a residual, whose mask is read from y.
+ * PyTorch runs these as separate operators, each with its own passes over the activation;
+ * on a CPU the CIFAR ResNets' activations do not fit in cache, so those passes, not
+ * arithmetic, are the cost. Here the forward makes 2 passes (statistics; normalise + add +
+ * ReLU) and the backward 2 (per-channel sums; input gradient). The ReLU's mask is
+ * recomputed from x in the backward rather than read from memory (exact: the same float
+ * operations as the forward, built without contraction into FMA), except with a residual,
+ * whose mask is read from y.
  *
  * Statistics are sums shifted by the first row (so the variance does not cancel), in float
  * over blocks of BLOCK rows and in double across blocks; each thread sums a fixed range of
