@@ -4,8 +4,8 @@
 
 For each stage of ResNet-32 at batch 128 (16 channels at 32x32, 32 at 16x16, 64 at 8x8):
 a 3x3 convolution's forward, its input-gradient and weight-gradient, in channels-last and
-NCHW, with GFLOP/s; and a BatchNorm+ReLU block's forward+backward, eager and under
-torch.compile. Beside `ltbench bench --profile`, which shows the same kernels inside a real
+NCHW, with GFLOP/s; and a BatchNorm+ReLU block's forward+backward (with and without the
+residual add) eager, through ltbench's fused CPU kernel, and under torch.compile. Beside `ltbench bench --profile`, which shows the same kernels inside a real
 training step, this separates what the kernels cost from what the step's memory traffic
 adds, and checks whether compiling would fuse the memory-bound part into something faster.
 """
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltbench import environment
+from ltbench.kernels.bn_relu import batch_norm_relu
 
 BATCH = 128
 STAGES = ((16, 32), (32, 16), (64, 8))  # (channels, height = width)
@@ -56,25 +57,31 @@ def convolutions(device, repeats: int) -> None:
 
 
 class BatchNormReLU(nn.Module):
-    def __init__(self, channels: int):
+    """relu(bn(x) [+ residual]) as the CIFAR ResNets compute it, fused or not."""
+
+    def __init__(self, channels: int, fused: bool):
         super().__init__()
-        self.bn = nn.BatchNorm2d(channels)
+        self.bn, self.fused = nn.BatchNorm2d(channels), fused
 
-    def forward(self, x):
-        return F.relu(self.bn(x))
+    def forward(self, x, residual=None):
+        return batch_norm_relu(x, self.bn, residual, fused=self.fused)
 
 
-def batch_norm_relu(device, repeats: int, compile_too: bool) -> None:
-    print("BatchNorm+ReLU forward+backward, batch 128, channels-last: ms")
+def batch_norm_relu_blocks(device, repeats: int, compile_too: bool) -> None:
+    print("BatchNorm+ReLU, then BatchNorm+add+ReLU, forward+backward, batch 128, channels-last: ms")
     for channels, size in STAGES:
-        block = BatchNormReLU(channels).to(device)
         x = torch.randn(BATCH, channels, size, size, device=device).contiguous(memory_format=torch.channels_last)
         x.requires_grad_()
-        grad = torch.randn_like(x)
-        runs = {"eager": block} | ({"compiled": torch.compile(block)} if compile_too else {})
-        cells = ", ".join(f"{name} {milliseconds(lambda f=f: f(x).backward(grad), device, repeats):.2f}"
-                          for name, f in runs.items())
-        print(f"  {channels:>2} ch {size:>2}x{size:<2} {cells}")
+        residual, grad = torch.randn_like(x), torch.randn_like(x)
+        runs = {"eager": BatchNormReLU(channels, fused=False).to(device)}
+        if device.type == "cpu":  # ltbench's kernel is CPU-only
+            runs["fused"] = BatchNormReLU(channels, fused=True)
+        if compile_too:
+            runs["compiled"] = torch.compile(BatchNormReLU(channels, fused=False).to(device))
+        for r in (None, residual):
+            cells = ", ".join(f"{name} {milliseconds(lambda f=f: f(x, r).backward(grad), device, repeats):.2f}"
+                              for name, f in runs.items())
+            print(f"  {channels:>2} ch {size:>2}x{size:<2} {'+add' if r is not None else '    '} {cells}")
 
 
 def main() -> None:
@@ -86,7 +93,7 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     convolutions(device, args.repeats)
-    batch_norm_relu(device, args.repeats, not args.no_compile)
+    batch_norm_relu_blocks(device, args.repeats, not args.no_compile)
 
 
 if __name__ == "__main__":

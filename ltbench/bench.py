@@ -11,6 +11,7 @@ memory layout, the kernel and the precision gain.
 
 import json
 import os
+import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,8 +26,8 @@ from ltbench.store import atomic_write_bytes, csv_bytes
 from ltbench.sweep import resolve
 from ltbench.train import Trainer
 
-COLUMNS = ["method", "path", "variant", "backbone", "batch_size", "steps", "images_per_s", "steps_per_s",
-           "data_share", "peak_mem_mb", "device", "torch"]
+COLUMNS = ["method", "path", "variant", "backbone", "batch_size", "steps", "rounds", "images_per_s", "steps_per_s",
+           "vs_reference", "data_share", "step_peak_mb", "device", "torch"]
 
 
 @dataclass
@@ -36,11 +37,13 @@ class Measurement:
     variant: str
     backbone: str
     batch_size: int
-    steps: int
-    images_per_s: float
+    steps: int  # timed steps per round
+    rounds: int
+    images_per_s: float  # median over rounds
     steps_per_s: float
+    vs_reference: float  # median over rounds of images/s over the reference's in the same round
     data_share: float  # fraction of step time spent producing the batch
-    peak_mem_mb: float
+    step_peak_mb: float  # the most tensor memory one training step holds above what it started with
     device: str
     torch: str = torch.__version__
 
@@ -51,7 +54,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--if", dest="imbalance_factor", type=float, default=100.0)
     parser.add_argument("--backbone", default="resnet32_cifar")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=30, help="timed (with --profile: profiled) steps per measurement")
+    parser.add_argument("--steps", type=int, default=30,
+                        help="timed steps per round (with --profile: profiled steps)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of timing: each round times every variant and the reference in turn")
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="reference DataLoader workers")
     parser.add_argument("--device", default="auto")
@@ -69,9 +75,10 @@ def add_arguments(parser) -> None:
 def run(args) -> int:
     if args.memory and args.profile:
         raise UserError("--memory and --profile are two different measurements", hint="give one of them")
-    if args.steps < 1 or args.warmup_steps < 0:
-        raise UserError(f"--steps must be at least 1 and --warmup-steps at least 0, got {args.steps} and "
-                        f"{args.warmup_steps}", hint="e.g. --steps 30 --warmup-steps 5")
+    if args.steps < 1 or args.rounds < 1 or args.warmup_steps < 0:
+        raise UserError(f"--steps and --rounds must be at least 1 and --warmup-steps at least 0, got "
+                        f"{args.steps}, {args.rounds} and {args.warmup_steps}",
+                        hint="e.g. --steps 30 --rounds 3 --warmup-steps 5")
     if args.memory:
         return bench_memory.run(args)
     if args.profile:
@@ -110,23 +117,25 @@ def run_throughput(args) -> int:
     device = environment.resolve_device(args.device)
     measurements = []
     for spec, data in _specs_and_data(args):
-        for variant, params in variants(spec.params, device):
-            measurements.append(measure_ltbench(spec, data, params, device, args, variant))
-        measurements.append(measure_reference(spec, data, reference_params(spec.params), device, args))
+        cases = [Case(spec, "ltbench", variant, make_trainer(spec, data, device, params))
+                 for variant, params in variants(spec.params, device)]
+        reference = make_trainer(spec, data, device, reference_params(spec.params))
+        reference.loader.workers = args.workers  # a ReferenceLoader: workers change speed, not batches
+        cases.append(Case(spec, "reference", "fp32 nchw", reference))
+        measurements += measure(cases, args, device)
     rows = [asdict(m) for m in measurements]
     out = args.out or "results/bench/throughput.csv"
     atomic_write_bytes(Path(out), csv_bytes(COLUMNS, rows))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = Table(title=f"Training throughput, {args.backbone}, batch {args.batch_size}, {environment.device_label(device)}")
-    for col in ("method", "path", "variant", "img/s", "steps/s", "data share", "vs reference", "peak MB"):
+    table = Table(title=f"Training throughput, {args.backbone}, batch {args.batch_size}, "
+                        f"{environment.device_label(device)}, median of {args.rounds} rounds")
+    for col in ("method", "path", "variant", "img/s", "steps/s", "data share", "vs reference", "step peak MB"):
         table.add_column(col, justify="right" if col not in ("method", "path", "variant") else "left")
     for m in measurements:
-        ref = next(r for r in measurements if r.method == m.method and r.path == "reference")
         table.add_row(m.method, m.path, m.variant, f"{m.images_per_s:,.0f}", f"{m.steps_per_s:.2f}",
-                      f"{100 * m.data_share:.0f} %", f"{m.images_per_s / ref.images_per_s:.2f}x",
-                      f"{m.peak_mem_mb:,.0f}")
+                      f"{100 * m.data_share:.0f} %", f"{m.vs_reference:.2f}x", f"{m.step_peak_mb:,.0f}")
     console.print(table)
     console.print(f"written to {out}")
     return 0
@@ -151,32 +160,69 @@ def variants(params: dict, device: torch.device):
                                              "compile": "reduce-overhead"}
 
 
-def _timed_loop(trainer: Trainer, batches_iter, args, device) -> tuple[float, float, float]:
-    """Runs warm-up then timed steps; returns (seconds, data seconds, model seconds)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    data_s = model_s = 0.0
-    for step in range(args.warmup_steps + args.steps):
-        if step == args.warmup_steps:
+@dataclass
+class Case:
+    """One configuration to time: a trainer, and the endless stream of its batches."""
+
+    spec: object
+    path: str
+    variant: str
+    trainer: Trainer
+
+    def __post_init__(self):
+        self.batches = batches_forever(self.trainer)
+        # every step as if at the start of training: a step's cost does not depend on when it runs
+        self.progress = Progress(0, self.trainer.epochs, 0, 1)
+
+    def train_steps(self, steps: int, device) -> tuple[float, float]:
+        """Runs `steps` steps; returns (data seconds, model seconds)."""
+        data_s = model_s = 0.0
+        for _ in range(steps):
+            t0 = time.perf_counter()
+            batches = next(self.batches)
             environment.synchronize(device)
-            data_s = model_s = 0.0
+            t1 = time.perf_counter()
+            self.trainer.train_step(batches, self.progress)
+            environment.synchronize(device)
+            data_s += t1 - t0
+            model_s += time.perf_counter() - t1
+        return data_s, model_s
+
+    def step_peak_mb(self, device) -> float:
+        batches = next(self.batches)  # drawn first: the step's own memory is what is measured
+        return bench_memory.peak_memory_mb(
+            lambda: self.trainer.train_step(batches, self.progress), device)
+
+
+def measure(cases: list[Case], args, device) -> list[Measurement]:
+    """Warms every case up, then times them in turn, round after round, so that a change in
+    the machine's speed (other tenants, frequency scaling) falls on all of them alike rather
+    than on whichever ran last. The last case is the reference each round's ratio is taken to.
+    A reference DataLoader's workers fill their prefetch queue while the other cases run,
+    which, if anything, favours the reference."""
+    for case in cases:
+        case.train_steps(args.warmup_steps, device)
+    timings = {id(case): [] for case in cases}  # per round: (seconds, data seconds, model seconds)
+    for _ in range(args.rounds):
+        for case in cases:
+            environment.synchronize(device)
             start = time.perf_counter()
-        t0 = time.perf_counter()
-        batches = next(batches_iter)
-        environment.synchronize(device)
-        t1 = time.perf_counter()
-        trainer.train_step(batches, Progress(0, trainer.epochs, step, args.warmup_steps + args.steps))
-        environment.synchronize(device)
-        data_s += t1 - t0
-        model_s += time.perf_counter() - t1
-    return time.perf_counter() - start, data_s, model_s
-
-
-def _measurement(spec, path, variant, seconds, data_s, model_s, args, device) -> Measurement:
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else environment.peak_memory_mb(device)
-    return Measurement(spec.method, path, variant, spec.backbone, spec.batch_size, args.steps,
-                       args.steps * spec.batch_size / seconds, args.steps / seconds,
-                       data_s / max(data_s + model_s, 1e-9), peak, environment.device_label(device))
+            data_s, model_s = case.train_steps(args.steps, device)
+            timings[id(case)].append((time.perf_counter() - start, data_s, model_s))
+    reference = timings[id(cases[-1])]
+    results = []
+    for case in cases:
+        rounds = timings[id(case)]
+        seconds = [t for t, _, _ in rounds]
+        ratios = [ref_t / t for t, (ref_t, _, _) in zip(seconds, reference)]
+        data_s, model_s = sum(d for _, d, _ in rounds), sum(m for _, _, m in rounds)
+        median_s = statistics.median(seconds)
+        results.append(Measurement(
+            case.spec.method, case.path, case.variant, case.spec.backbone, case.spec.batch_size, args.steps,
+            args.rounds, args.steps * case.spec.batch_size / median_s, args.steps / median_s,
+            statistics.median(ratios), data_s / max(data_s + model_s, 1e-9), case.step_peak_mb(device),
+            environment.device_label(device)))
+    return results
 
 
 def reference_params(params: dict) -> dict:
@@ -185,21 +231,6 @@ def reference_params(params: dict) -> dict:
             "fused_bn_relu": False}
 
 
-def measure_ltbench(spec, data, params, device, args, variant="default") -> Measurement:
-    return _measure(make_trainer(spec, data, device, params), spec, "ltbench", variant, args, device)
-
-
-def measure_reference(spec, data, params, device, args) -> Measurement:
-    trainer = make_trainer(spec, data, device, params)
-    trainer.loader.workers = args.workers  # a ReferenceLoader: workers change speed, not batches
-    return _measure(trainer, spec, "reference", "fp32 nchw", args, device)
-
-
 def batches_forever(trainer: Trainer):
     while True:
         yield from trainer.loader.epoch()
-
-
-def _measure(trainer: Trainer, spec, path: str, variant: str, args, device) -> Measurement:
-    seconds, data_s, model_s = _timed_loop(trainer, batches_forever(trainer), args, device)
-    return _measurement(spec, path, variant, seconds, data_s, model_s, args, device)

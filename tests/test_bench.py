@@ -11,14 +11,17 @@ from ltbench.cli import main
 def test_bench_measures_both_paths_and_writes_csv(tmp_path, capsys, fashion_mnist):
     out = tmp_path / "throughput.csv"
     argv = ["bench", "--methods", "ce", "--backbone", "resnet8_cifar", "--batch-size", "32", "--steps", "2",
-            "--warmup-steps", "1", "--workers", "1", "--out", str(out), "--json"]
+            "--rounds", "2", "--warmup-steps", "1", "--workers", "1", "--out", str(out), "--json"]
     assert main(argv) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["method"], r["path"], r["variant"]) for r in rows] == [
         ("ce", "ltbench", "channels_last+fused_bn_relu"), ("ce", "ltbench", "channels_last"), ("ce", "ltbench", "nchw"),
         ("ce", "reference", "fp32 nchw")]
     for row in rows:
-        assert row["images_per_s"] > 0 and 0 <= row["data_share"] <= 1 and row["steps"] == 2
+        assert row["images_per_s"] > 0 and 0 <= row["data_share"] <= 1 and (row["steps"], row["rounds"]) == (2, 2)
+        # a ResNet-8 step at batch 32 holds a few MB of activations and gradients
+        assert 1 < row["step_peak_mb"] < 200
+    assert rows[-1]["vs_reference"] == 1.0
     with open(out) as fh:
         assert [r["path"] for r in csv.DictReader(fh)] == ["ltbench", "ltbench", "ltbench", "reference"]
 
@@ -58,8 +61,9 @@ def test_bench_refuses_two_measurements_at_once(tmp_path, capsys):
     out = tmp_path / "x.csv"
     assert main(["bench", "--memory", "--profile", "--out", str(out)]) == 2
     assert "--memory and --profile" in capsys.readouterr().err
-    assert main(["bench", "--steps", "0", "--out", str(out)]) == 2
-    assert "--steps must be at least 1" in capsys.readouterr().err
+    for bad in (["--steps", "0"], ["--rounds", "0"]):
+        assert main(["bench", *bad, "--out", str(out)]) == 2
+        assert "--steps and --rounds must be at least 1" in capsys.readouterr().err
     assert not out.exists()
 
 
@@ -71,9 +75,10 @@ def test_kernel_benchmark_script_times_every_stage():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     rows = [line.split() for line in out.stdout.splitlines() if " ch " in line]
-    # 3 stages x 2 layouts of convolutions, then 3 stages of BatchNorm+ReLU
+    # 3 stages x 2 layouts of convolutions, then 3 stages of BatchNorm+ReLU without and with the add
     assert [(r[0], r[3]) for r in rows[:6]] == [(c, l) for c in ("16", "32", "64") for l in ("channels-last", "NCHW")]
-    assert [r[0] for r in rows[6:]] == ["16", "32", "64"] and all("eager" in r for r in rows[6:])
+    assert [(r[0], "+add" in r) for r in rows[6:]] == [(c, add) for c in ("16", "32", "64") for add in (False, True)]
+    assert all("eager" in r and "fused" in r for r in rows[6:])
 
 
 def test_memory_benchmark_script_is_the_bench_command(tmp_path):
