@@ -22,12 +22,13 @@ from ltbench import bench_memory, bench_profile, environment, registry
 from ltbench.errors import UserError
 from ltbench.launch.local import make_trainer
 from ltbench.method import Progress
+from ltbench.spec import RunSpec
 from ltbench.store import atomic_write_bytes, csv_bytes
 from ltbench.sweep import resolve
 from ltbench.train import Trainer
 
 COLUMNS = ["method", "path", "variant", "backbone", "batch_size", "steps", "rounds", "images_per_s", "steps_per_s",
-           "vs_reference", "data_share", "step_peak_mb", "device", "torch"]
+           "vs_reference", "vs_reference_min", "vs_reference_max", "data_share", "step_peak_mb", "device", "torch"]
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Measurement:
     images_per_s: float  # median over rounds
     steps_per_s: float
     vs_reference: float  # median over rounds of images/s over the reference's in the same round
+    vs_reference_min: float  # the lowest and highest of those ratios: how much the machine moved
+    vs_reference_max: float
     data_share: float  # fraction of step time spent producing the batch
     step_peak_mb: float  # the most tensor memory one training step holds above what it started with
     device: str
@@ -54,9 +57,10 @@ def add_arguments(parser) -> None:
     parser.add_argument("--if", dest="imbalance_factor", type=float, default=100.0)
     parser.add_argument("--backbone", default="resnet32_cifar")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=30,
+    # short rounds, many of them: each ratio compares measurements taken seconds apart
+    parser.add_argument("--steps", type=int, default=10,
                         help="timed steps per round (with --profile: profiled steps)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=int, default=5,
                         help="rounds of timing: each round times every variant and the reference in turn")
     parser.add_argument("--warmup-steps", type=int, default=5)
     parser.add_argument("--workers", type=int, default=os.cpu_count(), help="reference DataLoader workers")
@@ -131,11 +135,13 @@ def run_throughput(args) -> int:
         return 0
     table = Table(title=f"Training throughput, {args.backbone}, batch {args.batch_size}, "
                         f"{environment.device_label(device)}, median of {args.rounds} rounds")
-    for col in ("method", "path", "variant", "img/s", "steps/s", "data share", "vs reference", "step peak MB"):
+    for col in ("method", "path", "variant", "img/s", "steps/s", "data share", "vs reference (range)", "step peak MB"):
         table.add_column(col, justify="right" if col not in ("method", "path", "variant") else "left")
     for m in measurements:
         table.add_row(m.method, m.path, m.variant, f"{m.images_per_s:,.0f}", f"{m.steps_per_s:.2f}",
-                      f"{100 * m.data_share:.0f} %", f"{m.vs_reference:.2f}x", f"{m.step_peak_mb:,.0f}")
+                      f"{100 * m.data_share:.0f} %",
+                      f"{m.vs_reference:.2f}x ({m.vs_reference_min:.2f}-{m.vs_reference_max:.2f})",
+                      f"{m.step_peak_mb:,.0f}")
     console.print(table)
     console.print(f"written to {out}")
     return 0
@@ -164,7 +170,7 @@ def variants(params: dict, device: torch.device):
 class Case:
     """One configuration to time: a trainer, and the endless stream of its batches."""
 
-    spec: object
+    spec: RunSpec
     path: str
     variant: str
     trainer: Trainer
@@ -220,7 +226,8 @@ def measure(cases: list[Case], args, device) -> list[Measurement]:
         results.append(Measurement(
             case.spec.method, case.path, case.variant, case.spec.backbone, case.spec.batch_size, args.steps,
             args.rounds, args.steps * case.spec.batch_size / median_s, args.steps / median_s,
-            statistics.median(ratios), data_s / max(data_s + model_s, 1e-9), case.step_peak_mb(device),
+            statistics.median(ratios), min(ratios), max(ratios), data_s / max(data_s + model_s, 1e-9),
+            case.step_peak_mb(device),
             environment.device_label(device)))
     return results
 
