@@ -32,6 +32,9 @@ TRAINER_DEFAULTS = {
     "crop_padding": 4,
     "flip": True,
     "amp": True,  # bf16 autocast, CUDA only
+    # bf16 autocast on CPU too: fast where the CPU has bf16 units (AMX, AVX-512 BF16), slow
+    # elsewhere; off by default, so that a CPU run's precision does not depend on the machine
+    "cpu_amp": False,
     "channels_last": True,  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
     # CIFAR ResNets on CPU: batch norm + ReLU (+ the residual add) as one C kernel compiled on
     # first use (needs channels_last; PyTorch's operators where no C compiler works)
@@ -118,7 +121,9 @@ class Trainer:
         self.seconds_before, self.images_before, self.loss_history = 0.0, 0, []
 
     def autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cuda and self.params["amp"])
+        if self.cuda:
+            return torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.params["amp"])
+        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.params["cpu_amp"])
 
     def _to_device_layout(self, x):
         return x.contiguous(memory_format=torch.channels_last) if self.params["channels_last"] and x.dim() == 4 else x

@@ -148,3 +148,12 @@ def test_a_run_on_the_slow_path_writes_a_custom_result(tmp_path, fashion_mnist):
     (row,) = [store.read_result(i) for i in store.run_ids()]
     assert row["status"] == "done" and row["preset"] == "custom"
     assert json.loads(row["params"])["loader"] == "dataloader"
+
+
+def test_bf16_autocast_on_cpu_only_when_asked(setup):
+    spec, data = setup
+    for cpu_amp in (False, True):
+        trainer = make_trainer(spec, data, torch.device("cpu"), {**spec.params, "cpu_amp": cpu_amp})
+        with trainer.autocast():
+            features = trainer.backbone(torch.randn(2, 1, 32, 32).contiguous(memory_format=torch.channels_last))
+        assert features.dtype == (torch.bfloat16 if cpu_amp else torch.float32)
