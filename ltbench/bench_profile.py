@@ -64,29 +64,32 @@ def profile_method(trainer, batches, spec, device: torch.device, steps: int, war
     for step in range(warmup_steps):
         trainer.train_step(next(batches), Progress(0, trainer.epochs, step, total))
     # draw the profiled steps' batches first, so that only model steps are profiled
-    profiled = [next(batches) for _ in range(steps)]
+    profiled = [next(batches) for _ in range(steps + 1)]
     environment.synchronize(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with environment.native_stderr_silenced(), profile(activities=activities, with_flops=True) as prof:
+    with environment.native_stderr_silenced(), profile(activities=activities) as prof:
         start = time.perf_counter()
-        for i, step_batches in enumerate(profiled):
+        for i, step_batches in enumerate(profiled[:steps]):
             trainer.train_step(step_batches, Progress(0, trainer.epochs, warmup_steps + i, total))
         environment.synchronize(device)
         wall_ms = (time.perf_counter() - start) * 1000 / steps
+    # FLOP counting records every operator's shapes, which made a CPU step 3x slower here
+    # (batch norm 4-5x): the convolutions' FLOPs come from one more step, profiled apart
+    with environment.native_stderr_silenced(), profile(activities=activities, with_flops=True) as flops_prof:
+        trainer.train_step(profiled[steps], Progress(0, trainer.epochs, warmup_steps + steps, total + 1))
+        environment.synchronize(device)
+    conv_flops_per_step = sum(e.flops or 0 for e in flops_prof.events() if e.name == "aten::conv2d")
 
     per_category = {label: 0.0 for label, _ in CATEGORIES} | {OTHER: 0.0}
-    conv_flops = 0
     for event in prof.events():
         if event.device_type != DeviceType.CPU:
             continue  # kernels are counted through the operator that launched them
         ms = (event.self_device_time_total if cuda else event.self_cpu_time_total) / 1000 / steps
         per_category[category(event.name)] += ms
-        if event.name == "aten::conv2d":
-            conv_flops += event.flops or 0
     per_category[OUTSIDE] = max(wall_ms - sum(per_category.values()), 0.0)
 
     conv_ms = per_category["convolution forward"]
-    conv_gflops = conv_flops / steps / (conv_ms / 1000) / 1e9 if conv_ms and conv_flops else 0.0
+    conv_gflops = conv_flops_per_step / (conv_ms / 1000) / 1e9 if conv_ms and conv_flops_per_step else 0.0
     ceiling = conv_ceiling_gflops(trainer, device)
     return [{"method": spec.method, "backbone": spec.backbone, "batch_size": spec.batch_size,
              "category": label, "ms_per_step": ms, "share": ms / wall_ms,
