@@ -152,6 +152,11 @@ def test_a_failing_compiler_is_reported_not_raised(tmp_path, monkeypatch):
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     loaded = native.build("bn_relu")
     assert loaded.library is None and "no C compiler" in loaded.reason
+    monkeypatch.delenv("CC")
+    (tmp_path / "a-file").write_text("")
+    monkeypatch.setenv("LTBENCH_CACHE", str(tmp_path / "a-file"))
+    loaded = native.build("bn_relu")
+    assert loaded.library is None and "set LTBENCH_CACHE to a writable folder" in loaded.reason
 
 
 def test_trainer_uses_the_kernel_and_falls_back_with_a_warning(monkeypatch, fashion_mnist):

@@ -104,9 +104,12 @@ def _compile(compiler: str, source: Path, target: Path, openmp: str) -> str:
     """Compiles to a private file and renames it into place, so concurrent runs (a Slurm
     array sharing one home directory) never load a half-written library. Returns "" or why
     it failed."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    os.close(fd)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+        os.close(fd)
+    except OSError as exc:
+        return f"cannot write the compiled kernel to {target.parent}: {exc} (set LTBENCH_CACHE to a writable folder)"
     try:
         out = subprocess.run(_command(compiler, source, Path(partial), openmp), capture_output=True,
                              text=True, timeout=300)
