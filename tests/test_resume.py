@@ -34,8 +34,11 @@ def uninterrupted(tmp_path_factory, fashion_mnist):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["killed", "ctrl-c"])
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, uninterrupted, sig, capsys):
     results = tmp_path / "results"
+    # a shell's background job starts with SIGINT ignored, and Python then installs no Ctrl-C
+    # handler: the child gets the default disposition back, as a terminal would give it
     proc = subprocess.Popen([sys.executable, "-m", "ltbench.cli", *ARGS, "--results-dir", str(results)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(results.glob("*/checkpoint.pt")):
         assert proc.poll() is None, proc.communicate()
