@@ -93,7 +93,7 @@ def test_same_result_on_every_run():
         assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("case", ["eval", "nchw", "float64", "residual_nchw", "no_affine"])
+@pytest.mark.parametrize("case", ["eval", "nchw", "float64", "residual_nchw", "no_affine", "float64_parameters"])
 def test_falls_back_to_pytorch_where_the_kernel_does_not_apply(case):
     bn = batch_norm(16) if case != "no_affine" else torch.nn.BatchNorm2d(16, affine=False)
     x = torch.randn(4, 16, 5, 5).contiguous(memory_format=torch.channels_last)
@@ -106,7 +106,13 @@ def test_falls_back_to_pytorch_where_the_kernel_does_not_apply(case):
         bn, x = bn.double(), x.double()
     elif case == "residual_nchw":
         residual = torch.randn(4, 16, 5, 5)
+    elif case == "float64_parameters":
+        bn = bn.double()
     assert not bn_relu.fusable(x, bn, residual)
+    if case == "float64_parameters":  # PyTorch refuses the mix; the kernel must not read it as float32
+        with pytest.raises(RuntimeError):
+            bn_relu.batch_norm_relu(x, bn, fused=True)
+        return
     plain = copy.deepcopy(bn)
     want = F.relu(plain(x) + (0 if residual is None else residual))
     assert torch.equal(bn_relu.batch_norm_relu(x, bn, residual, fused=True), want)

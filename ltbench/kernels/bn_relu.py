@@ -85,7 +85,7 @@ def fusable(x: torch.Tensor, bn: nn.BatchNorm2d, residual: torch.Tensor | None) 
         return t.device.type == "cpu" and t.dtype == torch.float32 and t.dim() == 4 \
             and t.is_contiguous(memory_format=torch.channels_last)
 
-    return (bn.training and bn.affine and bn.track_running_stats
+    return (bn.training and bn.affine and bn.track_running_stats and bn.weight.dtype == torch.float32
             and cpu_channels_last(x) and x.shape[0] * x.shape[2] * x.shape[3] > 1
             and (residual is None or (residual.shape == x.shape and cpu_channels_last(residual)))
             and not torch.compiler.is_compiling()
