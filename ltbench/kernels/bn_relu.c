@@ -23,6 +23,23 @@
 #define BLOCK 64      /* rows summed in float before they join the double totals */
 #define CB 64         /* channels handled together: their float accumulators live on the stack */
 
+/* The normalised pre-activation, x * scale + shift. One definition for the forward and
+ * both backward passes, which recompute the ReLU's mask from it and must get the forward's
+ * exact floats. */
+static inline float affine(float x, float scale, float shift)
+{
+    return x * scale + shift;
+}
+
+/* The fixed range of rows this thread takes, so that sums are added in the same order on
+ * every run. Called inside a parallel region. */
+static inline void thread_rows(long M, long *lo, long *hi)
+{
+    int t = omp_get_thread_num(), nt = omp_get_num_threads();
+    *lo = M * t / nt;
+    *hi = M * (t + 1) / nt;
+}
+
 /* ---------------------------------------------------------------- per-block kernels
  * Each takes one block of at most CB channels (c0 .. c0 + cb) of rows lo .. hi. */
 
@@ -56,12 +73,12 @@ normalise_block(const float *x, const float *res, float *y, long lo, long hi, lo
         if (res) {
             const float *rr = res + r * C + c0;
             for (long c = 0; c < cb; c++) {
-                float v = xr[c] * scale[c] + shift[c] + rr[c];
+                float v = affine(xr[c], scale[c], shift[c]) + rr[c];
                 yr[c] = v > 0.f ? v : 0.f;
             }
         } else {
             for (long c = 0; c < cb; c++) {
-                float v = xr[c] * scale[c] + shift[c];
+                float v = affine(xr[c], scale[c], shift[c]);
                 yr[c] = v > 0.f ? v : 0.f;
             }
         }
@@ -92,7 +109,7 @@ grad_sums_block(const float *dy, const float *x, const float *y, float *dz, long
                 }
             } else {
                 for (long c = 0; c < cb; c++) {
-                    float d = xr[c] * scale[c] + shift[c] > 0.f ? g[c] : 0.f;
+                    float d = affine(xr[c], scale[c], shift[c]) > 0.f ? g[c] : 0.f;
                     s[c] += d;
                     q[c] += d * (xr[c] - mean[c]);
                 }
@@ -117,7 +134,7 @@ grad_input_block(const float *dy, const float *x, const float *dz, float *dx, lo
         } else {
             const float *g = dy + r * C + c0;
             for (long c = 0; c < cb; c++) {
-                float d = xr[c] * scale[c] + shift[c] > 0.f ? g[c] : 0.f;
+                float d = affine(xr[c], scale[c], shift[c]) > 0.f ? g[c] : 0.f;
                 o[c] = k[c] * d + a[c] * xr[c] + b[c];
             }
         }
@@ -161,9 +178,9 @@ int ltb_bn_relu_forward(const float *x, const float *res, long M, long C, const 
 
     #pragma omp parallel num_threads(threads)
     {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        long lo = M * t / nt, hi = M * (t + 1) / nt;
-        double *ps = part + (size_t)t * 2 * C, *pq = ps + C;
+        long lo, hi;
+        thread_rows(M, &lo, &hi);
+        double *ps = part + (size_t)omp_get_thread_num() * 2 * C, *pq = ps + C;
         FOR_BLOCK(C, c0, cb, sums_block(x, lo, hi, C, c0, cb, ref + c0, ps + c0, pq + c0))
     }
     reduce_in_order(part, threads, C, sum, sumsq);
@@ -187,8 +204,8 @@ int ltb_bn_relu_forward(const float *x, const float *res, long M, long C, const 
 
     #pragma omp parallel
     {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        long lo = M * t / nt, hi = M * (t + 1) / nt;
+        long lo, hi;
+        thread_rows(M, &lo, &hi);
         FOR_BLOCK(C, c0, cb, normalise_block(x, res, y, lo, hi, C, c0, cb, scale + c0, shift + c0))
     }
     return 0;
@@ -211,9 +228,9 @@ int ltb_bn_relu_backward(const float *dy, const float *x, const float *y, long M
 
     #pragma omp parallel num_threads(threads)
     {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        long lo = M * t / nt, hi = M * (t + 1) / nt;
-        double *ps = part + (size_t)t * 2 * C, *pq = ps + C;
+        long lo, hi;
+        thread_rows(M, &lo, &hi);
+        double *ps = part + (size_t)omp_get_thread_num() * 2 * C, *pq = ps + C;
         FOR_BLOCK(C, c0, cb, grad_sums_block(dy, x, y, dz, lo, hi, C, c0, cb, scale + c0, shift + c0,
                                              mean + c0, ps + c0, pq + c0))
     }
@@ -236,8 +253,8 @@ int ltb_bn_relu_backward(const float *dy, const float *x, const float *y, long M
 
     #pragma omp parallel
     {
-        int t = omp_get_thread_num(), nt = omp_get_num_threads();
-        long lo = M * t / nt, hi = M * (t + 1) / nt;
+        long lo, hi;
+        thread_rows(M, &lo, &hi);
         FOR_BLOCK(C, c0, cb, grad_input_block(dy, x, dz, dx, lo, hi, C, c0, cb, scale + c0, shift + c0,
                                               k + c0, a + c0, b + c0))
     }
