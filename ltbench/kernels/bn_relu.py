@@ -22,9 +22,9 @@ from ltbench.kernels import native
 _P, _L, _D = ctypes.c_void_p, ctypes.c_long, ctypes.c_double
 
 
-@cache
+@cache  # built and loaded once per process
 def _library() -> native.Loaded:
-    loaded = native.load("bn_relu")
+    loaded = native.build("bn_relu")
     if loaded.library is not None:
         loaded.library.ltb_bn_relu_forward.argtypes = [_P, _P, _L, _L, _P, _P, _D, _P, _P]
         loaded.library.ltb_bn_relu_backward.argtypes = [_P, _P, _P, _L, _L, _P, _P, _P, _P, _P]

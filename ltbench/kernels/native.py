@@ -5,7 +5,7 @@ second with the system's C compiler (`$CC`, else `cc`). The shared object is cac
 $LTBENCH_CACHE/kernels (default ~/.cache/ltbench/kernels), named by a hash of everything
 that shapes it: the source, the compiler, the flags, the OpenMP runtime it links and the
 CPU, since -march=native code from one machine of a cluster may not run on another that
-shares the home directory. Without a working compiler `load` returns None with the reason,
+shares the home directory. Without a working compiler `build` returns None with the reason,
 and callers keep PyTorch's own operators.
 """
 
@@ -16,7 +16,6 @@ import platform
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from functools import cache
 from pathlib import Path
 
 import torch  # noqa: F401  (loaded first: its OpenMP runtime is the one the kernels join)
@@ -72,14 +71,9 @@ def _command(compiler: str, source: Path, target: Path, openmp: str) -> list[str
     return [compiler, *CFLAGS, str(source), *runtime, "-o", str(target)]
 
 
-@cache
-def load(name: str) -> Loaded:
-    """The compiled library of ltbench/kernels/<name>.c, built on first use, once per process."""
-    return build(name)
-
-
 def build(name: str) -> Loaded:
-    """Loads ltbench/kernels/<name>.c's library from the cache, compiling it if it is not there."""
+    """Loads ltbench/kernels/<name>.c's library from the cache, compiling it if it is not
+    there. Each kernel's module calls this once per process and keeps the result."""
     source = HERE / f"{name}.c"
     compiler = os.environ.get("CC", "cc")
     openmp = torch_openmp_runtime()
