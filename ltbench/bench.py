@@ -82,7 +82,7 @@ def run(args) -> int:
     if args.steps < 1 or args.rounds < 1 or args.warmup_steps < 0:
         raise UserError(f"--steps and --rounds must be at least 1 and --warmup-steps at least 0, got "
                         f"{args.steps}, {args.rounds} and {args.warmup_steps}",
-                        hint="e.g. --steps 30 --rounds 3 --warmup-steps 5")
+                        hint="e.g. --steps 10 --rounds 5 --warmup-steps 5 (the defaults)")
     if args.memory:
         return bench_memory.run(args)
     if args.profile:
@@ -210,17 +210,16 @@ def measure(cases: list[Case], args, device) -> list[Measurement]:
     which, if anything, favours the reference."""
     for case in cases:
         case.train_steps(args.warmup_steps, device)
-    timings = {id(case): [] for case in cases}  # per round: (seconds, data seconds, model seconds)
+    timings = [[] for _ in cases]  # per case, per round: (seconds, data seconds, model seconds)
     for _ in range(args.rounds):
-        for case in cases:
+        for case, rounds in zip(cases, timings):
             environment.synchronize(device)
             start = time.perf_counter()
             data_s, model_s = case.train_steps(args.steps, device)
-            timings[id(case)].append((time.perf_counter() - start, data_s, model_s))
-    reference = timings[id(cases[-1])]
+            rounds.append((time.perf_counter() - start, data_s, model_s))
+    reference = timings[-1]
     results = []
-    for case in cases:
-        rounds = timings[id(case)]
+    for case, rounds in zip(cases, timings):
         seconds = [t for t, _, _ in rounds]
         ratios = [ref_t / t for t, (ref_t, _, _) in zip(seconds, reference)]
         data_s, model_s = sum(d for _, d, _ in rounds), sum(m for _, _, m in rounds)

@@ -108,7 +108,9 @@ class Trainer:
         self.method.to(self.device)
         if p["channels_last"]:
             self.backbone.to(memory_format=torch.channels_last)
-        if p["fused_bn_relu"] and not self.cuda and hasattr(self.backbone, "use_fused_bn_relu"):
+        # the kernel reads channels-last CPU activations only: nothing to build for other layouts
+        fused = p["fused_bn_relu"] and p["channels_last"] and not self.cuda
+        if fused and hasattr(self.backbone, "use_fused_bn_relu"):
             self.backbone.use_fused_bn_relu(bn_relu.warn_if_unavailable())
         modules = nn.ModuleList([self.backbone, self.method])
         self.optimizer = torch.optim.SGD(modules.parameters(), lr=p["lr"], momentum=p["momentum"],

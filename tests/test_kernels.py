@@ -175,6 +175,8 @@ def test_trainer_uses_the_kernel_and_falls_back_with_a_warning(monkeypatch, fash
     assert make_trainer(spec, data, torch.device("cpu")).backbone.fused_bn_relu
     off = {**spec.params, "fused_bn_relu": False}
     assert not make_trainer(spec, data, torch.device("cpu"), off).backbone.fused_bn_relu
+    nchw = {**spec.params, "channels_last": False}
+    assert not make_trainer(spec, data, torch.device("cpu"), nchw).backbone.fused_bn_relu
     monkeypatch.setattr(bn_relu, "available", lambda: (False, "no C compiler (cc: not found)"))
     with pytest.warns(UserWarning, match="using PyTorch's operators: no C compiler"):
         trainer = make_trainer(spec, data, torch.device("cpu"))
