@@ -13,7 +13,6 @@ from timm.models import register_model
 from torch import nn
 
 from ltbench.errors import unknown_name
-from ltbench.kernels.bn_relu import batch_norm_relu
 
 
 class ZeroPadShortcut(nn.Module):
@@ -28,8 +27,6 @@ class ZeroPadShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    fused_bn_relu = False  # set by CifarResNet.use_fused_bn_relu
-
     def __init__(self, in_planes: int, planes: int, stride: int):
         super().__init__()
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
@@ -39,13 +36,13 @@ class BasicBlock(nn.Module):
         self.shortcut = ZeroPadShortcut(planes - in_planes) if stride != 1 or in_planes != planes else nn.Identity()
 
     def forward(self, x):
-        out = batch_norm_relu(self.conv1(x), self.bn1, fused=self.fused_bn_relu)
-        return batch_norm_relu(self.conv2(out), self.bn2, self.shortcut(x), fused=self.fused_bn_relu)
+        out = F.relu(self.bn1(self.conv1(x)), inplace=True)
+        out = self.bn2(self.conv2(out))
+        out += self.shortcut(x)
+        return F.relu(out, inplace=True)
 
 
 class CifarResNet(nn.Module):
-    fused_bn_relu = False
-
     def __init__(self, depth: int, num_classes: int = 10, in_chans: int = 3, **_ignored):
         super().__init__()
         if (depth - 2) % 6:
@@ -65,15 +62,8 @@ class CifarResNet(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
 
-    def use_fused_bn_relu(self, enabled: bool = True) -> None:
-        """Batch norm, ReLU and the residual add as one compiled kernel on CPU (the same
-        values as PyTorch's separate operators, in fewer passes over memory). Off by default,
-        so a plain `timm.create_model` gives the model the original codebases run."""
-        for module in [self, *self.layers]:
-            module.fused_bn_relu = enabled
-
     def forward_features(self, x):
-        return self.layers(batch_norm_relu(self.conv1(x), self.bn1, fused=self.fused_bn_relu))
+        return self.layers(F.relu(self.bn1(self.conv1(x)), inplace=True))
 
     def forward_head(self, x, pre_logits: bool = False):
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)

@@ -14,7 +14,6 @@ from torch import nn
 from ltbench import distributed
 from ltbench.data.datasets import LongTailData
 from ltbench.data.pipeline import eval_batches, make_loader
-from ltbench.kernels import bn_relu
 from ltbench.method import Method, Progress
 from ltbench.metrics import ClassCounts
 
@@ -36,9 +35,6 @@ TRAINER_DEFAULTS = {
     # elsewhere; off by default, so that a CPU run's precision does not depend on the machine
     "cpu_amp": False,
     "channels_last": True,  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
-    # CIFAR ResNets on CPU: batch norm + ReLU (+ the residual add) as one C kernel compiled on
-    # first use (needs channels_last; PyTorch's operators where no C compiler works)
-    "fused_bn_relu": True,
     # torch.compile the backbone: false, true (mode "default"), or a mode by name:
     # "reduce-overhead" (CUDA graphs), "max-autotune"
     "compile": False,
@@ -108,10 +104,6 @@ class Trainer:
         self.method.to(self.device)
         if p["channels_last"]:
             self.backbone.to(memory_format=torch.channels_last)
-        # the kernel reads channels-last CPU activations only: nothing to build for other layouts
-        fused = p["fused_bn_relu"] and p["channels_last"] and not self.cuda
-        if fused and hasattr(self.backbone, "use_fused_bn_relu"):
-            self.backbone.use_fused_bn_relu(bn_relu.warn_if_unavailable())
         modules = nn.ModuleList([self.backbone, self.method])
         self.optimizer = torch.optim.SGD(modules.parameters(), lr=p["lr"], momentum=p["momentum"],
                                          weight_decay=p["weight_decay"])

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ltbench.method import LinearClassifierMethod
-from methods.common import effective_number_weights, require
+from ltbench_methods.common import effective_number_weights, require
 
 
 def cb_focal_loss(logits, labels, class_weights, gamma: float):

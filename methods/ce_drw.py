@@ -4,7 +4,7 @@ without its margins, so the effect of DRW alone can be measured."""
 import torch.nn.functional as F
 
 from ltbench.method import LinearClassifierMethod
-from methods.common import check_drw, drw_weights
+from ltbench_methods.common import check_drw, drw_weights
 
 
 class CrossEntropyDRW(LinearClassifierMethod):

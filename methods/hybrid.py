@@ -17,7 +17,7 @@ from torch import nn
 from ltbench.data.augment import CONTRASTIVE_CROPS
 from ltbench.data.samplers import SAMPLERS
 from ltbench.method import Draw, Method, Progress
-from methods.common import require
+from ltbench_methods.common import require
 
 # The paper's T is "the current epoch"; here it counts from 1, as SupCon's training loop
 # does, so alpha starts just below 1 and the last epoch trains the classifier alone (alpha 0).

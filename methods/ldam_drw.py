@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltbench.method import LinearClassifierMethod
-from methods.common import NormedLinear, check_drw, drw_weights, require
+from ltbench_methods.common import NormedLinear, check_drw, drw_weights, require
 
 
 class LDAMLoss(nn.Module):

@@ -4,8 +4,8 @@
 import torch.nn.functional as F
 
 from ltbench.method import LinearClassifierMethod, Method
-from methods.ce import CrossEntropy
-from methods.common import log_prior, require
+from ltbench_methods.ce import CrossEntropy
+from ltbench_methods.common import log_prior, require
 
 
 def logit_adjusted_loss(logits, labels, class_counts, tau: float):

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltbench.method import Draw, Method
-from methods.ce import CrossEntropy
-from methods.common import check_classifier_stage2, classifier_stage2
+from ltbench_methods.ce import CrossEntropy
+from ltbench_methods.common import check_classifier_stage2, classifier_stage2
 
 
 class LearnableWeightScaling(Method):

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from methods.hybrid import HybridNetwork
+from ltbench_methods.hybrid import HybridNetwork
 
 
 def prototypical_supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor,

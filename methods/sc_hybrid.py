@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ltbench import distributed
-from methods.hybrid import HybridNetwork
+from ltbench_methods.hybrid import HybridNetwork
 
 
 def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:

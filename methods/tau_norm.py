@@ -16,8 +16,8 @@ from torch import nn
 
 from ltbench.method import Method
 from ltbench.metrics import ClassCounts
-from methods.ce import CrossEntropy
-from methods.common import require
+from ltbench_methods.ce import CrossEntropy
+from ltbench_methods.common import require
 
 
 def calibration_images(data, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:

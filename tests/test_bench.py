@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ltbench.bench_profile import CATEGORIES, OTHER, OUTSIDE, category
+from ltbench.bench.profile import CATEGORIES, OTHER, OUTSIDE, category
 from ltbench.cli import main
 
 

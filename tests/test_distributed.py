@@ -18,7 +18,7 @@ import image_data
 from image_data import data_root, one_thread  # noqa: F401  (module fixtures)
 from ltbench import distributed, registry
 from ltbench.cli import main
-from ltbench.launch.local import execute, make_trainer
+from ltbench.runner import execute, make_trainer
 from ltbench.store import RunStore
 from ltbench.sweep import Sweep, expand
 from ltbench.train import Reporter
@@ -69,7 +69,7 @@ def _rank(rank: int, port: int, out: str, data_root: str, spec_json: str):
                       LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", LTBENCH_DATA=data_root, LTBENCH_WORKERS="0")
     torch.set_num_threads(1)
     from ltbench.spec import RunSpec
-    from methods.sc_hybrid import supervised_contrastive_loss_across_ranks
+    from ltbench_methods.sc_hybrid import supervised_contrastive_loss_across_ranks
 
     out = Path(out)
     with distributed.process_group("cpu"):
@@ -100,7 +100,7 @@ def two_ranks(data_root, tmp_path_factory):
 
 
 def test_supcon_over_ranks_is_the_one_device_loss_and_gradient(two_ranks):
-    from methods.sc_hybrid import supervised_contrastive_loss
+    from ltbench_methods.sc_hybrid import supervised_contrastive_loss
 
     out, _ = two_ranks
     torch.manual_seed(0)

@@ -11,7 +11,7 @@ import torch
 
 from ltbench.bench import reference_params
 from ltbench.data.datasets import DATASETS
-from ltbench.launch.local import make_trainer
+from ltbench.runner import make_trainer
 from ltbench.method import Batch, Progress
 from ltbench.sweep import resolve
 
@@ -59,12 +59,11 @@ def test_same_loss_curve_for_the_first_steps(setup):
     spec, data = setup
     torch.use_deterministic_algorithms(True)
     try:
-        # the plain side also runs the model the plain way (NCHW, PyTorch's own batch norm and
-        # ReLU), so the check covers the channels-last and fused-kernel defaults too
+        # the plain side also runs the model the plain way (NCHW), so the check covers the
+        # channels-last default too
         fast = make_trainer(spec, data, torch.device("cpu"))
         plain = make_trainer(spec, data, torch.device("cpu"), reference_params(spec.params))
         assert fast.params["channels_last"] and not plain.params["channels_last"]
-        assert fast.backbone.fused_bn_relu and not plain.backbone.fused_bn_relu
         for g in fast.optimizer.param_groups + plain.optimizer.param_groups:
             g["lr"] = spec.params["lr"]
         fast_losses = [fast.train_step(b, Progress(0, 1, s, 6)).item() for s, b in zip(range(6), fast.loader.epoch())]

@@ -16,8 +16,8 @@ from ltbench.method import Batch, Progress
 from ltbench.models import create_backbone
 from ltbench.store import RESULT_COLUMNS, RunStore
 from ltbench.sweep import resolve
-from methods.psc_hybrid import PSCHybrid, prototypical_supervised_contrastive_loss
-from methods.sc_hybrid import SCHybrid, supervised_contrastive_loss
+from ltbench_methods.psc_hybrid import PSCHybrid, prototypical_supervised_contrastive_loss
+from ltbench_methods.sc_hybrid import SCHybrid, supervised_contrastive_loss
 
 # labels 3 and 4 occur once: with one view each, those anchors have no positive
 LABELS = torch.tensor([0, 1, 0, 2, 1, 0, 3, 2, 4, 1])

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from ltbench.method import Progress
-from methods.balanced_softmax import BalancedSoftmax, balanced_softmax_loss
-from methods.cb_focal import ClassBalancedFocal, cb_focal_loss
-from methods.ce_drw import CrossEntropyDRW
-from methods.common import NormedLinear, drw_start_epoch, drw_weights, effective_number_weights, log_prior
-from methods.focal import focal_loss
-from methods.ldam_drw import LDAM, LDAMDRW, LDAMLoss
-from methods.logit_adjust import LogitAdjustedLoss, PostHocLogitAdjustment, logit_adjusted_loss
-from methods.lws import LearnableWeightScaling
-from methods.tau_norm import TauNormalisation
+from ltbench_methods.balanced_softmax import BalancedSoftmax, balanced_softmax_loss
+from ltbench_methods.cb_focal import ClassBalancedFocal, cb_focal_loss
+from ltbench_methods.ce_drw import CrossEntropyDRW
+from ltbench_methods.common import NormedLinear, drw_start_epoch, drw_weights, effective_number_weights, log_prior
+from ltbench_methods.focal import focal_loss
+from ltbench_methods.ldam_drw import LDAM, LDAMDRW, LDAMLoss
+from ltbench_methods.logit_adjust import LogitAdjustedLoss, PostHocLogitAdjustment, logit_adjusted_loss
+from ltbench_methods.lws import LearnableWeightScaling
+from ltbench_methods.tau_norm import TauNormalisation
 
 # one class with a single image: margins, priors and weights are at their extremes there
 COUNTS = [500, 200, 60, 9, 1]

@@ -11,13 +11,13 @@ from ltbench.data.datasets import LongTailData
 from ltbench.data.loader import DeviceLoader
 from ltbench.data.profiles import class_counts
 from ltbench.data.samplers import ClassBalancedSampler
-from ltbench.launch.local import make_trainer
+from ltbench.runner import make_trainer
 from ltbench.method import Draw
 from ltbench.models import create_backbone
 from ltbench.stages import FrozenBackbone, Stage1
 from ltbench.sweep import resolve
 from ltbench.train import learning_rate
-from methods.ce import CrossEntropy
+from ltbench_methods.ce import CrossEntropy
 
 COUNTS = class_counts(10, 1000, 100)  # the quick preset's Fashion-MNIST-LT at IF 100: 1000 ... 10
 

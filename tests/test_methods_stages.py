@@ -11,7 +11,7 @@ from ltbench.models import create_backbone
 from ltbench.stages import FrozenBackbone, stage1_spec
 from ltbench.sweep import Sweep, expand, resolve
 from ltbench.train import TRAINER_DEFAULTS
-from methods.tau_norm import TauNormalisation, calibration_images
+from ltbench_methods.tau_norm import TauNormalisation, calibration_images
 
 TWO_STAGE = ["crt", "tau_norm", "lws", "logit_adjust_posthoc"]
 ZOO = ["ce", "focal", "ce_drw", "ldam", "ldam_drw", "cb_focal", "balanced_softmax", "logit_adjust", *TWO_STAGE]

@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 
 from ltbench.report import cli, tables
-from ltbench.report.load import RESULT_COLUMNS, load_results
+from ltbench.report.load import load_results
+from ltbench.results_schema import RESULT_COLUMNS
 from ltbench.report.reference import load_published
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from ltbench import distributed, environment, stages
 from ltbench.errors import UserError
-from ltbench.launch.local import execute
+from ltbench.runner import execute
 from ltbench.launch.slurm_options import SlurmOptions, add_arguments, options_from_args
 from ltbench.launch.slurm_queue import (
     SlurmUnavailable, Submission, SubmissionRecord, check_cluster, queued_states, submission_states,

@@ -11,19 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-RESULT_COLUMNS = [
-    "run_id", "method", "dataset", "imbalance_factor", "profile", "backbone", "seed",
-    "epochs", "batch_size", "preset", "params", "mmf_convention", "top1", "many", "medium",
-    "few", "top1_best", "top1_best_epoch", "n_train", "n_classes", "n_many", "n_medium",
-    "n_few", "wall_s", "images_per_s", "peak_mem_mb", "device", "torch", "ltbench_version",
-    "git_sha", "started_at", "finished_at", "status", "error", "slurm_job_id",
-]
-NUMERIC_COLUMNS = [
-    "imbalance_factor", "seed", "epochs", "batch_size", "top1", "many", "medium", "few",
-    "top1_best", "top1_best_epoch", "n_train", "n_classes", "n_many", "n_medium", "n_few",
-    "wall_s", "images_per_s", "peak_mem_mb",
-]
-PER_CLASS_COLUMNS = ["class", "n_train", "correct", "total"]
+from ltbench.results_schema import NUMERIC_COLUMNS, PER_CLASS_COLUMNS, REQUIRED_COLUMNS, RESULT_COLUMNS
+
 BENCH_COLUMNS = ["loss", "batch_size", "peak_mem_mb", "step_ms", "device"]
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
 
@@ -133,13 +122,14 @@ def _read_csv(path: Path, columns: list[str]) -> tuple[pd.DataFrame | None, str 
 
 
 def _read_run(folder: Path, rel: str) -> tuple[dict | None, list[LeftOut]]:
-    table, problem = _read_csv(folder / "result.csv", RESULT_COLUMNS)
+    table, problem = _read_csv(folder / "result.csv", REQUIRED_COLUMNS)
     where = f"{rel}/result.csv"
     if table is None:
         return None, [LeftOut(where, "corrupt", problem)]
     if len(table) != 1:
         return None, [LeftOut(where, "corrupt", f"expected one data row, found {len(table)}")]
-    row = table.iloc[0][RESULT_COLUMNS].to_dict()
+    # rows written by an older ltbench lack the columns added since: empty, as never recorded
+    row = {c: table.iloc[0].get(c, "") for c in RESULT_COLUMNS}
     row["run_id"] = row["run_id"] or folder.name
     numbers = {c: pd.to_numeric(row[c], errors="coerce") if row[c] else float("nan")
                for c in NUMERIC_COLUMNS}

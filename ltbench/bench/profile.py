@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch.autograd import DeviceType
 from torch.profiler import ProfilerActivity, profile
 
-from ltbench import bench_memory, environment
+from ltbench import environment
+from ltbench.bench import memory as bench_memory
 from ltbench.method import Progress
 from ltbench.store import atomic_write_bytes, csv_bytes
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from ltbench import bench_memory, bench_profile, environment, registry
+from ltbench import environment, registry
+from ltbench.bench import memory as bench_memory, profile as bench_profile
 from ltbench.errors import UserError
-from ltbench.launch.local import make_trainer
+from ltbench.runner import make_trainer
 from ltbench.method import Progress
 from ltbench.spec import RunSpec
 from ltbench.store import atomic_write_bytes, csv_bytes

@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from ltbench import environment
 from ltbench.errors import UserError
 from ltbench.store import atomic_write_bytes, csv_bytes
-from methods.psc_hybrid import prototypical_supervised_contrastive_loss
-from methods.sc_hybrid import supervised_contrastive_loss
+from ltbench_methods.psc_hybrid import prototypical_supervised_contrastive_loss
+from ltbench_methods.sc_hybrid import supervised_contrastive_loss
 
 COLUMNS = ["loss", "batch_size", "peak_mem_mb", "step_ms", "device"]
 BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)

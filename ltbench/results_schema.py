@@ -1,0 +1,25 @@
+"""The columns of a run's result files: the one definition the store writes and the report
+reads. Imports nothing heavy, so the report can use it without torch."""
+
+RESULT_COLUMNS = [
+    "run_id", "method", "dataset", "imbalance_factor", "profile", "backbone", "seed", "epochs",
+    "batch_size", "preset", "params", "mmf_convention", "top1", "many", "medium", "few",
+    "top1_best", "top1_best_epoch", "n_train", "n_classes", "n_many", "n_medium", "n_few",
+    "wall_s", "images_per_s", "peak_mem_mb", "device", "torch", "ltbench_version", "git_sha",
+    "started_at", "finished_at", "status", "error", "slurm_job_id",
+    # two-stage methods: the stage-1 run, whether it was reused, its recorded training time
+    # (wall_s is the sum of both stages); post-hoc choices made on training data (JSON)
+    "stage1_run_id", "stage1_reused", "stage1_wall_s", "calibration",
+]
+PER_CLASS_COLUMNS = ["class", "n_train", "correct", "total"]
+NUMERIC_COLUMNS = [
+    "imbalance_factor", "seed", "epochs", "batch_size", "top1", "many", "medium", "few",
+    "top1_best", "top1_best_epoch", "n_train", "n_classes", "n_many", "n_medium", "n_few",
+    "wall_s", "images_per_s", "peak_mem_mb",
+]
+# What a row must hold to be read at all; the other columns may be missing from rows written
+# by an older ltbench, and read as empty.
+REQUIRED_COLUMNS = [
+    "run_id", "method", "dataset", "imbalance_factor", "profile", "backbone", "seed", "epochs",
+    "batch_size", "preset", "params", "top1", "status",
+]

@@ -1,0 +1,149 @@
+"""One run from spec to stored result: data, model, method, trainer, store.
+
+`execute` is the payload every launcher calls (the local loop, Slurm jobs, torchrun
+processes); nothing here knows which one called it.
+"""
+
+import json
+import traceback
+
+import torch
+
+import ltbench
+from ltbench import distributed, environment, registry, stages
+from ltbench.launch.shared_store import open_store
+from ltbench.metrics import group_accuracy, group_sizes
+from ltbench.models import create_backbone
+from ltbench.spec import RunSpec
+from ltbench.store import CorruptFile, RunStore
+from ltbench.train import Reporter, Trainer
+
+SPEC_COLUMNS = ("method", "dataset", "imbalance_factor", "profile", "backbone", "seed", "epochs", "batch_size", "preset")
+
+
+def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter | None = None,
+            data_root=None, log=print) -> str:
+    """Train (or resume) one run and store its result. Returns "done" or "failed"; a failure
+    is recorded in the result row with its reason rather than raised, so a sweep goes on.
+    Ctrl-C is not a failure: it propagates, and the last epoch checkpoint stays valid.
+    In a distributed run every rank calls this; a failure is recorded and then raised, since
+    the other ranks wait on the failed one and only the launcher can end them."""
+    store = open_store(results_dir)
+    store.write_spec(spec)
+    # a retry starts from the last good checkpoint; the old failure row must not outlive it
+    (store.run_dir(spec.run_id) / "result.csv").unlink(missing_ok=True)
+    started = environment.now()
+    torch_device = None
+    try:
+        torch_device = environment.resolve_device(device)
+        stage1 = ensure_stage1(spec, results_dir, device, reporter, data_root, log)
+        trainer = build_trainer(spec, torch_device, store, reporter, data_root, stage1)
+        try:
+            state = store.load_checkpoint(spec.run_id)
+        except CorruptFile as exc:
+            log(f"[{spec.run_id}] {exc}; starting the run over")
+            state = None
+        if state is not None:
+            trainer.load_state_dict(state)
+            log(f"[{spec.run_id}] resuming from epoch {trainer.start_epoch} of {trainer.epochs}")
+        outcome = trainer.fit()
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        store.run_dir(spec.run_id).mkdir(parents=True, exist_ok=True)
+        (store.run_dir(spec.run_id) / distributed.rank_file("error.log")).write_text(traceback.format_exc())
+        store.write_result(result_row(spec, status="failed", error=detail, started=started, device=torch_device))
+        if distributed.is_distributed():
+            raise
+        return "failed"
+    counts, data = outcome.final, trainer.data
+    per_class = [
+        {"class": c, "n_train": n, "correct": int(counts.correct[c]), "total": int(counts.total[c])}
+        for c, n in enumerate(data.class_counts)
+    ]
+    convention = spec.params["mmf_convention"]
+    groups = group_accuracy(counts, data.class_counts, convention)
+    sizes = group_sizes(data.class_counts, convention)
+    seconds, images = outcome.train_seconds, outcome.images_seen
+    peak_mb = environment.peak_memory_mb(torch_device)
+    staged = {}
+    if stage1 is not None:  # the run's cost is both stages', a reused stage 1 at its recorded cost
+        seconds, images = seconds + stage1.state["seconds"], images + stage1.state["images"]
+        peak_mb = max(peak_mb, float(stage1.result["peak_mem_mb"] or 0))
+        staged = dict(stage1_run_id=stage1.spec.run_id, stage1_reused=stage1.reused,
+                      stage1_wall_s=round(stage1.state["seconds"], 2))
+    row = result_row(
+        spec, status="done", started=started, device=torch_device,
+        top1=round(counts.top1, 4), top1_best=round(outcome.best_top1, 4), top1_best_epoch=outcome.best_epoch + 1,
+        **{g: (None if acc is None else round(acc, 4)) for g, acc in groups.items()},
+        **{f"n_{g}": n for g, n in sizes.items()},
+        n_train=len(data.train_y), n_classes=data.num_classes, wall_s=round(seconds, 2),
+        images_per_s=round(images / max(seconds, 1e-9), 1), peak_mem_mb=round(peak_mb, 1),
+        calibration=json.dumps(outcome.calibration, sort_keys=True) if outcome.calibration else "", **staged,
+    )
+    store.write_result(row, per_class)
+    return "done"
+
+
+def ensure_stage1(spec: RunSpec, results_dir, device: str, reporter=None, data_root=None,
+                  log=print) -> stages.Stage1 | None:
+    """A two-stage run's stage 1, reused from the store or trained now as a run of its own."""
+    first = stages.stage1_spec(spec)
+    if first is None:
+        return None
+    store = open_store(results_dir)
+    reused = distributed.broadcast(store.state(first.run_id) == "done" and store.checkpoint_path(first.run_id).exists())
+    if reused:
+        log(f"  stage 1: reusing {first.label} ({first.run_id})")
+    else:
+        log(f"  stage 1: training {first.label} ({first.run_id}) as a run of its own")
+        if execute(first, results_dir, device, reporter, data_root, log) != "done":
+            raise RuntimeError(f"stage 1 ({first.method} run {first.run_id}) failed: "
+                               f"{store.read_result(first.run_id)['error']}")
+    return stages.Stage1(first, reused, store.read_result(first.run_id), store.load_checkpoint(first.run_id))
+
+
+def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter=None, data_root=None,
+                  stage1: stages.Stage1 | None = None) -> Trainer:
+    data = registry.dataset(spec.dataset).build(data_root, spec.imbalance_factor, spec.profile, spec.n_max)
+    label = spec.label if stage1 is None else f"{spec.label} stage 2"
+    return make_trainer(spec, data, device, stage1=stage1, reporter=reporter or Reporter(), label=label,
+                        save_checkpoint=lambda state: store.save_checkpoint(spec.run_id, state))
+
+
+def make_trainer(spec: RunSpec, data, device: torch.device, params: dict | None = None,
+                 stage1: stages.Stage1 | None = None, **trainer_options) -> Trainer:
+    """The spec's backbone and method on `data`; `params` replaces spec.params (benchmarks
+    switch speed options this way). With `stage1`, the trainer of a two-stage method's stage 2."""
+    params = spec.params if params is None else params
+    # Model initialisation draws from the global RNG: seed it so a run is a function of its spec.
+    torch.manual_seed(spec.seed)
+    backbone = create_backbone(spec.backbone, data.in_chans)
+    method = registry.method(spec.method)(params, data.class_counts, backbone.num_features)
+    schedule = {"params": params, "epochs": spec.epochs, "batch_size": spec.batch_size}
+    if stage1 is not None:
+        backbone, schedule = stages.stage2_setup(backbone, method, stage1, params, data.class_counts)
+    if params.get("compile"):
+        backbone = torch.compile(backbone, mode="default" if params["compile"] is True else params["compile"])
+    return Trainer(data=data, backbone=backbone, method=method, **schedule, seed=spec.seed, device=device,
+                   **trainer_options)
+
+
+def result_row(spec: RunSpec, status: str, started: str, device=None, error: str = "", **values) -> dict:
+    return {
+        "run_id": spec.run_id,
+        **{k: getattr(spec, k) for k in SPEC_COLUMNS},
+        "params": json.dumps(spec.params, sort_keys=True),
+        "mmf_convention": spec.params.get("mmf_convention", ""),
+        "device": environment.device_label(device) if device is not None else "",
+        "torch": torch.__version__,
+        "ltbench_version": ltbench.__version__,
+        "git_sha": environment.git_sha(),
+        "started_at": started,
+        "finished_at": environment.now(),
+        "status": status,
+        "error": error,
+        "slurm_job_id": environment.slurm_job_id(),
+        **values,
+    }
