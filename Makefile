@@ -19,11 +19,12 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 data: setup
-	$(LTBENCH) fetch-data fashion_mnist --allow-apt
+	$(LTBENCH) fetch-data fashion_mnist_lt --allow-apt
 
 demo: data
 	$(LTBENCH) run --methods ce,focal --dataset fashion_mnist_lt --if 10,100 --preset quick
 	$(LTBENCH) report
+	@echo "ltbench is installed in $(VENV): run 'source $(VENV)/bin/activate' to type 'ltbench ...' (or call $(LTBENCH))"
 
 test: data slurm
 	$(PY) -m pytest -q

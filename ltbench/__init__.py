@@ -1,3 +1,3 @@
 """ltbench: a reproducibility benchmark harness for long-tailed image classification."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

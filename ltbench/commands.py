@@ -4,35 +4,69 @@ import json
 import os
 from pathlib import Path
 
+from rich.console import Console
 from rich.table import Table
 
 from ltbench import distributed, registry
 from ltbench.data.image_datasets import OPTIONS_ENV, check_dataset_options
-from ltbench.errors import UserError
+from ltbench import settings
+from ltbench.errors import UserError, unknown_name
+from ltbench.migrate import migrate_store, pending_migrations
 from ltbench.models import CIFAR_BACKBONES
 from ltbench.presets import PRESETS
 from ltbench.progress import RichReporter, console, results_table
 from ltbench.store import RunStore
+from ltbench.settings import SPEC_FIELDS, as_settings
 from ltbench.sweep import Sweep, expand, read_config
 
+# Options of the sweep itself (not of its runs: those are ltbench.settings)
 DEFAULTS = {"preset": "paper", "seeds": ["0"], "results_dir": "results", "device": "auto"}
-FLAG_TO_OVERRIDE = ("profile", "backbone", "epochs", "batch_size", "n_max")
 
 
 def list_everything() -> int:
     methods = Table(title="Methods")
-    methods.add_column("name")
-    methods.add_column("description")
-    for name, cls in sorted(registry.methods().items()):
-        methods.add_row(name, cls.summary)
+    for col in ("name", "shown as", "description"):
+        methods.add_column(col)
+    for name, cls in registry.methods().items():
+        methods.add_row(name, cls.title(), cls.summary)
     datasets = Table(title="Datasets")
-    datasets.add_column("name")
-    datasets.add_column("description")
+    for col in ("name", "shown as", "many/medium/few rule", "description"):
+        datasets.add_column(col)
     for name, info in registry.datasets().items():
-        datasets.add_row(name, info.summary)
-    console.print(methods, datasets)
+        datasets.add_row(name, info.title, info.shot_rule, info.summary)
+    _wide().print(methods, datasets)
     console.print(f"Backbones: {', '.join(CIFAR_BACKBONES)}, and any timm model by name")
     console.print(f"Presets: {', '.join(PRESETS)}")
+    console.print("Settings: `ltbench list --settings`")
+    return 0
+
+
+def list_settings() -> int:
+    table = Table(title="Settings (--set KEY=VALUE; a method's own: --set METHOD.KEY=VALUE)")
+    for col in ("setting", "kind", "type", "default", "allowed", "help"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("setting", "kind"))
+    schemas = {name: as_settings(cls.hyperparameters) for name, cls in registry.methods().items()}
+    for row in settings.listing(schemas):
+        table.add_row(row.name, row.kind, row.type, row.default, row.allowed, row.help)
+    _wide().print(table)
+    console.print("protocol: defines the experiment, part of the run id; execution: how it runs, recorded in the "
+                  "result row, never part of the run id. Some defaults depend on the dataset (a method's paper "
+                  "values): `ltbench run ... --dry-run --show-spec` shows what a run resolves to.")
+    return 0
+
+
+def _wide() -> Console:
+    """A log or a pipe has no edge to fit a table to: keep each entry on one line there."""
+    return console if console.is_terminal else Console(width=200)
+
+
+def fetch_data(name: str, data_root, allow_apt: bool) -> int:
+    from ltbench.data.sources import data_root as resolve_root
+
+    fetchable = [n for n, info in registry.datasets().items() if info.fetch is not None]
+    if name not in fetchable:
+        raise unknown_name("dataset that fetch-data can fetch", name, fetchable)
+    registry.dataset(name).fetch(resolve_root(data_root), allow_apt=allow_apt)
     return 0
 
 
@@ -60,7 +94,7 @@ def sweep_from_args(args) -> tuple[Sweep, dict]:
         raise UserError(f"{', '.join(missing)} not given", hint="e.g. ltbench run --methods ce,focal "
                         "--dataset fashion_mnist_lt --if 10,100 (or put them in a --config file)")
     overrides = dict(config.get("set", {}))
-    for key in FLAG_TO_OVERRIDE:
+    for key in SPEC_FIELDS:
         value = getattr(args, key, None)
         if value is None:
             value = config.get(key)
@@ -118,9 +152,21 @@ def run(args) -> int:
 
 def _run(args, sweep: Sweep, where: dict) -> int:
     specs = expand(sweep)
+    if args.show_spec and not args.dry_run:
+        raise UserError("--show-spec goes with --dry-run", hint="ltbench run ... --dry-run --show-spec")
     store = RunStore(where["results_dir"])
-    states = distributed.broadcast({spec.run_id: store.state(spec.run_id) for spec in specs})
+    # results of an earlier ltbench: migrated before a real run; a dry run writes nothing and
+    # looks them up where they are
+    earlier = pending_migrations(store.root) if args.dry_run else {}
+    if distributed.is_main() and not args.dry_run:
+        migrate_store(store.root, log=console.print)
+    states = distributed.broadcast({spec.run_id: store.state(earlier.get(spec.run_id, spec.run_id))
+                                    for spec in specs})
     if args.dry_run:
+        if args.show_spec:
+            for spec in specs:
+                print(json.dumps({"run_id": spec.run_id, **spec.to_dict()}, sort_keys=False))
+            return 0
         console.print(grid_table(specs, states))
         return 0
     store.ensure_writable()
@@ -163,6 +209,10 @@ def grid_table(specs, states) -> Table:
 
 def status(results_dir) -> int:
     store = RunStore(results_dir)
+    if not store.root.is_dir():
+        raise UserError(f"results dir {store.root} does not exist",
+                        hint="run a sweep first, or pass --results-dir with the folder that holds the run folders")
+    migrate_store(store.root, log=console.print)
     run_ids = store.run_ids()
     if not run_ids:
         console.print(f"no runs in {results_dir}")
@@ -174,16 +224,18 @@ def status(results_dir) -> int:
     except ImportError:
         pass
     table = Table(title=f"Runs in {results_dir}")
-    for col in ("run id", "method", "dataset", "IF", "seed", "state", "top-1 %", "detail"):
+    for col in ("run id", "method", "dataset", "IF", "seed", "preset", "epochs", "state", "top-1 %", "detail"):
         table.add_column(col)
-    counts = {}
+    counts, lines = {}, []
     for run_id in run_ids:
         state, top1, detail = store.state(run_id), "", ""
         try:
             spec = store.read_spec(run_id)
-            label = (spec.method, spec.dataset, f"{spec.imbalance_factor:g}", str(spec.seed))
+            key = (spec.method, spec.dataset, spec.imbalance_factor, spec.seed)
+            label = (spec.method, spec.dataset, f"{spec.imbalance_factor:g}", str(spec.seed), spec.preset,
+                     str(spec.epochs))
         except Exception as exc:
-            label, state, detail = ("?", "?", "?", "?"), "corrupt", str(exc)
+            key, label, state, detail = ("~",), ("?",) * 6, "corrupt", str(exc)
         if state in ("done", "failed"):
             row = store.read_result(run_id)
             top1 = row["top1"]
@@ -200,7 +252,10 @@ def status(results_dir) -> int:
                 state, detail = "failed", ("its Slurm job ended without a result (killed, cancelled, "
                                            f"out of memory?); log: {job_logs.get(run_id, '?')}")
         counts[state] = counts.get(state, 0) + 1
-        table.add_row(run_id, *label, state, top1, detail)
+        lines.append((key, run_id, (run_id, *label, state, top1, detail)))
+    # by what a run is, not by its hash: a method's seeds side by side
+    for _, _, cells in sorted(lines, key=lambda line: (line[0], line[1])):
+        table.add_row(*cells)
     console.print(table)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0

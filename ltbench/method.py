@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
+from ltbench.settings import Setting, as_settings
+
 if TYPE_CHECKING:
     from ltbench.data.datasets import DatasetInfo
 
@@ -47,10 +49,14 @@ class Progress:
 class Method(nn.Module):
     name: ClassVar[str]
     summary: ClassVar[str]  # one line, with the paper it comes from
-    # The method's own hyperparameters with their paper defaults; every key is settable
-    # with --set key=value.
+    display_name: ClassVar[str | None] = None  # as tables print it (LDAM-DRW); default: the name
+    # The method's own hyperparameters, each a `ltbench.settings.Setting` with its paper default
+    # (a plain value is accepted too, typed by that value). They live under the method's name in
+    # a spec, so they never collide with another plugin's: --set NAME.KEY=VALUE, or --set
+    # KEY=VALUE where only one method of the sweep has KEY.
     hyperparameters: ClassVar[dict] = {}
-    # Trainer settings the paper protocol changes for this method (e.g. batch size, lr).
+    # Values the paper protocol gives the trainer's settings for this method (ltbench.settings.SETTINGS
+    # names, e.g. batch size, lr).
     trainer_defaults: ClassVar[dict] = {}
     draws: ClassVar[dict[str, Draw]] = {"main": Draw()}
     # Two-stage methods (decoupling, Kang et al. 2020) name the method whose finished run with
@@ -60,27 +66,43 @@ class Method(nn.Module):
 
     def __init__(self, hp: dict, class_counts: list[int], feature_dim: int):
         super().__init__()
-        self.hp = hp
+        self.hp = hp  # this method's own hyperparameters, resolved
         self.register_buffer("class_counts", torch.tensor(class_counts, dtype=torch.float))
         self.num_classes = len(class_counts)
         self.feature_dim = feature_dim
 
     @classmethod
-    def defaults(cls, family: str) -> dict:
-        """Paper-protocol defaults for a dataset family; override to differ per family. A
-        two-stage method's include its stage 1's, which are part of what defines the run."""
-        first = cls.stage1.defaults(family) if cls.stage1 is not None else {}
-        return {**first, **cls.trainer_defaults, **cls.hyperparameters}
+    def title(cls) -> str:
+        return cls.display_name or cls.name
 
     @classmethod
-    def dataset_defaults(cls, dataset: "DatasetInfo") -> dict:
-        """Paper-protocol defaults for one dataset: the family's, unless the paper sets a value
-        per dataset (one temperature for CIFAR-10 and another for CIFAR-100, say)."""
-        return cls.defaults(dataset.family)
+    def settings(cls, dataset: "DatasetInfo") -> dict[str, Setting]:
+        """This method's hyperparameters with their paper defaults on `dataset`; override to set a
+        default per dataset (one temperature for CIFAR-10 and another for CIFAR-100, say)."""
+        return as_settings(cls.hyperparameters)
 
     @classmethod
-    def check(cls, params: dict) -> None:
-        """Raise a UserError for hyperparameter values the method cannot run with."""
+    def defaults(cls, dataset: "DatasetInfo | None" = None) -> dict:
+        """The default value of each of this method's hyperparameters (on `dataset`, where given)."""
+        schema = cls.settings(dataset) if dataset is not None else as_settings(cls.hyperparameters)
+        return {name: setting.default for name, setting in schema.items()}
+
+    @classmethod
+    def protocol_defaults(cls) -> dict:
+        """The trainer settings this method's paper protocol changes; a two-stage method's
+        include its stage 1's, which are part of what defines the run."""
+        first = cls.stage1.protocol_defaults() if cls.stage1 is not None else {}
+        return {**first, **cls.trainer_defaults}
+
+    @classmethod
+    def chain(cls) -> list[type["Method"]]:
+        """The methods a run of this one trains, stage 1 first."""
+        return [*(cls.stage1.chain() if cls.stage1 is not None else []), cls]
+
+    @classmethod
+    def check(cls, hp: dict) -> None:
+        """Raise a UserError for combinations of this method's hyperparameters it cannot run
+        with; each value's own range is checked by its Setting before this is called."""
 
     def loss(self, backbone: nn.Module, batches: dict[str, Batch], progress: Progress) -> torch.Tensor:
         raise NotImplementedError

@@ -10,12 +10,15 @@ RESULT_COLUMNS = [
     # two-stage methods: the stage-1 run, whether it was reused, its recorded training time
     # (wall_s is the sum of both stages); post-hoc choices made on training data (JSON)
     "stage1_run_id", "stage1_reused", "stage1_wall_s", "calibration",
+    # how the run was computed (ltbench.settings' execution settings, JSON) and on how many
+    # CPU threads: recorded, never part of the run id
+    "execution", "threads",
 ]
 PER_CLASS_COLUMNS = ["class", "n_train", "correct", "total"]
 NUMERIC_COLUMNS = [
     "imbalance_factor", "seed", "epochs", "batch_size", "top1", "many", "medium", "few",
     "top1_best", "top1_best_epoch", "n_train", "n_classes", "n_many", "n_medium", "n_few",
-    "wall_s", "images_per_s", "peak_mem_mb",
+    "wall_s", "images_per_s", "peak_mem_mb", "threads",
 ]
 # What a row must hold to be read at all; the other columns may be missing from rows written
 # by an older ltbench, and read as empty.

@@ -62,7 +62,9 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
         {"class": c, "n_train": n, "correct": int(counts.correct[c]), "total": int(counts.total[c])}
         for c, n in enumerate(data.class_counts)
     ]
-    convention = spec.params["mmf_convention"]
+    # the result row's many/medium/few follow the dataset's rule; the report can regroup the
+    # per-class counts under any other
+    convention = registry.dataset(spec.dataset).shot_rule
     groups = group_accuracy(counts, data.class_counts, convention)
     sizes = group_sizes(data.class_counts, convention)
     seconds, images = outcome.train_seconds, outcome.images_seen
@@ -114,13 +116,14 @@ def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter
 
 def make_trainer(spec: RunSpec, data, device: torch.device, params: dict | None = None,
                  stage1: stages.Stage1 | None = None, **trainer_options) -> Trainer:
-    """The spec's backbone and method on `data`; `params` replaces spec.params (benchmarks
-    switch speed options this way). With `stage1`, the trainer of a two-stage method's stage 2."""
-    params = spec.params if params is None else params
+    """The spec's backbone and method on `data`; `params` replaces the spec's trainer settings
+    (benchmarks switch execution settings this way). With `stage1`, the trainer of a two-stage
+    method's stage 2."""
+    params = spec.trainer_params if params is None else params
     # Model initialisation draws from the global RNG: seed it so a run is a function of its spec.
     torch.manual_seed(spec.seed)
     backbone = create_backbone(spec.backbone, data.in_chans)
-    method = registry.method(spec.method)(params, data.class_counts, backbone.num_features)
+    method = registry.method(spec.method)(spec.own_hyperparameters, data.class_counts, backbone.num_features)
     schedule = {"params": params, "epochs": spec.epochs, "batch_size": spec.batch_size}
     if stage1 is not None:
         backbone, schedule = stages.stage2_setup(backbone, method, stage1, params, data.class_counts)
@@ -134,8 +137,10 @@ def result_row(spec: RunSpec, status: str, started: str, device=None, error: str
     return {
         "run_id": spec.run_id,
         **{k: getattr(spec, k) for k in SPEC_COLUMNS},
-        "params": json.dumps(spec.params, sort_keys=True),
-        "mmf_convention": spec.params.get("mmf_convention", ""),
+        "params": json.dumps(spec.flat_params(), sort_keys=True),
+        "execution": json.dumps(spec.execution, sort_keys=True),
+        "threads": torch.get_num_threads(),
+        "mmf_convention": registry.dataset(spec.dataset).shot_rule,
         "device": environment.device_label(device) if device is not None else "",
         "torch": torch.__version__,
         "ltbench_version": ltbench.__version__,

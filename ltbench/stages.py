@@ -13,7 +13,6 @@ from torch import nn
 
 from ltbench import registry
 from ltbench.errors import UserError
-from ltbench.presets import PRESETS
 from ltbench.spec import RunSpec
 
 
@@ -27,9 +26,9 @@ class Stage1:
 
 def stage1_spec(spec: RunSpec) -> RunSpec | None:
     """The spec of `spec`'s stage 1 (None for one-stage methods): the same dataset, imbalance
-    factor, profile, backbone, epochs, batch size, trainer settings and seed, without the
-    two-stage method's own hyperparameters; labelled as `ltbench run` would label it."""
-    from ltbench.sweep import resolve  # sweep imports the trainer; keep this import local
+    factor, profile, backbone, epochs, batch size, trainer settings, seed and stage-1
+    hyperparameters, without the two-stage method's own; labelled as `ltbench run` would label it."""
+    from ltbench.sweep import preset_label  # sweep imports the registry of methods; keep this local
 
     method = registry.method(spec.method)
     if method.stage1 is None:
@@ -37,17 +36,9 @@ def stage1_spec(spec: RunSpec) -> RunSpec | None:
     name = method.stage1.name
     if registry.method(name) is not method.stage1:
         raise UserError(f"{spec.method}: its stage-1 method '{name}' is not the one registered under that name")
-    params = {k: v for k, v in spec.params.items() if k not in method.hyperparameters}
-    stage1 = replace(spec, method=name, params=params)
-    pure = {p: resolve(name, spec.dataset, spec.imbalance_factor, spec.seed, p, {}) for p in PRESETS}
-    expected = set(next(iter(pure.values())).params)
-    if set(params) != expected:
-        odd = sorted(set(params) ^ expected)
-        raise UserError(f"{spec.method}: stage 1 must be a plain '{name}' run, but the settings "
-                        f"{', '.join(odd)} do not match {name}'s",
-                        hint=f"set only {name}'s settings and {spec.method}'s own ({', '.join(method.hyperparameters)})")
-    label = next((p for p, s in pure.items() if s.run_id == stage1.run_id), "custom")
-    return replace(stage1, preset=label)
+    first = replace(spec, method=name, hyperparameters={
+        owner: values for owner, values in spec.hyperparameters.items() if owner != spec.method})
+    return replace(first, preset=preset_label(first))
 
 
 class FrozenBackbone(nn.Module):
@@ -75,7 +66,7 @@ def stage2_setup(backbone: nn.Module, method, stage1: Stage1, params: dict, clas
     """Load the stage-1 weights into `backbone` and `method`; returns the frozen backbone and
     the Trainer's params, epochs and batch size for stage 2."""
     backbone.load_state_dict(stage1.state["backbone"])
-    first = method.stage1(stage1.spec.params, class_counts, backbone.num_features)
+    first = method.stage1(stage1.spec.own_hyperparameters, class_counts, backbone.num_features)
     first.load_state_dict(stage1.state["method"])
     method.load_stage1(first)
     settings = dict(method.stage2())

@@ -13,6 +13,7 @@ so concurrent jobs never write to one shared file.
 
 import csv
 import io
+import math
 import json
 import os
 import tempfile
@@ -21,7 +22,7 @@ from pathlib import Path
 import torch
 
 from ltbench.errors import UserError
-from ltbench.results_schema import PER_CLASS_COLUMNS, RESULT_COLUMNS
+from ltbench.results_schema import PER_CLASS_COLUMNS, REQUIRED_COLUMNS, RESULT_COLUMNS
 from ltbench.spec import RunSpec
 
 
@@ -51,6 +52,13 @@ def csv_bytes(columns: list[str], rows: list[dict]) -> bytes:
 
 class CorruptFile(Exception):
     pass
+
+
+def _finite(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
 
 
 class RunStore:
@@ -98,9 +106,12 @@ class RunStore:
                 rows = list(csv.DictReader(fh))
         except (OSError, UnicodeDecodeError, csv.Error) as exc:
             raise CorruptFile(f"{path}: {exc}") from None
-        if len(rows) != 1 or set(rows[0]) != set(RESULT_COLUMNS) or rows[0]["run_id"] != run_id:
+        if len(rows) != 1 or not set(REQUIRED_COLUMNS) <= set(rows[0]) or rows[0]["run_id"] != run_id:
             raise CorruptFile(f"{path}: expected one row with the result columns for run {run_id}")
-        return {c: rows[0][c] for c in RESULT_COLUMNS}
+        row = {c: rows[0].get(c) or "" for c in RESULT_COLUMNS}  # columns added since it was written: empty
+        if row["status"] == "done" and not _finite(row["top1"]):
+            raise CorruptFile(f"{path}: status done but top1 is {row['top1']!r}, not a number")
+        return row
 
     def read_per_class(self, run_id: str) -> list[dict]:
         with open(self.run_dir(run_id) / "per_class.csv", newline="") as fh:

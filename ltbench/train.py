@@ -175,7 +175,7 @@ class Trainer:
                 seconds += spent
             if last or (epoch + 1) % self.params["eval_every"] == 0:
                 final = self.evaluate()
-                top1 = final.top1
+                top1 = float(final.top1)  # a plain float: checkpoints hold plain data only
                 if top1 > self.best_top1:
                     self.best_top1, self.best_epoch = top1, epoch
             if self.save_checkpoint is not None:

@@ -1,1 +1,6 @@
-"""Long-tailed methods, one module each, registered through the `ltbench.methods` entry points."""
+"""Long-tailed methods, one module each: every Method subclass here with a `name` is registered
+(ltbench.registry), so a new file is a new method."""
+
+# The order tables list the built-in methods in; a method not named here comes after them.
+ORDER = ["ce", "focal", "ldam", "ldam_drw", "ce_drw", "cb_focal", "balanced_softmax", "logit_adjust",
+         "logit_adjust_posthoc", "crt", "tau_norm", "lws", "sc_hybrid", "psc_hybrid"]

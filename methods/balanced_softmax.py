@@ -12,6 +12,7 @@ def balanced_softmax_loss(logits, labels, class_counts):
 
 class BalancedSoftmax(LinearClassifierMethod):
     name = "balanced_softmax"
+    display_name = "Balanced Softmax"
     summary = "Balanced Softmax, logits shifted by log n_j in training (Ren et al., NeurIPS 2020)"
 
     def criterion(self, logits, labels, progress):

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from ltbench.method import LinearClassifierMethod
-from ltbench_methods.common import effective_number_weights, require
+from ltbench.settings import Setting
+from ltbench_methods.common import effective_number_weights
 
 
 def cb_focal_loss(logits, labels, class_weights, gamma: float):
@@ -25,10 +26,12 @@ def cb_focal_loss(logits, labels, class_weights, gamma: float):
 
 class ClassBalancedFocal(LinearClassifierMethod):
     name = "cb_focal"
+    display_name = "CB-Focal"
     summary = "Class-balanced sigmoid focal loss, effective-number weights (Cui et al., CVPR 2019)"
     # the paper's CIFAR-10-LT choice (cifar_im_trainval_cb.sh); its best CIFAR-100-LT IF 100 run
     # used beta 0.9 (unconfirmed), so set cb_beta per dataset when reproducing that table
-    hyperparameters = {"cb_beta": 0.9999, "gamma": 1.0}
+    hyperparameters = {"cb_beta": Setting(0.9999, "effective-number beta of the class weights", low=0, below=1),
+                       "gamma": Setting(1.0, "focusing parameter of the sigmoid focal loss", low=0, high=100)}
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
@@ -36,11 +39,6 @@ class ClassBalancedFocal(LinearClassifierMethod):
         if self.num_classes > 1:
             # sigmoid losses start from p = 1/C per class, as the official code initialises the bias
             torch.nn.init.constant_(self.classifier.bias, -math.log(self.num_classes - 1))
-
-    @classmethod
-    def check(cls, params):
-        require(0 <= params["cb_beta"] < 1, f"cb_beta must be in [0, 1), got {params['cb_beta']}")
-        require(params["gamma"] >= 0, f"gamma must be non-negative, got {params['gamma']}")
 
     def criterion(self, logits, labels, progress):
         return cb_focal_loss(logits, labels, self.class_weights, self.hp["gamma"])

@@ -7,6 +7,7 @@ from ltbench.method import LinearClassifierMethod
 
 class CrossEntropy(LinearClassifierMethod):
     name = "ce"
+    display_name = "CE"
     summary = "Cross-entropy with instance sampling (baseline; protocol of Cao et al., NeurIPS 2019)"
 
     def criterion(self, logits, labels, progress):

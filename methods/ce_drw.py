@@ -4,17 +4,14 @@ without its margins, so the effect of DRW alone can be measured."""
 import torch.nn.functional as F
 
 from ltbench.method import LinearClassifierMethod
-from ltbench_methods.common import check_drw, drw_weights
+from ltbench_methods.common import DRW_SETTINGS, drw_weights
 
 
 class CrossEntropyDRW(LinearClassifierMethod):
     name = "ce_drw"
+    display_name = "CE-DRW"
     summary = "CE with deferred re-weighting by effective number from 80 % of training (Cao et al., NeurIPS 2019)"
-    hyperparameters = {"drw_beta": 0.9999, "drw_start": 0.8}
-
-    @classmethod
-    def check(cls, params):
-        check_drw(params)
+    hyperparameters = DRW_SETTINGS
 
     def criterion(self, logits, labels, progress):
         weight = drw_weights(self.class_counts, self.hp["drw_beta"], progress.epoch, progress.epochs, self.hp["drw_start"])

@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltbench.errors import UserError
+from ltbench.settings import Setting
 
 
 def effective_number_weights(class_counts: torch.Tensor, beta: float) -> torch.Tensor:
@@ -55,10 +56,25 @@ def require(condition: bool, message: str, hint: str | None = None) -> None:
         raise UserError(message, hint=hint)
 
 
-def check_drw(params: dict) -> None:
-    require(0 <= params["drw_beta"] < 1, f"drw_beta must be in [0, 1), got {params['drw_beta']}")
-    require(0 <= params["drw_start"] <= 1, f"drw_start is a fraction of the epochs in [0, 1], got {params['drw_start']}",
-            hint="LDAM-DRW starts at epoch 160 of 200: drw_start=0.8")
+# Deferred re-weighting's two settings, shared by LDAM-DRW and CE-DRW
+DRW_SETTINGS = {
+    "drw_beta": Setting(0.9999, "effective-number beta of the re-weighting (Cui et al.)", low=0, below=1),
+    "drw_start": Setting(0.8, "fraction of the epochs after which re-weighting starts (160 of 200)", low=0, high=1),
+}
+
+
+def classifier_stage2_settings(prefix: str, epochs: int) -> dict[str, Setting]:
+    """Decoupling's classifier stage (classifier-balancing's ImageNet-LT configs: lr 0.2 cosine
+    to 0, batch 512, wd 5e-4, 4 images per class draw) under `<prefix>_*` names."""
+    return {
+        f"{prefix}_lr": Setting(0.2, "stage-2 learning rate (cosine to 0)", above=0, high=1e3),
+        f"{prefix}_epochs": Setting(epochs, "stage-2 epochs", low=1, high=100_000),
+        f"{prefix}_batch_size": Setting(512, "stage-2 batch size", low=1, high=1_000_000),
+        f"{prefix}_momentum": Setting(0.9, "stage-2 SGD momentum", low=0, below=1),
+        f"{prefix}_weight_decay": Setting(5e-4, "stage-2 weight decay", low=0, high=1),
+        f"{prefix}_per_class": Setting(4, "images of a class per class-balanced draw (ClassAwareSampler)", low=1,
+                                       high=100_000),
+    }
 
 
 def classifier_stage2(hp: dict, prefix: str) -> dict:
@@ -73,9 +89,3 @@ def classifier_stage2(hp: dict, prefix: str) -> dict:
         "schedule": "cosine", "warmup_epochs": 0, "cb_per_class": hp[f"{prefix}_per_class"], "eval_every": epochs,
     }
 
-
-def check_classifier_stage2(params: dict, prefix: str) -> None:
-    for key in ("epochs", "batch_size", "per_class"):
-        value = params[f"{prefix}_{key}"]
-        require(value >= 1, f"{prefix}_{key} must be at least 1, got {value}")
-    require(params[f"{prefix}_lr"] > 0, f"{prefix}_lr must be positive, got {params[f'{prefix}_lr']}")

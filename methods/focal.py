@@ -3,6 +3,7 @@
 import torch.nn.functional as F
 
 from ltbench.method import LinearClassifierMethod
+from ltbench.settings import Setting
 
 
 def focal_loss(logits, labels, gamma: float):
@@ -12,9 +13,10 @@ def focal_loss(logits, labels, gamma: float):
 
 class Focal(LinearClassifierMethod):
     name = "focal"
+    display_name = "Focal"
     summary = "Focal loss, down-weights easy examples (Lin et al., ICCV 2017)"
     # gamma = 1 as in the LDAM-DRW code's CIFAR-LT comparison
-    hyperparameters = {"gamma": 1.0}
+    hyperparameters = {"gamma": Setting(1.0, "focusing parameter: (1 - p_t)^gamma down-weights easy examples", low=0, high=100)}
 
     def criterion(self, logits, labels, progress):
         return focal_loss(logits, labels, self.hp["gamma"])

@@ -17,7 +17,7 @@ from torch import nn
 from ltbench.data.augment import CONTRASTIVE_CROPS
 from ltbench.data.samplers import SAMPLERS
 from ltbench.method import Draw, Method, Progress
-from ltbench_methods.common import require
+from ltbench.settings import Setting
 
 # The paper's T is "the current epoch"; here it counts from 1, as SupCon's training loop
 # does, so alpha starts just below 1 and the last epoch trains the classifier alone (alpha 0).
@@ -46,14 +46,19 @@ class ProjectionHead(nn.Module):
 
 class HybridNetwork(Method):
     hyperparameters = {
-        "alpha_schedule": "parabolic",
-        "feature_sampler": "instance",
-        "classifier_sampler": "class_balanced",
-        "projection_dim": 128,
-        "projection_hidden": 0,  # 0 = the backbone's feature width (64 for ResNet-32)
-        "contrastive_crop": "pad",  # pad: RandomCrop(32, padding 4) | resized: SupCon's RandomResizedCrop
-        "grayscale_p": 0.2,
-        "color_jitter": 0.0,  # SupCon's ColorJitter(0.4, 0.4, 0.4, 0.1) is 0.4; the paper lists none
+        "alpha_schedule": Setting("parabolic", "alpha over training: the paper's 1 - (T/T_max)^2, linear, or "
+                                  "classifier_only (an ablation)", choices=tuple(ALPHA_SCHEDULES)),
+        "feature_sampler": Setting("instance", "sampler of the feature branch's batch", choices=tuple(SAMPLERS)),
+        "classifier_sampler": Setting("class_balanced", "sampler of the classifier branch's batch",
+                                      choices=tuple(SAMPLERS)),
+        "projection_dim": Setting(128, "width of the normalised embedding", low=1, high=65_536),
+        "projection_hidden": Setting(0, "hidden width of the projection MLP; 0: the backbone's feature width",
+                                     low=0, high=65_536),
+        "contrastive_crop": Setting("pad", "pad: RandomCrop(32, padding 4); resized: SupCon's RandomResizedCrop",
+                                    choices=tuple(CONTRASTIVE_CROPS)),
+        "grayscale_p": Setting(0.2, "probability of random grayscale on the contrastive views", low=0, high=1),
+        # SupCon's ColorJitter(0.4, 0.4, 0.4, 0.1) is 0.4; the paper lists none
+        "color_jitter": Setting(0.0, "ColorJitter strength on the contrastive views", low=0, high=1),
     }
     # SGD m 0.9, wd 1e-4, batch 512, lr 0.5, /10 at epochs 120 and 160 of 200. The paper
     # describes no warm-up, so there is none (the CE protocol's 5 epochs would change it).
@@ -77,20 +82,6 @@ class HybridNetwork(Method):
         }
         self.projection = ProjectionHead(feature_dim, hp["projection_hidden"], hp["projection_dim"])
         self.classifier = nn.Linear(feature_dim, self.num_classes)
-
-    @classmethod
-    def check(cls, params):
-        require(params["alpha_schedule"] in ALPHA_SCHEDULES, f"alpha_schedule '{params['alpha_schedule']}' is not known",
-                hint=f"use one of: {', '.join(ALPHA_SCHEDULES)}")
-        for key in ("feature_sampler", "classifier_sampler"):
-            require(params[key] in SAMPLERS, f"{key} '{params[key]}' is not known", hint=f"use one of: {', '.join(SAMPLERS)}")
-        require(params["contrastive_crop"] in CONTRASTIVE_CROPS, f"contrastive_crop '{params['contrastive_crop']}' is not known",
-                hint=f"use one of: {', '.join(CONTRASTIVE_CROPS)}")
-        require(params["projection_dim"] >= 1 and params["projection_hidden"] >= 0,
-                "projection_dim must be at least 1 and projection_hidden at least 0 (0 = the backbone's width)")
-        require(0 <= params["grayscale_p"] <= 1, f"grayscale_p must be in [0, 1], got {params['grayscale_p']}")
-        require(params["color_jitter"] >= 0, f"color_jitter must be at least 0, got {params['color_jitter']}")
-        require(params["temperature"] > 0, f"temperature must be positive, got {params['temperature']}")
 
     def alpha(self, progress: Progress) -> float:
         return ALPHA_SCHEDULES[self.hp["alpha_schedule"]]((progress.epoch + 1) / progress.epochs)

@@ -6,7 +6,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltbench.method import LinearClassifierMethod
-from ltbench_methods.common import NormedLinear, check_drw, drw_weights, require
+from ltbench.settings import Setting
+from ltbench_methods.common import DRW_SETTINGS, NormedLinear, drw_weights
 
 
 class LDAMLoss(nn.Module):
@@ -27,18 +28,15 @@ class LDAMLoss(nn.Module):
 
 class LDAM(LinearClassifierMethod):
     name = "ldam"
+    display_name = "LDAM"
     summary = "LDAM loss, margins ~ n_j^(-1/4) on a cosine classifier, no re-weighting (Cao et al., NeurIPS 2019)"
-    hyperparameters = {"max_margin": 0.5, "scale": 30.0}
+    hyperparameters = {"max_margin": Setting(0.5, "the largest class margin (the rarest class's)", above=0, high=10),
+                       "scale": Setting(30.0, "s, the scale of the cosine logits", above=0, high=1000)}
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
         self.classifier = NormedLinear(feature_dim, self.num_classes)
         self.ldam = LDAMLoss(self.class_counts, hp["max_margin"], hp["scale"])
-
-    @classmethod
-    def check(cls, params):
-        require(params["max_margin"] > 0, f"max_margin must be positive, got {params['max_margin']}")
-        require(params["scale"] > 0, f"scale must be positive, got {params['scale']}")
 
     def criterion(self, logits, labels, progress):
         return self.ldam(logits, labels)
@@ -46,13 +44,9 @@ class LDAM(LinearClassifierMethod):
 
 class LDAMDRW(LDAM):
     name = "ldam_drw"
+    display_name = "LDAM-DRW"
     summary = "LDAM with deferred re-weighting by effective number from 80 % of training (Cao et al., NeurIPS 2019)"
-    hyperparameters = {**LDAM.hyperparameters, "drw_beta": 0.9999, "drw_start": 0.8}
-
-    @classmethod
-    def check(cls, params):
-        super().check(params)
-        check_drw(params)
+    hyperparameters = {**LDAM.hyperparameters, **DRW_SETTINGS}
 
     def criterion(self, logits, labels, progress):
         weight = drw_weights(self.class_counts, self.hp["drw_beta"], progress.epoch, progress.epochs, self.hp["drw_start"])

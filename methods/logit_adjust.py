@@ -5,7 +5,12 @@ import torch.nn.functional as F
 
 from ltbench.method import LinearClassifierMethod, Method
 from ltbench_methods.ce import CrossEntropy
-from ltbench_methods.common import log_prior, require
+from ltbench.settings import Setting
+from ltbench_methods.common import log_prior
+
+# tau = 1 is the Bayes-optimal correction for the balanced error (the paper's Theorem 1)
+TAU = Setting(1.0, "weight of the log prior: added to the logits in training (loss), subtracted at test (post hoc)",
+              low=0, high=100)
 
 
 def logit_adjusted_loss(logits, labels, class_counts, tau: float):
@@ -15,8 +20,9 @@ def logit_adjusted_loss(logits, labels, class_counts, tau: float):
 
 class LogitAdjustedLoss(LinearClassifierMethod):
     name = "logit_adjust"
+    display_name = "LA loss"
     summary = "Logit-adjusted loss, logits + tau log pi_j in training, tau = 1 (Menon et al., ICLR 2021)"
-    hyperparameters = {"tau": 1.0}
+    hyperparameters = {"tau": TAU}
 
     def criterion(self, logits, labels, progress):
         return logit_adjusted_loss(logits, labels, self.class_counts.to(logits.device), self.hp["tau"])
@@ -24,14 +30,10 @@ class LogitAdjustedLoss(LinearClassifierMethod):
 
 class PostHocLogitAdjustment(Method):
     name = "logit_adjust_posthoc"
+    display_name = "LA post-hoc"
     summary = "Post-hoc logit adjustment of a CE model, f(x) - tau log pi_j, tau = 1 (Menon et al., ICLR 2021)"
     stage1 = CrossEntropy
-    # tau = 1 is the Bayes-optimal correction for the balanced error (the paper's Theorem 1)
-    hyperparameters = {"tau": 1.0}
-
-    @classmethod
-    def check(cls, params):
-        require(params["tau"] >= 0, f"tau must be non-negative, got {params['tau']}")
+    hyperparameters = {"tau": TAU}
 
     def load_stage1(self, stage1):
         self.classifier = stage1.classifier.requires_grad_(False)

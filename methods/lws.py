@@ -7,26 +7,22 @@ from torch import nn
 
 from ltbench.method import Draw, Method
 from ltbench_methods.ce import CrossEntropy
-from ltbench_methods.common import check_classifier_stage2, classifier_stage2
+from ltbench_methods.common import classifier_stage2, classifier_stage2_settings
 
 
 class LearnableWeightScaling(Method):
     name = "lws"
+    display_name = "LWS"
     summary = "LWS: CE backbone and classifier frozen, per-class scales learned class-balanced (Kang et al., ICLR 2020)"
     stage1 = CrossEntropy
     draws = {"main": Draw(sampler="class_balanced")}
     # classifier-balancing's ImageNet-LT cls_lws.yaml: as cRT but 5 epochs
-    hyperparameters = {"lws_lr": 0.2, "lws_epochs": 5, "lws_batch_size": 512, "lws_momentum": 0.9,
-                       "lws_weight_decay": 5e-4, "lws_per_class": 4}
+    hyperparameters = classifier_stage2_settings("lws", epochs=5)
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
         self.classifier = nn.Linear(feature_dim, self.num_classes).requires_grad_(False)
         self.scales = nn.Parameter(torch.ones(self.num_classes))
-
-    @classmethod
-    def check(cls, params):
-        check_classifier_stage2(params, "lws")
 
     def load_stage1(self, stage1):
         self.classifier.load_state_dict(stage1.classifier.state_dict())

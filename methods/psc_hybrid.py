@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ltbench.settings import Setting, with_default
 from ltbench_methods.hybrid import HybridNetwork
 
 
@@ -42,14 +43,21 @@ class PSCLoss(nn.Module):
 
 class PSCHybrid(HybridNetwork):
     name = "psc_hybrid"
+    display_name = "PSC-hybrid"
     summary = "Hybrid network: prototypical supervised contrastive features + class-balanced CE (Wang et al., CVPR 2021)"
-    hyperparameters = {**HybridNetwork.hyperparameters, "temperature": 0.1, "positive_in_denominator": False}
+    hyperparameters = {
+        **HybridNetwork.hyperparameters,
+        "temperature": Setting(0.1, "temperature of the prototypical contrastive loss (1.0 on 10-class data)",
+                               above=0, high=100),
+        "positive_in_denominator": Setting(False, "keep the positive prototype in the softmax's denominator"),
+    }
 
     @classmethod
-    def dataset_defaults(cls, dataset):
+    def settings(cls, dataset):
         # the paper's tau is 1.0 on CIFAR-10 and 0.1 on CIFAR-100; keyed on the number of
         # classes, so 10-class Fashion-MNIST-LT takes CIFAR-10's
-        return {**super().dataset_defaults(dataset), "temperature": 1.0 if dataset.num_classes <= 10 else 0.1}
+        own = super().settings(dataset)
+        return {**own, "temperature": with_default(own["temperature"], 1.0 if dataset.num_classes <= 10 else 0.1)}
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)

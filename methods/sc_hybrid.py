@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ltbench import distributed
+from ltbench.settings import Setting
 from ltbench_methods.hybrid import HybridNetwork
 
 
@@ -70,10 +71,12 @@ class SupConLoss(nn.Module):
 
 class SCHybrid(HybridNetwork):
     name = "sc_hybrid"
+    display_name = "SC-hybrid"
     summary = "Hybrid network: supervised contrastive features + class-balanced CE classifier (Wang et al., CVPR 2021)"
     # Khosla et al.'s code also scales the loss by temperature / base_temperature (0.1 / 0.07);
     # the hybrid paper's equation has no such factor, and alpha weighs the loss anyway
-    hyperparameters = {**HybridNetwork.hyperparameters, "temperature": 0.1}
+    hyperparameters = {**HybridNetwork.hyperparameters,
+                       "temperature": Setting(0.1, "temperature of the supervised contrastive loss", above=0, high=100)}
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)

@@ -17,6 +17,7 @@ from torch import nn
 from ltbench.method import Method
 from ltbench.metrics import ClassCounts
 from ltbench_methods.ce import CrossEntropy
+from ltbench.settings import Setting
 from ltbench_methods.common import require
 
 
@@ -43,10 +44,15 @@ def calibration_images(data, per_class: int, seed: int) -> tuple[np.ndarray, np.
 
 class TauNormalisation(Method):
     name = "tau_norm"
+    display_name = "tau-norm"
     summary = "tau-normalised CE classifier, w_j/||w_j||^tau, tau chosen on held-out images (Kang et al., ICLR 2020)"
     stage1 = CrossEntropy
     # classifier-balancing's tau_norm.py sweeps tau over 0..2 in steps of 0.1
-    hyperparameters = {"tau_grid": [round(0.1 * i, 1) for i in range(21)], "tau_per_class": 100}
+    hyperparameters = {
+        "tau_grid": Setting([round(0.1 * i, 1) for i in range(21)], "the taus tried; one value fixes tau", low=0,
+                            high=100),
+        "tau_per_class": Setting(100, "images per class that tau is chosen on", low=1, high=100_000),
+    }
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
@@ -55,10 +61,8 @@ class TauNormalisation(Method):
 
     @classmethod
     def check(cls, params):
-        grid = params["tau_grid"]
-        require(len(grid) > 0 and min(grid) >= 0, f"tau_grid must be non-negative values, got {grid}",
-                hint="e.g. --set tau_grid=0.5,1.0,1.5, or one value to fix tau")
-        require(params["tau_per_class"] >= 1, f"tau_per_class must be at least 1, got {params['tau_per_class']}")
+        require(len(params["tau_grid"]) > 0, "tau_grid is empty",
+                hint="e.g. --set tau_norm.tau_grid=0.5,1.0,1.5, or one value to fix tau")
 
     def load_stage1(self, stage1):
         self.classifier.load_state_dict(stage1.classifier.state_dict())

@@ -62,7 +62,7 @@ def test_same_loss_curve_for_the_first_steps(setup):
         # the plain side also runs the model the plain way (NCHW), so the check covers the
         # channels-last default too
         fast = make_trainer(spec, data, torch.device("cpu"))
-        plain = make_trainer(spec, data, torch.device("cpu"), reference_params(spec.params))
+        plain = make_trainer(spec, data, torch.device("cpu"), reference_params(spec.trainer_params))
         assert fast.params["channels_last"] and not plain.params["channels_last"]
         for g in fast.optimizer.param_groups + plain.optimizer.param_groups:
             g["lr"] = spec.params["lr"]
@@ -136,7 +136,7 @@ def test_reference_loader_augments_repeatably_whatever_the_workers(setup):
     assert torch.equal(next(one.epoch())["main"].views[0], next(resumed.epoch())["main"].views[0])
 
 
-def test_a_run_on_the_slow_path_writes_a_custom_result(tmp_path, fashion_mnist):
+def test_a_run_on_the_slow_path_is_the_same_experiment(tmp_path, fashion_mnist):
     from ltbench.cli import main
     from ltbench.store import RunStore
 
@@ -145,14 +145,16 @@ def test_a_run_on_the_slow_path_writes_a_custom_result(tmp_path, fashion_mnist):
     assert main(argv) == 0
     store = RunStore(tmp_path)
     (row,) = [store.read_result(i) for i in store.run_ids()]
-    assert row["status"] == "done" and row["preset"] == "custom"
-    assert json.loads(row["params"])["loader"] == "dataloader"
+    # the loader is an execution setting: recorded, but the same run id and preset as the fast path
+    assert row["status"] == "done" and row["preset"] == "smoke"
+    assert json.loads(row["execution"])["loader"] == "dataloader" and "loader" not in json.loads(row["params"])
+    assert row["run_id"] == resolve("psc_hybrid", "fashion_mnist_lt", 100, 0, "smoke").run_id
 
 
 def test_bf16_autocast_on_cpu_only_when_asked(setup):
     spec, data = setup
     for cpu_amp in (False, True):
-        trainer = make_trainer(spec, data, torch.device("cpu"), {**spec.params, "cpu_amp": cpu_amp})
+        trainer = make_trainer(spec, data, torch.device("cpu"), {**spec.trainer_params, "cpu_amp": cpu_amp})
         with trainer.autocast():
             features = trainer.backbone(torch.randn(2, 1, 32, 32).contiguous(memory_format=torch.channels_last))
         assert features.dtype == (torch.bfloat16 if cpu_amp else torch.float32)

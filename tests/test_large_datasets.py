@@ -77,11 +77,11 @@ def test_paper_configs_resolve_to_the_published_protocols():
     assert (ce.backbone, ce.epochs, ce.batch_size, ce.preset) == ("resnext50_32x4d", 90, 512, "paper")
     assert ce.params["lr"] == 0.2 and ce.params["schedule"] == "cosine" and ce.params["weight_decay"] == 5e-4
     assert ce.params["image_size"] == 224 and ce.imbalance_factor == 256
-    assert specs["crt", "imagenet_lt"].params["crt_epochs"] == 10
+    assert specs["crt", "imagenet_lt"].own_hyperparameters["crt_epochs"] == 10
     inat_ce = specs["ce", "inat2018"]
     assert (inat_ce.backbone, inat_ce.epochs, inat_ce.batch_size) == ("resnet50", 90, 512)
     assert inat_ce.params["weight_decay"] == 1e-4 and inat_ce.params["train_color_jitter"] == 0.0
-    assert specs["crt", "inat2018"].params["crt_epochs"] == 30
+    assert specs["crt", "inat2018"].own_hyperparameters["crt_epochs"] == 30
     assert {m for m, d in specs if d == "inat2018"} >= {"sc_hybrid", "psc_hybrid"}
 
 

@@ -92,7 +92,7 @@ def test_psc_matches_a_per_anchor_derivation(positive_in_denominator):
 def hybrid(cls, dataset="fashion_mnist_lt", **overrides):
     spec = resolve(cls.name, dataset, 100, 0, "smoke", overrides)
     backbone = create_backbone("resnet8_cifar", 1)
-    return cls(spec.params, [50, 20, 10, 5, 2], backbone.num_features), backbone
+    return cls(spec.own_hyperparameters, [50, 20, 10, 5, 2], backbone.num_features), backbone
 
 
 def batches(method, n=12, seed=0):
@@ -127,7 +127,7 @@ def test_alpha_is_parabolic_in_the_epoch_and_hands_over_to_the_classifier():
 
 
 def test_spec_records_the_paper_protocol_and_the_hybrid_settings():
-    sc = resolve("sc_hybrid", "cifar10_lt", 100, 0, "paper", {}).params
+    sc = resolve("sc_hybrid", "cifar10_lt", 100, 0, "paper", {}).flat_params()
     assert (sc["lr"], sc["weight_decay"], sc["warmup_epochs"], sc["milestones"], sc["lr_factors"]) == (
         0.5, 1e-4, 0, [0.6, 0.8], [0.1, 0.01])
     assert resolve("sc_hybrid", "cifar10_lt", 100, 0, "paper", {}).batch_size == 512
@@ -135,7 +135,7 @@ def test_spec_records_the_paper_protocol_and_the_hybrid_settings():
                                "projection_hidden", "temperature")} == {
         "alpha_schedule": "parabolic", "feature_sampler": "instance", "classifier_sampler": "class_balanced",
         "projection_dim": 128, "projection_hidden": 0, "temperature": 0.1}
-    psc = {d: resolve("psc_hybrid", d, 100, 0, "paper", {}).params for d in ("cifar10_lt", "cifar100_lt", "fashion_mnist_lt")}
+    psc = {d: resolve("psc_hybrid", d, 100, 0, "paper", {}).flat_params() for d in ("cifar10_lt", "cifar100_lt", "fashion_mnist_lt")}
     assert {d: p["temperature"] for d, p in psc.items()} == {"cifar10_lt": 1.0, "cifar100_lt": 0.1, "fashion_mnist_lt": 1.0}
     assert psc["cifar10_lt"]["positive_in_denominator"] is False
     quick = resolve("sc_hybrid", "fashion_mnist_lt", 100, 0, "quick", {})
@@ -144,9 +144,9 @@ def test_spec_records_the_paper_protocol_and_the_hybrid_settings():
 
 
 def test_bad_settings_are_refused_before_training():
-    with pytest.raises(UserError, match="alpha_schedule 'cosine'"):
+    with pytest.raises(UserError, match="sc_hybrid.alpha_schedule=cosine is not allowed"):
         resolve("sc_hybrid", "cifar10_lt", 100, 0, "paper", {"alpha_schedule": "cosine"})
-    with pytest.raises(UserError, match="feature_sampler 'balanced'"):
+    with pytest.raises(UserError, match="psc_hybrid.feature_sampler=balanced is not allowed"):
         resolve("psc_hybrid", "cifar10_lt", 100, 0, "paper", {"feature_sampler": "balanced"})
 
 

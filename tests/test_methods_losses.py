@@ -82,7 +82,7 @@ def progress(epoch, epochs=200):
 
 
 def method(cls, **hp):
-    return cls({**cls.defaults("cifar"), **hp}, COUNTS, feature_dim=8)
+    return cls({**cls.defaults(), **hp}, COUNTS, feature_dim=8)
 
 
 # ---------------------------------------------------------------- shared pieces

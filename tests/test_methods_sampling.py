@@ -82,7 +82,7 @@ def test_every_stage2_batch_is_close_to_balanced():
 def fake_stage1(spec, counts):
     torch.manual_seed(5)
     backbone = create_backbone(spec.backbone, 1)
-    ce = CrossEntropy(spec.params, counts, backbone.num_features)
+    ce = CrossEntropy(spec.own_hyperparameters, counts, backbone.num_features)
     state = {"backbone": backbone.state_dict(), "method": ce.state_dict(), "seconds": 1.0, "images": 10}
     return Stage1(spec, reused=True, result={"peak_mem_mb": "1"}, state=state), backbone, ce
 

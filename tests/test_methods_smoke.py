@@ -1,20 +1,21 @@
-"""Every method of the zoo end to end: one smoke sweep on the real Fashion-MNIST-LT at IF 100.
+"""Every registered method end to end: one smoke sweep on the real Fashion-MNIST-LT at IF 100.
 
-cRT comes first in the sweep, so it trains its CE stage 1 as a run of its own; CE itself is
-then already done and tau-norm, LWS and post-hoc logit adjustment reuse the same run.
+The two-stage methods come first in the sweep, so the first of them trains its CE stage 1
+as a run of its own; CE itself is then already done and the others reuse the same run.
 """
 
 import json
 
 import pytest
 
+from ltbench import registry
 from ltbench.cli import main
 from ltbench.store import RESULT_COLUMNS, RunStore
 
-ZOO = ["crt", "ce", "focal", "ce_drw", "ldam", "ldam_drw", "cb_focal", "balanced_softmax", "logit_adjust",
-       "logit_adjust_posthoc", "tau_norm", "lws"]
-TWO_STAGE = {"crt", "tau_norm", "lws", "logit_adjust_posthoc"}
-pytestmark = pytest.mark.slow  # twelve runs, each evaluated on the 10,000 test images
+TWO_STAGE = [name for name, cls in registry.methods().items() if cls.stage1 is not None]
+ZOO = TWO_STAGE + [name for name in registry.methods() if name not in TWO_STAGE]
+FIRST = TWO_STAGE[0]  # trains the CE run the others reuse
+pytestmark = pytest.mark.slow  # a run per method, each evaluated on the 10,000 test images
 SWEEP = ["run", "--methods", ",".join(ZOO), "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
          "--device", "cpu"]
 ALWAYS_EMPTY = {"error", "slurm_job_id", "git_sha"}
@@ -53,8 +54,8 @@ def test_stage1_is_the_ce_run_trained_once(sweep):
     _, _, rows, log = sweep
     ce = rows["ce"]["run_id"]
     assert {rows[m]["stage1_run_id"] for m in TWO_STAGE} == {ce}
-    assert rows["crt"]["stage1_reused"] == "False"  # trained by cRT as the CE run itself
-    assert {rows[m]["stage1_reused"] for m in TWO_STAGE - {"crt"}} == {"True"}
+    assert rows[FIRST]["stage1_reused"] == "False"  # trained by the first as the CE run itself
+    assert {rows[m]["stage1_reused"] for m in TWO_STAGE if m != FIRST} == {"True"}
     assert "done meanwhile, as another run's stage 1" in log and log.count("stage 1: training") == 1
     for m in TWO_STAGE:  # each run's cost includes its stage 1's recorded time
         assert float(rows[m]["stage1_wall_s"]) == pytest.approx(float(rows["ce"]["wall_s"]), abs=0.01)
@@ -73,6 +74,7 @@ def test_post_hoc_choices_are_recorded(sweep):
 def test_a_finished_two_stage_run_resumes_to_the_same_result(sweep, capsys):
     results, _, rows, _ = sweep
     crt = rows["crt"]
+    assert "crt" in TWO_STAGE
     (results / crt["run_id"] / "result.csv").unlink()
     assert main(SWEEP + ["--methods", "crt", "--results-dir", str(results)]) == 0
     assert "resuming from epoch 10 of 10" in capsys.readouterr().out

@@ -10,11 +10,9 @@ from ltbench.errors import UserError
 from ltbench.models import create_backbone
 from ltbench.stages import FrozenBackbone, stage1_spec
 from ltbench.sweep import Sweep, expand, resolve
-from ltbench.train import TRAINER_DEFAULTS
 from ltbench_methods.tau_norm import TauNormalisation, calibration_images
 
 TWO_STAGE = ["crt", "tau_norm", "lws", "logit_adjust_posthoc"]
-ZOO = ["ce", "focal", "ce_drw", "ldam", "ldam_drw", "cb_focal", "balanced_softmax", "logit_adjust", *TWO_STAGE]
 
 
 @pytest.mark.parametrize("name", TWO_STAGE)
@@ -31,49 +29,26 @@ def test_stage1_follows_shared_settings_but_not_stage2_ones():
     assert stage1_spec(custom) == resolve("ce", "cifar10_lt", 50, 1, "quick", {"lr": "0.05", "epochs": "20"})
     assert stage1_spec(custom).preset == "custom"
     own = resolve("crt", "cifar10_lt", 50, 1, "quick", {"crt_lr": "0.1", "crt_epochs": "30"})
-    assert own.preset == "custom" and own.params["crt_lr"] == 0.1
+    assert own.preset == "custom" and own.own_hyperparameters["crt_lr"] == 0.1
     assert stage1_spec(own) == resolve("ce", "cifar10_lt", 50, 1, "quick", {})  # still the plain quick CE run
     assert stage1_spec(resolve("ldam_drw", "cifar10_lt", 50, 1, "quick", {})) is None
 
 
-def other_value(default):
-    if isinstance(default, bool):
-        return str(not default)
-    if isinstance(default, (int, float)):
-        return str(default / 2 if isinstance(default, float) and default else default + 1)
-    return "0.5,1.0"
-
-
-@pytest.mark.parametrize("name", ZOO)
-def test_every_hyperparameter_is_settable(name):
-    for key, default in registry.method(name).defaults("cifar").items():
-        if key in TRAINER_DEFAULTS:
-            continue
-        spec = resolve(name, "cifar10_lt", 100, 0, "paper", {key: other_value(default)})
-        assert spec.params[key] != default and spec.preset == "custom", key
-
-
 @pytest.mark.parametrize("method, overrides, message", [
-    ("crt", {"crt_epochs": "0"}, "crt_epochs must be at least 1"),
-    ("crt", {"crt_lr": "-1"}, "crt_lr must be positive"),
-    ("lws", {"lws_batch_size": "0"}, "lws_batch_size must be at least 1"),
+    ("crt", {"crt_epochs": "0"}, "crt.crt_epochs=0 is out of range: it must be >= 1"),
+    ("crt", {"crt_lr": "-1"}, "crt.crt_lr=-1.0 is out of range: it must be > 0"),
+    ("lws", {"lws_batch_size": "0"}, "lws.lws_batch_size=0 is out of range"),
     ("crt", {"crt.gamma": "2"}, "unknown --set key for crt 'gamma'"),
-    ("tau_norm", {"tau_grid": "-1,1"}, "tau_grid must be non-negative"),
-    ("ldam_drw", {"drw_start": "1.5"}, "drw_start is a fraction"),
-    ("ce_drw", {"drw_beta": "1"}, r"drw_beta must be in \[0, 1\)"),
-    ("cb_focal", {"gamma": "-1"}, "gamma must be non-negative"),
-    ("ldam", {"max_margin": "0"}, "max_margin must be positive"),
+    ("tau_norm", {"tau_grid": "-1,1"}, "tau_norm.tau_grid=-1.0,1.0 is out of range"),
+    ("tau_norm", {"tau_grid": ","}, "tau_grid is empty"),
+    ("ldam_drw", {"drw_start": "1.5"}, "ldam_drw.drw_start=1.5 is out of range: it must be >= 0 and <= 1"),
+    ("ce_drw", {"drw_beta": "1"}, "ce_drw.drw_beta=1.0 is out of range: it must be >= 0 and < 1"),
+    ("cb_focal", {"gamma": "-1"}, "cb_focal.gamma=-1.0 is out of range"),
+    ("ldam", {"max_margin": "0"}, "ldam.max_margin=0.0 is out of range: it must be > 0"),
 ])
 def test_bad_settings_are_refused_before_training(method, overrides, message):
     with pytest.raises(UserError, match=message):
         expand(Sweep([method], ["fashion_mnist_lt"], [100], overrides=overrides))
-
-
-def test_stage1_with_settings_ce_does_not_have_is_refused():
-    spec = resolve("crt", "fashion_mnist_lt", 100, 0, "smoke", {})
-    broken = type(spec)(**{**spec.to_dict(), "params": {**spec.params, "gamma": 2.0}})
-    with pytest.raises(UserError, match="stage 1 must be a plain 'ce' run.*gamma"):
-        stage1_spec(broken)
 
 
 @pytest.mark.parametrize("bn_train", [False, True])
@@ -132,7 +107,7 @@ class FakeTrainer:
 
 def test_tau_is_chosen_on_held_out_images_never_on_the_test_set():
     data = _toy_data([500, 100, 20, 5], held=[0, 10, 10, 10])
-    m = TauNormalisation({**TauNormalisation.defaults("cifar"), "tau_grid": [0.0, 1.0, 2.0]}, [500, 100, 20, 5], 4)
+    m = TauNormalisation({**TauNormalisation.defaults(), "tau_grid": [0.0, 1.0, 2.0]}, [500, 100, 20, 5], 4)
     with torch.no_grad():
         # class 0's large weight vector wins every input at tau = 0; normalised (tau >= 1),
         # every class wins on its own images

@@ -1,38 +1,132 @@
-"""Methods are found through the `ltbench.methods` entry-point group, so another installed
-package can add one."""
+"""Another installed package adds a method (`ltbench.methods` entry points) or a dataset
+(`ltbench.datasets`): it is listed, runs, passes the conformance checks and appears in the
+report under its own display name."""
 
 import sys
 import textwrap
 
+import pytest
+
 from ltbench import registry
+from ltbench.cli import main
+from ltbench.errors import UserError
+from ltbench.testing import CHECKS
+
+METHOD_MODULE = '''
+import torch.nn.functional as F
+from ltbench.method import LinearClassifierMethod
+from ltbench.settings import Setting
+
+SMOOTHING = Setting(0.1, "probability mass spread over the other classes", low=0, below=1)
 
 
-def test_a_third_party_method_is_discovered(tmp_path, monkeypatch):
-    (tmp_path / "my_lt_method.py").write_text(textwrap.dedent('''
-        import torch.nn.functional as F
-        from ltbench.method import LinearClassifierMethod
+class LabelSmoothing(LinearClassifierMethod):
+    """A method from another package."""
 
-        class LabelSmoothing(LinearClassifierMethod):
-            name = "label_smoothing"
-            summary = "CE with label smoothing (Szegedy et al., CVPR 2016)"
-            hyperparameters = {"smoothing": 0.1}
+    hyperparameters = {"smoothing": SMOOTHING}
+    name, display_name = "label_smoothing", "Label smoothing"
+    summary = "CE with label smoothing (Szegedy et al., CVPR 2016)"
 
-            def criterion(self, logits, labels, progress):
-                return F.cross_entropy(logits, labels, label_smoothing=self.hp["smoothing"])
-    '''))
-    dist = tmp_path / "my_lt_method-0.1.dist-info"
+    def criterion(self, logits, labels, progress):
+        smoothing = self.hp["smoothing"]
+        return F.cross_entropy(logits, labels, label_smoothing=smoothing)
+'''
+
+DATASET_MODULE = '''
+import numpy as np
+from ltbench.data.datasets import DatasetInfo
+
+def read(root):
+    """Six classes of 32x32 colour images whose class is their brightness."""
+    rng = np.random.default_rng(0)
+    def images(per_class):
+        y = np.repeat(np.arange(6), per_class)
+        x = np.clip(y[:, None, None, None] * 40.0 + rng.normal(20, 15, (len(y), 3, 32, 32)), 0, 255)
+        return x.astype(np.uint8), y.astype(np.int64)
+    return (*images(120), *images(20))
+
+STRIPES_LT = DatasetInfo("stripes_lt", "Stripes-LT: six synthetic classes, for the plugin test", "cifar", 6, 100,
+                         read, display_name="Stripes-LT", shot_rule="oltr")
+'''
+
+
+def install(tmp_path, monkeypatch, module: str, source: str, group: str, entry: str) -> None:
+    """An installed distribution: its module and its dist-info with entry points on sys.path."""
+    (tmp_path / f"{module}.py").write_text(textwrap.dedent(source))
+    dist = tmp_path / f"{module}-0.1.dist-info"
     dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-lt-method\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[ltbench.methods]\nlabel_smoothing = my_lt_method:LabelSmoothing\n")
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text(f"[{group}]\n{entry}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    registry.methods.cache_clear()
-    try:
-        found = registry.methods()
-        assert {"ce", "focal", "label_smoothing"} <= set(found)
-        from ltbench.sweep import resolve
 
-        assert resolve("label_smoothing", "cifar10_lt", 100, 0, "paper", {"smoothing": "0.2"}).params["smoothing"] == 0.2
+
+@pytest.fixture
+def plugins(tmp_path, monkeypatch):
+    for folder in ("method", "data"):
+        (tmp_path / folder).mkdir()
+    install(tmp_path / "method", monkeypatch, "my_lt_method", METHOD_MODULE, "ltbench.methods",
+            "label_smoothing = my_lt_method:LabelSmoothing")
+    install(tmp_path / "data", monkeypatch, "my_lt_data", DATASET_MODULE, "ltbench.datasets",
+            "stripes_lt = my_lt_data:STRIPES_LT")
+    registry.clear()
+    from ltbench.report import names
+    names._registered.cache_clear()
+    yield
+    monkeypatch.undo()
+    registry.clear()
+    names._registered.cache_clear()
+    for module in ("my_lt_method", "my_lt_data"):
+        sys.modules.pop(module, None)
+
+
+def test_plugins_are_listed_run_and_reported(plugins, tmp_path, capsys):
+    assert {"ce", "label_smoothing"} <= set(registry.methods())
+    assert registry.dataset("stripes_lt").title == "Stripes-LT"
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "label_smoothing" in out and "Label smoothing" in out and "Stripes-LT" in out
+    assert main(["list", "--settings"]) == 0
+    assert "label_smoothing.smoothing" in capsys.readouterr().out
+
+    results, reports = tmp_path / "results", tmp_path / "reports"
+    code = main(["run", "--methods", "label_smoothing,ce", "--dataset", "stripes_lt", "--if", "10", "--preset",
+                 "smoke", "--set", "smoothing=0.2", "--results-dir", str(results), "--device", "cpu"])
+    assert code == 0
+    assert main(["report", "--results-dir", str(results), "--out", str(reports)]) == 0
+    main_table = (reports / "tables" / "main.md").read_text()
+    assert "Label smoothing" in main_table and "Stripes-LT" in main_table and "CE" in main_table
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
+def test_a_plugin_method_passes_the_conformance_checks(plugins, check):
+    check("label_smoothing")
+
+
+def test_a_plugin_that_is_not_a_method_or_dataset_is_refused(tmp_path, monkeypatch):
+    install(tmp_path, monkeypatch, "bad_plugin", "NOT_A_METHOD = 3\n", "ltbench.methods", "bad = bad_plugin:NOT_A_METHOD")
+    registry.clear()
+    try:
+        with pytest.raises(UserError, match="method plugin 'bad' is not an ltbench.method.Method subclass"):
+            registry.methods()
     finally:
         monkeypatch.undo()
-        registry.methods.cache_clear()
-        sys.modules.pop("my_lt_method", None)
+        registry.clear()
+        sys.modules.pop("bad_plugin", None)
+
+
+def test_a_new_file_in_methods_is_a_new_method_without_reinstalling(tmp_path):
+    import ltbench_methods
+
+    folder = ltbench_methods.__path__[0]
+    path = f"{folder}/zz_conformance_probe.py"
+    with open(path, "w") as fh:
+        fh.write(METHOD_MODULE.replace("label_smoothing", "zz_probe"))
+    registry.clear()
+    try:
+        assert registry.method("zz_probe").title() == "Label smoothing"
+        assert list(registry.methods())[-1] == "zz_probe"  # after the ordered built-ins
+    finally:
+        import os
+        os.remove(path)
+        sys.modules.pop("ltbench_methods.zz_conformance_probe", None)
+        registry.clear()

@@ -37,7 +37,8 @@ def test_smoke_run_writes_complete_results(finished):
         assert (row["n_many"], row["n_medium"], row["n_few"]) == ("2", "3", "5")
         assert 0 <= float(row["top1"]) <= 100
         assert int(row["n_train"]) == sum(class_counts(10, 200, 100)) and row["preset"] == "smoke"
-        assert json.loads(row["params"])["mmf_convention"] == "cb"
+        assert row["mmf_convention"] == "cb" and json.loads(row["execution"])["channels_last"] is True
+        assert int(row["threads"]) >= 1 and "channels_last" not in json.loads(row["params"])
         folder = results / row["run_id"]
         per_class = list(csv.DictReader(open(folder / "per_class.csv")))
         assert [int(r["n_train"]) for r in per_class] == class_counts(10, 200, 100)

@@ -150,7 +150,7 @@ def test_a_result_counts_only_when_it_comes_from_the_submission_or_later(tmp_pat
              "finished_at": "2026-01-01T00:00:00+00:00"}
     store.write_result(stale)
     assert outcome(store, spec.run_id, submission) is None
-    store.write_result({**stale, "slurm_job_id": "7_0", "status": "done"})
+    store.write_result({**stale, "slurm_job_id": "7_0", "status": "done", "top1": 50.0})
     assert outcome(store, spec.run_id, submission) == "done"
     store.write_result({**stale, "slurm_job_id": "", "finished_at": "2026-01-03T00:00:00+00:00"})
     assert outcome(store, spec.run_id, submission) == "failed"

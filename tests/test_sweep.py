@@ -1,7 +1,8 @@
 import pytest
 
 from ltbench.errors import UserError
-from ltbench.sweep import Sweep, coerce, expand, read_config, resolve
+from ltbench.settings import EXECUTION, SETTINGS, Setting
+from ltbench.sweep import Sweep, expand, read_config, resolve
 
 
 def test_paper_preset_is_the_ldam_drw_protocol():
@@ -10,15 +11,37 @@ def test_paper_preset_is_the_ldam_drw_protocol():
     p = spec.params
     assert (p["lr"], p["momentum"], p["weight_decay"], p["warmup_epochs"]) == (0.1, 0.9, 2e-4, 5)
     assert p["milestones"] == [0.8, 0.9] and p["lr_factors"] == [0.01, 0.0001]
-    assert resolve("focal", "cifar10_lt", 100, 0, "paper", {}).params["gamma"] == 1.0
+    assert resolve("focal", "cifar10_lt", 100, 0, "paper", {}).hyperparameters == {"focal": {"gamma": 1.0}}
 
 
 def test_overrides_win_and_mark_the_spec_custom():
     spec = resolve("focal", "cifar10_lt", 100, 0, "paper", {"gamma": "2", "epochs": "30", "milestones": "0.5,0.75"})
-    assert spec.params["gamma"] == 2.0 and spec.epochs == 30 and spec.params["milestones"] == [0.5, 0.75]
+    assert spec.own_hyperparameters["gamma"] == 2.0 and spec.epochs == 30 and spec.params["milestones"] == [0.5, 0.75]
     assert spec.preset == "custom"
     same = resolve("focal", "cifar10_lt", 100, 0, "paper", {"gamma": "1.0"})
     assert same.preset == "paper" and same.run_id == resolve("focal", "cifar10_lt", 100, 0, "paper", {}).run_id
+
+
+@pytest.mark.parametrize("key, value", [("channels_last", "false"), ("compile", "reduce-overhead"),
+                                        ("loader", "dataloader"), ("amp", "false"), ("cpu_amp", "true")])
+def test_execution_settings_never_change_the_run_id_or_the_preset(key, value):
+    assert SETTINGS[key].kind == EXECUTION
+    plain = resolve("ce", "fashion_mnist_lt", 10, 0, "smoke", {})
+    other = resolve("ce", "fashion_mnist_lt", 10, 0, "smoke", {key: value})
+    assert other.run_id == plain.run_id and other.preset == "smoke"
+    assert other.execution[key] != plain.execution[key]
+
+
+def test_every_protocol_setting_changes_the_run_id():
+    plain = resolve("ce", "fashion_mnist_lt", 10, 0, "smoke", {})
+    changed = {"profile": "step", "backbone": "resnet20_cifar", "n_max": "100", "image_size": "28", "epochs": "3",
+               "batch_size": "32", "lr": "0.2", "momentum": "0.8", "weight_decay": "0.001", "schedule": "cosine",
+               "warmup_epochs": "1", "milestones": "0.5,0.7", "lr_factors": "0.1,0.01", "eval_every": "1",
+               "crop_padding": "2", "flip": "false", "train_color_jitter": "0.4"}
+    assert set(changed) == {k for k, s in SETTINGS.items() if s.kind != EXECUTION}
+    for key, value in changed.items():
+        other = resolve("ce", "fashion_mnist_lt", 10, 0, "smoke", {key: value})
+        assert other.run_id != plain.run_id and other.preset == "custom", key
 
 
 def test_run_id_is_stable_and_differs_by_seed():
@@ -39,40 +62,85 @@ def test_grid_expansion():
     assert len(specs) == 16 and len({s.run_id for s in specs}) == 16
 
 
+def test_a_key_is_routed_to_the_one_method_that_has_it():
+    specs = expand(Sweep(["ce", "focal"], ["cifar10_lt"], [100], overrides={"gamma": "2"}))
+    assert {s.method: s.hyperparameters for s in specs} == {"ce": {"ce": {}}, "focal": {"focal": {"gamma": 2.0}}}
+
+
+def test_an_ambiguous_key_names_its_candidates_and_a_scoped_one_is_not_ambiguous():
+    with pytest.raises(UserError, match=r"--set gamma is ambiguous: cb_focal.gamma, focal.gamma") as info:
+        expand(Sweep(["focal", "cb_focal"], ["cifar10_lt"], [100], overrides={"gamma": "2"}))
+    assert "--set cb_focal.gamma=2" in str(info.value)
+    specs = expand(Sweep(["focal", "cb_focal"], ["cifar10_lt"], [100], overrides={"cb_focal.gamma": "2"}))
+    assert {s.method: s.own_hyperparameters["gamma"] for s in specs} == {"focal": 1.0, "cb_focal": 2.0}
+
+
+def test_two_plugins_with_one_key_name_do_not_collide():
+    # sc_hybrid's and psc_hybrid's temperatures are separate settings in separate namespaces
+    specs = expand(Sweep(["sc_hybrid", "psc_hybrid"], ["cifar100_lt"], [100],
+                         overrides={"psc_hybrid.temperature": "0.5"}))
+    temps = {s.method: s.own_hyperparameters["temperature"] for s in specs}
+    assert temps == {"sc_hybrid": 0.1, "psc_hybrid": 0.5}
+    assert all(set(s.hyperparameters) == {s.method} for s in specs)
+
+
 @pytest.mark.parametrize("sweep, message", [
     (Sweep(["cee"], ["cifar10_lt"], [100]), "unknown method 'cee'. Did you mean 'ce'"),
     (Sweep(["ce"], ["cifar10"], [100]), "unknown dataset 'cifar10'. Did you mean 'cifar10_lt'"),
     (Sweep(["ce"], ["cifar10_lt"], ["0.5"]), "below 1"),
     (Sweep(["ce"], ["cifar10_lt"], ["ten"]), "not a number"),
-    (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"gama": "2"}), "unknown --set key 'gama'"),
-    (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"gamma": "2"}), "unknown --set key 'gamma'"),
-    (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"focal.gamma": "2"}), "method 'focal' is not in this sweep"),
-    (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"lr": "fast"}), "expected a float"),
-    (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"backbone": "resnet33"}), "unknown backbone"),
-    (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"schedule": "linear"}), "schedule 'linear'"),
-    (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"epochs": "0"}), "epochs must be at least 1"),
     (Sweep(["ce"], ["cifar10_lt"], [100], preset="fast"), "unknown preset 'fast'"),
-    (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"compile": "fastest"}), "compile 'fastest' is not allowed"),
-    (Sweep(["ce"], ["cifar10_lt"], [100], overrides={"loader": "pil"}), "loader 'pil' is not allowed"),
 ])
-def test_bad_input_is_explained(sweep, message):
+def test_bad_grid_is_explained(sweep, message):
     with pytest.raises(UserError, match=message):
         expand(sweep)
 
 
-def test_gamma_is_accepted_when_a_method_uses_it():
-    specs = expand(Sweep(["ce", "focal"], ["cifar10_lt"], [100], overrides={"gamma": "2"}))
-    assert {s.method: s.params.get("gamma") for s in specs} == {"ce": None, "focal": 2.0}
+# --set KEY=VALUE on a sweep of ce, or of the method before the colon, and the error it gives
+BAD_SETTINGS = """
+gama=2                  | unknown --set key 'gama'
+gamma=2                 | unknown --set key 'gamma'
+focal.gamma=2           | method 'focal' is not in this sweep
+lr=fast                 | lr=fast: expected a float
+backbone=resnet33       | unknown backbone
+schedule=linear         | schedule=linear is not allowed
+epochs=0                | epochs=0 is out of range: it must be >= 1
+compile=fastest         | compile=fastest is not allowed
+loader=pil              | loader=pil is not allowed
+epochs=inf              | epochs=inf: expected an int
+eval_every=1e400        | eval_every=1e400: expected an int
+lr=nan                  | lr=nan: must be a finite number
+lr=-5                   | lr=-5.0 is out of range: it must be > 0
+momentum=inf            | momentum=inf: must be a finite number
+weight_decay=-1         | weight_decay=-1.0 is out of range
+milestones=0.5          | milestones and lr_factors
+focal: gamma=-1         | focal.gamma=-1.0 is out of range
+crt: crt.gamma=2        | unknown --set key for crt 'gamma'
+"""
 
 
-def test_coerce_types():
-    assert coerce("amp", "false", True) is False
-    assert coerce("epochs", "20", 200) == 20
-    assert coerce("milestones", [0.5, 1], [0.8]) == [0.5, 1.0]
+@pytest.mark.parametrize("line", [line for line in BAD_SETTINGS.strip().splitlines()])
+def test_bad_setting_is_explained(line):
+    setting, message = (part.strip() for part in line.split("|"))
+    method, _, setting = setting.rpartition(": ")
+    key, _, value = setting.partition("=")
+    with pytest.raises(UserError, match=message):
+        expand(Sweep([method or "ce"], ["cifar10_lt"], [100], overrides={key: value}))
+
+
+def test_setting_coercion():
+    assert SETTINGS["amp"].coerce("amp", "false") is False
+    assert SETTINGS["epochs"].coerce("epochs", "20") == 20 and SETTINGS["epochs"].coerce("epochs", "1e3") == 1000
+    assert SETTINGS["milestones"].coerce("milestones", [0.5, 1]) == [0.5, 1.0]
     # compile is on/off or a torch.compile mode
-    assert coerce("compile", "on", False) is True and coerce("compile", "reduce-overhead", False) == "reduce-overhead"
-    with pytest.raises(UserError):
-        coerce("epochs", "2.5", 200)
+    assert SETTINGS["compile"].coerce("compile", "true") is True
+    assert SETTINGS["compile"].coerce("compile", "reduce-overhead") == "reduce-overhead"
+    assert SETTINGS["n_max"].coerce("n_max", "none") is None
+    for bad in ("2.5", "inf", "nan", "true"):
+        with pytest.raises(UserError):
+            SETTINGS["epochs"].coerce("epochs", bad)
+    with pytest.raises(ValueError):
+        Setting(1, kind="speed")
 
 
 def test_config_file(tmp_path):
@@ -81,9 +149,20 @@ def test_config_file(tmp_path):
                     'preset = "smoke"\n[set]\nlr = 0.05\n[set.focal]\ngamma = 2.0\n')
     config = read_config(path)
     assert config["set"] == {"lr": 0.05, "focal.gamma": 2.0}
-    (tmp_path / "bad.toml").write_text('methodz = ["ce"]\n')
-    with pytest.raises(UserError, match="unknown config key"):
-        read_config(tmp_path / "bad.toml")
-    (tmp_path / "broken.toml").write_text('methods = [\n')
-    with pytest.raises(UserError, match="not valid TOML"):
-        read_config(tmp_path / "broken.toml")
+    assert config["dataset"] == ["fashion_mnist_lt"]
+    (tmp_path / "comma.toml").write_text('methods = "ce,focal"\nseeds = "0,1"\n')
+    assert read_config(tmp_path / "comma.toml")["methods"] == ["ce", "focal"]
+    for name, text, message in [("bad", 'methodz = ["ce"]\n', "unknown config key"),
+                                ("broken", "methods = [\n", "not valid TOML"),
+                                ("set", 'set = "lr=0.1"\n', "`set` must be a table"),
+                                ("data", 'data = 3\n', "`data` must be a table"),
+                                ("seeds", "seeds = {a = 1}\n", "`seeds` must be a list"),
+                                ("if", "if = true\n", "`if` must be a list")]:
+        (tmp_path / f"{name}.toml").write_text(text)
+        with pytest.raises(UserError, match=message):
+            read_config(tmp_path / f"{name}.toml")
+    (tmp_path / "binary.toml").write_bytes(b"\xff\xfe\x00\x81")
+    with pytest.raises(UserError, match="not a text file"):
+        read_config(tmp_path / "binary.toml")
+    with pytest.raises(UserError, match="is a directory"):
+        read_config(tmp_path)

@@ -6,7 +6,9 @@ SC compares every embedding of a batch with every other one: its similarity matr
 
 What is measured, per loss and batch size N: forward + backward of the loss alone on 2N
 random L2-normalised embeddings of dimension 128 (two views of N images, labels drawn from
-C classes), no backbone, no projection head.
+C classes), no backbone, no projection head. The loss is the registered method's own
+`feature_loss` (sc_hybrid's, psc_hybrid's, with PSC's C learnable prototypes), built with
+its paper hyperparameters for CIFAR-100-LT.
 
 - peak_mem_mb: the high-water mark of memory held by torch's allocator during that step,
   above what was held before it (the embeddings themselves are not counted; their gradient
@@ -33,38 +35,37 @@ import torch
 import torch.nn.functional as F
 
 from ltbench import environment
+from ltbench.bench.inputs import method_instance
 from ltbench.errors import UserError
 from ltbench.store import atomic_write_bytes, csv_bytes
-from ltbench_methods.psc_hybrid import prototypical_supervised_contrastive_loss
-from ltbench_methods.sc_hybrid import supervised_contrastive_loss
 
 COLUMNS = ["loss", "batch_size", "peak_mem_mb", "step_ms", "device"]
 BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
-LOSSES = ("sc", "psc")
+LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid"}  # the loss, and the registered method whose feature loss it is
+# whose paper hyperparameters the losses take (PSC's temperature is set per dataset); the
+# temperature changes no cost, and CIFAR-100 has --classes' default number of classes
+HP_DATASET = "cifar100_lt"
 EMBEDDING_DIM = 128
 VIEWS = 2
 
 
 def feature_loss_step(loss: str, batch_size: int, num_classes: int, device: torch.device, seed: int = 0):
     """A closure running one forward + backward of the named loss, on fixed random inputs."""
+    if loss not in LOSSES:
+        raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
     gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # a method's parameters (PSC's prototypes) draw from the global RNG
+        torch.manual_seed(seed)
+        method = method_instance(LOSSES[loss], HP_DATASET, [1] * num_classes, EMBEDDING_DIM,
+                                 {"projection_dim": EMBEDDING_DIM}).to(device)
     embeddings = F.normalize(torch.randn(VIEWS * batch_size, EMBEDDING_DIM, generator=gen), dim=1).to(device)
     embeddings.requires_grad_()
     labels = torch.randint(0, num_classes, (batch_size,), generator=gen).repeat(VIEWS).to(device)
-    if loss == "sc":
-        def forward():
-            return supervised_contrastive_loss(embeddings, labels, temperature=0.1)
-    elif loss == "psc":
-        prototypes = torch.randn(num_classes, EMBEDDING_DIM, generator=gen).to(device).requires_grad_()
-
-        def forward():
-            return prototypical_supervised_contrastive_loss(embeddings, labels, prototypes, temperature=0.1)
-    else:
-        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
 
     def step():
         embeddings.grad = None
-        forward().backward()
+        method.zero_grad(set_to_none=True)
+        method.feature_loss(embeddings, labels).backward()
 
     return step
 

@@ -1,4 +1,4 @@
-"""`ltbench bench --profile`: where a training step's time goes, and how close the model's
+"""`ltbench bench --profiler`: where a training step's time goes, and how close the model's
 convolutions come to what this device's convolution kernels can do.
 
 For each method, ltbench's default path (the configuration `ltbench run` uses) runs a few
@@ -29,7 +29,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from ltbench import environment
 from ltbench.bench import memory as bench_memory
+from ltbench.bench.inputs import batches_forever, specs_and_data
 from ltbench.method import Progress
+from ltbench.runner import make_trainer
 from ltbench.store import atomic_write_bytes, csv_bytes
 
 COLUMNS = ["method", "backbone", "batch_size", "category", "ms_per_step", "share",
@@ -55,6 +57,18 @@ def category(op_name: str) -> str:
         if any(word in name for word in words):
             return label
     return OTHER
+
+
+def run(args) -> int:
+    device = environment.resolve_device(args.device)
+    rows = []
+    for spec, data in specs_and_data(args):
+        trainer = make_trainer(spec, data, device, spec.trainer_params)
+        rows += profile_method(trainer, batches_forever(trainer), spec, device, args.steps, args.warmup_steps)
+    out = args.out or "results/bench/profile.csv"
+    write(rows, out)
+    show(rows, args.json, out)
+    return 0
 
 
 def profile_method(trainer, batches, spec, device: torch.device, steps: int, warmup_steps: int) -> list[dict]:

@@ -1,6 +1,7 @@
 """Long-tailed datasets built the way the papers build them, each with its balanced test set."""
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -66,6 +67,17 @@ class DatasetInfo:
     # Trainer settings of the dataset's paper protocol, under the method's own defaults
     # (backbone, epochs, lr, ...); the CIFAR protocol is the trainer's defaults, so empty here.
     protocol: dict = field(default_factory=dict, compare=False)
+    display_name: str = ""  # as tables print it (CIFAR-10-LT); default: the name
+    # how the report groups classes into many / medium / few by training count
+    # (ltbench.data.profiles.SHOT_RULES)
+    shot_rule: str = "cb"
+    # (root, allow_apt, log) -> makes the files available under root, for `ltbench fetch-data`;
+    # None where the user must bring them (the image-file datasets)
+    fetch: Callable | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
 
     def build(self, root, imbalance_factor: float, profile: str = "exp", n_max: int | None = None) -> LongTailData:
         train_x, train_y, test_x, test_y = self.read(sources.data_root(root))
@@ -88,15 +100,18 @@ DATASETS = {
     for info in [
         DatasetInfo(
             "cifar10_lt", "CIFAR-10-LT (Cao et al. 2019 construction), 10 classes, n_max 5000",
-            "cifar", 10, 5000, lambda root: sources.read_cifar("cifar10", root),
+            "cifar", 10, 5000, lambda root: sources.read_cifar("cifar10", root), display_name="CIFAR-10-LT",
+            fetch=partial(sources.fetch_cifar, "cifar10"),
         ),
         DatasetInfo(
             "cifar100_lt", "CIFAR-100-LT (Cao et al. 2019 construction), 100 classes, n_max 500",
-            "cifar", 100, 500, lambda root: sources.read_cifar("cifar100", root),
+            "cifar", 100, 500, lambda root: sources.read_cifar("cifar100", root), display_name="CIFAR-100-LT",
+            fetch=partial(sources.fetch_cifar, "cifar100"),
         ),
         DatasetInfo(
             "fashion_mnist_lt", "Fashion-MNIST-LT, same construction, 10 classes, n_max 6000, padded to 32x32",
             "cifar", 10, 6000, sources.read_fashion_mnist, FASHION_MEAN, FASHION_STD, pad_to=32,
+            display_name="Fashion-MNIST-LT", fetch=sources.fetch_fashion_mnist,
         ),
     ]
 }

@@ -194,26 +194,29 @@ INAT_PROTOCOL = {**IMAGENET_LT_PROTOCOL, "backbone": "resnet50", "weight_decay":
 # OLTR's stage 1 (30 epochs, batch 256); ltbench trains from scratch, so results differ.
 PLACES_LT_PROTOCOL = {**IMAGENET_LT_PROTOCOL, "backbone": "resnet152", "epochs": 30, "batch_size": 256, "lr": 0.1}
 
+
+
+def _oltr(name: str, title: str, summary: str, num_classes: int, n_max: int, factor: float, protocol: dict):
+    """A dataset of OLTR's published splits (Liu et al. 2019): `<Title>_train.txt` / `_test.txt`."""
+    prefix = title.replace("-", "_")
+    split = SplitFiles(name, num_classes, f"{prefix}_train.txt", f"{prefix}_test.txt", read_split_file)
+    return ImageFileDataset(name, summary, name, num_classes, n_max, split, IMAGENET_MEAN, IMAGENET_STD,
+                            fixed_imbalance_factor=factor, protocol=protocol, display_name=title)
+
+
 IMAGE_DATASETS = {
     info.name: info
     for info in [
-        ImageFileDataset(
-            "imagenet_lt", "ImageNet-LT (Liu et al. 2019): 1000 classes, 115.8k training images (1280 to 5 a "
-            "class), evaluated on the 50k test split", "imagenet_lt", 1000, 1280,
-            SplitFiles("imagenet_lt", 1000, "ImageNet_LT_train.txt", "ImageNet_LT_test.txt", read_split_file),
-            IMAGENET_MEAN, IMAGENET_STD, fixed_imbalance_factor=256.0, protocol=IMAGENET_LT_PROTOCOL,
-        ),
-        ImageFileDataset(
-            "places_lt", "Places-LT (Liu et al. 2019): 365 classes, 62.5k training images (4980 to 5 a class), "
-            "evaluated on the 36.5k test split", "places_lt", 365, 4980,
-            SplitFiles("places_lt", 365, "Places_LT_train.txt", "Places_LT_test.txt", read_split_file),
-            IMAGENET_MEAN, IMAGENET_STD, fixed_imbalance_factor=996.0, protocol=PLACES_LT_PROTOCOL,
-        ),
+        _oltr("imagenet_lt", "ImageNet-LT", "ImageNet-LT (Liu et al. 2019): 1000 classes, 115.8k training images "
+              "(1280 to 5 a class), evaluated on the 50k test split", 1000, 1280, 256.0, IMAGENET_LT_PROTOCOL),
+        _oltr("places_lt", "Places-LT", "Places-LT (Liu et al. 2019): 365 classes, 62.5k training images (4980 to 5 "
+              "a class), evaluated on the 36.5k test split", 365, 4980, 996.0, PLACES_LT_PROTOCOL),
         ImageFileDataset(
             "inat2018", "iNaturalist 2018: 8142 classes, 437.5k training images (1000 to 2 a class), "
             "evaluated on the 24.4k val split", "inat2018", 8142, 1000,
             SplitFiles("inat2018", 8142, "train2018.json", "val2018.json", read_inat_json),
             INAT_MEAN, INAT_STD, fixed_imbalance_factor=500.0, protocol=INAT_PROTOCOL,
+            display_name="iNaturalist 2018",
         ),
     ]
 }

@@ -67,6 +67,9 @@ def select_long_tail(labels: np.ndarray, counts: list[int], seed: int = 0) -> np
     return np.concatenate(kept)
 
 
+SHOT_RULES = ("cb", "oltr")
+
+
 def many_medium_few(counts, convention: str = "cb") -> list[str]:
     """Group of each class by its training count.
 
@@ -77,4 +80,4 @@ def many_medium_few(counts, convention: str = "cb") -> list[str]:
         return ["many" if n > 100 else "few" if n < 20 else "medium" for n in counts]
     if convention == "oltr":
         return ["many" if n >= 100 else "few" if n <= 20 else "medium" for n in counts]
-    raise UserError(f"unknown many/medium/few convention '{convention}'", hint="use 'cb' or 'oltr'")
+    raise UserError(f"unknown many/medium/few rule '{convention}'", hint=f"use one of: {', '.join(SHOT_RULES)}")

@@ -65,6 +65,13 @@ def read_cifar(name: str, root: Path, download: bool = True):
     return (*load(train_files), *load(test_files))
 
 
+def fetch_cifar(name: str, root: Path, allow_apt: bool = False, log=print) -> Path:
+    """Download CIFAR with torchvision (needs internet) unless it is under root already."""
+    read_cifar(name, root)  # downloads what is missing, or says what is
+    log(f"{name} found in {root / CIFAR[name][0]}")
+    return root / CIFAR[name][0]
+
+
 def _download_cifar(name: str, root: Path) -> None:
     import torchvision
 
@@ -84,11 +91,11 @@ def read_idx(path: Path) -> np.ndarray:
         data = fh.read()
     _, dtype_code, ndim = struct.unpack(">HBB", data[:4])
     if dtype_code != 0x08:
-        raise UserError(f"{path} is not a uint8 IDX file", hint="re-fetch it: ltbench fetch-data fashion_mnist")
+        raise UserError(f"{path} is not a uint8 IDX file", hint="re-fetch it: ltbench fetch-data fashion_mnist_lt")
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
-        raise UserError(f"{path} is truncated or corrupt", hint="delete it and run: ltbench fetch-data fashion_mnist")
+        raise UserError(f"{path} is truncated or corrupt", hint="delete it and run: ltbench fetch-data fashion_mnist_lt")
     return array.reshape(shape)
 
 
@@ -106,7 +113,7 @@ def read_fashion_mnist(root: Path):
     if not fashion_mnist_available(root):
         raise UserError(
             f"Fashion-MNIST not found under {fashion_raw_dir(root)}",
-            hint="run `ltbench fetch-data fashion_mnist` (as root it can install Debian's "
+            hint="run `ltbench fetch-data fashion_mnist_lt` (as root it can install Debian's "
             "dataset-fashion-mnist), or `apt-get install dataset-fashion-mnist`",
         )
     raw = fashion_raw_dir(root)

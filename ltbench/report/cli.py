@@ -8,17 +8,22 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ltbench.cli import ListArgument
+
     parser.add_argument("--results-dir", default="results", metavar="DIR",
                         help="directory of run folders to read (default: results)")
     parser.add_argument("--out", default="reports", metavar="DIR",
                         help="where tables, figures and index.html go (default: reports)")
-    parser.add_argument("--methods", nargs="+", action="extend", metavar="NAME",
+    parser.add_argument("--methods", action=ListArgument, metavar="NAME",
                         help="only these methods (space or comma separated)")
-    parser.add_argument("--datasets", nargs="+", action="extend", metavar="NAME",
+    parser.add_argument("--dataset", "--datasets", dest="datasets", action=ListArgument, metavar="NAME",
                         help="only these datasets, e.g. cifar10_lt")
-    parser.add_argument("--if", dest="imbalance_factors", nargs="+", action="extend",
+    parser.add_argument("--shot-rule", choices=["cb", "oltr"], default=None,
+                        help="many/medium/few thresholds, recomputed from per_class.csv: cb (n > 100, n < 20; "
+                             "classifier-balancing) or oltr (n >= 100, n <= 20); default: each dataset's own")
+    parser.add_argument("--if", dest="imbalance_factors", action=ListArgument,
                         metavar="IF", help="only these imbalance factors, e.g. 100,10")
-    parser.add_argument("--group-by", nargs="+", action="extend", metavar="KEY",
+    parser.add_argument("--group-by", action=ListArgument, metavar="KEY",
                         help="settings that split a method into separate rows, e.g. "
                              "--group-by temperature gives 'psc_hybrid (temperature=0.1)'; "
                              "any params key, or epochs, batch_size, backbone, profile, preset")
@@ -36,6 +41,7 @@ def run(args) -> int:
     from . import plots, render, tables
     from .load import load_results
     from .reference import load_published
+    from .shots import regroup
 
     # Soft wrap: messages carry paths that must stay whole to be copied.
     console = Console(highlight=False, soft_wrap=True)
@@ -57,7 +63,7 @@ def run(args) -> int:
         return 2
 
     results = load_results(results_dir)
-    runs = tables.filter_runs(results.runs, methods, datasets, factors)
+    runs = tables.filter_runs(regroup(results.runs, results.per_class, args.shot_rule), methods, datasets, factors)
     left_out = tables.filter_left_out(results.left_out, methods, datasets, factors)
     filters = _describe_filters(methods, datasets, factors, group_by)
     if not len(runs):
@@ -122,14 +128,17 @@ def _unmatched(runs, methods, datasets, factors, group_by) -> list[str]:
 
 
 def _bench_for(results, methods):
-    """The SC-vs-PSC memory curve belongs with the hybrids; leave it out when they are."""
-    if methods and not {"sc_hybrid", "psc_hybrid"} & set(methods):
+    """The feature-loss memory curve belongs with the contrastive methods; leave it out when they are."""
+    from .names import has_feature_branch
+
+    if methods and not any(has_feature_branch(m) for m in methods):
         return None
     return results.bench
 
 
 def _explain_nothing(console, all_runs, results_dir, filters, left_out) -> None:
-    from .tables import left_out_summary, method_rank, table_cells
+    from .names import method_rank
+    from .tables import left_out_summary, table_cells
 
     if len(all_runs):
         methods = sorted(all_runs["method"].unique(), key=method_rank)

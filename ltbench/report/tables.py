@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from .load import KINDS, RUN_KINDS, LeftOut
+from .names import dataset_rank, dataset_title, method_rank, method_title
 from .reference import lookup
 
 # Everything that defines a run except its seed: equal on all of these = seeds of one spec.
@@ -22,13 +23,6 @@ SPEC_COLUMNS = ["method", "dataset", "imbalance_factor", "profile", "backbone", 
 SETTING_COLUMNS = ["preset", "profile", "backbone", "epochs", "batch_size", "mmf_convention",
                    "n_train"]
 METRICS = ["top1", "many", "medium", "few", "top1_best"]
-METHOD_ORDER = ["ce", "focal", "ldam_drw", "ldam", "ce_drw", "crt", "tau_norm", "lws",
-                "balanced_softmax", "logit_adjust", "cb_focal", "sc_hybrid", "psc_hybrid"]
-DATASET_NAMES = {
-    "cifar10_lt": "CIFAR-10-LT", "cifar100_lt": "CIFAR-100-LT",
-    "fashion_mnist_lt": "Fashion-MNIST-LT", "imagenet_lt": "ImageNet-LT",
-    "places_lt": "Places-LT", "inat2018": "iNaturalist 2018",
-}
 PM, MINUS, DAGGER, DDAGGER = " \u00b1 ", "\u2212", "\u2020", "\u2021"
 _MISSING = object()
 
@@ -199,14 +193,9 @@ def _row_order(row):
     return (*method_rank(row["method"]), row["label"], *cell_order(row))
 
 
-def method_rank(method):
-    return (METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER), method)
-
-
 def cell_order(row):
     dataset, factor = row["dataset"], row["imbalance_factor"]
-    rank = list(DATASET_NAMES).index(dataset) if dataset in DATASET_NAMES else len(DATASET_NAMES)
-    return rank, dataset, -(0 if pd.isna(factor) else factor)
+    return (*dataset_rank(dataset), -(0 if pd.isna(factor) else factor))
 
 
 def table_cells(agg: pd.DataFrame) -> list[tuple[str, float]]:
@@ -225,7 +214,13 @@ def in_cell(agg, dataset, factor):
 # --- formatting -------------------------------------------------------------------------
 
 def dataset_name(dataset: str) -> str:
-    return DATASET_NAMES.get(dataset, dataset)
+    return dataset_title(dataset)
+
+
+def shown_label(label: str) -> str:
+    """A row label as tables print it: the method by its display name (LDAM-DRW for ldam_drw)."""
+    method, space, settings = label.partition(" ")
+    return method_title(method) + space + settings
 
 
 def fmt_factor(factor) -> str:
@@ -279,7 +274,7 @@ def main_table(agg: pd.DataFrame) -> Section:
     """Methods x (dataset, factor): top-1 mean +- std over seeds, the best in bold."""
     cells = table_cells(agg)
     labels = list(dict.fromkeys(agg["label"]))
-    rows = [[label] for label in labels]
+    rows = [[shown_label(label)] for label in labels]
     means = {label: [math.nan] * len(cells) for label in labels}
     for j, (dataset, factor) in enumerate(cells):
         for r in in_cell(agg, dataset, factor).itertuples():
@@ -311,55 +306,120 @@ def main_table(agg: pd.DataFrame) -> Section:
 
 
 def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
-    """Paper-protocol rows beside the published figure and the difference."""
+    """Paper-protocol rows beside every published figure for their cell, like with like.
+
+    Each published figure is compared with our value under the figure's own epoch rule (our
+    best test epoch, top1_best, where the source's code reports the best test accuracy; our
+    last epoch, top1, otherwise). Three tables: confirmed figures obtained under the run's
+    protocol (compared, with the difference); confirmed figures under another protocol
+    (backbone, epochs, a recorded setting or the loss itself differs: shown, not compared);
+    unconfirmed leads (shown apart, never compared).
+    """
+    from .reference import SELECTION_NAMES, SELECTIONS, matches, protocol_differences
+
     paper = agg[agg["preset"] == "paper"]
     others = len(agg) - len(paper)
-    rows, records, sources, missing = [], [], {}, {}
-    for r in paper.itertuples():
-        ref = lookup(published, r.method, r.dataset, r.imbalance_factor)
-        if ref is None:
-            factors = missing.setdefault(r.label, {}).setdefault(dataset_name(r.dataset), [])
-            factors.append(fmt_factor(r.imbalance_factor))
+    rows = {"compared": [], "different protocol": [], "unconfirmed lead": []}
+    used = {status: [] for status in rows}  # the source numbers each table cites
+    records, cites, missing = [], {}, {}
+    for r in paper.to_dict("records"):
+        refs = matches(published, r["method"], r["dataset"], r["imbalance_factor"])
+        if not len(refs):
+            factors = missing.setdefault(r["label"], {}).setdefault(dataset_name(r["dataset"]), [])
+            factors.append(fmt_factor(r["imbalance_factor"]))
             continue
-        number = sources.setdefault(ref["source"], len(sources) + 1)
-        difference = r.top1_mean - ref["top1"]
-        rows.append([r.label, dataset_name(r.dataset), fmt_factor(r.imbalance_factor),
-                     str(r.seeds), fmt_mean_std(r.top1_mean, r.top1_std),
-                     fmt_number(ref["top1"]) + ("" if ref["confirmed"] else DAGGER),
-                     fmt_signed(difference), f"[{number}]"])
-        records.append(dict(label=r.label, method=r.method, dataset=r.dataset,
-                            imbalance_factor=r.imbalance_factor, seeds=r.seeds,
-                            top1_mean=r.top1_mean, top1_std=r.top1_std,
-                            published_top1=ref["top1"], published_confirmed=ref["confirmed"],
-                            difference=difference, source=ref["source"]))
-    notes = ["\u0394 = our mean \u2212 published top-1 (percentage points)."]
-    if not all(r["published_confirmed"] for r in records):
-        notes.append(DAGGER + " unconfirmed published figure: a best recollection, not yet "
-                     "checked against the paper.")
-    notes += [f"[{n}] {source}" for source, n in sources.items()]
+        for ref in refs.to_dict("records"):
+            column = SELECTIONS[ref["selection"]]
+            mean, std = r[f"{column}_mean"], r[f"{column}_std"]
+            differs = protocol_differences(ref, r)
+            status = ("unconfirmed lead" if not ref["confirmed"] else
+                      "different protocol" if differs else "compared")
+            difference = mean - ref["top1"] if status == "compared" else math.nan
+            number = cites.setdefault(_published_cite(ref["source"]), len(cites) + 1)
+            cell = [r["label"], dataset_name(r["dataset"]), fmt_factor(r["imbalance_factor"])]
+            ours = fmt_mean_std(mean, std)
+            if status == "compared":
+                row = cell + [str(r["seeds"]), _rule_name(ref["selection"], SELECTION_NAMES), ours,
+                              fmt_number(ref["top1"]), fmt_signed(difference), f"[{number}]"]
+            elif status == "different protocol":
+                row = cell + [str(r["seeds"]), ours, fmt_number(ref["top1"]), "; ".join(differs),
+                              f"[{number}]"]
+            else:
+                row = cell + [fmt_number(ref["top1"]) + DAGGER, f"[{number}]"]
+            rows[status].append(row)
+            used[status].append(number)
+            records.append(dict(
+                label=r["label"], method=r["method"], dataset=r["dataset"],
+                imbalance_factor=r["imbalance_factor"], seeds=r["seeds"], status=status,
+                selection=ref["selection"], our_column=column, ours_mean=mean, ours_std=std,
+                top1_mean=r["top1_mean"], top1_std=r["top1_std"],
+                top1_best_mean=r["top1_best_mean"], top1_best_std=r["top1_best_std"],
+                published_top1=ref["top1"], published_confirmed=ref["confirmed"],
+                difference=difference, differs="; ".join(differs), source=ref["source"],
+                backbone=ref["backbone"], epochs=ref["epochs"], code=ref["code"]))
+    def sources(status):
+        return [f"[{n}] {cite}" for cite, n in cites.items() if n in used[status]]
+
+    closing = []
     if others:
-        notes.append(f"{others} result(s) under other protocols (preset other than paper) "
-                     "are not compared with published figures.")
+        closing.append(f"{others} result(s) under other protocols (preset other than paper) "
+                       "are not compared with published figures.")
     if missing:
         def cells_of(where):
             return ", ".join(f"{dataset} IF {'/'.join(factors)}"
                              for dataset, factors in where.items())
-        notes.append("No published figure for: " + "; ".join(
+        closing.append("No published figure for: " + "; ".join(
             f"{label} ({cells_of(where)})" for label, where in missing.items()) + ".")
-    title = "Published top-1 (%) beside ours, paper protocol only"
     section = Section("paper_comparison", "Compared with published results", [],
                       pd.DataFrame(records, columns=[
-                          "label", "method", "dataset", "imbalance_factor", "seeds",
-                          "top1_mean", "top1_std", "published_top1", "published_confirmed",
-                          "difference", "source"]))
-    if rows:
+                          "label", "method", "dataset", "imbalance_factor", "seeds", "status",
+                          "selection", "our_column", "ours_mean", "ours_std", "top1_mean",
+                          "top1_std", "top1_best_mean", "top1_best_std", "published_top1",
+                          "published_confirmed", "difference", "differs", "source", "backbone",
+                          "epochs", "code"]))
+    if rows["compared"]:
         section.tables.append(Table(
-            header=["Method", "Dataset", "IF", "Seeds", "Ours", "Published",
-                    "\u0394", "Source"], rows=rows, title=title, notes=notes))
+            header=["Method", "Dataset", "IF", "Seeds", "Epoch rule", "Ours", "Published",
+                    "\u0394", "Source"], rows=rows["compared"],
+            title="Published top-1 (%) beside ours: confirmed figures, same protocol",
+            notes=["Only figures checked against their paper's own table and obtained with the "
+                   "run's backbone, epochs and recorded settings are compared.",
+                   "Epoch rule: which epoch the source reports, and ours is taken the same way. "
+                   "'best test epoch': the best test accuracy over the evaluated epochs (our "
+                   "top1_best; chosen on the test set, as the source's code does). 'last epoch' "
+                   "and 'not stated': our last epoch (top1), the headline.",
+                   "\u0394 = our mean \u2212 published top-1 (percentage points); mean" + PM
+                   + "sample std over seeds."] + sources("compared")))
+    if rows["different protocol"]:
+        section.tables.append(Table(
+            header=["Method", "Dataset", "IF", "Seeds", "Ours", "Published", "Differs (ours vs "
+                    "published)", "Source"], rows=rows["different protocol"],
+            title="Confirmed figures under another protocol: shown, not compared",
+            notes=["Confirmed figures whose backbone, epochs, recorded settings or loss differ "
+                   "from the run's; ours is taken under the figure's epoch rule, and no "
+                   "difference is computed."] + sources("different protocol")))
+    if rows["unconfirmed lead"]:
+        section.tables.append(Table(
+            header=["Method", "Dataset", "IF", "Lead", "Source"], rows=rows["unconfirmed lead"],
+            title="Unconfirmed leads, not compared",
+            notes=[DAGGER + " not seen in its paper's own table (published.csv says why): a lead "
+                   "to check, never compared with ours."] + sources("unconfirmed lead")))
+    if section.tables:
+        section.tables[-1].notes += closing
     else:
         section.intro = " ".join(["No run under the paper protocol has a published figure "
-                                  "to compare with."] + notes[1:])
+                                  "to compare with."] + closing)
     return section
+
+
+def _published_cite(source: str) -> str:
+    """The paper and table of a published.csv source, without its row and column."""
+    return source.split(": row ")[0]
+
+
+def _rule_name(selection: str, names: dict) -> str:
+    name = names[selection]
+    return name if selection in ("best_on_test", "last_epoch") else f"{name} (ours: last epoch)"
 
 
 def many_medium_few_tables(agg: pd.DataFrame) -> Section:
@@ -379,7 +439,7 @@ def many_medium_few_tables(agg: pd.DataFrame) -> Section:
             header.append("Classes (many/medium/few)")
         rows = []
         for r in cell.itertuples():
-            row = [r.label, str(r.seeds)]
+            row = [shown_label(r.label), str(r.seeds)]
             row += [fmt_mean_std(getattr(r, f"{g}_mean"), getattr(r, f"{g}_std")) for g in groups]
             row += [fmt_mean_std(r.top1_mean, r.top1_std),
                     fmt_mean_std(r.top1_best_mean, r.top1_best_std)]
@@ -425,7 +485,7 @@ def cost_table(runs: pd.DataFrame) -> Section:
         order = sorted(range(len(data)), key=lambda i: (*_row_order(data.iloc[i]),
                                                         data.iloc[i]["device"]))
         data = data.iloc[order].reset_index(drop=True)
-    rows = [[r.label, dataset_name(r.dataset), fmt_factor(r.imbalance_factor),
+    rows = [[shown_label(r.label), dataset_name(r.dataset), fmt_factor(r.imbalance_factor),
              fmt_device(r.device), str(r.runs), fmt_duration(r.wall_s_mean),
              fmt_duration(r.wall_s_total), fmt_number(r.images_per_s_mean, 0),
              fmt_number(r.peak_mem_mb_max, 0)] for r in data.itertuples()]

@@ -1,0 +1,279 @@
+"""Every setting a run takes, declared once: type, allowed values, default, help and kind.
+
+A setting's *kind* decides what it means for a run:
+
+- ``protocol``: it defines the experiment (what is trained, on what, for how long). Protocol
+  settings make up the run id, and a value other than the preset's labels a run `custom`.
+- ``execution``: it says how or where the run is computed (memory layout, compilation, data
+  loader, precision where the paper protocol does not fix it). Execution settings are
+  recorded in the result row and never change the run id or the preset label, so the same
+  sweep on another machine, with other speed settings, finds the runs that exist.
+
+Methods declare their own hyperparameters with the same `Setting` (``Method.hyperparameters``);
+they live under the method's name in a spec, so two plugins never share a key.
+Validation, ``--set`` coercion, ``ltbench run --help`` and ``ltbench list --settings`` all
+read this module.
+"""
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ltbench.errors import UserError
+
+PROTOCOL, EXECUTION = "protocol", "execution"
+
+
+@dataclass(frozen=True)
+class Setting:
+    default: Any
+    help: str = ""
+    kind: str = PROTOCOL
+    choices: tuple | None = None  # the only values allowed
+    low: float | None = None  # inclusive bounds, for numbers and each item of a list
+    high: float | None = None
+    above: float | None = None  # exclusive lower bound (a learning rate > 0)
+    below: float | None = None  # exclusive upper bound (momentum < 1)
+    optional: bool = False  # None allowed ("unset: the dataset's value")
+    dtype: type | None = None  # the value's type; inferred from the default when not given
+    item_type: type | None = None  # for lists; inferred from the default's first item
+
+    def __post_init__(self):
+        if self.kind not in (PROTOCOL, EXECUTION):
+            raise ValueError(f"kind must be {PROTOCOL} or {EXECUTION}, got {self.kind!r}")
+
+    @property
+    def value_type(self) -> type:
+        if self.dtype is not None:
+            return self.dtype
+        if self.default is None:
+            raise ValueError("a setting whose default is None needs dtype=")
+        return type(self.default)
+
+    @property
+    def list_item_type(self) -> type:
+        if self.item_type is not None:
+            return self.item_type
+        return type(self.default[0]) if self.default else str
+
+    def type_name(self) -> str:
+        if self.choices is not None:
+            return "choice"
+        kind = self.value_type
+        name = f"list of {self.list_item_type.__name__}" if kind is list else kind.__name__
+        return f"{name} or unset" if self.optional else name
+
+    def describe_allowed(self) -> str:
+        if self.choices is not None:
+            return ", ".join(_show(c) for c in self.choices)
+        parts = []
+        if self.low is not None:
+            parts.append(f">= {self.low:g}")
+        if self.above is not None:
+            parts.append(f"> {self.above:g}")
+        if self.high is not None:
+            parts.append(f"<= {self.high:g}")
+        if self.below is not None:
+            parts.append(f"< {self.below:g}")
+        return " and ".join(parts)
+
+    # ------------------------------------------------------------------ values
+
+    def coerce(self, name: str, raw):
+        """A --set string or a TOML value as this setting's type, checked; a UserError otherwise."""
+        value = self._parse(name, raw)
+        self.check(name, value)
+        return value
+
+    def _parse(self, name: str, raw):
+        if self.optional and (raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null"))):
+            return None
+        if self.choices is not None:
+            for choice in self.choices:
+                if raw == choice and type(raw) is type(choice):
+                    return choice
+                if _show(choice) == str(raw).strip().lower() or (isinstance(choice, str) and choice == str(raw).strip()):
+                    return choice
+            raise UserError(f"{name}={_show(raw)} is not allowed", hint=f"use one of: {self.describe_allowed()}")
+        kind = self.value_type
+        try:
+            if kind is list:
+                items = raw if isinstance(raw, list) else [v.strip() for v in str(raw).split(",") if v.strip()]
+                return [_scalar(self.list_item_type, item) for item in items]
+            return _scalar(kind, raw)
+        except (TypeError, ValueError, OverflowError):
+            raise UserError(f"{name}={_show(raw)}: expected {_article(self.type_name())} (default {_show(self.default)})",
+                            hint=_example(name, self)) from None
+
+    def check(self, name: str, value) -> None:
+        if value is None:
+            if not self.optional:
+                raise UserError(f"{name} must be set", hint=_example(name, self))
+            return
+        if self.choices is not None:
+            if value not in self.choices:
+                raise UserError(f"{name}={_show(value)} is not allowed", hint=f"use one of: {self.describe_allowed()}")
+            return
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, bool) or not isinstance(item, (int, float)):
+                continue
+            if not math.isfinite(item):
+                raise UserError(f"{name}={_show(value)}: must be a finite number", hint=_example(name, self))
+            if ((self.low is not None and item < self.low) or (self.high is not None and item > self.high)
+                    or (self.above is not None and item <= self.above)
+                    or (self.below is not None and item >= self.below)):
+                raise UserError(f"{name}={_show(value)} is out of range: it must be {self.describe_allowed()}",
+                                hint=_example(name, self))
+
+
+def _scalar(kind: type, raw):
+    if kind is bool:
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    if kind is int:
+        if isinstance(raw, bool):
+            raise ValueError(raw)
+        number = float(raw)  # "1e3" is an int; "1.5" and "inf" are not
+        if not math.isfinite(number) or number != int(number):
+            raise ValueError(raw)
+        return int(number)
+    if kind is float:
+        if isinstance(raw, bool):
+            raise ValueError(raw)
+        return float(raw)
+    if kind is str:
+        if isinstance(raw, (list, dict)):
+            raise ValueError(raw)
+        return str(raw)
+    raise TypeError(kind)
+
+
+def _show(value) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return ",".join(_show(v) for v in value)
+    if value is None:
+        return "unset"
+    return str(value)
+
+
+def _article(text: str) -> str:
+    return ("an " if text[0] in "aeiou" else "a ") + text
+
+
+def _example(name: str, setting: Setting) -> str:
+    allowed = setting.describe_allowed()
+    return f"--set {name}={_show(setting.default)} (the default){f'; allowed: {allowed}' if allowed else ''}"
+
+
+# ---------------------------------------------------------------------- the trainer's settings
+
+# The CIFAR-LT protocol of LDAM-DRW (Cao et al. 2019), shared by the CE-family baselines; a
+# dataset's own protocol (ImageNet-LT's backbone, epochs, lr, ...) and a method's paper values
+# replace these defaults, and a preset shrinks them.
+SETTINGS: dict[str, Setting] = {
+    # what is trained, on what data
+    "profile": Setting("exp", "imbalance profile: exp (Cao et al.) or step (Buda et al.)", choices=("exp", "step")),
+    "backbone": Setting("resnet32_cifar", "timm model name (resnet32_cifar is the CIFAR-LT papers' ResNet-32)"),
+    "n_max": Setting(None, "head-class size; unset: the dataset's paper value (a smaller one runs a reduced set)",
+                     dtype=int, optional=True, low=1),
+    "image_size": Setting(None, "training and test image side in pixels (image-file datasets); unset: the "
+                          "dataset's own", dtype=int, optional=True, low=8, high=4096),
+    # how long and how
+    "epochs": Setting(200, "training epochs", low=1, high=100_000),
+    "batch_size": Setting(128, "images per step (per draw, for methods that draw several batches)", low=1,
+                          high=1_000_000),
+    "lr": Setting(0.1, "peak learning rate (SGD)", above=0),
+    "momentum": Setting(0.9, "SGD momentum", low=0, below=1),
+    "weight_decay": Setting(2e-4, "L2 weight decay", low=0, high=1),
+    "schedule": Setting("step", "learning-rate schedule after the warm-up", choices=("step", "cosine")),
+    "warmup_epochs": Setting(5, "linear warm-up epochs, lr * (epoch + 1) / warmup_epochs", low=0, high=100_000),
+    "milestones": Setting([0.8, 0.9], "step schedule: fractions of the epochs where the lr drops (160, 180 of 200)",
+                          low=0, high=1),
+    "lr_factors": Setting([0.01, 0.0001], "step schedule: the lr multiplier from each milestone on", above=0, high=1),
+    # eval_every is protocol: the best-on-test figure (top1_best) is chosen among the epochs it evaluates
+    "eval_every": Setting(1, "epochs between test evaluations (the last epoch is always evaluated)", low=1,
+                          high=100_000),
+    "crop_padding": Setting(4, "random-crop padding in pixels (CIFAR-sized data)", low=0, high=64),
+    "flip": Setting(True, "random horizontal flip"),
+    "train_color_jitter": Setting(0.0, "ColorJitter strength on training images (image-file datasets)", low=0,
+                                  high=1),
+    # -- execution: how the same experiment is computed. None of these is part of a paper's
+    # protocol; each is recorded in the result row, and the bench measures what they cost.
+    # The paper protocols do not fix precision (their code ran fp32 on the GPUs of the day).
+    "amp": Setting(True, "bf16 autocast on CUDA", kind=EXECUTION),
+    # off by default so that a CPU run's precision does not depend on whether the CPU has bf16 units
+    "cpu_amp": Setting(False, "bf16 autocast on CPU", kind=EXECUTION),
+    "channels_last": Setting(True, "NHWC activations (faster convolutions on CUDA and oneDNN)", kind=EXECUTION),
+    "compile": Setting(False, "torch.compile the backbone: false, true (mode default), or a mode by name",
+                       kind=EXECUTION, choices=(False, True, "default", "reduce-overhead", "max-autotune")),
+    # both loaders draw the same images in the same order; dataloader is the original codebases'
+    # DataLoader + PIL path, kept to check that the fast path changes no result
+    "loader": Setting("device", "CIFAR-sized data: batched on the device, or a DataLoader with PIL",
+                      kind=EXECUTION, choices=("device", "dataloader")),
+}
+
+# The spec's own fields (RunSpec attributes); the other protocol settings live in spec.params.
+SPEC_FIELDS = ("profile", "backbone", "epochs", "batch_size", "n_max")
+# Settings of earlier versions that are no longer settings: results written with them are
+# read without them (the compiled batch-norm kernel; the many/medium/few rule, now a report option).
+RETIRED = ("fused_bn_relu", "mmf_convention")
+
+
+def protocol_names(schema: dict[str, Setting]) -> list[str]:
+    return [name for name, s in schema.items() if s.kind == PROTOCOL]
+
+
+def execution_names(schema: dict[str, Setting] = SETTINGS) -> list[str]:
+    return [name for name, s in schema.items() if s.kind == EXECUTION]
+
+
+def defaults(schema: dict[str, Setting]) -> dict:
+    return {name: _copy(s.default) for name, s in schema.items()}
+
+
+def check_all(schema: dict[str, Setting], values: dict, where: str = "") -> None:
+    for name, value in values.items():
+        schema[name].check(f"{where}{name}", value)
+
+
+def as_settings(declared: dict) -> dict[str, Setting]:
+    """A plugin's `hyperparameters`: Settings, or plain default values (typed by their value)."""
+    return {name: value if isinstance(value, Setting) else Setting(value) for name, value in declared.items()}
+
+
+def with_default(setting: Setting, default) -> Setting:
+    return replace(setting, default=default)
+
+
+def _copy(value):
+    return list(value) if isinstance(value, list) else value
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of `ltbench list --settings`."""
+
+    name: str
+    kind: str
+    type: str
+    default: str
+    allowed: str
+    help: str
+    owner: str = field(default="trainer")
+
+
+def listing(method_schemas: dict[str, dict[str, Setting]]) -> list[Row]:
+    rows = [Row(name, s.kind, s.type_name(), _show(s.default), s.describe_allowed(), s.help)
+            for name, s in SETTINGS.items()]
+    for method, schema in method_schemas.items():
+        rows += [Row(f"{method}.{name}", s.kind, s.type_name(), _show(s.default), s.describe_allowed(), s.help, method)
+                 for name, s in schema.items()]
+    return rows
