@@ -11,7 +11,7 @@ import torch
 
 import ltbench
 from ltbench import distributed, environment, registry, stages
-from ltbench.launch.shared_store import open_store
+from ltbench.shared_store import open_store
 from ltbench.metrics import group_accuracy, group_sizes
 from ltbench.models import create_backbone
 from ltbench.spec import RunSpec

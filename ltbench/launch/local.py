@@ -1,6 +1,6 @@
 """The local launcher: runs specs one after another in this process."""
 
-from ltbench.launch.shared_store import open_store
+from ltbench.shared_store import open_store
 from ltbench.runner import execute
 from ltbench.spec import RunSpec
 from ltbench.store import RunStore
