@@ -65,7 +65,7 @@ class Setting:
 
     def describe_allowed(self) -> str:
         if self.choices is not None:
-            return ", ".join(_show(c) for c in self.choices)
+            return ", ".join(show_value(c) for c in self.choices)
         parts = []
         if self.low is not None:
             parts.append(f">= {self.low:g}")
@@ -92,9 +92,9 @@ class Setting:
             for choice in self.choices:
                 if raw == choice and type(raw) is type(choice):
                     return choice
-                if _show(choice) == str(raw).strip().lower() or (isinstance(choice, str) and choice == str(raw).strip()):
+                if show_value(choice) == str(raw).strip().lower() or (isinstance(choice, str) and choice == str(raw).strip()):
                     return choice
-            raise UserError(f"{name}={_show(raw)} is not allowed", hint=f"use one of: {self.describe_allowed()}")
+            raise UserError(f"{name}={show_value(raw)} is not allowed", hint=f"use one of: {self.describe_allowed()}")
         kind = self.value_type
         try:
             if kind is list:
@@ -102,7 +102,7 @@ class Setting:
                 return [_scalar(self.list_item_type, item) for item in items]
             return _scalar(kind, raw)
         except (TypeError, ValueError, OverflowError):
-            raise UserError(f"{name}={_show(raw)}: expected {_article(self.type_name())} (default {_show(self.default)})",
+            raise UserError(f"{name}={show_value(raw)}: expected {_article(self.type_name())} (default {show_value(self.default)})",
                             hint=_example(name, self)) from None
 
     def check(self, name: str, value) -> None:
@@ -112,17 +112,17 @@ class Setting:
             return
         if self.choices is not None:
             if value not in self.choices:
-                raise UserError(f"{name}={_show(value)} is not allowed", hint=f"use one of: {self.describe_allowed()}")
+                raise UserError(f"{name}={show_value(value)} is not allowed", hint=f"use one of: {self.describe_allowed()}")
             return
         for item in value if isinstance(value, list) else [value]:
             if isinstance(item, bool) or not isinstance(item, (int, float)):
                 continue
             if not math.isfinite(item):
-                raise UserError(f"{name}={_show(value)}: must be a finite number", hint=_example(name, self))
+                raise UserError(f"{name}={show_value(value)}: must be a finite number", hint=_example(name, self))
             if ((self.low is not None and item < self.low) or (self.high is not None and item > self.high)
                     or (self.above is not None and item <= self.above)
                     or (self.below is not None and item >= self.below)):
-                raise UserError(f"{name}={_show(value)} is out of range: it must be {self.describe_allowed()}",
+                raise UserError(f"{name}={show_value(value)} is out of range: it must be {self.describe_allowed()}",
                                 hint=_example(name, self))
 
 
@@ -154,11 +154,11 @@ def _scalar(kind: type, raw):
     raise TypeError(kind)
 
 
-def _show(value) -> str:
+def show_value(value) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, list):
-        return ",".join(_show(v) for v in value)
+        return ",".join(show_value(v) for v in value)
     if value is None:
         return "unset"
     return str(value)
@@ -170,7 +170,7 @@ def _article(text: str) -> str:
 
 def _example(name: str, setting: Setting) -> str:
     allowed = setting.describe_allowed()
-    return f"--set {name}={_show(setting.default)} (the default){f'; allowed: {allowed}' if allowed else ''}"
+    return f"--set {name}={show_value(setting.default)} (the default){f'; allowed: {allowed}' if allowed else ''}"
 
 
 # ---------------------------------------------------------------------- the trainer's settings
@@ -271,9 +271,9 @@ class Row:
 
 
 def listing(method_schemas: dict[str, dict[str, Setting]]) -> list[Row]:
-    rows = [Row(name, s.kind, s.type_name(), _show(s.default), s.describe_allowed(), s.help)
+    rows = [Row(name, s.kind, s.type_name(), show_value(s.default), s.describe_allowed(), s.help)
             for name, s in SETTINGS.items()]
     for method, schema in method_schemas.items():
-        rows += [Row(f"{method}.{name}", s.kind, s.type_name(), _show(s.default), s.describe_allowed(), s.help, method)
+        rows += [Row(f"{method}.{name}", s.kind, s.type_name(), show_value(s.default), s.describe_allowed(), s.help, method)
                  for name, s in schema.items()]
     return rows

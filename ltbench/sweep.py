@@ -8,7 +8,6 @@ settings never change the label or the run id.
 """
 
 import copy
-import itertools
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,11 +43,14 @@ def expand(sweep: Sweep) -> list[RunSpec]:
         raise UserError(f"unknown preset '{sweep.preset}'", hint=f"use one of: {', '.join(PRESETS)}")
     factors = [check_imbalance_factor(f) for f in sweep.imbalance_factors]
     routed = route_overrides(sweep.methods, sweep.overrides)
+    # seed 0 of every cell before seed 1 of any, methods side by side within a cell: a sweep
+    # stopped half-way already compares every method
     specs = [
         resolve(m, d, f, s, sweep.preset, routed.get(m, {}))
-        for m, d in itertools.product(sweep.methods, sweep.datasets)
-        for f in imbalance_factors_of(registry.dataset(d), factors)
         for s in sweep.seeds
+        for d in sweep.datasets
+        for f in imbalance_factors_of(registry.dataset(d), factors)
+        for m in sweep.methods
     ]
     return list({spec.run_id: spec for spec in specs}.values())
 

@@ -94,16 +94,16 @@ def check_defaults_resolve(name: str) -> None:
 def check_every_default_is_settable(name: str) -> None:
     """Each hyperparameter set to its own default leaves the run as it is; set to another
     allowed value it makes another, custom run."""
-    from ltbench.settings import _show
+    from ltbench.settings import show_value
 
     plain = toy_spec(name)
     for key, setting in registry.method(name).settings(registry.dataset("cifar10_lt")).items():
-        same = toy_spec(name, **{f"{name}.{key}": _show(setting.default)})
+        same = toy_spec(name, **{f"{name}.{key}": show_value(setting.default)})
         assert same.run_id == plain.run_id and same.preset == plain.preset, f"{name}.{key}: its default as --set"
         other = _another_value(setting)
         if other is None:
             continue
-        changed = toy_spec(name, **{f"{name}.{key}": _show(other)})
+        changed = toy_spec(name, **{f"{name}.{key}": show_value(other)})
         assert changed.own_hyperparameters[key] == other and changed.run_id != plain.run_id, f"{name}.{key}"
         assert changed.preset == "custom", f"{name}.{key}: another value must label the run custom"
 

@@ -12,7 +12,7 @@ from ltbench.stages import FrozenBackbone, stage1_spec
 from ltbench.sweep import Sweep, expand, resolve
 from ltbench_methods.tau_norm import TauNormalisation, calibration_images
 
-TWO_STAGE = ["crt", "tau_norm", "lws", "logit_adjust_posthoc"]
+TWO_STAGE = [name for name, cls in registry.methods().items() if cls.stage1 is not None]
 
 
 @pytest.mark.parametrize("name", TWO_STAGE)

@@ -166,3 +166,12 @@ def test_config_file(tmp_path):
         read_config(tmp_path / "binary.toml")
     with pytest.raises(UserError, match="is a directory"):
         read_config(tmp_path)
+
+
+def test_a_sweep_runs_every_cell_of_a_seed_before_the_next_seed():
+    specs = expand(Sweep(["ce", "focal"], ["fashion_mnist_lt", "cifar10_lt"], ["10", "100"], seeds=[0, 1],
+                         preset="smoke"))
+    order = [(s.seed, s.dataset, s.imbalance_factor, s.method) for s in specs]
+    assert order == sorted(order, key=lambda o: (o[0], ["fashion_mnist_lt", "cifar10_lt"].index(o[1]),
+                                                 [10.0, 100.0].index(o[2]), ["ce", "focal"].index(o[3])))
+    assert [o[3] for o in order[:2]] == ["ce", "focal"] and {o[0] for o in order[:8]} == {0}
