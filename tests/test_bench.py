@@ -37,10 +37,12 @@ def test_bench_profiler_accounts_for_the_whole_step(tmp_path, capsys, fashion_mn
     rows = json.loads(capsys.readouterr().out)
     by_category = {r["category"]: r for r in rows}
     assert list(by_category) == [label for label, _ in CATEGORIES] + [OTHER, OUTSIDE]
-    # a ResNet's step is mostly convolutions, then batch norm
+    # a ResNet's step is mostly convolutions and batch norm
     for label in ("convolution forward", "convolution backward", "batch norm", "optimiser"):
         assert by_category[label]["ms_per_step"] > 0, label
-    assert by_category["convolution backward"]["share"] > 0.2
+    # together, not one by one: on a busy host a step's time falls unevenly between operators
+    assert sum(by_category[label]["share"] for label in ("convolution forward", "convolution backward",
+                                                          "batch norm")) > 0.5
     assert abs(sum(r["share"] for r in rows) - 1) < 0.05
     assert all(r["conv_forward_gflops"] > 0 and r["conv_ceiling_gflops"] > 0 for r in rows)
     with open(out) as fh:
