@@ -1,13 +1,24 @@
 """Command line: argument parsing only; the work happens in the modules it calls."""
 
 import argparse
+import csv
 import importlib
+import json
 import os
 import sys
+import tomllib
+from pathlib import Path
 
-from ltbench.errors import UserError
+from ltbench.errors import CorruptFile, UserError
 
 DEFAULT_RESULTS = "results"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse's own errors in ltbench's one-line form (not the whole usage block) and exit 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"ltbench: error: {message}\n  hint: see `{self.prog} --help`\n")
 
 
 class ListArgument(argparse.Action):
@@ -26,11 +37,15 @@ def build_parser() -> argparse.ArgumentParser:
     from ltbench import __version__
     from ltbench.settings import SETTINGS, SPEC_FIELDS
 
-    parser = argparse.ArgumentParser(prog="ltbench", description="Long-tailed classification benchmark harness")
+    parser = Parser(prog="ltbench", description="Long-tailed classification benchmark harness")
     parser.add_argument("--version", action="version", version=f"ltbench {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    listing = sub.add_parser("list", help="methods, datasets, backbones and presets; --settings: every setting")
+    listing = sub.add_parser("list", help="methods, datasets, backbones and presets; --settings: every setting; "
+                             "METHOD: its protocol card")
+    listing.add_argument("method", nargs="?", metavar="METHOD",
+                         help="a method's protocol card: every setting of its paper protocol on each dataset family, "
+                         "and where each value comes from")
     listing.add_argument("--settings", action="store_true",
                          help="every setting with its kind (protocol or execution), type, default and help")
 
@@ -98,11 +113,41 @@ def _optional(module: str):
         return None
 
 
+def check_paths(args) -> None:
+    """Folder arguments that would make a command write where the user did not mean to."""
+    folders = ("results_dir", "out") if args.command == "report" else ("results_dir",)
+    for flag in folders:
+        value = getattr(args, flag, None)
+        if value is not None and not value.strip():
+            raise UserError(f"--{flag.replace('_', '-')} is empty",
+                            hint=f"give a folder, e.g. --{flag.replace('_', '-')} "
+                            f"{'results' if flag == 'results_dir' else 'reports'}")
+    if args.command != "report":
+        return
+    if not Path(args.results_dir).is_dir():
+        raise UserError(f"results dir {args.results_dir} does not exist",
+                        hint="run a sweep first, or pass --results-dir with the folder that holds the run folders")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a file, not a folder",
+                        hint="give the folder the report goes to, e.g. --out reports")
+
+
+def fail(message: str, hint: str | None = None) -> int:
+    """The one form every expected failure takes: one line, an optional hint line, exit 2."""
+    print(f"ltbench: error: {' '.join(str(message).split())}", file=sys.stderr)
+    if hint:
+        print(f"  hint: {' '.join(hint.split())}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        check_paths(args)
         if args.command == "list":
-            from ltbench.commands import list_everything, list_settings
+            from ltbench.commands import list_everything, list_settings, show_method
+            if args.method:
+                return show_method(args.method)
             return list_settings() if args.settings else list_everything()
         if args.command == "run":
             from ltbench.commands import run
@@ -117,9 +162,22 @@ def main(argv: list[str] | None = None) -> int:
             return _optional("ltbench.report.cli").run(args)
         if args.command == "bench":
             return _optional("ltbench.bench").run(args)
+    # Expected failures (bad input, a file that is missing, unreadable or damaged) end here in
+    # one line; anything else is a bug in ltbench and keeps its traceback.
     except UserError as exc:
-        print(f"ltbench: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc.args[0], exc.hint)
+    except CorruptFile as exc:
+        return fail(str(exc), "the file is damaged, or was not written by ltbench: move it aside (keep it to look "
+                    "at) and run the command again")
+    except (UnicodeDecodeError, json.JSONDecodeError, csv.Error, tomllib.TOMLDecodeError) as exc:
+        return fail(f"a file could not be read as text of its kind: {exc}",
+                    "the path names the wrong file, or the file is damaged")
+    except OverflowError as exc:
+        return fail(f"a number is out of range: {exc}", "give a smaller value")
+    except OSError as exc:
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        return fail(f"{exc.strerror or exc}{': ' + where if where else ''}",
+                    "check that the path exists and that you may read (or write) it")
     except KeyboardInterrupt:
         print("\nltbench: interrupted; finished runs and the last epoch checkpoints are kept. "
               "Run the same command again to resume.", file=sys.stderr)

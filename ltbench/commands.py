@@ -5,17 +5,19 @@ import os
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from ltbench import distributed, registry
+from ltbench import distributed, environment, registry
 from ltbench.data.image_datasets import OPTIONS_ENV, check_dataset_options
 from ltbench import settings
-from ltbench.errors import UserError, unknown_name
+from ltbench.errors import CorruptFile, UserError, unknown_name
 from ltbench.migrate import migrate_store, pending_migrations
 from ltbench.models import CIFAR_BACKBONES
 from ltbench.presets import PRESETS
 from ltbench.progress import RichReporter, console, results_table
-from ltbench.store import RunStore
+from ltbench.data.profiles import class_counts
+from ltbench.store import SET_ASIDE, RunStore
 from ltbench.settings import SPEC_FIELDS, as_settings
 from ltbench.sweep import Sweep, expand, read_config
 
@@ -55,6 +57,29 @@ def list_settings() -> int:
     return 0
 
 
+def show_method(name: str) -> int:
+    """`ltbench list METHOD`: the method's protocol card (ltbench.card)."""
+    from ltbench.card import protocol_card
+
+    cls = registry.method(name)
+    rows = protocol_card(name)
+    datasets = list(rows[0].values)
+    titles = {d: registry.dataset(d).title for d in datasets}
+    table = Table(title=f"{cls.title()}: {cls.summary}")
+    for col in ("setting", "kind", *titles.values(), "source"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("setting", "kind"))
+    for row in rows:
+        label = row.name if row.owner == "trainer" else f"{row.owner}.{row.name}"
+        table.add_row(label, row.kind, *(row.values[d] for d in datasets), row.source_text(titles))
+    _wide().print(table)
+    if cls.stage1 is not None:
+        console.print(f"Two stages: the trainer settings are stage 1's (a {cls.stage1.name} run of the same spec); "
+                      f"stage 2 is {name}'s own settings.")
+    console.print("The paper preset's values; --set KEY=VALUE or METHOD.KEY=VALUE changes one (the run is then "
+                  "labelled custom).")
+    return 0
+
+
 def _wide() -> Console:
     """A log or a pipe has no edge to fit a table to: keep each entry on one line there."""
     return console if console.is_terminal else Console(width=200)
@@ -72,7 +97,7 @@ def fetch_data(name: str, data_root, allow_apt: bool) -> int:
 
 def sweep_from_args(args) -> tuple[Sweep, dict]:
     """Merge the config file (if any) under the command-line flags."""
-    config = read_config(args.config) if args.config else {}
+    config = read_config(args.config) if args.config is not None else {}
 
     def pick(flag, *config_keys):
         value = getattr(args, flag, None)
@@ -105,18 +130,74 @@ def sweep_from_args(args) -> tuple[Sweep, dict]:
         if not sep or not key.strip():
             raise UserError(f"--set '{item}' is not KEY=VALUE", hint="e.g. --set lr=0.05 or --set focal.gamma=2")
         overrides[key.strip()] = value.strip()
-    seeds = []
-    for s in pick("seeds", "seeds"):
-        try:
-            seeds.append(int(s))
-        except (TypeError, ValueError):
-            raise UserError(f"seed '{s}' is not an integer", hint="e.g. --seeds 0,1,2") from None
+    seeds = [parse_seed(s) for s in pick("seeds", "seeds")]
     sweep = Sweep(methods=list(methods), datasets=list(datasets), imbalance_factors=list(factors or []), seeds=seeds,
                   preset=pick("preset", "preset"), overrides=overrides)
     where = {key: pick(key, key) for key in ("results_dir", "device")}
+    if not isinstance(where["results_dir"], str) or not where["results_dir"].strip():
+        raise UserError(f"the results dir is {where['results_dir']!r}, not a folder name",
+                        hint="pass --results-dir DIR (default: results)")
+    check_device_name(where["device"])
     where["data_root"] = getattr(args, "data_root", None) or config.get("data_root")
     where["data_options"] = data_options_from(config.get("data", {}), getattr(args, "data_options", []) or [])
     return sweep, where
+
+
+# numpy's seeds (np.random.RandomState, SeedSequence) are 0 .. 2**32 - 1; torch takes them too
+SEED_LIMIT = 2**32
+
+
+def parse_seed(value) -> int:
+    """A seed as typed or as a config file gives it: a whole number in numpy's seed range."""
+    if isinstance(value, bool):
+        seed = None
+    elif isinstance(value, int):
+        seed = value
+    elif isinstance(value, float):
+        seed = int(value) if value.is_integer() else None
+    else:
+        text = str(value).strip()
+        seed = int(text) if text.isdigit() else None
+    if seed is None:
+        raise UserError(f"seed '{value}' is not an integer", hint="e.g. --seeds 0,1,2")
+    if not 0 <= seed < SEED_LIMIT:
+        raise UserError(f"seed {value} is out of range: seeds are 0 to {SEED_LIMIT - 1} (numpy's seed range)",
+                        hint="e.g. --seeds 0,1,2")
+    return seed
+
+
+def check_device_name(device) -> None:
+    if device in ("auto", "cpu", "cuda") or (isinstance(device, str) and device.startswith("cuda:")
+                                               and device[5:].isdigit()):
+        return
+    raise UserError(f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N")
+
+
+def check_device_present(device: str) -> None:
+    """A local sweep on a device this machine lacks fails here, not run by run."""
+    import torch
+
+    environment.resolve_device(device)
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                        hint="use cuda (the first), cuda:0 .. cuda:N-1, or auto")
+
+
+def slurm_flags_given(args) -> list[str]:
+    """The Slurm options on the command line, which only --launcher slurm reads."""
+    given = [f"--{name.replace('_', '-')}" for name, value in sorted(vars(args).items())
+             if name.startswith("slurm_") and value not in (None, [], False)]
+    return given + (["--wait"] if getattr(args, "wait", False) else [])
+
+
+def check_grid(specs) -> None:
+    """What can be known before anything trains: every constructed dataset keeps an image in
+    each class at the sweep's imbalance factors (--if 1e9 leaves the tail none)."""
+    for dataset, factor, profile, n_max in sorted({(s.dataset, s.imbalance_factor, s.profile, s.n_max or 0)
+                                                   for s in specs}):
+        info = registry.dataset(dataset)
+        if info.fixed_imbalance_factor is None:
+            class_counts(info.num_classes, n_max or info.n_max, factor, profile)
 
 
 def data_options_from(table: dict, flags: list[str]) -> dict:
@@ -134,7 +215,15 @@ def data_options_from(table: dict, flags: list[str]) -> dict:
 
 
 def run(args) -> int:
+    if args.launcher != "slurm" and slurm_flags_given(args):
+        raise UserError(f"{', '.join(slurm_flags_given(args))}: Slurm option(s), read only with --launcher slurm",
+                        hint="add --launcher slurm, or leave the Slurm options out")
+    if args.launcher == "slurm":
+        from ltbench.launch.slurm_options import options_from_args
+        options_from_args(args)  # its config file and values, checked before anything is written
     sweep, where = sweep_from_args(args)
+    if args.launcher == "local":
+        check_device_present(where["device"])
     if where["data_root"]:
         # through the environment, so Slurm jobs and subprocesses see the same root
         os.environ["LTBENCH_DATA"] = str(Path(where["data_root"]).expanduser().resolve())
@@ -152,6 +241,7 @@ def run(args) -> int:
 
 def _run(args, sweep: Sweep, where: dict) -> int:
     specs = expand(sweep)
+    check_grid(specs)
     if args.show_spec and not args.dry_run:
         raise UserError("--show-spec goes with --dry-run", hint="ltbench run ... --dry-run --show-spec")
     store = RunStore(where["results_dir"])
@@ -167,12 +257,18 @@ def _run(args, sweep: Sweep, where: dict) -> int:
             for spec in specs:
                 print(json.dumps({"run_id": spec.run_id, **spec.to_dict()}, sort_keys=False))
             return 0
-        console.print(grid_table(specs, states))
+        # what a run would stop on, found without reading or fetching anything
+        absent = {name: error for name in dict.fromkeys(s.dataset for s in specs)
+                  if (error := registry.dataset(name).missing(where["data_root"])) is not None}
+        console.print(grid_table(specs, states, absent))
+        blocked = sorted({s.dataset for s in specs if s.dataset in absent and states[s.run_id] != "done"})
+        if blocked:
+            raise absent[blocked[0]]
         return 0
-    store.ensure_writable()
     todo = [spec for spec in specs if states[spec.run_id] != "done"]
     console.print(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} already done, {len(todo)} to run")
     _check_datasets_present(todo, where["data_root"])
+    store.ensure_writable()
     if args.launcher == "slurm":
         from ltbench.launch import slurm
         return slurm.launch(todo, where["results_dir"], args, device=where["device"])
@@ -192,23 +288,31 @@ def _check_datasets_present(specs, data_root) -> None:
     from ltbench.data.sources import data_root as resolve_root
 
     for name in sorted({spec.dataset for spec in specs}):
-        registry.dataset(name).read(resolve_root(data_root))
+        registry.dataset(name).load(resolve_root(data_root))
 
 
-def grid_table(specs, states) -> Table:
+def grid_table(specs, states, absent: dict | None = None) -> Table:
+    """The grid and what `ltbench run` would do with each run; `absent`: datasets whose files
+    are not there (a run on one would stop)."""
     table = Table(title=f"{len(specs)} runs")
     for col in ("run id", "method", "dataset", "IF", "seed", "preset", "backbone", "epochs", "batch", "state"):
         table.add_column(col)
     action = {"done": "done (skip)", "partial": "partial (resume)", "failed": "failed (retry)",
-              "corrupt": "corrupt result (rerun)", "missing": "to run"}
+              "corrupt": f"corrupt (set aside under {SET_ASIDE}/, rerun)", "missing": "to run"}
     for s in specs:
+        state = action[states[s.run_id]]
+        if s.dataset in (absent or {}) and states[s.run_id] != "done":
+            state = "dataset missing"
         table.add_row(s.run_id, s.method, s.dataset, f"{s.imbalance_factor:g}", str(s.seed), s.preset, s.backbone,
-                      str(s.epochs), str(s.batch_size), action[states[s.run_id]])
+                      str(s.epochs), str(s.batch_size), state)
     return table
 
 
 def status(results_dir) -> int:
     store = RunStore(results_dir)
+    if store.root.exists() and not store.root.is_dir():
+        raise UserError(f"results dir {store.root} is not a folder",
+                        hint="pass --results-dir with the folder that holds the run folders")
     if not store.root.is_dir():
         raise UserError(f"results dir {store.root} does not exist",
                         hint="run a sweep first, or pass --results-dir with the folder that holds the run folders")
@@ -223,27 +327,27 @@ def status(results_dir) -> int:
         scheduler, job_logs = slurm.scheduler_states(results_dir), slurm.job_logs(results_dir)
     except ImportError:
         pass
-    table = Table(title=f"Runs in {results_dir}")
+    table = Table(title=escape(f"Runs in {results_dir}"))
     for col in ("run id", "method", "dataset", "IF", "seed", "preset", "epochs", "state", "top-1 %", "detail"):
         table.add_column(col)
     counts, lines = {}, []
     for run_id in run_ids:
-        state, top1, detail = store.state(run_id), "", ""
+        (state, why), top1, detail = store.inspect(run_id), "", ""
         try:
             spec = store.read_spec(run_id)
             key = (spec.method, spec.dataset, spec.imbalance_factor, spec.seed)
             label = (spec.method, spec.dataset, f"{spec.imbalance_factor:g}", str(spec.seed), spec.preset,
                      str(spec.epochs))
-        except Exception as exc:
-            key, label, state, detail = ("~",), ("?",) * 6, "corrupt", str(exc)
+        except CorruptFile as exc:
+            key, label, state, why = ("~",), ("?",) * 6, "corrupt", str(exc)
         if state in ("done", "failed"):
             row = store.read_result(run_id)
             top1 = row["top1"]
             if state == "failed":
                 job_log = f"; job log: {job_logs[run_id]}" if run_id in job_logs else ""
                 detail = f"{row['error']} (log: {store.run_dir(run_id) / 'error.log'}{job_log})"
-        elif state == "corrupt" and not detail:
-            detail = f"unreadable {store.run_dir(run_id) / 'result.csv'}; rerun the sweep to redo it"
+        elif state == "corrupt":
+            detail = f"{why}; a rerun of the sweep moves the folder to {store.root / SET_ASIDE}/ and redoes the run"
         # scheduler_states leaves out runs whose current result is in the store, so it wins:
         # a retried failure keeps its old row until the new job starts
         if run_id in scheduler:
@@ -255,7 +359,7 @@ def status(results_dir) -> int:
         lines.append((key, run_id, (run_id, *label, state, top1, detail)))
     # by what a run is, not by its hash: a method's seeds side by side
     for _, _, cells in sorted(lines, key=lambda line: (line[0], line[1])):
-        table.add_row(*cells)
+        table.add_row(*(escape(cell) for cell in cells))  # a crafted file's text is shown, never read as markup
     console.print(table)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0

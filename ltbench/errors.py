@@ -23,3 +23,8 @@ def unknown_name(kind: str, name: str, known: list[str], candidates: list[str] |
         f"unknown {kind} '{name}'.{guess}",
         hint=f"known {kind}s: {', '.join(sorted(known))} (see `ltbench list`)",
     )
+
+
+class CorruptFile(Exception):
+    """A file of the results store that cannot be read as what it should be (a result row, a
+    spec, the Slurm submission record). The CLI reports it in one line and exits 2."""

@@ -13,6 +13,9 @@ RESULT_COLUMNS = [
     # how the run was computed (ltbench.settings' execution settings, JSON) and on how many
     # CPU threads: recorded, never part of the run id
     "execution", "threads",
+    # the data the run trained and was tested on (ltbench.data.datasets.split_fingerprint), so a
+    # changed dataset file cannot pass for the same data
+    "split_fingerprint",
 ]
 PER_CLASS_COLUMNS = ["class", "n_train", "correct", "total"]
 NUMERIC_COLUMNS = [

@@ -15,7 +15,7 @@ from ltbench.shared_store import open_store
 from ltbench.metrics import group_accuracy, group_sizes
 from ltbench.models import create_backbone
 from ltbench.spec import RunSpec
-from ltbench.store import CorruptFile, RunStore
+from ltbench.store import CheckpointRefused, CorruptFile, RunStore
 from ltbench.train import Reporter, Trainer
 
 SPEC_COLUMNS = ("method", "dataset", "imbalance_factor", "profile", "backbone", "seed", "epochs", "batch_size", "preset")
@@ -29,6 +29,11 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
     In a distributed run every rank calls this; a failure is recorded and then raised, since
     the other ranks wait on the failed one and only the launcher can end them."""
     store = open_store(results_dir)
+    found, why = store.inspect(spec.run_id)
+    if found == "corrupt":
+        # its files name another run or cannot be read: nothing in the folder is trusted, and
+        # nothing is deleted either
+        log(f"[{spec.run_id}] {why}; the folder moved to {store.set_aside(spec.run_id)}, the run starts over")
     store.write_spec(spec)
     # a retry starts from the last good checkpoint; the old failure row must not outlive it
     (store.run_dir(spec.run_id) / "result.csv").unlink(missing_ok=True)
@@ -44,6 +49,7 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
             log(f"[{spec.run_id}] {exc}; starting the run over")
             state = None
         if state is not None:
+            check_same_data(store.checkpoint_path(spec.run_id), state, trainer.data)
             trainer.load_state_dict(state)
             log(f"[{spec.run_id}] resuming from epoch {trainer.start_epoch} of {trainer.epochs}")
         outcome = trainer.fit()
@@ -51,8 +57,7 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
         raise
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        store.run_dir(spec.run_id).mkdir(parents=True, exist_ok=True)
-        (store.run_dir(spec.run_id) / distributed.rank_file("error.log")).write_text(traceback.format_exc())
+        store.write_text(spec.run_id, distributed.rank_file("error.log"), traceback.format_exc())
         store.write_result(result_row(spec, status="failed", error=detail, started=started, device=torch_device))
         if distributed.is_distributed():
             raise
@@ -82,6 +87,7 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
         **{f"n_{g}": n for g, n in sizes.items()},
         n_train=len(data.train_y), n_classes=data.num_classes, wall_s=round(seconds, 2),
         images_per_s=round(images / max(seconds, 1e-9), 1), peak_mem_mb=round(peak_mb, 1),
+        split_fingerprint=data.split_fingerprint,
         calibration=json.dumps(outcome.calibration, sort_keys=True) if outcome.calibration else "", **staged,
     )
     store.write_result(row, per_class)
@@ -110,8 +116,24 @@ def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter
                   stage1: stages.Stage1 | None = None) -> Trainer:
     data = registry.dataset(spec.dataset).build(data_root, spec.imbalance_factor, spec.profile, spec.n_max)
     label = spec.label if stage1 is None else f"{spec.label} stage 2"
+    if stage1 is not None:
+        check_same_data(store.checkpoint_path(stage1.spec.run_id), stage1.state, data)
+
+    def save(state: dict) -> None:
+        # the data's fingerprint travels with the weights: a resume on changed files is refused
+        store.save_checkpoint(spec, {**state, "split_fingerprint": data.split_fingerprint})
+
     return make_trainer(spec, data, device, stage1=stage1, reporter=reporter or Reporter(), label=label,
-                        save_checkpoint=lambda state: store.save_checkpoint(spec.run_id, state))
+                        save_checkpoint=save)
+
+
+def check_same_data(path, state: dict, data) -> None:
+    """A checkpoint trained on other data (a dataset file replaced since) is not resumed from."""
+    recorded = state.get("split_fingerprint")
+    if recorded is not None and recorded != data.split_fingerprint:
+        raise CheckpointRefused(f"checkpoint {path} was trained on other data than {data.name} now holds (split "
+                                f"fingerprint {recorded}, now {data.split_fingerprint}): were the dataset's files "
+                                "changed? It was not used. Move the run folder away to train it on today's files")
 
 
 def make_trainer(spec: RunSpec, data, device: torch.device, params: dict | None = None,

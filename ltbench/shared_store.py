@@ -7,7 +7,7 @@ before another. A failure is recorded by whichever rank meets it.
 """
 
 from ltbench import distributed
-from ltbench.store import CorruptFile, RunStore
+from ltbench.store import CheckpointRefused, CorruptFile, RunStore
 
 
 def open_store(results_dir):
@@ -27,9 +27,9 @@ class RankZeroStore:
         if distributed.is_main():
             self.store.write_spec(spec)
 
-    def save_checkpoint(self, run_id: str, state: dict) -> None:
+    def save_checkpoint(self, spec, state: dict) -> None:
         if distributed.is_main():
-            self.store.save_checkpoint(run_id, state)
+            self.store.save_checkpoint(spec, state)
 
     def write_result(self, row: dict, per_class: list[dict] | None = None) -> None:
         if row["status"] == "failed":
@@ -41,7 +41,13 @@ class RankZeroStore:
         distributed.barrier()
 
     def state(self, run_id: str) -> str:
-        return distributed.broadcast(self.store.state(run_id) if distributed.is_main() else None)
+        return self.inspect(run_id)[0]
+
+    def inspect(self, run_id: str) -> tuple[str, str]:
+        return distributed.broadcast(self.store.inspect(run_id) if distributed.is_main() else None)
+
+    def set_aside(self, run_id: str):
+        return distributed.broadcast(self.store.set_aside(run_id) if distributed.is_main() else None)
 
     def read_result(self, run_id: str) -> dict | None:
         return distributed.broadcast(self.store.read_result(run_id) if distributed.is_main() else None)
@@ -53,7 +59,11 @@ class RankZeroStore:
                 loaded = ("state", self.store.load_checkpoint(run_id))
             except CorruptFile as exc:  # rank 0 has moved it aside; every rank starts over
                 loaded = ("corrupt", str(exc))
+            except CheckpointRefused as exc:  # every rank fails the run alike
+                loaded = ("refused", str(exc))
         kind, value = distributed.broadcast(loaded)
         if kind == "corrupt":
             raise CorruptFile(value)
+        if kind == "refused":
+            raise CheckpointRefused(value)
         return value

@@ -49,10 +49,15 @@ class NonFiniteLoss(RuntimeError):
 
 
 def learning_rate(epoch: int, epochs: int, p: dict) -> float:
-    """Learning rate for a 0-based epoch, set once at the start of the epoch (as LDAM-DRW does)."""
+    """Learning rate for a 0-based epoch, set once at the start of the epoch (as LDAM-DRW does).
+    With `lr_step_first` (decoupling's stage 2, whose code steps its scheduler before each
+    epoch's steps) epoch e trains at the lr the schedule gives epoch e + 1: a cosine's last
+    epoch at 0."""
     warmup = p["warmup_epochs"]
     if epoch < warmup:
         return p["lr"] * (epoch + 1) / warmup
+    if p.get("lr_step_first", False):
+        epoch += 1
     if p["schedule"] == "cosine":
         return p["lr"] * 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(epochs - warmup, 1)))
     factor = 1.0
@@ -105,8 +110,15 @@ class Trainer:
         if p["channels_last"]:
             self.backbone.to(memory_format=torch.channels_last)
         modules = nn.ModuleList([self.backbone, self.method])
-        self.optimizer = torch.optim.SGD(modules.parameters(), lr=p["lr"], momentum=p["momentum"],
-                                         weight_decay=p["weight_decay"])
+        # parameters the method trains without weight decay (CB-focal's bias) get a group of
+        # their own; without any, one group, as checkpoints of earlier versions hold
+        plain = self.method.no_weight_decay()
+        groups = [{"params": [*self.backbone.parameters(),
+                              *(t for n, t in self.method.named_parameters() if n not in plain)]}]
+        if plain:
+            groups.append({"params": [t for n, t in self.method.named_parameters() if n in plain], "weight_decay": 0.0})
+        self.optimizer = torch.optim.SGD(groups if plain else modules.parameters(), lr=p["lr"],
+                                         momentum=p["momentum"], weight_decay=p["weight_decay"])
         # the dataset's kind chooses the loader (on-device arrays or image files); in a
         # distributed run it loads this rank's share of every batch
         self.loader = make_loader(self.data, self.method.draws, self.batch_size, self.device, self.seed, p)
@@ -187,7 +199,7 @@ class Trainer:
             seconds += spent
             final = self.evaluate()
             if self.best_top1 < 0:
-                self.best_top1 = final.top1
+                self.best_top1 = float(final.top1)
         return TrainOutcome(final, self.best_top1, self.best_epoch, seconds, images, self.loss_history, calibration)
 
     def _calibrate(self) -> tuple[dict, float]:

@@ -90,7 +90,12 @@ def test_imbalance_factor_of_a_published_split_is_fixed(data_root, capsys):
     assert "imagenet_lt comes with its long-tailed split (IF 256)" in capsys.readouterr().err
     assert main([*RUN, "--methods", "ce", "--dataset", "cifar10_lt", "--dry-run"]) == 2
     assert "--if not given" in capsys.readouterr().err
-    assert main([*RUN, "--methods", "ce", "--dataset", "imagenet_lt", "--if", "256", "--dry-run"]) == 0
+    assert main([*RUN, "--methods", "ce", "--dataset", "imagenet_lt", "--if", "256", "--dry-run",
+                 "--data-root", str(data_root)]) == 0
+    # without its files, a dry run says so
+    assert main([*RUN, "--methods", "ce", "--dataset", "imagenet_lt", "--dry-run",
+                 "--data-root", str(data_root / "elsewhere")]) == 2
+    assert "dataset missing" in capsys.readouterr().out
 
 
 def test_unreadable_image_fails_the_run_with_its_name(copy_of, tmp_path):

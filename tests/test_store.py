@@ -36,7 +36,7 @@ def test_corrupt_result_is_reported_not_trusted(tmp_path):
 
 def test_corrupt_checkpoint_is_moved_aside(tmp_path):
     store, s = RunStore(tmp_path), spec()
-    store.save_checkpoint(s.run_id, {"epoch": 3, "w": torch.ones(2)})
+    store.save_checkpoint(s, {"epoch": 3, "w": torch.ones(2)})
     assert store.load_checkpoint(s.run_id)["epoch"] == 3
     store.checkpoint_path(s.run_id).write_bytes(b"not a checkpoint")
     with pytest.raises(CorruptFile, match="could not be read"):

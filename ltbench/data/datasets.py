@@ -1,13 +1,16 @@
 """Long-tailed datasets built the way the papers build them, each with its balanced test set."""
 
+import hashlib
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cached_property, partial
 from typing import Callable
 
 import numpy as np
 
 from ltbench.data import sources
 from ltbench.data.profiles import class_counts, select_long_tail
+from ltbench.data.split_files import SHOWN
+from ltbench.errors import UserError
 
 # LDAM-DRW normalises CIFAR-100 with CIFAR-10's statistics too; keep that for fidelity.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -40,6 +43,61 @@ class LongTailData:
     def in_chans(self) -> int:
         return self.train_x.shape[1]
 
+    @cached_property
+    def split_fingerprint(self) -> str:
+        return split_fingerprint(self)
+
+
+def split_fingerprint(data) -> str:
+    """A short hash of the training and test splits as a run sees them: images (or image
+    paths) and labels, in order. Recorded in the result row and the checkpoint, so a changed
+    dataset file cannot pass for the data a run was trained on."""
+    digest = hashlib.sha256()
+    for array in (data.train_x, data.train_y, data.test_x, data.test_y):
+        array = np.asarray(array)
+        if array.dtype == object:  # a plugin's paths as Python strings
+            array = np.array([str(item).encode() for item in array.ravel()])
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+    return digest.hexdigest()[:16]
+
+
+def check_splits(name: str, num_classes: int, train_x, train_y, test_x, test_y, images: bool = True,
+                 every_class: bool = True) -> None:
+    """What every dataset must satisfy before anything trains on it: both splits present,
+    as many images as labels in each, integer labels in 0..num_classes-1, every class (of
+    num_classes, or with `every_class` False up to the largest label) in the training split,
+    and with `images` uint8 N x C x H x W arrays of one size. A UserError names the first
+    offenders."""
+    for split, x, y in (("training", train_x, train_y), ("test", test_x, test_y)):
+        y = np.asarray(y)
+        if len(x) == 0 or y.size == 0:
+            raise UserError(f"{name}: the {split} split is empty ({len(x)} images, {y.size} labels)",
+                            hint="are all of the dataset's files there, and complete?")
+        if len(x) != len(y):
+            raise UserError(f"{name}: the {split} split has {len(x)} images but {len(y)} labels",
+                            hint="the image and label files do not belong together: are the training and test "
+                            "files mixed up, or one of them truncated?")
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+            raise UserError(f"{name}: the {split} labels are not one integer per image (shape {y.shape}, {y.dtype})")
+        bad = np.flatnonzero((y < 0) | (y >= num_classes))
+        if len(bad):
+            shown = ", ".join(f"#{i} (label {y[i]})" for i in bad[:SHOWN]) + (" ..." if len(bad) > SHOWN else "")
+            raise UserError(f"{name}: {len(bad)} {split} label(s) out of range 0..{num_classes - 1}: {shown}",
+                            hint="is this the right file for the dataset? Its labels must be class indices")
+        if images:
+            x = np.asarray(x)
+            if x.ndim != 4 or x.dtype != np.uint8:
+                raise UserError(f"{name}: the {split} images are {x.dtype} of shape {x.shape}, "
+                                "not uint8 N x C x H x W")
+    empty = np.flatnonzero(np.bincount(np.asarray(train_y), minlength=num_classes if every_class else 0) == 0)
+    if len(empty):
+        raise UserError(f"{name}: class(es) {', '.join(map(str, empty[:SHOWN]))} have no training image",
+                        hint="class ids must run from 0 without gaps over the training split")
+    if images and np.asarray(train_x).shape[1:] != np.asarray(test_x).shape[1:]:
+        raise UserError(f"{name}: training images are {np.asarray(train_x).shape[1:]} but test images "
+                        f"{np.asarray(test_x).shape[1:]} (C, H, W)")
+
 
 def holdout_indices(labels: np.ndarray, keep: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
     """Up to `per_class` indices of every class among the images `keep` leaves out, chosen by
@@ -67,6 +125,7 @@ class DatasetInfo:
     # Trainer settings of the dataset's paper protocol, under the method's own defaults
     # (backbone, epochs, lr, ...); the CIFAR protocol is the trainer's defaults, so empty here.
     protocol: dict = field(default_factory=dict, compare=False)
+    protocol_source: str = field(default="", compare=False)  # where `protocol` comes from (`ltbench list METHOD`)
     display_name: str = ""  # as tables print it (CIFAR-10-LT); default: the name
     # how the report groups classes into many / medium / few by training count
     # (ltbench.data.profiles.SHOT_RULES)
@@ -74,13 +133,34 @@ class DatasetInfo:
     # (root, allow_apt, log) -> makes the files available under root, for `ltbench fetch-data`;
     # None where the user must bring them (the image-file datasets)
     fetch: Callable | None = field(default=None, repr=False, compare=False)
+    # root -> None, or a UserError naming what is missing, without reading, fetching or writing
+    # anything (`ltbench run --dry-run`); None: reading the dataset is the only way to know
+    find: Callable | None = field(default=None, repr=False, compare=False)
 
     @property
     def title(self) -> str:
         return self.display_name or self.name
 
+    def load(self, root) -> tuple:
+        """(train_x, train_y, test_x, test_y) as `read` gives them, checked (check_splits)."""
+        splits = self.read(sources.data_root(root))
+        check_splits(self.name, self.num_classes, *splits)
+        return splits
+
+    def missing(self, root) -> UserError | None:
+        """Why this dataset cannot be read under root, or None when it can (as far as a look
+        at its files tells, where the dataset says how to look without reading it)."""
+        try:
+            if self.find is not None:
+                self.find(sources.data_root(root))
+            else:
+                self.load(root)
+        except UserError as exc:
+            return exc
+        return None
+
     def build(self, root, imbalance_factor: float, profile: str = "exp", n_max: int | None = None) -> LongTailData:
-        train_x, train_y, test_x, test_y = self.read(sources.data_root(root))
+        train_x, train_y, test_x, test_y = self.load(root)
         counts = class_counts(self.num_classes, n_max or self.n_max, imbalance_factor, profile)
         keep = select_long_tail(train_y, counts)
         held = holdout_indices(train_y, keep, HOLDOUT_PER_CLASS)
@@ -101,17 +181,17 @@ DATASETS = {
         DatasetInfo(
             "cifar10_lt", "CIFAR-10-LT (Cao et al. 2019 construction), 10 classes, n_max 5000",
             "cifar", 10, 5000, lambda root: sources.read_cifar("cifar10", root), display_name="CIFAR-10-LT",
-            fetch=partial(sources.fetch_cifar, "cifar10"),
+            fetch=partial(sources.fetch_cifar, "cifar10"), find=partial(sources.find_cifar, "cifar10"),
         ),
         DatasetInfo(
             "cifar100_lt", "CIFAR-100-LT (Cao et al. 2019 construction), 100 classes, n_max 500",
             "cifar", 100, 500, lambda root: sources.read_cifar("cifar100", root), display_name="CIFAR-100-LT",
-            fetch=partial(sources.fetch_cifar, "cifar100"),
+            fetch=partial(sources.fetch_cifar, "cifar100"), find=partial(sources.find_cifar, "cifar100"),
         ),
         DatasetInfo(
             "fashion_mnist_lt", "Fashion-MNIST-LT, same construction, 10 classes, n_max 6000, padded to 32x32",
             "cifar", 10, 6000, sources.read_fashion_mnist, FASHION_MEAN, FASHION_STD, pad_to=32,
-            display_name="Fashion-MNIST-LT", fetch=sources.fetch_fashion_mnist,
+            display_name="Fashion-MNIST-LT", fetch=sources.fetch_fashion_mnist, find=sources.find_fashion_mnist,
         ),
     ]
 }

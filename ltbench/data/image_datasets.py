@@ -13,12 +13,13 @@ import difflib
 import json
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ltbench.data.datasets import DatasetInfo
+from ltbench.data.datasets import DatasetInfo, check_splits, split_fingerprint
 from ltbench.data.inat import read_inat_json
 from ltbench.data.profiles import select_long_tail
 from ltbench.data.sources import data_root
@@ -54,6 +55,10 @@ class ImageFileData:
     def num_classes(self) -> int:
         return len(self.class_counts)
 
+    @cached_property
+    def split_fingerprint(self) -> str:
+        return split_fingerprint(self)
+
 
 @dataclass(frozen=True)
 class SplitFiles:
@@ -81,13 +86,19 @@ class SplitFiles:
         base = data_root(root)
         return base / Path(dataset_options(self.dataset).get(key, default)).expanduser()
 
-    def __call__(self, root=None):
+    def find(self, root=None) -> None:
+        """The split files and the image root exist (a UserError says which does not); the
+        cheap part of the check, for `ltbench run --dry-run`."""
         image_root, (train_file, eval_file) = self.image_root(root), self.files(root)
         for path in (train_file, eval_file):
             if not path.is_file():
                 raise UserError(f"{self.dataset}: split file {path} not found", hint=self._layout_hint(root))
         if not image_root.is_dir():
             raise UserError(f"{self.dataset}: image root {image_root} is not a folder", hint=self._layout_hint(root))
+
+    def __call__(self, root=None):
+        self.find(root)
+        image_root, (train_file, eval_file) = self.image_root(root), self.files(root)
         train_x, train_y = self.parse(train_file)
         eval_x, eval_y = self.parse(eval_file)
         self._check_labels(train_file, train_x, train_y, eval_file, eval_x, eval_y)
@@ -149,9 +160,22 @@ class ImageFileDataset(DatasetInfo):
     (imbalance factor and profile are the published ones), or caps every class at `n_max`
     images to run a reduced one."""
 
+    def load(self, root) -> tuple:
+        splits = self.read(root)
+        # the published number of classes bounds the labels; a reduced copy may have fewer classes
+        check_splits(self.name, self.num_classes, *splits, images=False, every_class=False)
+        return splits
+
+    def missing(self, root) -> UserError | None:
+        try:
+            self.read.find(root)
+        except UserError as exc:
+            return exc
+        return None
+
     def build(self, root, imbalance_factor: float | None = None, profile: str = "exp",
               n_max: int | None = None) -> ImageFileData:
-        train_x, train_y, test_x, test_y = self.read(root)
+        train_x, train_y, test_x, test_y = self.load(root)
         counts = np.bincount(train_y)
         if n_max:
             # the images kept are chosen as the CIFAR-LT construction chooses them
@@ -190,32 +214,41 @@ IMAGENET_LT_PROTOCOL = {"backbone": "resnext50_32x4d", "epochs": 90, "batch_size
                         "schedule": "cosine", "warmup_epochs": 0, "weight_decay": 5e-4, "image_size": 224,
                         "train_color_jitter": 0.4}
 INAT_PROTOCOL = {**IMAGENET_LT_PROTOCOL, "backbone": "resnet50", "weight_decay": 1e-4, "train_color_jitter": 0.0}
+# where they come from (`ltbench list METHOD`): in both configs L15 lr 0.2 and wd, L1 and L8
+# cosine to 0, L26-27 backbone and batch 512, L34 90 epochs
+IMAGENET_LT_SOURCE = "classifier-balancing config/ImageNet_LT/feat_uniform.yaml; data/dataloader.py (views)"
+INAT_SOURCE = "classifier-balancing config/iNaturalist18/feat_unifrom.yaml; data/dataloader.py (views)"
 # (unconfirmed) decoupling starts Places-LT from an ImageNet-pretrained ResNet-152 and trains
 # OLTR's stage 1 (30 epochs, batch 256); ltbench trains from scratch, so results differ.
 PLACES_LT_PROTOCOL = {**IMAGENET_LT_PROTOCOL, "backbone": "resnet152", "epochs": 30, "batch_size": 256, "lr": 0.1}
+PLACES_LT_SOURCE = "unconfirmed: OLTR's Places-LT stage 1 as decoupling describes it (Kang et al. 2020)"
 
 
 
-def _oltr(name: str, title: str, summary: str, num_classes: int, n_max: int, factor: float, protocol: dict):
+def _oltr(name: str, title: str, summary: str, num_classes: int, n_max: int, factor: float, protocol: dict,
+          protocol_source: str = ""):
     """A dataset of OLTR's published splits (Liu et al. 2019): `<Title>_train.txt` / `_test.txt`."""
     prefix = title.replace("-", "_")
     split = SplitFiles(name, num_classes, f"{prefix}_train.txt", f"{prefix}_test.txt", read_split_file)
     return ImageFileDataset(name, summary, name, num_classes, n_max, split, IMAGENET_MEAN, IMAGENET_STD,
-                            fixed_imbalance_factor=factor, protocol=protocol, display_name=title)
+                            fixed_imbalance_factor=factor, protocol=protocol, display_name=title,
+                            protocol_source=protocol_source)
 
 
 IMAGE_DATASETS = {
     info.name: info
     for info in [
         _oltr("imagenet_lt", "ImageNet-LT", "ImageNet-LT (Liu et al. 2019): 1000 classes, 115.8k training images "
-              "(1280 to 5 a class), evaluated on the 50k test split", 1000, 1280, 256.0, IMAGENET_LT_PROTOCOL),
+              "(1280 to 5 a class), evaluated on the 50k test split", 1000, 1280, 256.0, IMAGENET_LT_PROTOCOL,
+              IMAGENET_LT_SOURCE),
         _oltr("places_lt", "Places-LT", "Places-LT (Liu et al. 2019): 365 classes, 62.5k training images (4980 to 5 "
-              "a class), evaluated on the 36.5k test split", 365, 4980, 996.0, PLACES_LT_PROTOCOL),
+              "a class), evaluated on the 36.5k test split", 365, 4980, 996.0, PLACES_LT_PROTOCOL,
+              PLACES_LT_SOURCE),
         ImageFileDataset(
             "inat2018", "iNaturalist 2018: 8142 classes, 437.5k training images (1000 to 2 a class), "
             "evaluated on the 24.4k val split", "inat2018", 8142, 1000,
             SplitFiles("inat2018", 8142, "train2018.json", "val2018.json", read_inat_json),
-            INAT_MEAN, INAT_STD, fixed_imbalance_factor=500.0, protocol=INAT_PROTOCOL,
+            INAT_MEAN, INAT_STD, fixed_imbalance_factor=500.0, protocol=INAT_PROTOCOL, protocol_source=INAT_SOURCE,
             display_name="iNaturalist 2018",
         ),
     ]

@@ -40,7 +40,7 @@ def check_imbalance_factor(value) -> float:
         ) from None
     if not np.isfinite(factor) or factor < 1:
         raise UserError(
-            f"imbalance factor {value} is below 1",
+            f"imbalance factor {value} is {'below 1' if factor < 1 else 'not a finite number'}",
             hint="IF = n_max / n_min, so it is at least 1 (1 is balanced); e.g. --if 10,50,100",
         )
     return factor

@@ -1,7 +1,9 @@
 """Reading the full (balanced) datasets from disk as uint8 arrays, NCHW.
 
 Each reader returns (train_x, train_y, test_x, test_y). CIFAR is read from the standard
-`cifar-*-batches-py` pickles (torchvision only downloads them), Fashion-MNIST from IDX files.
+`cifar-*-batches-py` pickles (torchvision only downloads them) by an unpickler that builds
+numpy arrays and nothing else, so a planted file in a shared data root runs no code;
+Fashion-MNIST from IDX files, plain or gzipped.
 """
 
 import gzip
@@ -40,12 +42,11 @@ CIFAR = {
 }
 
 
-def read_cifar(name: str, root: Path, download: bool = True):
-    folder, train_files, test_files, label_key = CIFAR[name]
+def find_cifar(name: str, root: Path) -> None:
+    """The batch files are there (a UserError says which are not); downloads nothing."""
+    folder, train_files, test_files, _ = CIFAR[name]
     base = root / folder
-    if not base.exists() and download:
-        _download_cifar(name, root)
-    missing = [f for f in train_files + test_files if not (base / f).exists()]
+    missing = [f for f in train_files + test_files if not (base / f).is_file()]
     if missing:
         raise UserError(
             f"{name} not found: {base} lacks {', '.join(missing)}",
@@ -53,16 +54,57 @@ def read_cifar(name: str, root: Path, download: bool = True):
             f"torchvision.datasets.{name.upper()}('{root}', download=True)\", or pass --data-root",
         )
 
+
+def read_cifar(name: str, root: Path, download: bool = True):
+    folder, train_files, test_files, label_key = CIFAR[name]
+    base = root / folder
+    if not base.exists() and download:
+        _download_cifar(name, root)
+    find_cifar(name, root)
+
     def load(files):
         xs, ys = [], []
         for f in files:
-            with open(base / f, "rb") as fh:
-                batch = pickle.load(fh, encoding="bytes")
-            xs.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
-            ys.append(np.asarray(batch[label_key], dtype=np.int64))
+            batch = _read_cifar_batch(base / f, label_key)
+            xs.append(batch[b"data"].reshape(-1, 3, 32, 32))
+            ys.append(batch[label_key])
         return np.concatenate(xs), np.concatenate(ys)
 
     return (*load(train_files), *load(test_files))
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """CIFAR's batches are pickled dicts of numpy arrays and lists: numpy's array, scalar and
+    dtype rebuilders are all they import. Anything else a file names is refused, not called."""
+
+    def find_class(self, module, name):
+        core = module.replace("numpy.core.", "numpy._core.")
+        allowed = {("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
+                   ("numpy._core.numeric", "_frombuffer"), ("numpy", "ndarray"), ("numpy", "dtype")}
+        if (core, name) in allowed:
+            import importlib
+            return getattr(importlib.import_module(core), name)
+        if module == "numpy.dtypes" and name.endswith("DType"):
+            return getattr(np.dtypes, name)
+        raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never does")
+
+
+def _read_cifar_batch(path: Path, label_key: bytes) -> dict:
+    try:
+        with open(path, "rb") as fh:
+            batch = _ArraysOnly(fh, encoding="bytes").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        raise UserError(f"{path} is not a CIFAR batch file: {exc}", hint="delete it and fetch the dataset again "
+                        "(ltbench fetch-data), or pass --data-root") from None
+    try:
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{path} is not a CIFAR batch file (no usable {exc})") from None
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
+        raise UserError(f"{path}: {data.shape} image rows and {labels.shape} labels; a CIFAR batch has one row of "
+                        "3072 bytes per label", hint="delete it and fetch the dataset again (ltbench fetch-data)")
+    return {b"data": data, label_key: labels}
 
 
 def fetch_cifar(name: str, root: Path, allow_apt: bool = False, log=print) -> Path:
@@ -85,17 +127,29 @@ def _download_cifar(name: str, root: Path) -> None:
 # ----------------------------------------------------------------------------- Fashion-MNIST
 
 
+REFETCH = "delete it and run: ltbench fetch-data fashion_mnist_lt"
+
+
 def read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as fh:
-        data = fh.read()
-    _, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if dtype_code != 0x08:
-        raise UserError(f"{path} is not a uint8 IDX file", hint="re-fetch it: ltbench fetch-data fashion_mnist_lt")
+    try:
+        with opener(path, "rb") as fh:
+            data = fh.read()
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise UserError(f"{path} cannot be read: {exc}", hint=REFETCH) from None
+    if len(data) < 4:
+        raise UserError(f"{path} is {'empty' if not data else 'truncated'} ({len(data)} bytes): not an IDX file",
+                        hint=REFETCH)
+    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0 or dtype_code != 0x08 or not 1 <= ndim <= 4:
+        raise UserError(f"{path} is not a uint8 IDX file", hint=REFETCH)
+    if len(data) < 4 + 4 * ndim:
+        raise UserError(f"{path} is truncated ({len(data)} bytes): its header is incomplete", hint=REFETCH)
     shape = struct.unpack(f">{ndim}I", data[4 : 4 + 4 * ndim])
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
-        raise UserError(f"{path} is truncated or corrupt", hint="delete it and run: ltbench fetch-data fashion_mnist_lt")
+        raise UserError(f"{path} is truncated or corrupt: its header says {shape}, it holds {array.size} bytes",
+                        hint=REFETCH)
     return array.reshape(shape)
 
 
@@ -104,20 +158,43 @@ def fashion_raw_dir(root: Path) -> Path:
     return root / "FashionMNIST" / "raw"
 
 
-def fashion_mnist_available(root: Path) -> bool:
+def fashion_files(root: Path) -> dict[str, Path | None]:
+    """Each IDX file as it is there: plain, else gzipped (`.gz`), else None."""
     raw = fashion_raw_dir(root)
-    return all((raw / f).exists() for f in FASHION_FILES.values())
+    found = {}
+    for key, name in FASHION_FILES.items():
+        found[key] = next((p for p in (raw / name, raw / f"{name}.gz") if p.is_file()), None)
+    return found
 
 
-def read_fashion_mnist(root: Path):
-    if not fashion_mnist_available(root):
+def fashion_mnist_available(root: Path) -> bool:
+    return all(path is not None for path in fashion_files(root).values())
+
+
+def find_fashion_mnist(root: Path) -> None:
+    missing = [FASHION_FILES[key] for key, path in fashion_files(root).items() if path is None]
+    if missing:
         raise UserError(
-            f"Fashion-MNIST not found under {fashion_raw_dir(root)}",
+            f"Fashion-MNIST not found under {fashion_raw_dir(root)}: {', '.join(missing)} missing (plain or .gz)",
             hint="run `ltbench fetch-data fashion_mnist_lt` (as root it can install Debian's "
             "dataset-fashion-mnist), or `apt-get install dataset-fashion-mnist`",
         )
-    raw = fashion_raw_dir(root)
-    arrays = {key: read_idx(raw / f) for key, f in FASHION_FILES.items()}
+
+
+def read_fashion_mnist(root: Path):
+    find_fashion_mnist(root)
+    paths = fashion_files(root)
+    arrays = {key: read_idx(path) for key, path in paths.items()}
+    for split in ("train", "test"):
+        images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if images.ndim != 3 or labels.ndim != 1:
+            raise UserError(f"{paths[f'{split}_x'].name} / {paths[f'{split}_y'].name}: expected images (N x 28 x 28) "
+                            f"and labels (N), got shapes {images.shape} and {labels.shape}",
+                            hint="are image and label files mixed up? " + REFETCH.replace("delete it", "delete them"))
+        if len(images) != len(labels):
+            raise UserError(f"{paths[f'{split}_x'].name} holds {len(images)} images but {paths[f'{split}_y'].name} "
+                            f"{len(labels)} labels: are the train and t10k files swapped, or one truncated?",
+                            hint=REFETCH.replace("delete it", "delete them"))
     return (
         arrays["train_x"][:, None],
         arrays["train_y"].astype(np.int64),

@@ -25,7 +25,7 @@ from ltbench.launch.slurm_queue import (
 from ltbench.launch.slurm_wait import wait_for
 from ltbench.progress import console
 from ltbench.spec import RunSpec
-from ltbench.store import RunStore
+from ltbench.store import RunStore, owner_writes_only
 
 __all__ = ["add_arguments", "launch", "scheduler_states", "job_logs", "CheckpointableRun"]
 
@@ -119,16 +119,19 @@ def submit(specs: list[RunSpec], results_dir: Path, options: SlurmOptions, devic
     executor.update_parameters(**parameters)
     submitted_at = environment.now()
     try:
-        # submitit echoes sbatch's complaints to stderr; the error below says them once
-        with contextlib.redirect_stderr(io.StringIO()):
+        # submitit echoes sbatch's complaints to stderr; the error below says them once. Its
+        # job pickles are code the jobs run: no one but the user may write them or their folders
+        with contextlib.redirect_stderr(io.StringIO()), owner_writes_only():
             jobs = executor.map_array(CheckpointableRun(str(results_dir), device), specs)
     except (FailedJobError, FailedSubmissionError) as exc:
         raise UserError(f"sbatch refused the job array: {_sbatch_errors(exc)}",
                         hint="check the --slurm-* options (or the [slurm] config table) against this cluster") from None
     store = RunStore(results_dir)
     for spec in specs:
-        # a queued run is listed by `ltbench status` before its job starts
-        store.write_spec(spec)
+        # a queued run is listed by `ltbench status` before its job starts; a corrupt folder's
+        # files are left for its job to set aside
+        if store.state(spec.run_id) != "corrupt":
+            store.write_spec(spec)
     return {
         spec.run_id: Submission(job.job_id, str(job.paths.stdout), str(job.paths.stderr), submitted_at)
         for spec, job in zip(specs, jobs)

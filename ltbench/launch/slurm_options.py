@@ -121,12 +121,16 @@ def options_from_args(args: argparse.Namespace) -> SlurmOptions:
 def read_config(path) -> SlurmOptions:
     path = Path(path).expanduser()
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"Slurm config file {path} does not exist",
                         hint=f"pass --slurm-config with an existing file, or unset ${CONFIG_ENV}") from None
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"Slurm config file {path} is not valid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"Slurm config file {path} is not a text file", hint="pass a TOML file with a [slurm] table") from None
+    except OSError as exc:
+        raise UserError(f"Slurm config file {path} cannot be read: {exc.strerror or exc}") from None
     table = data.get("slurm")
     if not isinstance(table, dict):
         raise UserError(f"Slurm config file {path} has no [slurm] table",

@@ -7,6 +7,7 @@ files, so `ltbench status` and a re-run can ask the scheduler about exactly thos
 
 import fcntl
 import json
+import os
 import shutil
 import subprocess
 from contextlib import contextmanager
@@ -14,7 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ltbench.errors import UserError
-from ltbench.store import CorruptFile, RunStore, atomic_write_bytes
+from ltbench.store import CorruptFile, RunStore, atomic_write_bytes, make_dirs
 
 CLIENT_COMMANDS = ("sbatch", "squeue", "srun", "sinfo")
 NO_SLURM_HINT = ("--launcher slurm needs Slurm's client commands (sbatch, squeue, srun, sinfo): run on a machine "
@@ -108,8 +109,8 @@ class SubmissionRecord:
             return {}
         try:
             return {run_id: Submission(**entry) for run_id, entry in json.loads(self.path.read_text()).items()}
-        except (ValueError, TypeError, AttributeError) as exc:
-            raise CorruptFile(f"{self.path}: {exc}") from None
+        except (ValueError, TypeError, AttributeError) as exc:  # UnicodeDecodeError is a ValueError
+            raise CorruptFile(f"{self.path} is not ltbench's record of Slurm submissions ({exc})") from None
 
     def add(self, submissions: dict[str, Submission]) -> None:
         with self._locked():
@@ -119,8 +120,8 @@ class SubmissionRecord:
     @contextmanager
     def _locked(self):
         # two sweeps submitted into one results dir at once must not drop each other's entries
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_suffix(".lock"), "w") as lock:
+        make_dirs(self.path.parent)
+        with open(os.open(self.path.with_suffix(".lock"), os.O_WRONLY | os.O_CREAT, 0o644), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 

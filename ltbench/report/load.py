@@ -164,9 +164,13 @@ def _read_per_class(path: Path, rel: str) -> tuple[pd.DataFrame | None, LeftOut 
         return None, None
     table, problem = _read_csv(path, PER_CLASS_COLUMNS)
     if table is not None:
+        # an optional class_name column names the classes in the per-class plot
+        names = table["class_name"] if "class_name" in table.columns else None
         table = table[PER_CLASS_COLUMNS].apply(pd.to_numeric, errors="coerce")
         if table.isna().any().any() or not len(table):
             table, problem = None, "empty or non-numeric cells"
+        elif names is not None:
+            table["class_name"] = names.where(names != "")
     if table is None:
         return None, LeftOut(rel, "skipped file", f"{problem} (the run still counts; only "
                                                   "its per-class plot is missing)")

@@ -9,11 +9,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tables import Section, Table
+from .tables import Section, Table, plural
 
 # Figure-only sections, placed among the table sections in reading order.
-SECTION_ORDER = ["main", "paper_comparison", "many_medium_few", "per_class", "cost",
-                 "memory", "left_out"]
+SECTION_ORDER = ["main", "intervals", "baseline", "ranking", "many_medium_few", "per_class",
+                 "paper_comparison", "cost", "memory", "left_out"]
 SECTION_TITLES = {"per_class": "Per-class accuracy", "memory": "Feature-loss memory"}
 FIGURE_SCALE = 0.75  # CSS pixels per PNG pixel (figures are saved at 150 dpi)
 
@@ -54,30 +54,43 @@ def aligns(table: Table) -> list[str]:
     """'l' for text columns, 'r' for numbers: numbers are cells that start like one."""
     def numeric(j):
         cells = [row[j] for row in table.rows if row[j]]
-        return j > 0 and all(c[0] in "0123456789+-.[\u2212" for c in cells)
+        # "\u2014": an empty shot group; "<" and ">": "< 0.001", "> 100"
+        return j > 0 and all(c[0] in "0123456789+-.[\u2212\u2014<>" for c in cells)
     return ["r" if numeric(j) else "l" for j in range(len(table.header))]
+
+
+def md_text(text: str) -> str:
+    """Text as Markdown shows it, with no HTML of its own: names and values come from result
+    rows, and a crafted row must not put markup into the report."""
+    return html.escape(str(text), quote=False)
+
+
+def md_cell(text: str) -> str:
+    """md_text for a table cell: `|` kept out of the table's structure, one line."""
+    return " ".join(md_text(text).replace("|", "\\|").splitlines())
 
 
 def markdown_table(table: Table) -> str:
     def cell(text, i, j):
-        text = text.replace("|", "\\|")
+        text = md_cell(text)
+        text = f"*{text}*" if text and (i, j) in table.italic else text
         return f"**{text}**" if text and (i, j) in table.bold else text
 
-    lines = [f"### {table.title}", ""] if table.title else []
-    header = flat_header(table)
+    lines = [f"### {md_text(table.title)}", ""] if table.title else []
+    header = [md_cell(h) for h in flat_header(table)]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join(":---" if a == "l" else "---:" for a in aligns(table)) + "|")
     for i, row in enumerate(table.rows):
         lines.append("| " + " | ".join(cell(t, i, j) for j, t in enumerate(row)) + " |")
     if table.notes:
-        lines += [""] + [note + "  " for note in table.notes]
+        lines += [""] + [md_text(note) + "  " for note in table.notes]
     return "\n".join(lines) + "\n"
 
 
 def markdown_section(section: Section, figures: list[FigureFile], figure_dir: str) -> str:
-    parts = [f"## {section.title}\n"]
+    parts = [f"## {md_text(section.title)}\n"]
     if section.intro:
-        parts.append(section.intro + "\n")
+        parts.append(md_text(section.intro) + "\n")
     parts += [markdown_table(t) for t in section.tables]
     parts += [f"![{f.title}]({figure_dir}/{f.png.name})\n\n*{f.caption}* "
               f"([PDF]({figure_dir}/{f.pdf.name}))\n" for f in figures]
@@ -91,7 +104,10 @@ _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "
                 "^": r"\textasciicircum{}"}
 _TEX_UNICODE = {"\u00b1": r"$\pm$", "\u2212": r"$-$", "\u2020": r"$^\dagger$",
                 "\u2021": r"$^\ddagger$", "\u0394": r"$\Delta$", "\u2014": "---",
-                "\u2013": "--", "\u00d7": r"$\times$", "\u2192": r"$\rightarrow$"}
+                "\u2013": "--", "\u00d7": r"$\times$", "\u2192": r"$\rightarrow$",
+                "\u2191": r"$^{\uparrow}$", "\u2193": r"$^{\downarrow}$", "\u2265": r"$\geq$",
+                "\u2264": r"$\leq$", "\u03b1": r"$\alpha$", "\u03c7": r"$\chi$",
+                "\u00b2": r"$^2$", "\u221a": r"$\surd$", "\u0161": r"\v{s}"}
 
 
 def tex(text: str) -> str:
@@ -111,6 +127,11 @@ def _tex_cell(text: str) -> str:
     return tex(value) + (r" {\scriptsize " + seeds + "}" if seeds else "")
 
 
+def _tex_emphasis(cell: str, bold: bool, italic: bool) -> str:
+    cell = r"\textit{" + cell + "}" if italic else cell
+    return r"\textbf{" + cell + "}" if bold else cell
+
+
 def latex_table(table: Table, label: str) -> str:
     lines = ["% needs \\usepackage{booktabs}", r"\begin{table}[htbp]", r"\centering", r"\small"]
     if table.title:
@@ -128,8 +149,8 @@ def latex_table(table: Table, label: str) -> str:
         lines += [" & ".join(spans) + r" \\", " ".join(rules)]
     lines += [" & ".join(tex(h) for h in table.header) + r" \\", r"\midrule"]
     for i, row in enumerate(table.rows):
-        cells = [r"\textbf{" + _tex_cell(t) + "}" if t and (i, j) in table.bold
-                 else _tex_cell(t) for j, t in enumerate(row)]
+        cells = [_tex_emphasis(_tex_cell(t), t and (i, j) in table.bold,
+                               t and (i, j) in table.italic) for j, t in enumerate(row)]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
@@ -176,6 +197,7 @@ def html_table(table: Table) -> str:
         # The seed count is read less often than the mean: set it smaller and grey.
         value, seeds = _seed_count(text)
         body = html.escape(value) + (f' <span class="n">{seeds}</span>' if seeds else "")
+        body = f"<em>{body}</em>" if text and (i, j) in table.italic else body
         body = f"<strong>{body}</strong>" if text and (i, j) in table.bold else body
         classes = ["l" if align[j] == "l" else ""] + (["wrap-text"] if len(text) > 60 else [])
         names = " ".join(c for c in classes if c)
@@ -214,7 +236,7 @@ def html_figure(figure: FigureFile, figure_dir: str) -> str:
 def html_page(sections: list[tuple[str, str, Section | None, list[FigureFile]]],
               meta: Meta, figure_dir: str) -> str:
     body = ["<h1>ltbench report</h1>",
-            f'<p class="meta">{meta.runs} finished runs ({meta.specs} specs) from '
+            f'<p class="meta">{_counts(meta)} from '
             f"<code>{html.escape(meta.results_dir)}</code>{html.escape(meta.filters)}</p>",
             f'<p class="meta">{html.escape(meta.left_out)}</p>',
             f'<p class="meta">Generated {html.escape(meta.generated)} by ltbench '
@@ -257,7 +279,7 @@ def write_report(out: Path, sections: list[Section], figures: list[FigureFile],
 
     ordered = _ordered(sections, figures)
     figure_dir = figures[0].png.parent.relative_to(out).as_posix() if figures else "figures"
-    markdown = [f"# ltbench report\n", f"{meta.runs} finished runs ({meta.specs} specs) from "
+    markdown = [f"# ltbench report\n", f"{_counts(meta)} from "
                 f"`{meta.results_dir}`{meta.filters}. {meta.left_out}\n",
                 f"Generated {meta.generated} by ltbench {meta.version}.\n"]
     for name, title, section, figs in ordered:
@@ -280,6 +302,11 @@ def clear_generated(out: Path) -> None:
             for path in folder.iterdir():
                 if path.is_file() and path.suffix in suffixes:
                     path.unlink()
+
+
+def _counts(meta: Meta) -> str:
+    """"5 finished runs (1 spec)"."""
+    return f"{plural(meta.runs, 'finished run')} ({plural(meta.specs, 'spec')})"
 
 
 def _write(path: Path, text: str) -> None:
