@@ -17,7 +17,7 @@ from ltbench.data.profiles import check_imbalance_factor
 from ltbench.errors import UserError, unknown_name
 from ltbench.models import check_backbone
 from ltbench.presets import PRESETS, preset_values
-from ltbench.settings import EXECUTION, SETTINGS, SPEC_FIELDS, Setting, check_all, defaults
+from ltbench.settings import EXECUTION, SETTINGS, SPEC_FIELDS, Setting, as_settings, check_all, defaults
 from ltbench.spec import RunSpec
 
 TRAINER = "trainer"  # the owner of a --set key that is one of ltbench.settings.SETTINGS
@@ -99,12 +99,15 @@ def route_overrides(methods: list[str], overrides: dict) -> dict[str, dict]:
         if not owners:
             known = sorted(set(SETTINGS) | {k for m in methods for k in owners_of[m]})
             raise unknown_name("--set key", key, known)
-        if len(owners) > 1:
+        # several methods may share one setting (declared once, e.g. by a common base class);
+        # settings that only share a name are told apart by the method's name
+        declared = {owner: as_settings(registry.method(owner).hyperparameters)[key] for owner in owners}
+        if len(owners) > 1 and any(d != declared[owners[0]] for d in declared.values()):
             raise UserError(f"--set {key} is ambiguous: {', '.join(f'{o}.{key}' for o in owners)} all have it",
                             hint=f"name the method, e.g. --set {owners[0]}.{key}={raw}")
         for m in methods:
-            if owners[0] in owners_of[m].get(key, []):
-                routed[m][(owners[0], key)] = raw
+            for owner in owners_of[m].get(key, []):
+                routed[m][(owner, key)] = raw
     return routed
 
 

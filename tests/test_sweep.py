@@ -11,7 +11,8 @@ def test_paper_preset_is_the_ldam_drw_protocol():
     p = spec.params
     assert (p["lr"], p["momentum"], p["weight_decay"], p["warmup_epochs"]) == (0.1, 0.9, 2e-4, 5)
     assert p["milestones"] == [0.8, 0.9] and p["lr_factors"] == [0.01, 0.0001]
-    assert resolve("focal", "cifar10_lt", 100, 0, "paper", {}).hyperparameters == {"focal": {"gamma": 1.0}}
+    assert resolve("focal", "cifar10_lt", 100, 0, "paper", {}).hyperparameters == {
+        "focal": {"gamma": 1.0, "classifier_init": "kaiming_normal"}}
 
 
 def test_overrides_win_and_mark_the_spec_custom():
@@ -64,7 +65,9 @@ def test_grid_expansion():
 
 def test_a_key_is_routed_to_the_one_method_that_has_it():
     specs = expand(Sweep(["ce", "focal"], ["cifar10_lt"], [100], overrides={"gamma": "2"}))
-    assert {s.method: s.hyperparameters for s in specs} == {"ce": {"ce": {}}, "focal": {"focal": {"gamma": 2.0}}}
+    assert {s.method: s.hyperparameters for s in specs} == {
+        "ce": {"ce": {"classifier_init": "kaiming_normal"}},
+        "focal": {"focal": {"gamma": 2.0, "classifier_init": "kaiming_normal"}}}
 
 
 def test_an_ambiguous_key_names_its_candidates_and_a_scoped_one_is_not_ambiguous():
@@ -175,3 +178,9 @@ def test_a_sweep_runs_every_cell_of_a_seed_before_the_next_seed():
     assert order == sorted(order, key=lambda o: (o[0], ["fashion_mnist_lt", "cifar10_lt"].index(o[1]),
                                                  [10.0, 100.0].index(o[2]), ["ce", "focal"].index(o[3])))
     assert [o[3] for o in order[:2]] == ["ce", "focal"] and {o[0] for o in order[:8]} == {0}
+
+
+def test_a_setting_several_methods_share_is_one_setting():
+    # ce_drw and ldam_drw declare the same deferred re-weighting settings (methods/common.py)
+    specs = expand(Sweep(["ce_drw", "ldam_drw"], ["cifar10_lt"], [100], overrides={"drw_start": "0.5"}))
+    assert {s.method: s.own_hyperparameters["drw_start"] for s in specs} == {"ce_drw": 0.5, "ldam_drw": 0.5}
