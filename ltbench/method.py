@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
-from ltbench.settings import Setting, as_settings
+from ltbench.settings import Setting, as_settings, with_default
 
 if TYPE_CHECKING:
     from ltbench.data.datasets import DatasetInfo
@@ -56,8 +56,11 @@ class Method(nn.Module):
     # KEY=VALUE where only one method of the sweep has KEY.
     hyperparameters: ClassVar[dict] = {}
     # Values the paper protocol gives the trainer's settings for this method (ltbench.settings.SETTINGS
-    # names, e.g. batch size, lr).
+    # names, e.g. batch size, lr); they win over a dataset's protocol (ltbench.sweep.resolve).
     trainer_defaults: ClassVar[dict] = {}
+    # Where each of trainer_defaults' values comes from (paper section, original file and line),
+    # by setting name; `ltbench list METHOD` prints it beside the value.
+    trainer_sources: ClassVar[dict[str, str]] = {}
     draws: ClassVar[dict[str, Draw]] = {"main": Draw()}
     # Two-stage methods (decoupling, Kang et al. 2020) name the method whose finished run with
     # the same spec is their stage 1. The launcher reuses that run (or trains it as a run of
@@ -110,6 +113,11 @@ class Method(nn.Module):
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def no_weight_decay(self) -> set[str]:
+        """Names (as `named_parameters` gives them) of this method's parameters that train without
+        weight decay, as timm models' `no_weight_decay()` names theirs."""
+        return set()
+
     def calibrate(self, trainer) -> dict:
         """Post-hoc choices made on the training set just before the final evaluation (e.g.
         tau-normalisation's tau); returns what the result should record. Never sees the test set."""
@@ -122,17 +130,46 @@ class Method(nn.Module):
 
     def stage2(self) -> dict:
         """How stage 2 trains: `epochs`, `batch_size`, and trainer settings that replace the
-        spec's (lr, schedule, ...); `bn_train` keeps the frozen backbone's BatchNorm in train mode."""
+        spec's (lr, schedule, ...); `bn_train` keeps the frozen backbone's BatchNorm in train mode;
+        `lr_step_first` steps the schedule before each epoch (ltbench.train.learning_rate)."""
         raise NotImplementedError
+
+
+# How a linear classifier's weight starts; its bias keeps nn.Linear's own init in every case.
+CLASSIFIER_INITS = {
+    "kaiming_normal": nn.init.kaiming_normal_,
+    "xavier_uniform": nn.init.xavier_uniform_,
+    "default": lambda weight: weight,  # nn.Linear's own, kaiming_uniform_(a=sqrt(5))
+}
+# LDAM-DRW's ResNet-32 applies kaiming_normal_ to every nn.Linear (models/resnet_cifar.py L32-35,
+# `self.apply(_weights_init)` at L105), so the CIFAR-LT baselines of its code start there;
+# classifier-balancing's classifier is a plain nn.Linear (models/DotProductClassifier.py L25).
+LDAM_INIT = "LDAM-DRW models/resnet_cifar.py L32-35, L105: kaiming_normal_ on the nn.Linear"
+DECOUPLING_INIT = "classifier-balancing models/DotProductClassifier.py L25: nn.Linear's own init"
+
+
+def classifier_init(default: str, source: str) -> Setting:
+    return Setting(default, "how the linear classifier's weight starts (its bias keeps nn.Linear's init)",
+                   choices=tuple(CLASSIFIER_INITS), source=source, earlier="default")
 
 
 class LinearClassifierMethod(Method):
     """A backbone and one linear classifier trained on instance-sampled batches; subclasses
-    only say how logits and labels become a loss."""
+    only say how logits and labels become a loss. A subclass that declares `classifier_init`
+    (`classifier_init(default, source)`) has its weight started that way on CIFAR-sized data; on
+    the image-file datasets the decoupling protocol's plain nn.Linear is the default."""
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
         self.classifier = nn.Linear(feature_dim, self.num_classes)
+        CLASSIFIER_INITS[hp.get("classifier_init", "default")](self.classifier.weight)
+
+    @classmethod
+    def settings(cls, dataset):
+        own = super().settings(dataset)
+        if "classifier_init" in own and dataset.family != "cifar":
+            own["classifier_init"] = with_default(own["classifier_init"], "default", DECOUPLING_INIT)
+        return own
 
     def logits(self, features):
         return self.classifier(features)

@@ -24,6 +24,14 @@ from ltbench.errors import UserError
 PROTOCOL, EXECUTION = "protocol", "execution"
 
 
+class _Same:
+    def __repr__(self) -> str:
+        return "SAME"
+
+
+SAME = _Same()  # Setting.earlier: runs made before the setting existed ran with its default
+
+
 @dataclass(frozen=True)
 class Setting:
     default: Any
@@ -37,10 +45,21 @@ class Setting:
     optional: bool = False  # None allowed ("unset: the dataset's value")
     dtype: type | None = None  # the value's type; inferred from the default when not given
     item_type: type | None = None  # for lists; inferred from the default's first item
+    # where the default comes from: a paper's section or table, or an original code base's
+    # file and line; `ltbench list METHOD` prints it beside the value
+    source: str = ""
+    # the value runs of an earlier ltbench, made before this setting existed, were trained with
+    # (their migrated spec records it); SAME where that is the default
+    earlier: Any = SAME
 
     def __post_init__(self):
         if self.kind not in (PROTOCOL, EXECUTION):
             raise ValueError(f"kind must be {PROTOCOL} or {EXECUTION}, got {self.kind!r}")
+
+    @property
+    def value_before(self):
+        """What a run of an earlier version that did not record this setting ran with."""
+        return self.default if self.earlier is SAME else self.earlier
 
     @property
     def value_type(self) -> type:
@@ -86,7 +105,7 @@ class Setting:
         return value
 
     def _parse(self, name: str, raw):
-        if self.optional and (raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null"))):
+        if self.optional and (raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null", "unset"))):
             return None
         if self.choices is not None:
             for choice in self.choices:
@@ -178,33 +197,44 @@ def _example(name: str, setting: Setting) -> str:
 # The CIFAR-LT protocol of LDAM-DRW (Cao et al. 2019), shared by the CE-family baselines; a
 # dataset's own protocol (ImageNet-LT's backbone, epochs, lr, ...) and a method's paper values
 # replace these defaults, and a preset shrinks them.
+LDAM_CODE = "LDAM-DRW cifar_train.py"
+LDAM_SCHEDULE = (f"{LDAM_CODE} adjust_learning_rate: lr * epoch / 5 up to epoch 5, x0.01 after 160, "
+                 "x0.0001 after 180")
+LDAM_AUGMENT = f"{LDAM_CODE} transform_train: RandomCrop(32, padding=4), RandomHorizontalFlip, no colour jitter"
 SETTINGS: dict[str, Setting] = {
     # what is trained, on what data
-    "profile": Setting("exp", "imbalance profile: exp (Cao et al.) or step (Buda et al.)", choices=("exp", "step")),
-    "backbone": Setting("resnet32_cifar", "timm model name (resnet32_cifar is the CIFAR-LT papers' ResNet-32)"),
+    "profile": Setting("exp", "imbalance profile: exp (Cao et al.) or step (Buda et al.)", choices=("exp", "step"),
+                       source=f"{LDAM_CODE} --imb_type exp; imbalance_cifar.py get_img_num_per_cls"),
+    "backbone": Setting("resnet32_cifar", "timm model name (resnet32_cifar is the CIFAR-LT papers' ResNet-32)",
+                        source=f"{LDAM_CODE} --arch resnet32; models/resnet_cifar.py"),
     "n_max": Setting(None, "head-class size; unset: the dataset's paper value (a smaller one runs a reduced set)",
-                     dtype=int, optional=True, low=1),
+                     dtype=int, optional=True, low=1, source="the dataset's construction (Cao et al. 2019: 5000, 500)"),
     "image_size": Setting(None, "training and test image side in pixels (image-file datasets); unset: the "
-                          "dataset's own", dtype=int, optional=True, low=8, high=4096),
+                          "dataset's own", dtype=int, optional=True, low=8, high=4096,
+                          source="unset: the dataset's own (32 px CIFAR-LT; 224 px in the image datasets' protocols)"),
     # how long and how
-    "epochs": Setting(200, "training epochs", low=1, high=100_000),
+    "epochs": Setting(200, "training epochs", low=1, high=100_000, source=f"{LDAM_CODE} --epochs 200"),
     "batch_size": Setting(128, "images per step (per draw, for methods that draw several batches)", low=1,
-                          high=1_000_000),
-    "lr": Setting(0.1, "peak learning rate (SGD)", above=0),
-    "momentum": Setting(0.9, "SGD momentum", low=0, below=1),
-    "weight_decay": Setting(2e-4, "L2 weight decay", low=0, high=1),
-    "schedule": Setting("step", "learning-rate schedule after the warm-up", choices=("step", "cosine")),
-    "warmup_epochs": Setting(5, "linear warm-up epochs, lr * (epoch + 1) / warmup_epochs", low=0, high=100_000),
+                          high=1_000_000, source=f"{LDAM_CODE} --batch-size 128"),
+    "lr": Setting(0.1, "peak learning rate (SGD)", above=0, source=f"{LDAM_CODE} --lr 0.1"),
+    "momentum": Setting(0.9, "SGD momentum", low=0, below=1, source=f"{LDAM_CODE} --momentum 0.9"),
+    "weight_decay": Setting(2e-4, "L2 weight decay", low=0, high=1, source=f"{LDAM_CODE} --wd 2e-4"),
+    "schedule": Setting("step", "learning-rate schedule after the warm-up", choices=("step", "cosine"),
+                        source=LDAM_SCHEDULE),
+    "warmup_epochs": Setting(5, "linear warm-up epochs, lr * (epoch + 1) / warmup_epochs", low=0, high=100_000,
+                             source=LDAM_SCHEDULE),
     "milestones": Setting([0.8, 0.9], "step schedule: fractions of the epochs where the lr drops (160, 180 of 200)",
-                          low=0, high=1),
-    "lr_factors": Setting([0.01, 0.0001], "step schedule: the lr multiplier from each milestone on", above=0, high=1),
+                          low=0, high=1, source=LDAM_SCHEDULE),
+    "lr_factors": Setting([0.01, 0.0001], "step schedule: the lr multiplier from each milestone on", above=0, high=1,
+                          source=LDAM_SCHEDULE),
     # eval_every is protocol: the best-on-test figure (top1_best) is chosen among the epochs it evaluates
     "eval_every": Setting(1, "epochs between test evaluations (the last epoch is always evaluated)", low=1,
-                          high=100_000),
-    "crop_padding": Setting(4, "random-crop padding in pixels (CIFAR-sized data)", low=0, high=64),
-    "flip": Setting(True, "random horizontal flip"),
+                          high=100_000, source=f"{LDAM_CODE} validates after every epoch"),
+    "crop_padding": Setting(4, "random-crop padding in pixels (CIFAR-sized data)", low=0, high=64,
+                            source=LDAM_AUGMENT),
+    "flip": Setting(True, "random horizontal flip", source=LDAM_AUGMENT),
     "train_color_jitter": Setting(0.0, "ColorJitter strength on training images (image-file datasets)", low=0,
-                                  high=1),
+                                  high=1, source=LDAM_AUGMENT),
     # -- execution: how the same experiment is computed. None of these is part of a paper's
     # protocol; each is recorded in the result row, and the bench measures what they cost.
     # The paper protocols do not fix precision (their code ran fp32 on the GPUs of the day).
@@ -249,8 +279,9 @@ def as_settings(declared: dict) -> dict[str, Setting]:
     return {name: value if isinstance(value, Setting) else Setting(value) for name, value in declared.items()}
 
 
-def with_default(setting: Setting, default) -> Setting:
-    return replace(setting, default=default)
+def with_default(setting: Setting, default, source: str | None = None) -> Setting:
+    """`setting` with another default (a dataset's paper value), and where that one comes from."""
+    return replace(setting, default=default, source=setting.source if source is None else source)
 
 
 def _copy(value):

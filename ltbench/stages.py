@@ -43,8 +43,9 @@ def stage1_spec(spec: RunSpec) -> RunSpec | None:
 
 class FrozenBackbone(nn.Module):
     """A stage-1 backbone that stage 2 does not train: no gradients, and BatchNorm in eval mode
-    unless `bn_train` (then its running statistics follow stage 2's batches, as the released
-    classifier-balancing code lets them)."""
+    unless `bn_train` (then it normalises with stage 2's batch statistics and its running
+    statistics follow them, as classifier-balancing's run_networks.py L247-249 has it; the
+    decoupled methods' default)."""
 
     def __init__(self, backbone: nn.Module, bn_train: bool = False):
         super().__init__()

@@ -32,7 +32,7 @@ TOY_SIDE = 16
 TOY_SETTINGS = {"backbone": "resnet8_cifar", "epochs": "2", "batch_size": "8", "warmup_epochs": "0",
                 "eval_every": "1", "n_max": "24"}
 # what a method's stage2() may set besides the trainer's own settings (ltbench.stages)
-STAGE2_EXTRAS = {"epochs", "batch_size", "bn_train", "cb_per_class"}
+STAGE2_EXTRAS = {"epochs", "batch_size", "bn_train", "cb_per_class", "lr_step_first"}
 
 
 def toy_data(seed: int = 0) -> LongTailData:

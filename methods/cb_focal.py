@@ -4,14 +4,19 @@ one-vs-rest problems, weighted by the effective number of the sample's class,
     CB_focal(z, y) = -(1 - beta) / (1 - beta^n_y) sum_j (1 - p_j^t)^gamma log p_j^t,
     p_j^t = sigmoid(z_j) if j = y else sigmoid(-z_j),
 
-summed over the batch and divided by its size, as in richardaecn/class-balanced-loss."""
+summed over the batch and divided by its size, as in richardaecn/class-balanced-loss.
+
+As in that code, the classifier's bias starts at -log(C - 1) (src/model_base.py
+`_fully_connected`) and is left out of the weight decay (src/cifar_main.py `_tower_fn`: "no
+regularization (weight decay) for last layer's bias" for the sigmoid and focal losses), and the
+weight starts from TensorFlow's default for a dense layer, Glorot-uniform."""
 
 import math
 
 import torch
 import torch.nn.functional as F
 
-from ltbench.method import LinearClassifierMethod
+from ltbench.method import LinearClassifierMethod, classifier_init
 from ltbench.settings import Setting
 from ltbench_methods.common import effective_number_weights
 
@@ -30,8 +35,17 @@ class ClassBalancedFocal(LinearClassifierMethod):
     summary = "Class-balanced sigmoid focal loss, effective-number weights (Cui et al., CVPR 2019)"
     # the paper's CIFAR-10-LT choice (cifar_im_trainval_cb.sh); its best CIFAR-100-LT IF 100 run
     # used beta 0.9 (unconfirmed), so set cb_beta per dataset when reproducing that table
-    hyperparameters = {"cb_beta": Setting(0.9999, "effective-number beta of the class weights", low=0, below=1),
-                       "gamma": Setting(1.0, "focusing parameter of the sigmoid focal loss", low=0, high=100)}
+    hyperparameters = {
+        "cb_beta": Setting(0.9999, "effective-number beta of the class weights", low=0, below=1,
+                           source="class-balanced-loss cifar_im_trainval_cb.sh L7: BETA=0.9999"),
+        "gamma": Setting(1.0, "focusing parameter of the sigmoid focal loss", low=0, high=100,
+                         source="class-balanced-loss cifar_im_trainval_cb.sh L16: GAMMA=1.0"),
+        "bias_weight_decay": Setting(False, "apply weight decay to the classifier's bias too",
+                                     source="class-balanced-loss src/cifar_main.py _tower_fn: the sigmoid and "
+                                     "focal losses' reg_loss skips 'dense/bias'", earlier=True),
+        "classifier_init": classifier_init("xavier_uniform", "class-balanced-loss src/model_base.py "
+                                           "_fully_connected: tf.layers.dense, whose kernel starts Glorot-uniform"),
+    }
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
@@ -39,6 +53,9 @@ class ClassBalancedFocal(LinearClassifierMethod):
         if self.num_classes > 1:
             # sigmoid losses start from p = 1/C per class, as the official code initialises the bias
             torch.nn.init.constant_(self.classifier.bias, -math.log(self.num_classes - 1))
+
+    def no_weight_decay(self):
+        return set() if self.hp["bias_weight_decay"] else {"classifier.bias"}
 
     def criterion(self, logits, labels, progress):
         return cb_focal_loss(logits, labels, self.class_weights, self.hp["gamma"])

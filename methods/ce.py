@@ -2,13 +2,14 @@
 
 import torch.nn.functional as F
 
-from ltbench.method import LinearClassifierMethod
+from ltbench.method import LDAM_INIT, LinearClassifierMethod, classifier_init
 
 
 class CrossEntropy(LinearClassifierMethod):
     name = "ce"
     display_name = "CE"
     summary = "Cross-entropy with instance sampling (baseline; protocol of Cao et al., NeurIPS 2019)"
+    hyperparameters = {"classifier_init": classifier_init("kaiming_normal", LDAM_INIT)}
 
     def criterion(self, logits, labels, progress):
         return F.cross_entropy(logits, labels)

@@ -3,7 +3,7 @@ without its margins, so the effect of DRW alone can be measured."""
 
 import torch.nn.functional as F
 
-from ltbench.method import LinearClassifierMethod
+from ltbench.method import LDAM_INIT, LinearClassifierMethod, classifier_init
 from ltbench_methods.common import DRW_SETTINGS, drw_weights
 
 
@@ -11,7 +11,7 @@ class CrossEntropyDRW(LinearClassifierMethod):
     name = "ce_drw"
     display_name = "CE-DRW"
     summary = "CE with deferred re-weighting by effective number from 80 % of training (Cao et al., NeurIPS 2019)"
-    hyperparameters = DRW_SETTINGS
+    hyperparameters = {**DRW_SETTINGS, "classifier_init": classifier_init("kaiming_normal", LDAM_INIT)}
 
     def criterion(self, logits, labels, progress):
         weight = drw_weights(self.class_counts, self.hp["drw_beta"], progress.epoch, progress.epochs, self.hp["drw_start"])

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltbench.errors import UserError
-from ltbench.settings import Setting
+from ltbench.settings import Setting, with_default
 
 
 def effective_number_weights(class_counts: torch.Tensor, beta: float) -> torch.Tensor:
@@ -58,34 +58,77 @@ def require(condition: bool, message: str, hint: str | None = None) -> None:
 
 # Deferred re-weighting's two settings, shared by LDAM-DRW and CE-DRW
 DRW_SETTINGS = {
-    "drw_beta": Setting(0.9999, "effective-number beta of the re-weighting (Cui et al.)", low=0, below=1),
-    "drw_start": Setting(0.8, "fraction of the epochs after which re-weighting starts (160 of 200)", low=0, high=1),
+    "drw_beta": Setting(0.9999, "effective-number beta of the re-weighting (Cui et al.)", low=0, below=1,
+                        source="LDAM-DRW cifar_train.py train_rule DRW: betas = [0, 0.9999]"),
+    "drw_start": Setting(0.8, "fraction of the epochs after which re-weighting starts (160 of 200)", low=0, high=1,
+                         source="LDAM-DRW cifar_train.py train_rule DRW: idx = epoch // 160"),
 }
 
 
-def classifier_stage2_settings(prefix: str, epochs: int) -> dict[str, Setting]:
-    """Decoupling's classifier stage (classifier-balancing's ImageNet-LT configs: lr 0.2 cosine
-    to 0, batch 512, wd 5e-4, 4 images per class draw) under `<prefix>_*` names."""
+# classifier-balancing at commit 22370c6 (facebookresearch/classifier-balancing): its one
+# training loop, run_networks.py, runs both stages.
+RUN_NETWORKS = "classifier-balancing run_networks.py"
+
+
+def classifier_stage2_settings(prefix: str, epochs: int, config: str) -> dict[str, Setting]:
+    """Decoupling's classifier stage under `<prefix>_*` names, as classifier-balancing's
+    ImageNet-LT `config` (e.g. config/ImageNet_LT/cls_crt.yaml) and run_networks.py run it:
+    lr 0.2 cosine to 0, batch 512, wd 5e-4, 4 images per class draw, the frozen backbone's
+    BatchNorm in train mode, and the schedule stepped before each epoch."""
+    cb = f"classifier-balancing {config}"
     return {
-        f"{prefix}_lr": Setting(0.2, "stage-2 learning rate (cosine to 0)", above=0, high=1e3),
-        f"{prefix}_epochs": Setting(epochs, "stage-2 epochs", low=1, high=100_000),
-        f"{prefix}_batch_size": Setting(512, "stage-2 batch size", low=1, high=1_000_000),
-        f"{prefix}_momentum": Setting(0.9, "stage-2 SGD momentum", low=0, below=1),
-        f"{prefix}_weight_decay": Setting(5e-4, "stage-2 weight decay", low=0, high=1),
+        f"{prefix}_lr": Setting(0.2, "stage-2 learning rate (cosine to 0)", above=0, high=1e3,
+                                source=f"{cb} L15: lr 0.2; L1, L8: coslr, endlr 0.0"),
+        f"{prefix}_epochs": Setting(epochs, "stage-2 epochs", low=1, high=100_000,
+                                    source=f"{cb} L34: num_epochs {epochs}"),
+        f"{prefix}_batch_size": Setting(512, "stage-2 batch size", low=1, high=1_000_000,
+                                        source=f"{cb} L27: batch_size 512"),
+        f"{prefix}_momentum": Setting(0.9, "stage-2 SGD momentum", low=0, below=1, source=f"{cb} L15: momentum 0.9"),
+        f"{prefix}_weight_decay": Setting(5e-4, "stage-2 weight decay", low=0, high=1,
+                                          source=f"{cb} L15: weight_decay 0.0005"),
         f"{prefix}_per_class": Setting(4, "images of a class per class-balanced draw (ClassAwareSampler)", low=1,
-                                       high=100_000),
+                                       high=100_000, source=f"{cb} L37: ClassAwareSampler, num_samples_cls 4"),
+        # run_networks.py L247-249 puts every network in train mode each epoch, the frozen
+        # feat_model too (`fix`, L115-120, only stops its gradients), so BatchNorm normalises
+        # with the class-balanced batch's statistics and its running statistics follow them
+        f"{prefix}_bn_train": Setting(True, "keep the frozen backbone's BatchNorm in train mode in stage 2 (its "
+                                      "running statistics follow the class-balanced batches)",
+                                      source=f"{RUN_NETWORKS} L247-249: model.train() on every network, the frozen "
+                                      "feat_model too", earlier=False),
+        # run_networks.py L255 steps CosineAnnealingLR(T_max=num_epochs, eta_min=endlr)
+        # (L159-160) before each epoch's steps: epoch e (1-based) trains at the lr of e / E,
+        # so the first starts just below the peak and the last trains at lr 0
+        f"{prefix}_lr_step_first": Setting(True, "step the cosine schedule before each epoch, so epoch e of E trains "
+                                           "at the lr of (e + 1) / E and the last at 0",
+                                           source=f"{RUN_NETWORKS} L255: scheduler.step() before the epoch; "
+                                           "L159-160: CosineAnnealingLR(num_epochs, eta_min=endlr)", earlier=False),
     }
+
+
+def dataset_stage2_settings(own: dict[str, Setting], prefix: str, dataset, by_dataset: dict) -> dict[str, Setting]:
+    """`own` with a dataset's own stage-2 values: by_dataset = {dataset name: {key: (value, source)}}."""
+    for key, (value, source) in by_dataset.get(dataset.name, {}).items():
+        own[f"{prefix}_{key}"] = with_default(own[f"{prefix}_{key}"], value, source)
+    return own
 
 
 def classifier_stage2(hp: dict, prefix: str) -> dict:
     """Decoupling's classifier stage (Kang et al. 2020, classifier-balancing configs): SGD with
     momentum, cosine lr to 0 with no warm-up, class-balanced batches of `per_class` images per
-    class draw; read from the method's `<prefix>_*` hyperparameters. The test set is evaluated
-    once, after the last epoch: a best-of-few-epochs figure would only add selection on test."""
+    class draw; read from the method's `<prefix>_*` hyperparameters.
+
+    The original keeps the stage-2 epoch, and the stage-1 checkpoint it starts from, that did
+    best on its validation split (run_networks.py L342, L357-362, L376; load_model L665-674
+    loads stage 1's `state_dict_best`). Here both stages end at their last epoch: ltbench has no
+    validation split on most datasets (CIFAR-LT has none; iNaturalist's "val" is its test set,
+    main.py L116-118), and choosing on the test set would be selection on test; the last epoch
+    is the rule the report's headline uses for every method. The test set is evaluated once,
+    after the last epoch."""
     epochs = hp[f"{prefix}_epochs"]
     return {
         "epochs": epochs, "batch_size": hp[f"{prefix}_batch_size"], "lr": hp[f"{prefix}_lr"],
         "momentum": hp[f"{prefix}_momentum"], "weight_decay": hp[f"{prefix}_weight_decay"],
         "schedule": "cosine", "warmup_epochs": 0, "cb_per_class": hp[f"{prefix}_per_class"], "eval_every": epochs,
+        "lr_step_first": hp[f"{prefix}_lr_step_first"], "bn_train": hp[f"{prefix}_bn_train"],
     }
 

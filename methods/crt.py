@@ -1,13 +1,28 @@
 """Classifier re-training, cRT (Kang et al., ICLR 2020): keep the representation of a CE run,
-re-initialise the classifier at random and train only it with class-balanced sampling."""
+re-initialise the classifier at random and train only it with class-balanced sampling.
+
+Stage 2 runs as classifier-balancing's run_networks.py runs it: the frozen backbone's
+BatchNorm in train mode (`crt_bn_train`) and the cosine schedule stepped before each epoch,
+so the last epoch trains at lr 0 (`crt_lr_step_first`); see
+ltbench_methods.common.classifier_stage2 for the one difference, the epoch kept (last, not best
+on a validation split).
+"""
 
 import torch.nn.functional as F
 from torch import nn
 
 from ltbench.method import Draw, Method
 from ltbench_methods.ce import CrossEntropy
-from ltbench.settings import Setting
-from ltbench_methods.common import classifier_stage2, classifier_stage2_settings
+from ltbench_methods.common import classifier_stage2, classifier_stage2_settings, dataset_stage2_settings
+
+# classifier-balancing's other datasets' cRT configs, where they differ from ImageNet-LT's
+BY_DATASET = {
+    "inat2018": {"epochs": (30, "classifier-balancing config/iNaturalist18/cls_crt.yaml L34: num_epochs 30"),
+                 "weight_decay": (1e-4, "classifier-balancing config/iNaturalist18/cls_crt.yaml L15: "
+                                  "weight_decay 0.0001")},
+    "places_lt": {"lr": (0.1, "classifier-balancing config/Places_LT/cls_crt.yaml L15: lr 0.1"),
+                  "batch_size": (256, "classifier-balancing config/Places_LT/cls_crt.yaml L25: batch_size 256")},
+}
 
 
 class ClassifierRetraining(Method):
@@ -18,18 +33,20 @@ class ClassifierRetraining(Method):
     draws = {"main": Draw(sampler="class_balanced")}
     # classifier-balancing's ImageNet-LT cls_crt.yaml: lr 0.2 cosine to 0, batch 512, 10 epochs,
     # wd 5e-4, ClassAwareSampler with 4 images per class draw
-    hyperparameters = {**classifier_stage2_settings("crt", epochs=10),
-                       "crt_bn_train": Setting(False, "keep the frozen backbone's BatchNorm in train mode in stage 2")}
+    hyperparameters = classifier_stage2_settings("crt", epochs=10, config="config/ImageNet_LT/cls_crt.yaml")
+
+    @classmethod
+    def settings(cls, dataset):
+        return dataset_stage2_settings(super().settings(dataset), "crt", dataset, BY_DATASET)
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
+        # a fresh nn.Linear, as classifier-balancing's load_model skips the stage-1
+        # DotProductClassifier (run_networks.py L678-684) and keeps its own init
         self.classifier = nn.Linear(feature_dim, self.num_classes)
 
     def stage2(self):
-        # BatchNorm stays in eval mode by default: the features the classifier learns on are the
-        # ones it is tested on, and the backbone stays exactly the CE run's. The released code
-        # leaves BN in train mode (running stats drift to class-balanced batches): crt_bn_train.
-        return {**classifier_stage2(self.hp, "crt"), "bn_train": self.hp["crt_bn_train"]}
+        return classifier_stage2(self.hp, "crt")
 
     def logits(self, features):
         return self.classifier(features)

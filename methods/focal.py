@@ -2,7 +2,7 @@
 
 import torch.nn.functional as F
 
-from ltbench.method import LinearClassifierMethod
+from ltbench.method import LDAM_INIT, LinearClassifierMethod, classifier_init
 from ltbench.settings import Setting
 
 
@@ -15,8 +15,11 @@ class Focal(LinearClassifierMethod):
     name = "focal"
     display_name = "Focal"
     summary = "Focal loss, down-weights easy examples (Lin et al., ICCV 2017)"
-    # gamma = 1 as in the LDAM-DRW code's CIFAR-LT comparison
-    hyperparameters = {"gamma": Setting(1.0, "focusing parameter: (1 - p_t)^gamma down-weights easy examples", low=0, high=100)}
+    hyperparameters = {
+        "gamma": Setting(1.0, "focusing parameter: (1 - p_t)^gamma down-weights easy examples", low=0, high=100,
+                         source="LDAM-DRW cifar_train.py: FocalLoss(weight=per_cls_weights, gamma=1)"),
+        "classifier_init": classifier_init("kaiming_normal", LDAM_INIT),
+    }
 
     def criterion(self, logits, labels, progress):
         return focal_loss(logits, labels, self.hp["gamma"])

@@ -8,6 +8,13 @@ The feature branch takes an instance-sampled batch in two augmented views throug
 projection head to L2-normalised embeddings; the classifier branch takes a class-balanced
 batch through a linear classifier. Only the classifier branch is used at test time.
 Subclasses say what L_feature is.
+
+The paper's code is not public; every value below is the paper's text where it gives one
+(its implementation details for long-tailed CIFAR: random cropping to 32 x 32, horizontal
+flip and random grayscale with probability 0.2 for both branches; SGD m 0.9, wd 1e-4, batch
+512, lr 0.5 divided by 10 at epochs 120 and 160 of 200), and says so where it does not. Both
+branches take the same augmentation by default (`classifier_augment`); `standard` gives the
+classifier branch the CE baselines' crop and flip alone.
 """
 
 import torch
@@ -18,6 +25,9 @@ from ltbench.data.augment import CONTRASTIVE_CROPS
 from ltbench.data.samplers import SAMPLERS
 from ltbench.method import Draw, Method, Progress
 from ltbench.settings import Setting
+
+PAPER = "Wang et al. CVPR 2021, implementation details (long-tailed CIFAR)"
+NOT_GIVEN = "not given in the paper; "
 
 # The paper's T is "the current epoch"; here it counts from 1, as SupCon's training loop
 # does, so alpha starts just below 1 and the last epoch trains the classifier alone (alpha 0).
@@ -47,38 +57,71 @@ class ProjectionHead(nn.Module):
 class HybridNetwork(Method):
     hyperparameters = {
         "alpha_schedule": Setting("parabolic", "alpha over training: the paper's 1 - (T/T_max)^2, linear, or "
-                                  "classifier_only (an ablation)", choices=tuple(ALPHA_SCHEDULES)),
-        "feature_sampler": Setting("instance", "sampler of the feature branch's batch", choices=tuple(SAMPLERS)),
+                                  "classifier_only (an ablation)", choices=tuple(ALPHA_SCHEDULES),
+                                  source=f"{PAPER}: alpha = 1 - (T / T_max)^2"),
+        "feature_sampler": Setting("instance", "sampler of the feature branch's batch", choices=tuple(SAMPLERS),
+                                   source="Wang et al. CVPR 2021, the hybrid network: instance-balanced B_SC"),
         "classifier_sampler": Setting("class_balanced", "sampler of the classifier branch's batch",
-                                      choices=tuple(SAMPLERS)),
-        "projection_dim": Setting(128, "width of the normalised embedding", low=1, high=65_536),
+                                      choices=tuple(SAMPLERS),
+                                      source="Wang et al. CVPR 2021, the hybrid network: class-balanced B_CE"),
+        "projection_dim": Setting(128, "width of the normalised embedding", low=1, high=65_536,
+                                  source=NOT_GIVEN + "SupContrast networks/resnet_big.py feat_dim=128"),
         "projection_hidden": Setting(0, "hidden width of the projection MLP; 0: the backbone's feature width",
-                                     low=0, high=65_536),
+                                     low=0, high=65_536, source="Wang et al.: an MLP with one hidden layer; its width "
+                                     "as SupContrast's head, Linear(dim_in, dim_in)"),
         "contrastive_crop": Setting("pad", "pad: RandomCrop(32, padding 4); resized: SupCon's RandomResizedCrop",
-                                    choices=tuple(CONTRASTIVE_CROPS)),
-        "grayscale_p": Setting(0.2, "probability of random grayscale on the contrastive views", low=0, high=1),
+                                    choices=tuple(CONTRASTIVE_CROPS),
+                                    source=f"{PAPER}: random cropping to 32 x 32 (fits both)"),
+        "grayscale_p": Setting(0.2, "probability of random grayscale on both branches' views", low=0, high=1,
+                               source=f"{PAPER}: random grayscale with probability 0.2"),
         # SupCon's ColorJitter(0.4, 0.4, 0.4, 0.1) is 0.4; the paper lists none
-        "color_jitter": Setting(0.0, "ColorJitter strength on the contrastive views", low=0, high=1),
+        "color_jitter": Setting(0.0, "ColorJitter strength on both branches' views", low=0, high=1,
+                                source=f"{PAPER}: lists crop, flip and grayscale only"),
+        "classifier_augment": Setting("same", "the classifier branch's views: same (the feature branch's crop, flip "
+                                      "and grayscale) or standard (crop and flip, as the CE baselines)",
+                                      choices=("same", "standard"),
+                                      source=f"{PAPER}: the same augmentation for both branches",
+                                      earlier="standard"),
     }
     # SGD m 0.9, wd 1e-4, batch 512, lr 0.5, /10 at epochs 120 and 160 of 200. The paper
-    # describes no warm-up, so there is none (the CE protocol's 5 epochs would change it).
+    # describes no warm-up, so there is none (the CE protocol's 5 epochs would change it). The
+    # step schedule is stated here, not left to the defaults, so that it wins over a dataset's
+    # own protocol (the image datasets' cosine) as every other value here does.
     trainer_defaults = {
         "batch_size": 512,
         "lr": 0.5,
+        "momentum": 0.9,
         "weight_decay": 1e-4,
+        "schedule": "step",
         "warmup_epochs": 0,
         "milestones": [0.6, 0.8],
         "lr_factors": [0.1, 0.01],
+        "flip": True,
+    }
+    trainer_sources = {
+        "batch_size": f"{PAPER}: batch size 512 for SC and PSC",
+        "lr": f"{PAPER}: initial learning rate 0.5",
+        "momentum": f"{PAPER}: SGD with a momentum of 0.9",
+        "weight_decay": f"{PAPER}: SGD, momentum 0.9, weight decay 1e-4",
+        "schedule": f"{PAPER}: decayed by a factor of 10 at the 120th and 160th epoch of 200 (the same fractions "
+                    "on the other datasets: their schedule is not given in what was checked)",
+        "warmup_epochs": f"{PAPER}: no warm-up described",
+        "milestones": f"{PAPER}: epochs 120 and 160 of 200",
+        "lr_factors": f"{PAPER}: a factor of 10 at each",
+        "flip": f"{PAPER}: horizontal flip, for both branches",
     }
     # the paper's two draws; an instance builds its own from the sampler and augmentation settings
-    draws = {"feature": Draw("instance", views=2, augment="contrastive"), "classifier": Draw("class_balanced")}
+    draws = {"feature": Draw("instance", views=2, augment="contrastive"),
+             "classifier": Draw("class_balanced", augment="contrastive")}
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
+        views = {"crop": hp["contrastive_crop"], "grayscale_p": hp["grayscale_p"], "color_jitter": hp["color_jitter"]}
+        same = hp["classifier_augment"] == "same"
         self.draws = {
-            "feature": Draw(hp["feature_sampler"], views=2, augment="contrastive", augment_options={
-                "crop": hp["contrastive_crop"], "grayscale_p": hp["grayscale_p"], "color_jitter": hp["color_jitter"]}),
-            "classifier": Draw(hp["classifier_sampler"], views=1),
+            "feature": Draw(hp["feature_sampler"], views=2, augment="contrastive", augment_options=views),
+            "classifier": Draw(hp["classifier_sampler"], views=1, augment="contrastive" if same else "standard",
+                               augment_options=views if same else {}),
         }
         self.projection = ProjectionHead(feature_dim, hp["projection_hidden"], hp["projection_dim"])
         self.classifier = nn.Linear(feature_dim, self.num_classes)

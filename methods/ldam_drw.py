@@ -30,8 +30,12 @@ class LDAM(LinearClassifierMethod):
     name = "ldam"
     display_name = "LDAM"
     summary = "LDAM loss, margins ~ n_j^(-1/4) on a cosine classifier, no re-weighting (Cao et al., NeurIPS 2019)"
-    hyperparameters = {"max_margin": Setting(0.5, "the largest class margin (the rarest class's)", above=0, high=10),
-                       "scale": Setting(30.0, "s, the scale of the cosine logits", above=0, high=1000)}
+    hyperparameters = {
+        "max_margin": Setting(0.5, "the largest class margin (the rarest class's)", above=0, high=10,
+                              source="LDAM-DRW cifar_train.py: LDAMLoss(max_m=0.5, s=30)"),
+        "scale": Setting(30.0, "s, the scale of the cosine logits", above=0, high=1000,
+                         source="LDAM-DRW cifar_train.py: LDAMLoss(max_m=0.5, s=30)"),
+    }
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)

@@ -10,7 +10,8 @@ from ltbench_methods.common import log_prior
 
 # tau = 1 is the Bayes-optimal correction for the balanced error (the paper's Theorem 1)
 TAU = Setting(1.0, "weight of the log prior: added to the logits in training (loss), subtracted at test (post hoc)",
-              low=0, high=100)
+              low=0, high=100, source="Menon et al. ICLR 2021, Theorem 1: tau = 1 is Bayes-optimal for the "
+              "balanced error")
 
 
 def logit_adjusted_loss(logits, labels, class_counts, tau: float):

@@ -1,5 +1,8 @@
 """Learnable weight scaling, LWS (Kang et al., ICLR 2020): keep a CE run's backbone and
-classifier, learn one scale per class, f_j(x) = s_j (w_j^T x + b_j), with class-balanced sampling."""
+classifier, learn one scale per class, f_j(x) = s_j (w_j^T x + b_j), with class-balanced sampling.
+
+Stage 2 runs as cRT's (ltbench_methods.crt): BatchNorm in train mode, the cosine schedule
+stepped before each epoch, the last epoch kept."""
 
 import torch
 import torch.nn.functional as F
@@ -7,7 +10,12 @@ from torch import nn
 
 from ltbench.method import Draw, Method
 from ltbench_methods.ce import CrossEntropy
-from ltbench_methods.common import classifier_stage2, classifier_stage2_settings
+from ltbench_methods.common import classifier_stage2, classifier_stage2_settings, dataset_stage2_settings
+
+BY_DATASET = {
+    "inat2018": {"weight_decay": (1e-4, "classifier-balancing config/iNaturalist18/cls_lws.yaml L15: "
+                                  "weight_decay 0.0001")},
+}
 
 
 class LearnableWeightScaling(Method):
@@ -17,7 +25,11 @@ class LearnableWeightScaling(Method):
     stage1 = CrossEntropy
     draws = {"main": Draw(sampler="class_balanced")}
     # classifier-balancing's ImageNet-LT cls_lws.yaml: as cRT but 5 epochs
-    hyperparameters = classifier_stage2_settings("lws", epochs=5)
+    hyperparameters = classifier_stage2_settings("lws", epochs=5, config="config/ImageNet_LT/cls_lws.yaml")
+
+    @classmethod
+    def settings(cls, dataset):
+        return dataset_stage2_settings(super().settings(dataset), "lws", dataset, BY_DATASET)
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltbench.settings import Setting, with_default
-from ltbench_methods.hybrid import HybridNetwork
+from ltbench_methods.hybrid import PAPER, HybridNetwork
 
 
 def prototypical_supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor,
@@ -48,8 +48,10 @@ class PSCHybrid(HybridNetwork):
     hyperparameters = {
         **HybridNetwork.hyperparameters,
         "temperature": Setting(0.1, "temperature of the prototypical contrastive loss (1.0 on 10-class data)",
-                               above=0, high=100),
-        "positive_in_denominator": Setting(False, "keep the positive prototype in the softmax's denominator"),
+                               above=0, high=100, source=f"{PAPER}: tau = 0.1 on CIFAR-100 in the PSC loss"),
+        "positive_in_denominator": Setting(False, "keep the positive prototype in the softmax's denominator",
+                                           source="Wang et al. CVPR 2021, the PSC loss: the denominator runs over "
+                                           "j != y_i"),
     }
 
     @classmethod
@@ -57,7 +59,9 @@ class PSCHybrid(HybridNetwork):
         # the paper's tau is 1.0 on CIFAR-10 and 0.1 on CIFAR-100; keyed on the number of
         # classes, so 10-class Fashion-MNIST-LT takes CIFAR-10's
         own = super().settings(dataset)
-        return {**own, "temperature": with_default(own["temperature"], 1.0 if dataset.num_classes <= 10 else 0.1)}
+        if dataset.num_classes > 10:
+            return own
+        return {**own, "temperature": with_default(own["temperature"], 1.0, f"{PAPER}: tau = 1 on CIFAR-10")}
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)

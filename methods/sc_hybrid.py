@@ -6,6 +6,14 @@ loss of Khosla et al. (NeurIPS 2020) as its feature branch.
 over the 2N embeddings of a batch's two views; P(i) are the other embeddings with z_i's
 label (its own second view among them), and the denominator runs over every other
 embedding, positives included (Khosla et al.'s L^sup_out).
+
+SupContrast's code multiplies this loss by temperature / base_temperature (losses.py L95,
+base_temperature 0.07 at L15): 1 at SupCon's own temperature 0.07, 0.1 / 0.07 = 1.43 at the
+hybrid's 0.1. Neither the hybrid paper's L_SC nor Khosla et al.'s equation has that factor, and
+the hybrid paper's code is not public, so the default leaves it out (`base_temperature` unset:
+a factor of 1). It is not a harmless rescaling here: in alpha * L_SC + (1 - alpha) * L_CE it
+weighs the feature branch 1.43 times more against the classifier branch.
+`--set base_temperature=0.07` gives SupContrast's code.
 """
 
 import torch
@@ -13,7 +21,7 @@ from torch import nn
 
 from ltbench import distributed
 from ltbench.settings import Setting
-from ltbench_methods.hybrid import HybridNetwork
+from ltbench_methods.hybrid import PAPER, HybridNetwork
 
 
 def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -59,28 +67,41 @@ def supervised_contrastive_loss_across_ranks(embeddings: torch.Tensor, labels: t
 
 
 class SupConLoss(nn.Module):
-    def __init__(self, temperature: float = 0.1):
+    """L_SC, times temperature / base_temperature where a base temperature is given (SupContrast's
+    losses.py L95); unset, times 1, as the equations have it."""
+
+    def __init__(self, temperature: float = 0.1, base_temperature: float | None = None):
         super().__init__()
         self.temperature = temperature
+        self.scale = 1.0 if base_temperature is None else temperature / base_temperature
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if distributed.is_distributed():
-            return supervised_contrastive_loss_across_ranks(embeddings, labels, self.temperature)
-        return supervised_contrastive_loss(embeddings, labels, self.temperature)
+            loss = supervised_contrastive_loss_across_ranks(embeddings, labels, self.temperature)
+        else:
+            loss = supervised_contrastive_loss(embeddings, labels, self.temperature)
+        return self.scale * loss if self.scale != 1.0 else loss
 
 
 class SCHybrid(HybridNetwork):
     name = "sc_hybrid"
     display_name = "SC-hybrid"
     summary = "Hybrid network: supervised contrastive features + class-balanced CE classifier (Wang et al., CVPR 2021)"
-    # Khosla et al.'s code also scales the loss by temperature / base_temperature (0.1 / 0.07);
-    # the hybrid paper's equation has no such factor, and alpha weighs the loss anyway
-    hyperparameters = {**HybridNetwork.hyperparameters,
-                       "temperature": Setting(0.1, "temperature of the supervised contrastive loss", above=0, high=100)}
+    hyperparameters = {
+        **HybridNetwork.hyperparameters,
+        "temperature": Setting(0.1, "temperature of the supervised contrastive loss", above=0, high=100,
+                               source=f"{PAPER}: tau = 0.1 in the SC loss"),
+        # see the module docstring for why unset is the default
+        "base_temperature": Setting(None, "SupContrast's base temperature: the loss is scaled by temperature / "
+                                    "base_temperature; unset: not scaled, as the paper's equation", dtype=float,
+                                    optional=True, above=0, high=100,
+                                    source="Wang et al. CVPR 2021, L_SC has no such factor; SupContrast losses.py "
+                                    "L15, L95 (0.07) is the code that has it"),
+    }
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
-        self.supcon = SupConLoss(hp["temperature"])
+        self.supcon = SupConLoss(hp["temperature"], hp["base_temperature"])
 
     def feature_loss(self, embeddings, labels):
         return self.supcon(embeddings, labels)

@@ -40,7 +40,9 @@ def plain_batches(data, batch_size, seed, steps):
 
 @pytest.fixture(scope="module")
 def setup(fashion_mnist):
-    spec = resolve("ce", "fashion_mnist_lt", 100, 0, "smoke", {"batch_size": "32"})
+    # nn.Linear's own classifier init: LDAM-DRW's kaiming_normal_ starts with logits ~2.5x as
+    # large, which magnifies the channels-last summation order past the tolerances below
+    spec = resolve("ce", "fashion_mnist_lt", 100, 0, "smoke", {"batch_size": "32", "classifier_init": "default"})
     data = DATASETS["fashion_mnist_lt"].build(None, 100, "exp", spec.n_max)
     return spec, data
 

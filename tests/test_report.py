@@ -195,7 +195,8 @@ def test_report_exits_zero_and_says_where(built):
     assert code == 0
     assert str(out / "index.html") in printed.replace("\n", "")
     assert (out / "index.html").is_file() and (out / "report.md").is_file()
-    for name in ["main", "paper_comparison", "many_medium_few", "cost"]:
+    for name in ["main", "intervals", "baseline", "ranking", "paper_comparison",
+                 "many_medium_few", "cost"]:
         for suffix in ["md", "tex", "csv"]:
             assert (out / "tables" / f"{name}.{suffix}").is_file(), f"{name}.{suffix}"
 
@@ -221,24 +222,30 @@ def test_main_table_means_stds_and_seed_counts(built):
 
     rows = markdown_rows((out / "tables" / "main.md").read_text())
     # Columns: CIFAR-10-LT IF 100, IF 10, CIFAR-100-LT IF 100.
-    # methods by their display names, from the registry
-    assert rows["CE"] == ["71.50 ± 1.29 (n=4)", "86.50 ± 0.71 (n=2)", ""]
-    assert rows["Focal"] == ["72.50 (n=1)", "", ""]
-    assert rows["LDAM-DRW"] == ["**76.50 ± 0.71 (n=2)**", "", "42.00 ± 1.41 (n=2)"]
+    # methods by their display names, from the registry; fewer than 3 seeds in italic, a
+    # single seed without +-, a cell never run blank
+    assert rows["CE"] == ["71.50 ± 1.29 (n=4)", "*86.50 ± 0.71 (n=2)*", ""]
+    assert rows["Focal"] == ["*72.50 (n=1)*", "", ""]
+    assert rows["LDAM-DRW"] == ["*76.50 ± 0.71 (n=2)*", "", "*42.00 ± 1.41 (n=2)*"]
     header = (out / "tables" / "main.md").read_text().splitlines()[2]
     assert header == ("| Method | CIFAR-10-LT IF 100 | CIFAR-10-LT IF 10 | "
                       "CIFAR-100-LT IF 100 |")
 
 
-def test_best_is_marked_only_where_there_is_a_choice(built):
+def test_no_bold_where_seeds_are_too_few_to_tell(built):
+    # 76.50 (n=2) over 71.50 (n=4) and 72.50 (n=1): only CE has 3 seeds, nothing is bold
     _, out, _ = built
     data = read_csv(out / "tables" / "main.csv")
-    best = data[data["best_in_column"]]
-    assert list(zip(best["label"], best["imbalance_factor"])) == [("ldam_drw", 100)]
+    assert not data["best_in_column"].any()
+    assert list(data.loc[data["top1_few_seeds"], "label"]) == ["ce", "focal", "ldam_drw",
+                                                                "ldam_drw"]
     latex = (out / "tables" / "main.tex").read_text()
-    assert r"\textbf{76.50 $\pm$ 0.71 {\scriptsize (n=2)}}" in latex
+    assert r"\textit{76.50 $\pm$ 0.71 {\scriptsize (n=2)}}" in latex and r"\textbf" not in latex
     page = (out / "index.html").read_text()
-    assert '<strong>76.50 ± 0.71 <span class="n">(n=2)</span></strong>' in page
+    assert '<em>76.50 ± 0.71 <span class="n">(n=2)</span></em>' in page
+    main = (out / "tables" / "main.md").read_text()
+    assert "a column with fewer than two such methods has none" in main
+    assert "Italic: fewer than 3 seeds" in main
 
 
 def test_latex_is_booktabs_and_escaped(built):
@@ -247,10 +254,11 @@ def test_latex_is_booktabs_and_escaped(built):
     for command in [r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrr}",
                     r"\multicolumn{2}{c}{CIFAR-10-LT}", r"\cmidrule(lr){2-3}"]:
         assert command in latex
-    assert r"LDAM-DRW & \textbf{" in latex
+    assert r"LDAM-DRW & \textit{" in latex
     assert "_drw" not in latex.replace(r"\_drw", "")
     mmf = (out / "tables" / "many_medium_few.tex").read_text()
-    assert mmf.count(r"\begin{table}") == 3 and r"$^\ddagger$" in mmf
+    assert mmf.count(r"\begin{table}") == 1
+    assert r"\multicolumn{3}{c}{CIFAR-10-LT, IF 100}" in mmf and "---" in mmf
 
 
 def test_published_figures_and_differences(built):
@@ -319,7 +327,8 @@ def test_many_medium_few_with_an_empty_group(built):
     assert ldam["many_mean"] == 90.0 and ldam["many_std"] == 0.0
     assert ldam["medium_mean"] == 50.5
     assert ldam["medium_std"] == pytest.approx(statistics.stdev([50.0, 51.0]))
-    assert pd.isna(ldam["few_mean"]) and pd.isna(ldam["few_std"])
+    assert pd.isna(ldam["few_mean"]) and pd.isna(ldam["few_std"]) and ldam["few_n"] == 0
+    assert ldam["medium_n"] == 2 and ldam["medium_few_seeds"]
     c100 = one(data, label="ldam_drw", dataset="cifar100_lt")
     assert (c100["n_many"], c100["n_medium"], c100["n_few"]) == (35, 35, 30)
     for group in ["many", "medium", "few", "top1"]:
@@ -327,27 +336,37 @@ def test_many_medium_few_with_an_empty_group(built):
         assert c100[f"{group}_std"] == pytest.approx(statistics.stdev(LDAM_C100_100[group]))
 
     text = (out / "tables" / "many_medium_few.md").read_text()
-    section = text.split("### CIFAR-10-LT, IF 100")[1].split("###")[0]
-    assert ("| Method | Seeds | Many (8 classes) | Medium (2 classes) | Few (0 classes) |"
-            in section)
-    rows = markdown_rows(section)
-    # Seeds, many, medium, few (empty, not 0), top-1, best epoch.
-    # Bold: best mean per column (many: ldam_drw, medium: focal, top-1: ldam_drw).
-    assert rows["LDAM-DRW"] == ["2", "**90.00 ± 0.00**", "50.50 ± 0.71", "",
-                                "**76.50 ± 0.71**", "77.00 ± 0.71"]
-    assert rows["Focal"] == ["1", "82.50", "**62.50**", "", "72.50", "73.00"]
-    assert rows["CE"] == ["4", "81.50 ± 1.29", "61.50 ± 1.29", "", "71.50 ± 1.29",
-                          "72.00 ± 1.29"]
-    c100_rows = markdown_rows(text.split("### CIFAR-100-LT, IF 100")[1])
-    assert c100_rows["LDAM-DRW"] == ["2", "60.50 ± 0.71", "41.00 ± 1.41", "16.50 ± 2.12",
-                                     "42.00 ± 1.41", "42.50 ± 1.41"]
+    # one paper-style table: a column group per (dataset, IF), Many / Med. / Few under each
+    assert text.count("### ") == 1
+    assert ("| Method | CIFAR-10-LT, IF 100 Many | CIFAR-10-LT, IF 100 Med. | CIFAR-10-LT, IF 100 "
+            "Few | CIFAR-10-LT, IF 10 Many |") in text
+    rows = markdown_rows(text)
+    # An empty group is a dash, a cell never run is blank; italic: fewer than 3 seeds.
+    assert rows["LDAM-DRW"] == ["*90.00 ± 0.00*", "*50.50 ± 0.71*", "—", "", "", "",
+                                "*60.50 ± 0.71*", "*41.00 ± 1.41*", "*16.50 ± 2.12*"]
+    assert rows["Focal"] == ["*82.50*", "*62.50*", "—", "", "", "", "", "", ""]
+    assert rows["CE"] == ["81.50 ± 1.29", "61.50 ± 1.29", "—", "*96.50 ± 0.71*", "—", "—",
+                          "", "", ""]
+    assert ("Classes per group: CIFAR-10-LT IF 100: many 8 classes, medium 2 classes, few 0 "
+            "classes; IF 10: many 10 classes, medium 0 classes, few 0 classes; CIFAR-100-LT IF 100: "
+            "many 35 classes, medium 35 classes, few 30 classes.") in text
+    assert "cb rule: Many, more than 100 training images; Medium, 20 to 100; Few, fewer than 20" in text
+    assert "—: the group has no classes at this imbalance factor; blank: not run." in text
+
+
+def test_one_class_is_one_class(tmp_path):
+    results = tmp_path / "results"
+    write_run(results, imbalance_factor=50, top1=74.0, per_class=False)  # 9 many, 1 medium
+    assert report(results, tmp_path / "out") == 0
+    text = (tmp_path / "out" / "tables" / "many_medium_few.md").read_text()
+    assert "many 9 classes, medium 1 class, few 0 classes" in text
 
 
 def test_cost_table(built):
     _, out, _ = built
     data = read_csv(out / "tables" / "cost.csv")
     gpu = one(data, label="ce", dataset="cifar10_lt", imbalance_factor=100,
-              device="cuda:NVIDIA H100")
+              device="cuda:NVIDIA H100")  # the CSV keeps the recorded value
     assert gpu["runs"] == 3
     assert gpu["wall_s_mean"] == pytest.approx(660.0) and gpu["wall_s_total"] == 1980.0
     assert gpu["images_per_s_mean"] == pytest.approx(5100.0) and gpu["peak_mem_mb_max"] == 1520.0
@@ -356,9 +375,16 @@ def test_cost_table(built):
     rows = {tuple(c.strip() for c in line.strip("|").split("|"))
             for line in (out / "tables" / "cost.md").read_text().splitlines()
             if line.startswith("| CE ")}
-    assert ("CE", "CIFAR-10-LT", "100", "GPU (NVIDIA H100)", "3", "11.0 min", "33.0 min",
+    assert ("CE", "CIFAR-10-LT", "100", "NVIDIA H100", "3", "11.0 min", "33.0 min",
             "5100", "1520") in rows
-    assert ("CE", "CIFAR-10-LT", "100", "CPU", "1", "2.0 h", "2.0 h", "300", "900") in rows
+    assert ("CE", "CIFAR-10-LT", "100", "cpu", "1", "2.0 h", "2.0 h", "300", "900") in rows
+
+
+def test_devices_read_as_recorded():
+    # environment.device_label writes "cuda:<model>" and "cpu:<n> cores"
+    assert tables.fmt_device("cuda:NVIDIA H200") == "NVIDIA H200"
+    assert tables.fmt_device("cpu:2 cores") == "cpu (2 cores)"
+    assert tables.fmt_device("cpu") == "cpu" and tables.fmt_device("cuda") == "GPU"
 
 
 def test_left_out_is_reported_not_averaged(built):
@@ -383,7 +409,8 @@ def test_left_out_is_reported_not_averaged(built):
 def test_figures_render(built):
     _, out, _ = built
     names = ["accuracy_vs_imbalance", "many_medium_few", "per_class_cifar10_lt_if100",
-             "per_class_cifar10_lt_if10", "per_class_cifar100_lt_if100", "feature_loss_memory"]
+             "per_class_cifar10_lt_if10", "per_class_cifar100_lt_if100", "feature_loss_memory",
+             "critical_difference"]
     for name in names:
         png, pdf = out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"
         with Image.open(png) as image:
@@ -391,7 +418,9 @@ def test_figures_render(built):
         with Image.open(png) as image:
             width, height = image.size
             assert image.format == "PNG"
-        assert 500 <= width <= 4000 and 300 <= height <= 4000, (name, width, height)
+        # the critical-difference diagram is a strip: a few rows of names under an axis
+        low = 100 if name == "critical_difference" else 300
+        assert 500 <= width <= 4000 and low <= height <= 4000, (name, width, height)
         assert pdf.read_bytes().startswith(b"%PDF")
     assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(names)
 
@@ -405,8 +434,10 @@ def test_html_page_is_self_contained(built):
         assert src.startswith("data:image/png;base64,")
         assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
     assert "<link" not in page and "<script" not in page
-    for heading in ["Main table", "Compared with published results", "Many / medium / few",
-                    "Per-class accuracy", "Cost", "Feature-loss memory", "Left out"]:
+    for heading in ["Main table", "Confidence intervals", "Compared with CE",
+                    "Ranks across settings", "Compared with published results",
+                    "Many / medium / few", "Per-class accuracy", "Cost", "Feature-loss memory",
+                    "Left out"]:
         assert f"<h2>{heading}</h2>" in page
 
 
@@ -533,7 +564,8 @@ def test_unknown_names_are_shown_after_known_ones(tmp_path):
     assert "| Method | CIFAR-10-LT IF 100 | tiny_lt IF 5 |" in text
     rows = markdown_rows(text)
     assert list(rows) == ["CE", "my_loss"]
-    assert rows["my_loss"] == ["", "**50.00 (n=1)**"]
+    assert rows["my_loss"] == ["", "*50.00*"]  # one seed in every cell: said once, in the caption
+    assert "1 seed in every cell" in text
     assert not read_csv(out / "tables" / "paper_comparison.csv")["label"].eq("my_loss").any()
 
 
@@ -580,7 +612,8 @@ def test_filters_on_the_command_line(grid, tmp_path):
     assert len(read_csv(out / "tables" / "cost.csv")) == 2
     # Figures follow the filter, and a narrower report leaves no stale files behind.
     assert report(grid, out, "--methods", "ce", "focal", "--if", "10") == 0
-    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["many_medium_few.png"]
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == [
+        "critical_difference.png", "many_medium_few.png"]
     main = read_csv(out / "tables" / "main.csv")
     assert set(main["method"]) == {"ce", "focal"} and set(main["imbalance_factor"]) == {10}
 
@@ -755,3 +788,30 @@ def test_report_package_imports_neither_torch_nor_the_trainer():
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO,
                    env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+# --- per-class figures ------------------------------------------------------------------
+
+def test_per_class_names_and_seed_spread(tmp_path):
+    from ltbench.report.plots import _per_class_seeds
+
+    results = tmp_path / "results"
+    for seed in range(3):
+        folder = write_run(results, seed=seed, top1=70.0 + seed)
+        table = pd.read_csv(folder / "per_class.csv")
+        if seed < 2:  # a per_class.csv without names still plots, by index
+            table["class_name"] = [f"name {c}" for c in table["class"]]
+        table.to_csv(folder / "per_class.csv", index=False)
+    loaded = load_results(results)
+    tables_ = [loaded.per_class[r] for r in loaded.runs["run_id"]]
+    classes = _per_class_seeds(tables_)
+    assert list(classes["name"]) == [f"name {c}" for c in range(10)]  # head to tail
+    accuracy = pd.concat(t.assign(acc=100 * t["correct"] / t["total"]) for t in tables_)
+    spread = accuracy.groupby("class")["acc"].agg(["mean", "min", "max"])
+    assert classes["mean"].to_numpy() == pytest.approx(spread["mean"].to_numpy())
+    assert (classes["low"].to_numpy(), classes["high"].to_numpy()) == (
+        pytest.approx(spread["min"].to_numpy()), pytest.approx(spread["max"].to_numpy()))
+    assert list(_per_class_seeds(tables_[2:])["name"]) == [str(c) for c in range(10)]
+    assert report(results, tmp_path / "out") == 0
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "bar: range over seeds" in markdown and "no line joining classes" in markdown

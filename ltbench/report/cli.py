@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "classifier-balancing) or oltr (n >= 100, n <= 20); default: each dataset's own")
     parser.add_argument("--if", dest="imbalance_factors", action=ListArgument,
                         metavar="IF", help="only these imbalance factors, e.g. 100,10")
+    parser.add_argument("--baseline", metavar="NAME",
+                        help="the method (or row) every other is compared with, paired by seed "
+                             "(default: ce where it ran; 'none' for no comparison)")
     parser.add_argument("--group-by", action=ListArgument, metavar="KEY",
                         help="settings that split a method into separate rows, e.g. "
                              "--group-by temperature gives 'psc_hybrid (temperature=0.1)'; "
@@ -38,7 +41,7 @@ def run(args) -> int:
     from rich.markup import escape
 
     from .. import __version__
-    from . import plots, render, tables
+    from . import plots, render, significance, tables
     from .load import load_results
     from .reference import load_published
     from .shots import regroup
@@ -74,20 +77,32 @@ def run(args) -> int:
 
     labelled = tables.label_runs(runs, group_by)
     agg = tables.aggregate(labelled)
-    sections = [tables.main_table(agg), tables.paper_comparison(agg, load_published()),
-                tables.many_medium_few_tables(agg), tables.cost_table(labelled),
+    baseline, warning = significance.resolve_baseline(labelled, args.baseline)
+    if warning:
+        console.print(warning, style="yellow", markup=False)
+    assessment = significance.assess(labelled, baseline)
+    rankings = significance.ranking_section(agg)
+    sections = [tables.main_table(agg, assessment),
+                significance.interval_section(agg, assessment),
+                significance.baseline_section(assessment), rankings.section,
+                tables.many_medium_few_tables(agg, assessment),
+                tables.paper_comparison(agg, load_published()), tables.cost_table(labelled),
                 tables.left_out_section(left_out)]
     render.clear_generated(out)
     figures = plots.draw_all(agg, labelled, results.per_class, _bench_for(results, methods),
-                             out / "figures")
+                             out / "figures", ranking=rankings.by_metric["top1"])
     summary = tables.left_out_summary(left_out)
     meta = render.Meta(results_dir=str(results_dir), runs=len(labelled), specs=len(agg),
                        filters=filters, generated=datetime.now().strftime("%Y-%m-%d %H:%M"),
                        version=__version__, left_out=summary)
     page = render.write_report(out, sections, figures, meta)
 
-    _print_table(console, sections[0].tables[0])
-    console.print(f"{len(labelled)} finished runs, {len(agg)} specs{filters}.", markup=False)
+    # the headline tables: top-1, its comparison with the baseline, the ranks
+    for section in sections:
+        if section.name in ("main", "baseline", "ranking") and section.tables:
+            _print_table(console, section.tables[0])
+    console.print(f"{tables.plural(len(labelled), 'finished run')}, "
+                  f"{tables.plural(len(agg), 'spec')}{filters}.", markup=False)
     if any(e.kind != "unused file" for e in left_out):
         console.print(f"[yellow]{escape(summary)}[/] See 'Left out' in the report.")
     console.print(f"Report written to [bold]{escape(str(page))}[/] (tables in "
@@ -172,8 +187,10 @@ def _print_table(console, table) -> None:
         rich_table.add_column(f"{group}\n{name}" if group else name, no_wrap=j == 0,
                               justify="left" if j == 0 else "right")
     for i, row in enumerate(table.rows):
-        rich_table.add_row(*[Text(t, style="bold green" if (i, j) in table.bold else "")
-                             for j, t in enumerate(row)])
+        rich_table.add_row(*[Text(t, style=" ".join(
+            s for s, on in (("bold green", (i, j) in table.bold),
+                            ("italic", (i, j) in table.italic)) if on))
+            for j, t in enumerate(row)])
     console.print(rich_table)
     for note in table.notes:
         console.print(note, style="dim", markup=False)

@@ -16,10 +16,12 @@ from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
 from .render import FigureFile
-from .tables import cell_order, dataset_name, fmt_device, fmt_factor, in_cell, table_cells
+from .tables import (cell_order, dataset_name, fmt_device, fmt_factor, in_cell, shown_label,
+                     table_cells)
 
 DPI = 150
 COUNT_GREY = "0.88"
+CATEGORICAL_MAX = 30  # up to this many classes, each is a named category on the x axis
 _STYLE = {"axes.spines.top": False, "axes.spines.right": False}
 
 
@@ -30,7 +32,8 @@ def label_colours(labels) -> dict[str, tuple]:
     return dict(zip(labels, sns.color_palette(name, len(labels))))
 
 
-def draw_all(agg, runs, per_class, bench, out_dir: Path) -> list[FigureFile]:
+def draw_all(agg, runs, per_class, bench, out_dir: Path, ranking=None) -> list[FigureFile]:
+    """`ranking`: the top-1 `stats.Ranking` for the critical-difference diagram (None: none)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     colours = label_colours(agg["label"])
     with sns.axes_style("whitegrid", _STYLE), sns.plotting_context("notebook", font_scale=0.9):
@@ -38,7 +41,21 @@ def draw_all(agg, runs, per_class, bench, out_dir: Path) -> list[FigureFile]:
                    many_medium_few_bars(agg, colours, out_dir),
                    *per_class_accuracy(agg, runs, per_class, colours, out_dir),
                    memory_curve(bench, out_dir)]
+    figures.append(critical_difference(ranking, out_dir))
     return [f for f in figures if f is not None]
+
+
+def critical_difference(ranking, out_dir) -> FigureFile | None:
+    """Demšar's diagram of the top-1 average ranks, methods by their display names."""
+    from .cd_diagram import cd_figure
+    from .significance import cd_caption
+
+    if ranking is None or ranking.n_cells < 1 or len(ranking.average_ranks) < 2:
+        return None
+    ranks = ranking.average_ranks.rename(index=shown_label)
+    fig = cd_figure(ranks, ranking.cd)
+    return _save(fig, out_dir, "critical_difference", "Critical-difference diagram (top-1)",
+                 cd_caption(ranking), "ranking")
 
 
 def _save(fig: Figure, out_dir: Path, name: str, title: str, caption: str,
@@ -60,13 +77,15 @@ def _grid(n: int, width: float, height: float, ncols_max: int = 3):
     return fig, axes[:n]
 
 
-def _legend(fig: Figure, colours: dict, shown, title="Method", extra=(), marker=None):
-    """Patches for bars; lines (with `marker`, "" for none) when `marker` is given."""
+def _legend(fig: Figure, colours: dict, shown, title="Method", extra=(), marker=None,
+            line=True):
+    """Patches for bars; lines (with `marker`, "" for none) when `marker` is given, markers
+    alone when `line` is False."""
     def handle(label):
         if marker is not None:
             return Line2D([], [], color=colours[label], marker=marker or None, markersize=4,
-                          label=label)
-        return Patch(color=colours[label], label=label)
+                          linestyle="-" if line else "none", label=shown_label(label))
+        return Patch(color=colours[label], label=shown_label(label))
     handles = [handle(label) for label in colours if label in shown]
     fig.legend(handles=[*handles, *extra], loc="outside right upper", title=title,
                frameon=False)
@@ -141,7 +160,13 @@ def many_medium_few_bars(agg, colours, out_dir) -> FigureFile | None:
 
 
 def per_class_accuracy(agg, runs, per_class, colours, out_dir) -> list[FigureFile]:
-    """Per-class accuracy with classes sorted head to tail; class counts on a log twin axis."""
+    """Per-class accuracy with classes sorted head to tail; class counts on a log twin axis.
+
+    Up to CATEGORICAL_MAX classes, each class is a category named on the axis: a marker per
+    method at the seeds' mean, a bar over the seeds' range, methods side by side and no line
+    joining classes. Beyond that, the axis is the classes' rank by training count and a
+    moving average over it is a trend, drawn with the seeds' range as a band.
+    """
     figures = []
     with_data = runs[runs["run_id"].isin(per_class)]
     groups = with_data.groupby(["dataset", "imbalance_factor", "profile"], dropna=False)
@@ -149,24 +174,31 @@ def per_class_accuracy(agg, runs, per_class, colours, out_dir) -> list[FigureFil
             cell_order({"dataset": g[0][0], "imbalance_factor": g[0][1]}), g[0][2])):
         fig = Figure(figsize=(9, 4), layout="constrained")
         ax = fig.subplots()
-        counts = None
-        shown = set()
-        n_classes = max(len(per_class[r]) for r in cell["run_id"])
+        present = dict(list(cell.groupby("label", sort=False)))
+        by_label = {label: _per_class_seeds([per_class[r] for r in present[label]["run_id"]])
+                    for label in colours if label in present}
+        counts_of = next(iter(by_label.values()))
+        n_classes = len(counts_of)
+        categorical = n_classes <= CATEGORICAL_MAX
         # Hundreds of classes at 1-in-50 test images each is noise: show the trend.
         smooth = n_classes // 50 if n_classes > 200 else 1
-        for label, seeds in cell.groupby("label", sort=False):
-            tables = [per_class[r] for r in seeds["run_id"]]
-            stacked = pd.concat(tables).assign(acc=lambda t: 100 * t["correct"] / t["total"])
-            mean = stacked.groupby("class").agg(acc=("acc", "mean"), n_train=("n_train", "first"))
-            mean = mean.reset_index().sort_values(["n_train", "class"], ascending=[False, True])
-            x = np.arange(len(mean))
-            accuracy = mean["acc"]
-            if smooth > 1:
-                accuracy = accuracy.rolling(smooth, center=True, min_periods=1).mean()
-            ax.plot(x, accuracy, color=colours[label], linewidth=1.3, alpha=0.9,
-                    marker="o" if n_classes <= 30 else None, markersize=3.5, label=label)
-            shown.add(label)
-            counts = mean["n_train"].to_numpy() if counts is None else counts
+        width = min(0.8, 0.16 * len(by_label))
+        for k, (label, classes) in enumerate(by_label.items()):
+            x = np.arange(len(classes))
+            if categorical:
+                offset = (k + 0.5) / len(by_label) * width - width / 2
+                ax.errorbar(x + offset, classes["mean"],
+                            yerr=[classes["mean"] - classes["low"], classes["high"] - classes["mean"]],
+                            color=colours[label], marker="o", markersize=4, linestyle="none",
+                            elinewidth=1.2, capsize=2, label=label)
+            else:
+                def trend(values):
+                    return values.rolling(smooth, center=True, min_periods=1).mean()
+                ax.plot(x, trend(classes["mean"]), color=colours[label], linewidth=1.3,
+                        label=label)
+                ax.fill_between(x, trend(classes["low"]), trend(classes["high"]),
+                                color=colours[label], alpha=0.2, linewidth=0)
+        counts = counts_of["n_train"].to_numpy()
         twin = ax.twinx()
         # One stepped area, not a bar per class: iNaturalist has 8,142 classes.
         twin.stairs(counts, np.arange(len(counts) + 1) - 0.5, fill=True, color=COUNT_GREY)
@@ -178,29 +210,58 @@ def per_class_accuracy(agg, runs, per_class, colours, out_dir) -> list[FigureFil
         twin.yaxis.set_minor_formatter(NullFormatter())
         twin.set_ylabel("Training images per class (log scale)")
         twin.grid(False)
-        # Accuracy lines in front of the count bars.
+        # Accuracy in front of the count bars.
         ax.set_zorder(twin.get_zorder() + 1)
         ax.patch.set_visible(False)
         _mark_groups(ax, agg, dataset, factor)
         ax.set_xlim(-0.5, len(counts) - 0.5)
         ax.set_ylim(-2, 102)
-        ax.set_xlabel("Class index, sorted by training images (most \u2192 fewest)")
+        named = counts_of["name"].ne(counts_of["class"].astype(str)).any()
+        if categorical:
+            long = counts_of["name"].str.len().max() > 4
+            ax.set_xticks(range(n_classes), counts_of["name"], rotation=40 if long else 0,
+                          ha="right" if long else "center")
+            ax.grid(axis="x", visible=False)
+            ax.set_xlabel(("Class" if named else "Class index")
+                          + ", sorted by training images (most \u2192 fewest)")
+        else:
+            ax.set_xlabel("Classes ranked by training images (most \u2192 fewest)")
         ax.set_ylabel("Per-class test accuracy (%)")
         suffix = "" if profile in ("exp", "") else f", {profile} profile"
         title = f"{dataset_name(dataset)}, IF {fmt_factor(factor)}{suffix}"
         ax.set_title(title, pad=16)
-        _legend(fig, colours, shown, marker="o" if n_classes <= 30 else "",
-                extra=[Patch(color=COUNT_GREY, label="Training images\n(right axis)")])
+        _legend(fig, colours, set(by_label), marker="o" if categorical else "",
+                line=not categorical, extra=[Patch(color=COUNT_GREY, label="Training images\n(right axis)")])
         name = f"per_class_{dataset}_if{fmt_factor(factor)}" + (
             "" if profile in ("exp", "") else f"_{profile}")
+        if categorical:
+            how = ("marker: mean over seeds, bar: range over seeds (lowest to highest); "
+                   "methods side by side within each class, no line joining classes, "
+                   f"which are categories ({'named' if named else 'by index: per_class.csv names none'})")
+        else:
+            how = ("line: mean over seeds" + (f", a moving average over {smooth} classes"
+                                              if smooth > 1 else "")
+                   + "; band: range over seeds, along classes ranked by training images")
         figures.append(_save(fig, out_dir, name, f"Per-class accuracy: {title}",
-                             f"Per-class test accuracy (%), mean over seeds"
-                             + (f" and a moving average over {smooth} classes" if smooth > 1
-                                else "")
-                             + f", against class index sorted by training images ({title}); "
-                             "grey bars: training images per class on a log axis.",
-                             "per_class"))
+                             f"Per-class test accuracy (%) ({title}), classes sorted by "
+                             f"training images; {how}; grey: training images per class "
+                             "(log scale, right axis).", "per_class"))
     return figures
+
+
+def _per_class_seeds(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """One row per class, head to tail: n_train, name, and the mean / lowest / highest
+    accuracy over the seeds' per_class tables."""
+    stacked = pd.concat(tables).assign(acc=lambda t: 100 * t["correct"] / t["total"])
+    if "class_name" not in stacked:
+        stacked["class_name"] = stacked["class"].astype(str)
+    stacked["class_name"] = stacked["class_name"].fillna(stacked["class"].astype(str))
+    classes = stacked.groupby("class").agg(
+        n_train=("n_train", "first"), name=("class_name", "first"), mean=("acc", "mean"),
+        low=("acc", "min"), high=("acc", "max"))
+    classes = classes.reset_index().sort_values(["n_train", "class"], ascending=[False, True])
+    classes["name"] = classes["name"].astype(str)
+    return classes.reset_index(drop=True)
 
 
 def _mark_groups(ax, agg, dataset, factor):

@@ -9,6 +9,17 @@ from ltbench.data.profiles import SHOT_RULES, many_medium_few
 from .names import shot_rule
 
 GROUPS = ("many", "medium", "few")
+# Each rule's thresholds in words, for captions (the rules themselves: profiles.many_medium_few).
+THRESHOLDS = {"cb": ("more than 100", "20 to 100", "fewer than 20"),
+              "oltr": ("100 or more", "21 to 99", "20 or fewer")}
+
+
+def describe_rule(rule: str) -> str:
+    """"cb rule: many, more than 100 training images; medium, 20 to 100; few, fewer than 20"."""
+    if rule not in THRESHOLDS:
+        return f"{rule} rule"
+    many, medium, few = THRESHOLDS[rule]
+    return (f"{rule} rule: Many, {many} training images; Medium, {medium}; Few, {few}")
 
 
 def regroup(runs: pd.DataFrame, per_class: dict[str, pd.DataFrame], rule: str | None = None) -> pd.DataFrame:

@@ -24,6 +24,7 @@ SETTING_COLUMNS = ["preset", "profile", "backbone", "epochs", "batch_size", "mmf
                    "n_train"]
 METRICS = ["top1", "many", "medium", "few", "top1_best"]
 PM, MINUS, DAGGER, DDAGGER = " \u00b1 ", "\u2212", "\u2020", "\u2021"
+NO_GROUP = "\u2014"  # a shot group with no classes; a cell never run stays blank
 _MISSING = object()
 
 
@@ -34,6 +35,7 @@ class Table:
     title: str = ""
     groups: list[tuple[str, int]] = field(default_factory=list)  # spanning row above header
     bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) to emphasise
+    italic: set[tuple[int, int]] = field(default_factory=set)  # (row, column): few seeds
     notes: list[str] = field(default_factory=list)
 
 
@@ -242,15 +244,6 @@ def fmt_signed(value) -> str:
     return "" if pd.isna(value) else f"{value:+.2f}".replace("-", MINUS)
 
 
-def _best_rows(values: list[float]) -> list[int]:
-    """Rows holding the column's best (ties by printed value); none if fewer than two."""
-    present = [(i, round(v, 2)) for i, v in enumerate(values) if not pd.isna(v)]
-    if len(present) < 2:
-        return []
-    top = max(v for _, v in present)
-    return [i for i, v in present if v == top]
-
-
 def _groups(cells) -> list[tuple[str, int]]:
     groups = []
     for dataset, _ in cells:
@@ -270,39 +263,54 @@ def _protocol_note(agg: pd.DataFrame) -> str:
 
 # --- the tables -------------------------------------------------------------------------
 
-def main_table(agg: pd.DataFrame) -> Section:
-    """Methods x (dataset, factor): top-1 mean +- std over seeds, the best in bold."""
+def main_table(agg: pd.DataFrame, assessment=None) -> Section:
+    """Methods x (dataset, factor): top-1 mean +- std over seeds, bold, marked and italic as
+    `assessment` (significance.Assessment) says; without one, nothing is emphasised."""
     cells = table_cells(agg)
     labels = list(dict.fromkeys(agg["label"]))
+    # One seed count for the whole table goes in the caption instead of every cell.
+    same_n = agg["seeds"].nunique() == 1
     rows = [[shown_label(label)] for label in labels]
-    means = {label: [math.nan] * len(cells) for label in labels}
-    for j, (dataset, factor) in enumerate(cells):
-        for r in in_cell(agg, dataset, factor).itertuples():
-            means[r.label][j] = r.top1_mean
-    bold = set()
-    for j, (dataset, factor) in enumerate(cells):
+    bold, italic = set(), set()
+    for j, (dataset, factor) in enumerate(cells, start=1):
         cell = in_cell(agg, dataset, factor).set_index("label")
         for i, label in enumerate(labels):
-            if label in cell.index:
-                r = cell.loc[label]
-                rows[i].append(f"{fmt_mean_std(r.top1_mean, r.top1_std)} (n={r.seeds})")
-            else:
+            if label not in cell.index:
                 rows[i].append("")
-        bold |= {(i, j + 1) for i in _best_rows([means[label][j] for label in labels])}
-    table = Table(
-        header=["Method"] + [f"IF {fmt_factor(f)}" for _, f in cells],
-        rows=rows, groups=_groups(cells), bold=bold,
-        title="Top-1 accuracy (%)",
-        notes=["Top-1 at the last epoch, mean" + PM + "sample standard deviation over "
-               "seeds; n = number of seeds. Bold: best mean in the column.",
-               _protocol_note(agg)])
+                continue
+            r = cell.loc[label]
+            text = fmt_mean_std(r.top1_mean, r.top1_std)
+            if assessment is not None:
+                text += assessment.mark(label, dataset, factor, "top1")
+                if assessment.is_bold(label, dataset, factor, "top1"):
+                    bold.add((i, j))
+                if assessment.few_seeds(label, dataset, factor, "top1"):
+                    italic.add((i, j))
+            rows[i].append(text if same_n else f"{text} (n={r.seeds})")
+    seeds = (f"{plural(agg['seeds'].iloc[0], 'seed')} in every cell" if same_n
+             else "n = number of seeds")
+    notes = ["Top-1 at the last epoch, mean" + PM + f"sample standard deviation over seeds ({seeds}; "
+             "a single seed has no \u00b1). Blank: not run. Intervals: see Confidence intervals."]
+    if assessment is not None:
+        notes += assessment.table_notes("top1", bool(italic))
+    notes.append(_protocol_note(agg))
+    table = Table(header=["Method"] + [f"IF {fmt_factor(f)}" for _, f in cells],
+                  rows=rows, groups=_groups(cells), bold=bold, italic=italic,
+                  title="Top-1 accuracy (%)", notes=notes)
     data = agg[["label", "method", "dataset", "imbalance_factor", "preset", "params_key",
                 "seeds", "seed_list", "top1_mean", "top1_std"]].copy()
-    best = {(dataset, factor, labels[i]) for j, (dataset, factor) in enumerate(cells)
-            for i in range(len(labels)) if (i, j + 1) in bold}
-    data["best_in_column"] = [(r.dataset, r.imbalance_factor, r.label) in best
-                              for r in agg.itertuples()]
+    if assessment is not None:
+        extra = assessment.columns(agg, ["top1"])
+        data["best_in_column"] = extra.pop("top1_bold")
+        data = pd.concat([data, extra.drop(columns=[c for c in extra if c in data])], axis=1)
+    else:
+        data["best_in_column"] = False
     return Section("main", "Main table", [table], data.rename(columns={"params_key": "params"}))
+
+
+def plural(n, word: str) -> str:
+    """"1 class", "3 classes", "1 seed", "5 seeds"."""
+    return f"{n:g} {word}" + ("" if n == 1 else "es" if word.endswith("s") else "s")
 
 
 def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
@@ -422,48 +430,75 @@ def _rule_name(selection: str, names: dict) -> str:
     return name if selection in ("best_on_test", "last_epoch") else f"{name} (ours: last epoch)"
 
 
-def many_medium_few_tables(agg: pd.DataFrame) -> Section:
-    """One table per (dataset, factor): accuracy on many / medium / few-shot classes."""
-    tables = []
-    groups = ["many", "medium", "few"]
-    for dataset, factor in table_cells(agg):
-        cell = in_cell(agg, dataset, factor)
-        counts = cell[["n_many", "n_medium", "n_few"]].drop_duplicates()
-        uniform = len(counts) == 1
-        header = ["Method", "Seeds"]
-        for group in groups:
-            n = counts.iloc[0][f"n_{group}"] if uniform else math.nan
-            header.append(group.capitalize() + ("" if pd.isna(n) else f" ({n:g} classes)"))
-        header += ["Top-1", "Top-1, best epoch" + DDAGGER]
-        if not uniform:
-            header.append("Classes (many/medium/few)")
-        rows = []
-        for r in cell.itertuples():
-            row = [shown_label(r.label), str(r.seeds)]
-            row += [fmt_mean_std(getattr(r, f"{g}_mean"), getattr(r, f"{g}_std")) for g in groups]
-            row += [fmt_mean_std(r.top1_mean, r.top1_std),
-                    fmt_mean_std(r.top1_best_mean, r.top1_best_std)]
-            if not uniform:
-                row.append("/".join(fmt_factor(getattr(r, f"n_{g}")) for g in groups))
-            rows.append(row)
-        bold = set()
-        for j, metric in enumerate(groups + ["top1"], start=2):
-            bold |= {(i, j) for i in _best_rows(list(cell[f"{metric}_mean"]))}
-        tables.append(Table(header=header, rows=rows, bold=bold,
-                            title=f"{dataset_name(dataset)}, IF {fmt_factor(factor)}"))
-    conventions = ", ".join(sorted({c for c in agg["mmf_convention"] if c})) or "not recorded"
-    notes = ["Accuracy (%) on classes with many / medium / few training images, mean" + PM
-             + "sample std over seeds. An empty cell means the group has no classes. "
-             f"Group thresholds: {conventions} convention.",
-             DDAGGER + " best test accuracy over all epochs, i.e. chosen on the test set "
-             "(as LDAM-DRW's code reports it): shown for comparison only, not a fair "
-             "headline figure."]
-    if tables:
-        tables[-1].notes = notes
+def many_medium_few_tables(agg: pd.DataFrame, assessment=None) -> Section:
+    """One paper-style table: a column group per (dataset, factor), Many / Med. / Few under
+    each; bold, marks and italic as in the main table, from `assessment`."""
+    from .shots import GROUPS, describe_rule
+
+    cells = table_cells(agg)
+    labels = list(dict.fromkeys(agg["label"]))
+    rows = [[shown_label(label)] for label in labels]
+    bold, italic = set(), set()
+    for c, (dataset, factor) in enumerate(cells):
+        cell = in_cell(agg, dataset, factor).set_index("label")
+        for g, group in enumerate(GROUPS):
+            j = 1 + 3 * c + g
+            for i, label in enumerate(labels):
+                if label not in cell.index:
+                    rows[i].append("")
+                    continue
+                r = cell.loc[label]
+                if pd.isna(r[f"{group}_mean"]):
+                    rows[i].append(NO_GROUP if r[f"n_{group}"] == 0 else "")
+                    continue
+                text = fmt_mean_std(r[f"{group}_mean"], r[f"{group}_std"])
+                if assessment is not None:
+                    text += assessment.mark(label, dataset, factor, group)
+                    if assessment.is_bold(label, dataset, factor, group):
+                        bold.add((i, j))
+                    if assessment.few_seeds(label, dataset, factor, group):
+                        italic.add((i, j))
+                rows[i].append(text)
+    conventions = sorted({c for c in agg["mmf_convention"] if isinstance(c, str) and c})
+    notes = ["Accuracy (%) on the classes with many / medium / few training images, mean" + PM
+             + "sample std over seeds (seed counts as in the main table; a single seed has "
+             "no \u00b1).",
+             "Groups: " + ("; ".join(describe_rule(c) for c in conventions) or "rule not recorded")
+             + ". Classes per group: " + _group_counts(agg, cells) + ".",
+             f"{NO_GROUP}: the group has no classes at this imbalance factor; blank: not run."]
+    if assessment is not None:
+        notes += assessment.table_notes("many/medium/few", bool(italic))
+    tables = [Table(header=["Method"] + ["Many", "Med.", "Few"] * len(cells), rows=rows,
+                    groups=[("", 1)] + [(f"{dataset_name(d)}, IF {fmt_factor(f)}", 3)
+                                        for d, f in cells],
+                    bold=bold, italic=italic, title="Many / medium / few-shot accuracy (%)",
+                    notes=notes)] if cells else []
     columns = ["label", "method", "dataset", "imbalance_factor", "seeds", "mmf_convention",
                "n_many", "n_medium", "n_few"]
-    columns += [f"{m}_{s}" for m in groups + ["top1", "top1_best"] for s in ("mean", "std")]
-    return Section("many_medium_few", "Many / medium / few", tables, agg[columns].copy())
+    columns += [f"{m}_{s}" for m in list(GROUPS) + ["top1", "top1_best"] for s in ("mean", "std")]
+    data = agg[columns].copy()
+    if assessment is not None:
+        extra = assessment.columns(agg, GROUPS)
+        data = pd.concat([data, extra.drop(columns=[c for c in extra if c in data])], axis=1)
+    return Section("many_medium_few", "Many / medium / few", tables, data)
+
+
+def _group_counts(agg: pd.DataFrame, cells) -> str:
+    """"Fashion-MNIST-LT IF 100: many 4 classes, medium 3 classes, few 3 classes; ..."."""
+    parts, last = [], None
+    for dataset, factor in cells:
+        counts = in_cell(agg, dataset, factor)[["n_many", "n_medium", "n_few"]].drop_duplicates()
+        name = (f"{dataset_name(dataset)} " if dataset != last else "") + f"IF {fmt_factor(factor)}"
+        last = dataset
+        if len(counts) != 1 or counts.isna().any(axis=None):
+            parts.append(f"{name}: varies by method or not recorded (n_many, n_medium, n_few "
+                         "in the CSV)")
+        else:
+            first = counts.iloc[0]
+            parts.append(f"{name}: " + ", ".join(
+                f"{group} {plural(first[f'n_{group}'], 'class')}"
+                for group in ("many", "medium", "few")))
+    return "; ".join(parts)
 
 
 def cost_table(runs: pd.DataFrame) -> Section:
@@ -498,11 +533,16 @@ def cost_table(runs: pd.DataFrame) -> Section:
     return Section("cost", "Cost", [table], data)
 
 
-def fmt_device(device: str) -> str:
-    if device.startswith("cuda"):
-        name = device.partition(":")[2]
-        return f"GPU ({name})" if name else "GPU"
-    return "CPU" if device == "cpu" else device
+def fmt_device(device) -> str:
+    """As `environment.device_label` records it, readable: `cuda:NVIDIA H100` -> the GPU
+    model, `cpu:2 cores` -> `cpu (2 cores)`; older rows say only `cpu` or `cuda`."""
+    device = "" if pd.isna(device) else str(device)
+    kind, _, detail = device.partition(":")
+    if kind == "cuda":
+        return detail.strip() or "GPU"
+    if kind == "cpu":
+        return f"cpu ({detail.strip()})" if detail.strip() else "cpu"
+    return device
 
 
 def fmt_duration(seconds) -> str:

@@ -1,0 +1,96 @@
+"""A method's protocol card: every setting a paper-protocol run of it resolves to on each
+dataset family, and where each value comes from, so a reader can audit a method without
+reading its code (`ltbench list METHOD`).
+
+Nothing here is a second copy of a value or of a source: values come from `ltbench.sweep.resolve`,
+sources from where the values are declared (`Setting.source`, a method's `trainer_sources`, a
+dataset's `protocol_source`), and which of those applies follows resolve's order.
+"""
+
+from dataclasses import dataclass
+
+from ltbench import registry
+from ltbench.presets import preset_values
+from ltbench.settings import EXECUTION, SETTINGS, SPEC_FIELDS, show_value
+from ltbench.sweep import TRAINER, resolve
+
+# one dataset of each family the papers report on: CIFAR-LT (10 and 100 classes, where
+# per-dataset defaults differ), ImageNet-LT, iNaturalist
+CARD_DATASETS = ("cifar10_lt", "cifar100_lt", "imagenet_lt", "inat2018")
+UNSOURCED = "no source given"
+EXECUTION_SOURCE = "execution setting: how the run is computed, not part of the protocol"
+PRESET_SOURCE = "ltbench's paper preset (ltbench.presets)"
+
+
+@dataclass(frozen=True)
+class CardRow:
+    owner: str  # "trainer", or the method of the chain (the method, its stage 1) that owns the setting
+    name: str
+    kind: str
+    values: dict  # dataset name -> the value, as `--set` would write it
+    sources: dict  # dataset name -> where that value comes from
+
+    def source_text(self, titles: dict) -> str:
+        """One source where every dataset shares it; else each with the datasets it holds for."""
+        groups: dict[str, list[str]] = {}
+        for dataset, source in self.sources.items():
+            groups.setdefault(source, []).append(titles[dataset])
+        if len(groups) == 1:
+            return next(iter(groups))
+        return "; ".join(f"{', '.join(names)}: {source}" for source, names in groups.items())
+
+
+def card_datasets() -> list[str]:
+    registered = registry.datasets()
+    return [name for name in CARD_DATASETS if name in registered] or list(registered)
+
+
+def protocol_card(method: str, datasets: list[str] | None = None) -> list[CardRow]:
+    """Every trainer setting, then every setting of each method of `method`'s chain (stage 1
+    first), as a paper-protocol run of `method` resolves them on each of `datasets`."""
+    cls = registry.method(method)
+    names = list(datasets or card_datasets())
+    infos = {d: registry.dataset(d) for d in names}
+    specs = {d: resolve(method, d, _imbalance_factor(info), 0, "paper") for d, info in infos.items()}
+    rows = []
+    for key, setting in SETTINGS.items():
+        values = {d: show_value(_trainer_value(spec, key)) for d, spec in specs.items()}
+        sources = {d: trainer_source(cls, info, key) for d, info in infos.items()}
+        rows.append(CardRow(TRAINER, key, setting.kind, values, sources))
+    for owner in cls.chain():
+        schemas = {d: owner.settings(info) for d, info in infos.items()}
+        for key, setting in schemas[names[0]].items():
+            values = {d: show_value(spec.hyperparameters[owner.name][key]) for d, spec in specs.items()}
+            sources = {d: schemas[d][key].source or UNSOURCED for d in names}
+            rows.append(CardRow(owner.name, key, setting.kind, values, sources))
+    return rows
+
+
+def trainer_source(cls, dataset, key: str) -> str:
+    """Where a paper-protocol run's value of trainer setting `key` comes from, in
+    ltbench.sweep.resolve's order: the preset, else the method's (or its stage 1's) paper
+    values, else the dataset's protocol, else the setting's own default."""
+    setting = SETTINGS[key]
+    if setting.kind == EXECUTION:
+        return EXECUTION_SOURCE
+    preset = preset_values("paper", dataset)
+    if key in preset and preset[key] != setting.default:
+        return PRESET_SOURCE
+    if key not in preset:
+        for owner in reversed(cls.chain()):
+            if key in owner.trainer_defaults:
+                return owner.trainer_sources.get(key, f"{owner.name}: {UNSOURCED}")
+        if key in dataset.protocol:
+            return dataset.protocol_source or f"{dataset.name}'s protocol: {UNSOURCED}"
+    return setting.source or UNSOURCED
+
+
+def _trainer_value(spec, key: str):
+    if key in SPEC_FIELDS:
+        return getattr(spec, key)
+    return spec.execution[key] if SETTINGS[key].kind == EXECUTION else spec.params[key]
+
+
+def _imbalance_factor(dataset) -> float:
+    # the card's values do not depend on the factor; a constructed dataset takes the usual 100
+    return dataset.fixed_imbalance_factor or 100.0
