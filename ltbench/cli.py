@@ -4,7 +4,6 @@ import argparse
 import csv
 import importlib
 import json
-import os
 import sys
 import tomllib
 from pathlib import Path

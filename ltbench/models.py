@@ -7,7 +7,6 @@ Methods own their heads, so the trainer always builds backbones with num_classes
 """
 
 import timm
-import torch
 import torch.nn.functional as F
 from timm.models import register_model
 from torch import nn

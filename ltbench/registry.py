@@ -59,8 +59,6 @@ def _builtin_methods() -> dict[str, type[Method]]:
 def _plugins(group: str) -> dict:
     loaded = {}
     for ep in entry_points(group=group):
-        if ep.value.startswith("ltbench_methods.") or ep.value.startswith("ltbench."):
-            continue  # an older install's entry points for the built-ins
         try:
             loaded[ep.name] = ep.load()
         except Exception as exc:  # a broken plugin must not hide behind a traceback

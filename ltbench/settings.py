@@ -257,14 +257,6 @@ SPEC_FIELDS = ("profile", "backbone", "epochs", "batch_size", "n_max")
 RETIRED = ("fused_bn_relu", "mmf_convention")
 
 
-def protocol_names(schema: dict[str, Setting]) -> list[str]:
-    return [name for name, s in schema.items() if s.kind == PROTOCOL]
-
-
-def execution_names(schema: dict[str, Setting] = SETTINGS) -> list[str]:
-    return [name for name, s in schema.items() if s.kind == EXECUTION]
-
-
 def defaults(schema: dict[str, Setting]) -> dict:
     return {name: _copy(s.default) for name, s in schema.items()}
 

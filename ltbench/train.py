@@ -17,32 +17,6 @@ from ltbench.data.pipeline import eval_batches, make_loader
 from ltbench.method import Method, Progress
 from ltbench.metrics import ClassCounts
 
-# The CIFAR-LT protocol of LDAM-DRW (Cao et al. 2019), shared by the CE-family baselines.
-TRAINER_DEFAULTS = {
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 2e-4,
-    "schedule": "step",  # step | cosine
-    "warmup_epochs": 5,  # linear warm-up, lr * (epoch + 1) / warmup_epochs
-    "milestones": [0.8, 0.9],  # fractions of the epochs: 160 and 180 of 200
-    "lr_factors": [0.01, 0.0001],
-    "eval_every": 1,  # epochs between test evaluations (the last epoch is always evaluated)
-    "mmf_convention": "cb",  # many/medium/few thresholds: cb (n>100, n<20) or oltr (n>=100, n<=20)
-    "crop_padding": 4,
-    "flip": True,
-    "amp": True,  # bf16 autocast, CUDA only
-    # bf16 autocast on CPU too: fast where the CPU has bf16 units (AMX, AVX-512 BF16), slow
-    # elsewhere; off by default, so that a CPU run's precision does not depend on the machine
-    "cpu_amp": False,
-    "channels_last": True,  # NHWC activations: faster convolutions on CUDA and on CPU (oneDNN)
-    # torch.compile the backbone: false, true (mode "default"), or a mode by name:
-    # "reduce-overhead" (CUDA graphs), "max-autotune"
-    "compile": False,
-    # CIFAR-sized data: "device" (batched on the device) or "dataloader" (the original
-    # codebases' DataLoader + PIL path, to check that the fast path changes no result)
-    "loader": "device",
-}
-
 
 class NonFiniteLoss(RuntimeError):
     pass

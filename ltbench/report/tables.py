@@ -13,7 +13,6 @@ import pandas as pd
 
 from .load import KINDS, RUN_KINDS, LeftOut
 from .names import dataset_rank, dataset_title, method_rank, method_title
-from .reference import lookup
 
 # Everything that defines a run except its seed: equal on all of these = seeds of one spec.
 # n_train stands in for the spec's head-class size (n_max), which result.csv does not carry.
@@ -23,7 +22,7 @@ SPEC_COLUMNS = ["method", "dataset", "imbalance_factor", "profile", "backbone", 
 SETTING_COLUMNS = ["preset", "profile", "backbone", "epochs", "batch_size", "mmf_convention",
                    "n_train"]
 METRICS = ["top1", "many", "medium", "few", "top1_best"]
-PM, MINUS, DAGGER, DDAGGER = " \u00b1 ", "\u2212", "\u2020", "\u2021"
+PM, MINUS, DAGGER = " \u00b1 ", "\u2212", "\u2020"
 NO_GROUP = "\u2014"  # a shot group with no classes; a cell never run stays blank
 _MISSING = object()
 
