@@ -68,16 +68,45 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where an image dataset's files are: image_root, split_dir, train_file, eval_file "
                      "(e.g. imagenet_lt.image_root=/datasets/imagenet)")
     run.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    run.add_argument("--jobs", metavar="N", help="runs at once on this machine, each a process of its own (default: "
+                     "one per device of --devices on GPUs; 1 on a CPU-only machine, using every core)")
+    run.add_argument("--devices", action=ListArgument, metavar="DEVICE",
+                     help="where the jobs of --jobs run, in turn: cuda:0,cuda:1 (or 0,1), cuda (every visible GPU) "
+                     "or cpu; a device named twice gets twice the jobs (default: every visible GPU, else the CPU)")
     run.add_argument("--dry-run", action="store_true", help="print the expanded grid and which runs exist")
     run.add_argument("--show-spec", action="store_true",
                      help="with --dry-run: every run's resolved settings, one JSON object a line")
     run.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    run.add_argument("--tag", metavar="NAME",
+                     help="experiment tag recorded in the result row of every run this sweep trains; "
+                     "`ltbench report --tag NAME` keeps only those rows. A tag annotates runs and is not part of "
+                     "the run id: a run already done (under another tag or none) is reused and keeps its row")
     slurm = _optional("ltbench.launch.slurm")
     if slurm is not None:
         slurm.add_arguments(run)
 
     status = sub.add_parser("status", help="done, partial and failed runs in a results dir")
     status.add_argument("--results-dir", default=DEFAULT_RESULTS)
+
+    show = sub.add_parser("show", help="one run's spec, provenance, result and history")
+    show.add_argument("run_id", metavar="RUN_ID", help="a run id, or its first characters if no other run shares them")
+    show.add_argument("--results-dir", default=DEFAULT_RESULTS)
+
+    split = sub.add_parser("split", help="export a long-tailed training split (image indices, labels, class "
+                           "counts, fingerprint) as JSON, to train on the same images elsewhere")
+    split.add_argument("dataset", nargs="?", metavar="DATASET", help="e.g. cifar10_lt")
+    split.add_argument("--if", dest="imbalance_factor", metavar="IF",
+                       help="imbalance factor, e.g. 100 (datasets published with their split have their own)")
+    split.add_argument("--profile", metavar="PROFILE", help="exp (default) or step")
+    split.add_argument("--n-max", dest="n_max", metavar="N",
+                       help="head-class size (default: the dataset's paper value; the smoke and quick presets "
+                       "use smaller ones: `ltbench show RUN_ID` gives a run's, or use --run)")
+    split.add_argument("--run", metavar="RUN_ID", help="the split a run of --results-dir trained on (its dataset, "
+                       "IF, profile and n_max), checked against the fingerprint the run recorded")
+    split.add_argument("--results-dir", default=DEFAULT_RESULTS, help="with --run: where the run is")
+    split.add_argument("--data-root", help="where datasets live (default $LTBENCH_DATA or ~/.cache/ltbench/data)")
+    split.add_argument("--out", metavar="FILE", help="the JSON file to write (default split_<dataset>_if<IF>"
+                       "[_<profile>]_nmax<N>.json here; - for standard output)")
 
     fetch = sub.add_parser("fetch-data", help="make a dataset available offline")
     fetch.add_argument("dataset", help="a dataset that can be fetched: " + ", ".join(_fetchable()))
@@ -154,6 +183,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "status":
             from ltbench.commands import status
             return status(args.results_dir)
+        if args.command == "show":
+            from ltbench.progress import console
+            from ltbench.show import show
+            return show(args.results_dir, args.run_id, console)
+        if args.command == "split":
+            from ltbench.progress import console
+            from ltbench.split_export import export_split
+            return export_split(args, console)
         if args.command == "fetch-data":
             from ltbench.commands import fetch_data
             return fetch_data(args.dataset, args.data_root, args.allow_apt)

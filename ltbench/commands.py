@@ -15,11 +15,12 @@ from ltbench.errors import CorruptFile, UserError, unknown_name
 from ltbench.migrate import migrate_store, pending_migrations
 from ltbench.models import CIFAR_BACKBONES
 from ltbench.presets import PRESETS
-from ltbench.progress import RichReporter, console, results_table
+from ltbench.progress import console, reporter_for_output, results_table
 from ltbench.data.profiles import class_counts
 from ltbench.store import SET_ASIDE, RunStore
 from ltbench.settings import SPEC_FIELDS, as_settings
 from ltbench.sweep import Sweep, expand, read_config
+from ltbench.tag import check_tag, set_experiment_tag
 
 # Options of the sweep itself (not of its runs: those are ltbench.settings)
 DEFAULTS = {"preset": "paper", "seeds": ["0"], "results_dir": "results", "device": "auto"}
@@ -140,6 +141,8 @@ def sweep_from_args(args) -> tuple[Sweep, dict]:
     check_device_name(where["device"])
     where["data_root"] = getattr(args, "data_root", None) or config.get("data_root")
     where["data_options"] = data_options_from(config.get("data", {}), getattr(args, "data_options", []) or [])
+    tag = pick("tag", "tag")
+    where["tag"] = None if tag is None else check_tag(tag)
     return sweep, where
 
 
@@ -214,6 +217,21 @@ def data_options_from(table: dict, flags: list[str]) -> dict:
     return options
 
 
+def local_plan(args, device: str):
+    """--jobs and --devices for a local sweep; under torchrun each run already spans every
+    process, so one run at a time."""
+    from ltbench.launch.job_plan import parse_jobs, plan_jobs
+
+    jobs, devices = getattr(args, "jobs", None), getattr(args, "devices", None)
+    if distributed.requested_world_size() > 1:
+        if devices or (jobs is not None and parse_jobs(jobs) > 1):
+            raise UserError("--jobs and --devices do not go with torchrun: there each run is data-parallel over "
+                            "every process, and torchrun gives each process its GPU",
+                            hint="leave them out under torchrun, or run without torchrun to train several runs at once")
+        jobs = 1
+    return plan_jobs(jobs, devices, device)
+
+
 def run(args) -> int:
     if args.launcher != "slurm" and slurm_flags_given(args):
         raise UserError(f"{', '.join(slurm_flags_given(args))}: Slurm option(s), read only with --launcher slurm",
@@ -224,11 +242,17 @@ def run(args) -> int:
     sweep, where = sweep_from_args(args)
     if args.launcher == "local":
         check_device_present(where["device"])
+        where["plan"] = local_plan(args, where["device"])
+    elif getattr(args, "jobs", None) is not None or getattr(args, "devices", None):
+        raise UserError("--jobs and --devices are options of the local launcher",
+                        hint="under Slurm every run is a job of its own: leave them out "
+                        "(--slurm-array-parallelism caps how many run at once)")
     if where["data_root"]:
         # through the environment, so Slurm jobs and subprocesses see the same root
         os.environ["LTBENCH_DATA"] = str(Path(where["data_root"]).expanduser().resolve())
     if where["data_options"]:
         os.environ[OPTIONS_ENV] = json.dumps(where["data_options"])
+    set_experiment_tag(where["tag"])  # through the environment too, for Slurm jobs and torchrun ranks
     if distributed.requested_world_size() > 1 and args.launcher != "local":
         raise UserError("under torchrun, ltbench runs the sweep itself: use --launcher local",
                         hint="for Slurm, leave torchrun out and ask for --slurm-gpus / --slurm-tasks-per-node")
@@ -272,9 +296,19 @@ def _run(args, sweep: Sweep, where: dict) -> int:
     if args.launcher == "slurm":
         from ltbench.launch import slurm
         return slurm.launch(todo, where["results_dir"], args, device=where["device"])
-    from ltbench.launch.local import run_local
-    statuses = run_local(todo, where["results_dir"], where["device"],
-                         reporter_factory=RichReporter if distributed.is_main() else None, log=console.print)
+    plan = where["plan"]
+
+    def log(line) -> None:
+        console.print(escape(str(line)))  # "[run id] ..." is text, not rich markup
+
+    if plan.jobs > 1:
+        from ltbench.launch.jobs import run_jobs
+        statuses = run_jobs(todo, where["results_dir"], plan, log=log)
+    else:
+        from ltbench.launch.local import run_local
+        device = plan.devices[0] if getattr(args, "devices", None) else where["device"]
+        statuses = run_local(todo, where["results_dir"], device,
+                             reporter_factory=reporter_for_output if distributed.is_main() else None, log=log)
     rows = [store.read_result(spec.run_id) for spec in specs]
     console.print(results_table([r for r in rows if r is not None]))
     failed = [rid for rid, s in statuses.items() if s == "failed"]
@@ -306,6 +340,18 @@ def grid_table(specs, states, absent: dict | None = None) -> Table:
         table.add_row(s.run_id, s.method, s.dataset, f"{s.imbalance_factor:g}", str(s.seed), s.preset, s.backbone,
                       str(s.epochs), str(s.batch_size), state)
     return table
+
+
+def partial_progress(store: RunStore, run_id: str, epochs: str) -> str:
+    """How far a partial run got, from its history: its last finished epoch, and its last
+    evaluated top-1 when there is one."""
+    history = store.read_history(run_id)
+    if not history:
+        return "started, no epoch finished"
+    last = history[-1]
+    evaluated = [row for row in history if row.get("top1")]
+    top1 = f", top-1 {float(evaluated[-1]['top1']):.2f}% at epoch {evaluated[-1]['epoch']}" if evaluated else ""
+    return f"epoch {last['epoch']} of {epochs}{top1}"
 
 
 def status(results_dir) -> int:
@@ -348,6 +394,8 @@ def status(results_dir) -> int:
                 detail = f"{row['error']} (log: {store.run_dir(run_id) / 'error.log'}{job_log})"
         elif state == "corrupt":
             detail = f"{why}; a rerun of the sweep moves the folder to {store.root / SET_ASIDE}/ and redoes the run"
+        elif state == "partial":
+            detail = partial_progress(store, run_id, label[-1])
         # scheduler_states leaves out runs whose current result is in the store, so it wins:
         # a retried failure keeps its old row until the new job starts
         if run_id in scheduler:

@@ -110,6 +110,18 @@ class Method(nn.Module):
     def loss(self, backbone: nn.Module, batches: dict[str, Batch], progress: Progress) -> torch.Tensor:
         raise NotImplementedError
 
+    def record(self, **values) -> None:
+        """Report parts of this step's loss, or figures behind it (a branch weight, whether
+        re-weighting is on), for the run's history: the trainer averages each over the epoch's
+        steps and writes it to history.csv beside the total loss. Call it from `loss` with
+        detached tensors or floats; tensors are read once an epoch, so recording costs no
+        device synchronisation."""
+        self.__dict__.setdefault("_recorded", {}).update(values)
+
+    def take_recorded(self) -> dict:
+        """What `record` collected since the last call (the trainer calls it after each step)."""
+        return self.__dict__.pop("_recorded", {})
+
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 

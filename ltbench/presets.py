@@ -11,9 +11,10 @@ from ltbench.errors import UserError
 
 
 def paper(ds: DatasetInfo) -> dict:
+    # a paper run keeps its test predictions: a few hundred kB next to hours of training
     if ds.protocol:  # the dataset's own (ImageNet-LT: ResNeXt-50, 90 epochs, ...)
-        return {"n_max": None}
-    return {"epochs": 200, "backbone": "resnet32_cifar", "n_max": None}
+        return {"n_max": None, "save_predictions": True}
+    return {"epochs": 200, "backbone": "resnet32_cifar", "n_max": None, "save_predictions": True}
 
 
 def quick(ds: DatasetInfo) -> dict:

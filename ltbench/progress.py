@@ -1,4 +1,9 @@
-"""Rich progress bars for training (epoch, step, loss, throughput, ETA) and result tables."""
+"""How a run reports its progress: rich bars on a terminal, one plain line per epoch in a log
+(a Slurm job's, a redirected run's), optionally TensorBoard events; and result tables."""
+
+import sys
+import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -31,14 +36,101 @@ class RichReporter(Reporter):
         self.progress.update(self.step_task, completed=step + 1,
                              info=f"loss {loss:.4f}  {images_per_s:,.0f} img/s")
 
-    def epoch_end(self, epoch, top1):
-        info = f"top-1 {top1:.2f}%" if top1 is not None else ""
-        self.progress.update(self.epoch_task, completed=epoch + 1, info=info)
+    def epoch_end(self, record):
+        info = f"top-1 {record['top1']:.2f}%" if record.get("top1") is not None else ""
+        self.progress.update(self.epoch_task, completed=record["epoch"], info=info)
         self.progress.reset(self.step_task, total=self.steps)
 
     def finish(self):
         if self.progress is not None:
             self.progress.stop()
+
+
+class PlainReporter(Reporter):
+    """One line per epoch, flushed as it is written, for output that is not a terminal: a job
+    log shows how far a run is while it runs (rich's bars print nothing there until the end)."""
+
+    def __init__(self, stream=None):
+        self.stream = stream
+
+    def start(self, label, epochs, steps, start_epoch):
+        self.label, self.epochs, self.start_epoch = label, epochs, start_epoch
+        self.started = time.perf_counter()
+
+    def epoch_end(self, record):
+        epoch = record["epoch"]
+        done = epoch - self.start_epoch  # epochs this process trained, for the ETA
+        eta = (time.perf_counter() - self.started) / max(done, 1) * (self.epochs - epoch)
+        parts = [f"{self.label}  epoch {epoch}/{self.epochs}", f"loss {record['loss']:.4f}", f"lr {record['lr']:.4g}"]
+        if record.get("top1") is not None:
+            parts.append(f"top-1 {record['top1']:.2f}%")
+        parts += [f"{record['images_per_s']:,.0f} img/s", f"ETA {_duration(eta)}"]
+        print("  ".join(parts), file=self.stream or sys.stdout, flush=True)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
+class TensorBoardReporter(Reporter):
+    """The history rows as TensorBoard scalars in `log_dir`, one step per epoch. history.csv
+    stays the record; this is a view of it. TensorBoard is imported only when one is made."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = Path(log_dir)
+        self.writer = None
+
+    def start(self, label, epochs, steps, start_epoch):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            from ltbench.errors import UserError
+
+            raise UserError("log_tensorboard=true needs the tensorboard package, which is not installed",
+                            hint="pip install 'ltbench[tensorboard]' (or pip install tensorboard), or leave "
+                            "log_tensorboard off: history.csv holds the same figures") from None
+        # a resumed run drops the events of epochs after its checkpoint, as it drops the epochs
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=start_epoch + 1)
+
+    def epoch_end(self, record):
+        for name, value in record.items():
+            if name != "epoch" and value is not None:
+                self.writer.add_scalar(name, value, record["epoch"])
+        self.writer.flush()
+
+    def finish(self):
+        if self.writer is not None:
+            self.writer.close()
+
+
+class Reporters(Reporter):
+    """Several reporters as one."""
+
+    def __init__(self, *reporters: Reporter):
+        self.reporters = reporters
+
+    def start(self, *args):
+        for r in self.reporters:
+            r.start(*args)
+
+    def step(self, *args):
+        for r in self.reporters:
+            r.step(*args)
+
+    def epoch_end(self, record):
+        for r in self.reporters:
+            r.epoch_end(record)
+
+    def finish(self):
+        for r in self.reporters:
+            r.finish()
+
+
+def reporter_for_output(console: Console = console) -> Reporter:
+    """Bars on a terminal, one line per epoch anywhere else."""
+    return RichReporter(console) if console.is_terminal else PlainReporter()
 
 
 def _fmt(value, digits=2):

@@ -16,8 +16,21 @@ RESULT_COLUMNS = [
     # the data the run trained and was tested on (ltbench.data.datasets.split_fingerprint), so a
     # changed dataset file cannot pass for the same data
     "split_fingerprint",
+    # the experiment tag of the sweep that trained the run (`ltbench run --tag`): an annotation,
+    # never part of the run id
+    "tag",
 ]
-PER_CLASS_COLUMNS = ["class", "n_train", "correct", "total"]
+# A run's files besides result.csv and per_class.csv
+HISTORY_FILE = "history.csv"  # one row per finished epoch (ltbench.train.Trainer.history)
+PREDICTIONS_FILE = "predictions.npz"  # per test image, with the save_predictions setting
+# history.csv's columns: these first, then what the method records (its loss parts), then
+# the timing and evaluation columns (empty on epochs without an evaluation)
+HISTORY_LEADING = ["epoch", "lr", "loss"]
+HISTORY_TRAILING = ["images_per_s", "wall_s", "top1", "many", "medium", "few"]
+PER_CLASS_COLUMNS = ["class", "name", "n_train", "correct", "total"]
+# the numbers a per_class.csv must hold; `name` (the class's name, empty where the dataset
+# names none) is missing from files of an older ltbench
+PER_CLASS_COUNTS = ["class", "n_train", "correct", "total"]
 NUMERIC_COLUMNS = [
     "imbalance_factor", "seed", "epochs", "batch_size", "top1", "many", "medium", "few",
     "top1_best", "top1_best_epoch", "n_train", "n_classes", "n_many", "n_medium", "n_few",

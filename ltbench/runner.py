@@ -10,30 +10,49 @@ import traceback
 import torch
 
 import ltbench
-from ltbench import distributed, environment, registry, stages
+from ltbench import distributed, environment, registry, run_lock, stages
 from ltbench.shared_store import open_store
 from ltbench.metrics import group_accuracy, group_sizes
 from ltbench.models import create_backbone
 from ltbench.spec import RunSpec
+from ltbench.tag import experiment_tag
 from ltbench.store import CheckpointRefused, CorruptFile, RunStore
+from ltbench.progress import Reporters, TensorBoardReporter
 from ltbench.train import Reporter, Trainer
 
 SPEC_COLUMNS = ("method", "dataset", "imbalance_factor", "profile", "backbone", "seed", "epochs", "batch_size", "preset")
 
 
 def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter | None = None,
-            data_root=None, log=print) -> str:
-    """Train (or resume) one run and store its result. Returns "done" or "failed"; a failure
-    is recorded in the result row with its reason rather than raised, so a sweep goes on.
+            data_root=None, log=print, wait: bool = False) -> str:
+    """Train (or resume) one run and store its result, holding the run's lock (ltbench.run_lock)
+    while it does. Returns "done", "failed", or "busy": another process holds the lock, so is
+    training the run (with `wait`, this waits for it instead). A run found done, by another
+    process meanwhile, is "done" and not trained again. A failure is recorded in the result
+    row with its reason rather than raised, so a sweep goes on.
     Ctrl-C is not a failure: it propagates, and the last epoch checkpoint stays valid.
     In a distributed run every rank calls this; a failure is recorded and then raised, since
     the other ranks wait on the failed one and only the launcher can end them."""
     store = open_store(results_dir)
-    found, why = store.inspect(spec.run_id)
-    if found == "corrupt":
+    waiting = f"[{spec.run_id}] {spec.label}: another process is training it; waiting for it"
+    with run_lock.holding(store.run_dir(spec.run_id), wait, on_wait=lambda: log(waiting)) as held:
+        if not held:
+            return "busy"
+        found, why = store.inspect(spec.run_id)
+        if found == "done":
+            log(f"[{spec.run_id}] {spec.label}: done meanwhile, by another process")
+            return "done"
+        if found != "corrupt":
+            return _train(spec, store, results_dir, device, reporter, data_root, log)
         # its files name another run or cannot be read: nothing in the folder is trusted, and
-        # nothing is deleted either
+        # nothing is deleted either. The lock file moves away with the folder, so the run is
+        # trained under a lock in the new folder.
         log(f"[{spec.run_id}] {why}; the folder moved to {store.set_aside(spec.run_id)}, the run starts over")
+    return execute(spec, results_dir, device, reporter, data_root, log, wait)
+
+
+def _train(spec: RunSpec, store, results_dir, device: str, reporter, data_root, log) -> str:
+    """execute's work, with the run's lock held."""
     store.write_spec(spec)
     # a retry starts from the last good checkpoint; the old failure row must not outlive it
     (store.run_dir(spec.run_id) / "result.csv").unlink(missing_ok=True)
@@ -52,6 +71,8 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
             check_same_data(store.checkpoint_path(spec.run_id), state, trainer.data)
             trainer.load_state_dict(state)
             log(f"[{spec.run_id}] resuming from epoch {trainer.start_epoch} of {trainer.epochs}")
+        else:
+            log(f"[{spec.run_id}] {spec.label}: training from epoch 1 of {trainer.epochs}")
         outcome = trainer.fit()
     except KeyboardInterrupt:
         raise
@@ -63,8 +84,11 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
             raise
         return "failed"
     counts, data = outcome.final, trainer.data
+    if outcome.predictions is not None:
+        store.write_predictions(spec.run_id, outcome.predictions)
+    names = getattr(data, "class_names", None) or [""] * data.num_classes  # a plugin's data may name none
     per_class = [
-        {"class": c, "n_train": n, "correct": int(counts.correct[c]), "total": int(counts.total[c])}
+        {"class": c, "name": names[c], "n_train": n, "correct": int(counts.correct[c]), "total": int(counts.total[c])}
         for c, n in enumerate(data.class_counts)
     ]
     # the result row's many/medium/few follow the dataset's rule; the report can regroup the
@@ -101,12 +125,22 @@ def ensure_stage1(spec: RunSpec, results_dir, device: str, reporter=None, data_r
     if first is None:
         return None
     store = open_store(results_dir)
-    reused = distributed.broadcast(store.state(first.run_id) == "done" and store.checkpoint_path(first.run_id).exists())
+
+    def done() -> bool:
+        return distributed.broadcast(store.state(first.run_id) == "done" and store.checkpoint_path(first.run_id).exists())
+
+    reused = done()
+    if not reused:
+        # another process (a sweep beside this one, another job of --jobs, a Slurm job) may be
+        # training it: wait for that, rather than train it a second time
+        run_lock.wait_while_held(store.run_dir(first.run_id), on_wait=lambda: log(
+            f"  stage 1: {first.label} ({first.run_id}) is being trained by another process; waiting for it"))
+        reused = done()
     if reused:
         log(f"  stage 1: reusing {first.label} ({first.run_id})")
     else:
         log(f"  stage 1: training {first.label} ({first.run_id}) as a run of its own")
-        if execute(first, results_dir, device, reporter, data_root, log) != "done":
+        if execute(first, results_dir, device, reporter, data_root, log, wait=True) != "done":
             raise RuntimeError(f"stage 1 ({first.method} run {first.run_id}) failed: "
                                f"{store.read_result(first.run_id)['error']}")
     return stages.Stage1(first, reused, store.read_result(first.run_id), store.load_checkpoint(first.run_id))
@@ -122,9 +156,15 @@ def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter
     def save(state: dict) -> None:
         # the data's fingerprint travels with the weights: a resume on changed files is refused
         store.save_checkpoint(spec, {**state, "split_fingerprint": data.split_fingerprint})
+        # written after the checkpoint: a kill between the two leaves history.csv one epoch
+        # short, and the resumed run rewrites it whole from the checkpoint's rows
+        store.write_history(spec.run_id, state["history"])
 
-    return make_trainer(spec, data, device, stage1=stage1, reporter=reporter or Reporter(), label=label,
-                        save_checkpoint=save)
+    reporter = reporter or Reporter()
+    if spec.trainer_params.get("log_tensorboard") and distributed.is_main():
+        reporter = Reporters(reporter, TensorBoardReporter(store.run_dir(spec.run_id) / "tensorboard"))
+    return make_trainer(spec, data, device, stage1=stage1, reporter=reporter, label=label, save_checkpoint=save,
+                        shot_rule=registry.dataset(spec.dataset).shot_rule)
 
 
 def check_same_data(path, state: dict, data) -> None:
@@ -172,5 +212,6 @@ def result_row(spec: RunSpec, status: str, started: str, device=None, error: str
         "status": status,
         "error": error,
         "slurm_job_id": environment.slurm_job_id(),
+        "tag": experiment_tag(),
         **values,
     }

@@ -248,6 +248,11 @@ SETTINGS: dict[str, Setting] = {
     # DataLoader + PIL path, kept to check that the fast path changes no result
     "loader": Setting("device", "CIFAR-sized data: batched on the device, or a DataLoader with PIL",
                       kind=EXECUTION, choices=("device", "dataloader")),
+    # what a run keeps besides its result: neither changes what it computes
+    "save_predictions": Setting(False, "keep each test image's prediction, confidence and top-5 logits "
+                                "(predictions.npz) for post-hoc analyses; on in the paper preset", kind=EXECUTION),
+    "log_tensorboard": Setting(False, "also write the run's history as TensorBoard events (needs the "
+                               "tensorboard package: pip install 'ltbench[tensorboard]')", kind=EXECUTION),
 }
 
 # The spec's own fields (RunSpec attributes); the other protocol settings live in spec.params.

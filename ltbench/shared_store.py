@@ -31,6 +31,14 @@ class RankZeroStore:
         if distributed.is_main():
             self.store.save_checkpoint(spec, state)
 
+    def write_history(self, run_id: str, history: list[dict]) -> None:
+        if distributed.is_main():
+            self.store.write_history(run_id, history)
+
+    def write_predictions(self, run_id: str, arrays: dict) -> None:
+        if distributed.is_main():
+            self.store.write_predictions(run_id, arrays)
+
     def write_result(self, row: dict, per_class: list[dict] | None = None) -> None:
         if row["status"] == "failed":
             self.store.write_result(row, per_class)

@@ -30,11 +30,13 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ltbench.environment import now
 from ltbench.errors import CorruptFile, UserError
-from ltbench.results_schema import PER_CLASS_COLUMNS, REQUIRED_COLUMNS, RESULT_COLUMNS
+from ltbench.results_schema import (HISTORY_FILE, HISTORY_LEADING, HISTORY_TRAILING, PER_CLASS_COLUMNS,
+                                    PREDICTIONS_FILE, REQUIRED_COLUMNS, RESULT_COLUMNS)
 from ltbench.spec import RunSpec
 
 DIR_MODE, FILE_MODE = 0o755, 0o644  # less the umask; group and others never write
@@ -109,6 +111,14 @@ def csv_bytes(columns: list[str], rows: list[dict]) -> bytes:
     for row in rows:
         writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
     return out.getvalue().encode()
+
+
+def history_columns(history: list[dict]) -> list[str]:
+    """The fixed leading and trailing columns, and between them what the method recorded, in
+    the order it first appeared."""
+    fixed = set(HISTORY_LEADING) | set(HISTORY_TRAILING)
+    recorded = dict.fromkeys(k for row in history for k in row if k not in fixed)
+    return [*HISTORY_LEADING, *recorded, *HISTORY_TRAILING]
 
 
 class CheckpointRefused(Exception):
@@ -194,6 +204,27 @@ class RunStore:
         if per_class is not None:
             atomic_write_bytes(folder / "per_class.csv", csv_bytes(PER_CLASS_COLUMNS, per_class))
         atomic_write_bytes(folder / "result.csv", csv_bytes(RESULT_COLUMNS, [row]))
+
+    def write_history(self, run_id: str, history: list[dict]) -> None:
+        """history.csv, rewritten whole from the checkpointed rows at each epoch end, so after
+        a resume it holds exactly the epochs the weights have seen."""
+        # six significant digits: a loss or lr reads as 0.693147, not 0.6931471805599453
+        rows = [{k: format(v, ".6g") if isinstance(v, float) else v for k, v in row.items()} for row in history]
+        atomic_write_bytes(self.run_dir(run_id) / HISTORY_FILE, csv_bytes(history_columns(history), rows))
+
+    def read_history(self, run_id: str) -> list[dict]:
+        """history.csv's rows as text (an empty list where there is none: a run not yet
+        through its first epoch, or one written before ltbench kept histories)."""
+        path = self.run_dir(run_id) / HISTORY_FILE
+        if not path.exists():
+            return []
+        with open(path, newline="", encoding="utf-8") as f:
+            return list(csv.DictReader(f))
+
+    def write_predictions(self, run_id: str, arrays: dict) -> None:
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, **arrays)
+        atomic_write_bytes(self.run_dir(run_id) / PREDICTIONS_FILE, buffer.getvalue())
 
     def read_result(self, run_id: str) -> dict | None:
         """The run's result row, or None; CorruptFile when it cannot be read, is not a result,

@@ -197,7 +197,7 @@ def preset_label(spec: RunSpec) -> str:
 # ------------------------------------------------------------------ config files
 
 CONFIG_KEYS = {"methods", "datasets", "dataset", "imbalance_factors", "if", "seeds", "preset", "profile",
-               "backbone", "epochs", "batch_size", "n_max", "results_dir", "device", "set", "data_root", "data"}
+               "backbone", "epochs", "batch_size", "n_max", "results_dir", "device", "set", "data_root", "data", "tag"}
 LIST_KEYS = ("methods", "datasets", "dataset", "imbalance_factors", "if", "seeds")
 
 

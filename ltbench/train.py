@@ -15,7 +15,7 @@ from ltbench import distributed
 from ltbench.data.datasets import LongTailData
 from ltbench.data.pipeline import eval_batches, make_loader
 from ltbench.method import Method, Progress
-from ltbench.metrics import ClassCounts
+from ltbench.metrics import ClassCounts, group_accuracy
 
 
 class NonFiniteLoss(RuntimeError):
@@ -42,11 +42,12 @@ def learning_rate(epoch: int, epochs: int, p: dict) -> float:
 
 
 class Reporter:
-    """Progress callbacks; the default reports nothing."""
+    """Progress callbacks; the default reports nothing. `epoch_end` gets the epoch's history
+    row (`Trainer.history`), after the epoch's checkpoint is saved."""
 
     def start(self, label: str, epochs: int, steps: int, start_epoch: int) -> None: ...
     def step(self, epoch: int, step: int, loss: float, images_per_s: float) -> None: ...
-    def epoch_end(self, epoch: int, top1: float | None) -> None: ...
+    def epoch_end(self, record: dict) -> None: ...
     def finish(self) -> None: ...
 
 
@@ -57,8 +58,9 @@ class TrainOutcome:
     best_epoch: int
     train_seconds: float  # this process's training time plus the time recorded before any resume
     images_seen: int
-    loss_history: list[float] = field(default_factory=list)  # mean loss per epoch
+    history: list[dict] = field(default_factory=list)  # Trainer.history
     calibration: dict = field(default_factory=dict)  # what Method.calibrate chose, e.g. {"tau": 0.9}
+    predictions: dict | None = None  # test-set predictions (Trainer.evaluate_test_set), where asked for
 
 
 @dataclass
@@ -74,6 +76,7 @@ class Trainer:
     save_checkpoint: callable = None  # state dict -> None
     reporter: Reporter = field(default_factory=Reporter)
     label: str = ""
+    shot_rule: str = "cb"  # how history rows group classes into many / medium / few
     step_hook: callable = None  # (epoch, step, loss tensor) -> None; used by tests to watch the loss
 
     def __post_init__(self):
@@ -98,7 +101,10 @@ class Trainer:
         self.loader = make_loader(self.data, self.method.draws, self.batch_size, self.device, self.seed, p)
         self.data_parallel = distributed.data_parallel(self.backbone, self.method)
         self.start_epoch, self.best_top1, self.best_epoch = 0, -1.0, -1
-        self.seconds_before, self.images_before, self.loss_history = 0.0, 0, []
+        self.seconds_before, self.images_before = 0.0, 0
+        # one row per finished epoch: epoch (1-based), lr, loss, the method's recorded parts,
+        # images/s, training seconds so far, and top-1 / many / medium / few where evaluated
+        self.history: list[dict] = []
 
     def autocast(self):
         if self.cuda:
@@ -123,7 +129,7 @@ class Trainer:
             "best_epoch": self.best_epoch,
             "seconds": seconds,
             "images": images,
-            "loss_history": self.loss_history,
+            "history": self.history,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -137,7 +143,9 @@ class Trainer:
         self.start_epoch = state["epoch"] + 1
         self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
         self.seconds_before, self.images_before = state["seconds"], state["images"]
-        self.loss_history = list(state["loss_history"])
+        # checkpoints of earlier versions kept the mean loss per epoch only
+        self.history = [dict(row) for row in state["history"]] if "history" in state else [
+            {"epoch": e + 1, "loss": loss} for e, loss in enumerate(state.get("loss_history", []))]
 
     # ------------------------------------------------------------------ loop
 
@@ -145,36 +153,42 @@ class Trainer:
         steps = self.loader.steps_per_epoch
         self.reporter.start(self.label, self.epochs, steps, self.start_epoch)
         seconds, images = self.seconds_before, self.images_before
-        final, calibration = None, {}
+        final, calibration, predictions = None, {}, None
+        keep_predictions = bool(self.params.get("save_predictions"))
         for epoch in range(self.start_epoch, self.epochs):
             start = time.perf_counter()
-            mean_loss = self._train_epoch(epoch, steps)
+            mean_loss, recorded = self._train_epoch(epoch, steps)
             if self.cuda:
                 torch.cuda.synchronize()
-            seconds += time.perf_counter() - start
+            spent = time.perf_counter() - start
+            seconds += spent
             images += len(self.data.train_y)
-            self.loss_history.append(mean_loss)
             last = epoch == self.epochs - 1
-            top1 = None
+            record = {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"], "loss": mean_loss, **recorded,
+                      "images_per_s": len(self.data.train_y) / max(spent, 1e-9)}
             if last:
                 calibration, spent = self._calibrate()
                 seconds += spent
+            record["wall_s"] = seconds
             if last or (epoch + 1) % self.params["eval_every"] == 0:
-                final = self.evaluate()
-                top1 = float(final.top1)  # a plain float: checkpoints hold plain data only
-                if top1 > self.best_top1:
-                    self.best_top1, self.best_epoch = top1, epoch
+                final, predictions = self.evaluate_test_set(predictions=last and keep_predictions)
+                # plain floats: checkpoints hold plain data only
+                record.update(top1=float(final.top1), **group_accuracy(final, self.data.class_counts, self.shot_rule))
+                if record["top1"] > self.best_top1:
+                    self.best_top1, self.best_epoch = record["top1"], epoch
+            self.history.append(record)
             if self.save_checkpoint is not None:
                 self.save_checkpoint(self.state_dict(epoch, seconds, images))
-            self.reporter.epoch_end(epoch, top1)
+            self.reporter.epoch_end(record)
         self.reporter.finish()
         if final is None:  # no epoch to train (post-hoc only, or resumed after the last one)
             calibration, spent = self._calibrate()
             seconds += spent
-            final = self.evaluate()
+            final, predictions = self.evaluate_test_set(predictions=keep_predictions)
             if self.best_top1 < 0:
                 self.best_top1 = float(final.top1)
-        return TrainOutcome(final, self.best_top1, self.best_epoch, seconds, images, self.loss_history, calibration)
+        return TrainOutcome(final, self.best_top1, self.best_epoch, seconds, images, self.history, calibration,
+                            predictions)
 
     def _calibrate(self) -> tuple[dict, float]:
         start = time.perf_counter()
@@ -187,10 +201,13 @@ class Trainer:
         self.backbone.train()
         self.method.train()
         total = torch.zeros((), device=self.device)
+        recorded = {}  # the method's recorded parts, summed over the epoch's steps
         tick, seen = time.perf_counter(), 0
         for step, batches in enumerate(self.loader.epoch()):
             loss = self.train_step(batches, Progress(epoch, self.epochs, step, steps))
             total += loss
+            for name, value in self.method.take_recorded().items():
+                recorded[name] = recorded.get(name, 0.0) + value
             seen += len(next(iter(batches.values())).labels)
             if self.step_hook is not None:
                 self.step_hook(epoch, step, loss)
@@ -205,7 +222,8 @@ class Trainer:
         mean = distributed.mean(total / steps).item()
         if not math.isfinite(mean):
             raise NonFiniteLoss(f"loss became {mean} during epoch {epoch + 1}")
-        return mean
+        return mean, {name: float(distributed.mean(torch.as_tensor(value, device=self.device) / steps))
+                      for name, value in recorded.items()}
 
     def train_step(self, batches: dict, progress: Progress) -> torch.Tensor:
         """One optimiser step on one step's batches; returns the detached loss."""
@@ -234,8 +252,9 @@ class Trainer:
         return torch.cat(chunks)
 
     @torch.no_grad()
-    def evaluate(self, x=None, y=None) -> ClassCounts:
-        """Per-class counts on the balanced test set (or on the given images)."""
+    def evaluate(self, x=None, y=None, keep: list | None = None) -> ClassCounts:
+        """Per-class counts on the balanced test set (or on the given images). With a list as
+        `keep`, each batch's per-image predictions (`top_predictions`) are appended to it."""
         self.backbone.eval()
         self.method.eval()
         x = self.data.test_x if x is None else x
@@ -250,4 +269,47 @@ class Trainer:
             with self.autocast():
                 logits = self.method.logits(self.backbone(self._to_device_layout(images)))
             counts = counts + ClassCounts.from_predictions(logits.argmax(1), labels, self.data.num_classes)
+            if keep is not None:
+                keep.append(top_predictions(logits.float(), labels))
         return distributed.sum_class_counts(counts)
+
+    def evaluate_test_set(self, predictions: bool) -> tuple[ClassCounts, dict | None]:
+        """Counts on the test set, and with `predictions` its per-image predictions in order."""
+        kept = [] if predictions else None
+        counts = self.evaluate(keep=kept)
+        return counts, (test_predictions(kept, len(self.data.test_y)) if predictions else None)
+
+
+# How many of each image's most likely classes a predictions file keeps (with their logits)
+TOP_K = 5
+
+
+def top_predictions(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One batch's per-image record: true and predicted class, the predicted class's softmax
+    probability (for calibration), and the top-k classes with their logits."""
+    k = min(TOP_K, logits.shape[1])
+    top_logits, top_classes = logits.topk(k, dim=1)
+    return {"label": labels.int(), "predicted": top_classes[:, 0].int(),
+            "confidence": logits.softmax(1).max(1).values, "topk_classes": top_classes.int(),
+            "topk_logits": top_logits.half()}
+
+
+def test_predictions(batches: list[dict], n_images: int) -> dict:
+    """The batches' records joined into numpy arrays in test-set order. Each rank evaluated
+    every W-th image: the ranks' parts are gathered and interleaved back."""
+    import numpy as np
+
+    joined = {name: torch.cat([batch[name] for batch in batches]) for name in batches[0]} if batches else {}
+    if distributed.is_distributed():
+        world, out = distributed.world_size(), {}
+        for name, part in joined.items():
+            gathered = distributed.gather(part)  # rank 0's images, then rank 1's, ...
+            full = torch.empty((n_images, *part.shape[1:]), dtype=part.dtype, device=gathered.device)
+            start = 0
+            for r in range(world):
+                size = len(range(r, n_images, world))
+                full[r::world] = gathered[start:start + size]
+                start += size
+            out[name] = full
+        joined = out
+    return {name: value.cpu().numpy() for name, value in joined.items()}

@@ -4,7 +4,7 @@ without its margins, so the effect of DRW alone can be measured."""
 import torch.nn.functional as F
 
 from ltbench.method import LDAM_INIT, LinearClassifierMethod, classifier_init
-from ltbench_methods.common import DRW_SETTINGS, drw_weights
+from ltbench_methods.common import DRW_SETTINGS, deferred_weights
 
 
 class CrossEntropyDRW(LinearClassifierMethod):
@@ -14,5 +14,5 @@ class CrossEntropyDRW(LinearClassifierMethod):
     hyperparameters = {**DRW_SETTINGS, "classifier_init": classifier_init("kaiming_normal", LDAM_INIT)}
 
     def criterion(self, logits, labels, progress):
-        weight = drw_weights(self.class_counts, self.hp["drw_beta"], progress.epoch, progress.epochs, self.hp["drw_start"])
+        weight = deferred_weights(self, progress)
         return F.cross_entropy(logits, labels, weight=weight.to(logits))

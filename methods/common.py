@@ -29,6 +29,14 @@ def drw_weights(class_counts: torch.Tensor, beta: float, epoch: int, epochs: int
     return effective_number_weights(class_counts, beta if epoch >= drw_start_epoch(epochs, start) else 0.0)
 
 
+def deferred_weights(method, progress) -> torch.Tensor:
+    """A DRW method's class weights for this step (`drw_beta`, `drw_start` in its settings);
+    whether re-weighting is on goes to the run's history as `drw` (0 or 1)."""
+    hp = method.hp
+    method.record(drw=float(progress.epoch >= drw_start_epoch(progress.epochs, hp["drw_start"])))
+    return drw_weights(method.class_counts, hp["drw_beta"], progress.epoch, progress.epochs, hp["drw_start"])
+
+
 def log_prior(class_counts: torch.Tensor) -> torch.Tensor:
     """log pi_j, the training label distribution (Menon et al. 2021)."""
     counts = class_counts.float()

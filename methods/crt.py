@@ -1,43 +1,31 @@
 """Classifier re-training, cRT (Kang et al., ICLR 2020): keep the representation of a CE run,
 re-initialise the classifier at random and train only it with class-balanced sampling.
 
-Stage 2 runs as classifier-balancing's run_networks.py runs it: the frozen backbone's
-BatchNorm in train mode (`crt_bn_train`) and the cosine schedule stepped before each epoch,
-so the last epoch trains at lr 0 (`crt_lr_step_first`); see
-ltbench_methods.common.classifier_stage2 for the one difference, the epoch kept (last, not best
-on a validation split).
+Stage 2 runs as classifier-balancing's run_networks.py runs it (ltbench_methods.decoupling):
+the frozen backbone's BatchNorm in train mode (`crt_bn_train`) and the cosine schedule stepped
+before each epoch, so the last epoch trains at lr 0 (`crt_lr_step_first`).
 """
 
-import torch.nn.functional as F
 from torch import nn
 
-from ltbench.method import Draw, Method
-from ltbench_methods.ce import CrossEntropy
-from ltbench_methods.common import classifier_stage2, classifier_stage2_settings, dataset_stage2_settings
-
-# classifier-balancing's other datasets' cRT configs, where they differ from ImageNet-LT's
-BY_DATASET = {
-    "inat2018": {"epochs": (30, "classifier-balancing config/iNaturalist18/cls_crt.yaml L34: num_epochs 30"),
-                 "weight_decay": (1e-4, "classifier-balancing config/iNaturalist18/cls_crt.yaml L15: "
-                                  "weight_decay 0.0001")},
-    "places_lt": {"lr": (0.1, "classifier-balancing config/Places_LT/cls_crt.yaml L15: lr 0.1"),
-                  "batch_size": (256, "classifier-balancing config/Places_LT/cls_crt.yaml L25: batch_size 256")},
-}
+from ltbench_methods.common import classifier_stage2_settings
+from ltbench_methods.decoupling import ClassifierStage
 
 
-class ClassifierRetraining(Method):
+class ClassifierRetraining(ClassifierStage):
     name = "crt"
     display_name = "cRT"
     summary = "cRT: CE backbone frozen, classifier re-trained with class-balanced sampling (Kang et al., ICLR 2020)"
-    stage1 = CrossEntropy
-    draws = {"main": Draw(sampler="class_balanced")}
     # classifier-balancing's ImageNet-LT cls_crt.yaml: lr 0.2 cosine to 0, batch 512, 10 epochs,
     # wd 5e-4, ClassAwareSampler with 4 images per class draw
     hyperparameters = classifier_stage2_settings("crt", epochs=10, config="config/ImageNet_LT/cls_crt.yaml")
-
-    @classmethod
-    def settings(cls, dataset):
-        return dataset_stage2_settings(super().settings(dataset), "crt", dataset, BY_DATASET)
+    by_dataset = {
+        "inat2018": {"epochs": (30, "classifier-balancing config/iNaturalist18/cls_crt.yaml L34: num_epochs 30"),
+                     "weight_decay": (1e-4, "classifier-balancing config/iNaturalist18/cls_crt.yaml L15: "
+                                      "weight_decay 0.0001")},
+        "places_lt": {"lr": (0.1, "classifier-balancing config/Places_LT/cls_crt.yaml L15: lr 0.1"),
+                      "batch_size": (256, "classifier-balancing config/Places_LT/cls_crt.yaml L25: batch_size 256")},
+    }
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
@@ -45,12 +33,5 @@ class ClassifierRetraining(Method):
         # DotProductClassifier (run_networks.py L678-684) and keeps its own init
         self.classifier = nn.Linear(feature_dim, self.num_classes)
 
-    def stage2(self):
-        return classifier_stage2(self.hp, "crt")
-
     def logits(self, features):
         return self.classifier(features)
-
-    def loss(self, backbone, batches, progress):
-        batch = batches["main"]
-        return F.cross_entropy(self.logits(backbone(batch.views[0])).float(), batch.labels)

@@ -145,6 +145,7 @@ class HybridNetwork(Method):
             l_feature = self.feature_loss(embeddings, feature.labels.repeat(len(feature.views)))
         l_ce = F.cross_entropy(self.classifier(class_features).float(), classifier.labels)
         alpha = self.alpha(progress)
+        self.record(loss_feature=l_feature.detach(), loss_classifier=l_ce.detach(), alpha=alpha)
         return alpha * l_feature + (1 - alpha) * l_ce
 
     def logits(self, features):

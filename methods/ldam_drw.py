@@ -7,7 +7,7 @@ from torch import nn
 
 from ltbench.method import LinearClassifierMethod
 from ltbench.settings import Setting
-from ltbench_methods.common import DRW_SETTINGS, NormedLinear, drw_weights
+from ltbench_methods.common import DRW_SETTINGS, NormedLinear, deferred_weights
 
 
 class LDAMLoss(nn.Module):
@@ -53,5 +53,5 @@ class LDAMDRW(LDAM):
     hyperparameters = {**LDAM.hyperparameters, **DRW_SETTINGS}
 
     def criterion(self, logits, labels, progress):
-        weight = drw_weights(self.class_counts, self.hp["drw_beta"], progress.epoch, progress.epochs, self.hp["drw_start"])
+        weight = deferred_weights(self, progress)
         return self.ldam(logits, labels, weight.to(logits.device))

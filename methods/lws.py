@@ -1,35 +1,24 @@
 """Learnable weight scaling, LWS (Kang et al., ICLR 2020): keep a CE run's backbone and
 classifier, learn one scale per class, f_j(x) = s_j (w_j^T x + b_j), with class-balanced sampling.
 
-Stage 2 runs as cRT's (ltbench_methods.crt): BatchNorm in train mode, the cosine schedule
+Stage 2 runs as cRT's (ltbench_methods.decoupling): BatchNorm in train mode, the cosine schedule
 stepped before each epoch, the last epoch kept."""
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ltbench.method import Draw, Method
-from ltbench_methods.ce import CrossEntropy
-from ltbench_methods.common import classifier_stage2, classifier_stage2_settings, dataset_stage2_settings
-
-BY_DATASET = {
-    "inat2018": {"weight_decay": (1e-4, "classifier-balancing config/iNaturalist18/cls_lws.yaml L15: "
-                                  "weight_decay 0.0001")},
-}
+from ltbench_methods.common import classifier_stage2_settings
+from ltbench_methods.decoupling import ClassifierStage
 
 
-class LearnableWeightScaling(Method):
+class LearnableWeightScaling(ClassifierStage):
     name = "lws"
     display_name = "LWS"
     summary = "LWS: CE backbone and classifier frozen, per-class scales learned class-balanced (Kang et al., ICLR 2020)"
-    stage1 = CrossEntropy
-    draws = {"main": Draw(sampler="class_balanced")}
     # classifier-balancing's ImageNet-LT cls_lws.yaml: as cRT but 5 epochs
     hyperparameters = classifier_stage2_settings("lws", epochs=5, config="config/ImageNet_LT/cls_lws.yaml")
-
-    @classmethod
-    def settings(cls, dataset):
-        return dataset_stage2_settings(super().settings(dataset), "lws", dataset, BY_DATASET)
+    by_dataset = {"inat2018": {"weight_decay": (1e-4, "classifier-balancing config/iNaturalist18/cls_lws.yaml L15: "
+                                                "weight_decay 0.0001")}}
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
@@ -39,13 +28,6 @@ class LearnableWeightScaling(Method):
     def load_stage1(self, stage1):
         self.classifier.load_state_dict(stage1.classifier.state_dict())
 
-    def stage2(self):
-        return classifier_stage2(self.hp, "lws")
-
     def logits(self, features):
         # the bias is scaled with the weights, as classifier-balancing's TauNormClassifier does
         return self.classifier(features) * self.scales
-
-    def loss(self, backbone, batches, progress):
-        batch = batches["main"]
-        return F.cross_entropy(self.logits(backbone(batch.views[0])).float(), batch.labels)

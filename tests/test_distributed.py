@@ -60,7 +60,7 @@ def evaluated(results: Path, run_id: str):
 class StopAfterFirstEpoch(Reporter):
     """Ctrl-C right after the first epoch's checkpoint, on every rank."""
 
-    def epoch_end(self, epoch, top1):
+    def epoch_end(self, record):
         raise KeyboardInterrupt
 
 

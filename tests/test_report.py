@@ -800,7 +800,7 @@ def test_per_class_names_and_seed_spread(tmp_path):
         folder = write_run(results, seed=seed, top1=70.0 + seed)
         table = pd.read_csv(folder / "per_class.csv")
         if seed < 2:  # a per_class.csv without names still plots, by index
-            table["class_name"] = [f"name {c}" for c in table["class"]]
+            table["name"] = [f"name {c}" for c in table["class"]]
         table.to_csv(folder / "per_class.csv", index=False)
     loaded = load_results(results)
     tables_ = [loaded.per_class[r] for r in loaded.runs["run_id"]]

@@ -10,7 +10,8 @@ from ltbench.data.profiles import class_counts
 from ltbench.store import RESULT_COLUMNS, RunStore
 
 SMOKE = ["run", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke"]
-OPTIONAL = {"error", "slurm_job_id", "git_sha", "stage1_run_id", "stage1_reused", "stage1_wall_s", "calibration"}
+OPTIONAL = {"error", "slurm_job_id", "git_sha", "stage1_run_id", "stage1_reused", "stage1_wall_s", "calibration",
+            "tag"}
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,11 @@ class LongTailData:
     std: tuple
     holdout_x: np.ndarray | None = None  # see HOLDOUT_PER_CLASS; None where there is none
     holdout_y: np.ndarray | None = None
+    class_names: list[str] | None = None  # as the dataset's files name the classes; None where they do not
+    # where train_x's images are in the source dataset's training split (`ltbench split`
+    # exports them, so another codebase can train on the same images); None where unknown
+    train_indices: np.ndarray | None = None
+    holdout_indices: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -136,6 +141,11 @@ class DatasetInfo:
     # root -> None, or a UserError naming what is missing, without reading, fetching or writing
     # anything (`ltbench run --dry-run`); None: reading the dataset is the only way to know
     find: Callable | None = field(default=None, repr=False, compare=False)
+    # root -> the class names in class-index order, or None where the files name none
+    read_class_names: Callable | None = field(default=None, repr=False, compare=False)
+    # what the indices `ltbench split` exports index: the training split as `read` returns it
+    train_order: str = field(default="the training split in the order the dataset's reader returns it",
+                             compare=False)
 
     @property
     def title(self) -> str:
@@ -165,7 +175,19 @@ class DatasetInfo:
         keep = select_long_tail(train_y, counts)
         held = holdout_indices(train_y, keep, HOLDOUT_PER_CLASS)
         return LongTailData(self.name, self._pad(train_x[keep]), train_y[keep], self._pad(test_x), test_y, counts,
-                            self.mean, self.std, self._pad(train_x[held]), train_y[held])
+                            self.mean, self.std, self._pad(train_x[held]), train_y[held],
+                            class_names=self.names(root), train_indices=keep, holdout_indices=held)
+
+    def names(self, root) -> list[str] | None:
+        """The class names, in class-index order, or None where the dataset's files name none."""
+        if self.read_class_names is None:
+            return None
+        names = self.read_class_names(sources.data_root(root))
+        if names is not None and len(names) != self.num_classes:
+            raise UserError(f"{self.name}: its files name {len(names)} classes, the dataset has {self.num_classes}",
+                            hint="the class-name file belongs to another dataset or is damaged: fetch the "
+                            "dataset again (ltbench fetch-data), or pass --data-root")
+        return names
 
     def _pad(self, x: np.ndarray) -> np.ndarray:
         if self.pad_to is None or x.shape[-1] == self.pad_to:
@@ -182,16 +204,21 @@ DATASETS = {
             "cifar10_lt", "CIFAR-10-LT (Cao et al. 2019 construction), 10 classes, n_max 5000",
             "cifar", 10, 5000, lambda root: sources.read_cifar("cifar10", root), display_name="CIFAR-10-LT",
             fetch=partial(sources.fetch_cifar, "cifar10"), find=partial(sources.find_cifar, "cifar10"),
+            read_class_names=partial(sources.cifar_class_names, "cifar10"),
+            train_order=sources.CIFAR_ORDER["cifar10"],
         ),
         DatasetInfo(
             "cifar100_lt", "CIFAR-100-LT (Cao et al. 2019 construction), 100 classes, n_max 500",
             "cifar", 100, 500, lambda root: sources.read_cifar("cifar100", root), display_name="CIFAR-100-LT",
             fetch=partial(sources.fetch_cifar, "cifar100"), find=partial(sources.find_cifar, "cifar100"),
+            read_class_names=partial(sources.cifar_class_names, "cifar100"),
+            train_order=sources.CIFAR_ORDER["cifar100"],
         ),
         DatasetInfo(
             "fashion_mnist_lt", "Fashion-MNIST-LT, same construction, 10 classes, n_max 6000, padded to 32x32",
             "cifar", 10, 6000, sources.read_fashion_mnist, FASHION_MEAN, FASHION_STD, pad_to=32,
             display_name="Fashion-MNIST-LT", fetch=sources.fetch_fashion_mnist, find=sources.find_fashion_mnist,
+            read_class_names=lambda root: list(sources.FASHION_CLASSES), train_order=sources.FASHION_ORDER,
         ),
     ]
 }

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 
 from ltbench.data.datasets import DatasetInfo, check_splits, split_fingerprint
-from ltbench.data.inat import read_inat_json
+from ltbench.data.inat import read_inat_json, read_inat_names
 from ltbench.data.profiles import select_long_tail
 from ltbench.data.sources import data_root
 from ltbench.data.split_files import SHOWN, read_split_file
@@ -50,6 +50,9 @@ class ImageFileData:
     mean: tuple
     std: tuple
     in_chans: int = 3
+    class_names: list[str] | None = None  # as the dataset's files name the classes; None where they do not
+    # the training images' lines (entries) of the training split file; `ltbench split` exports them
+    train_indices: np.ndarray | None = None
 
     @property
     def num_classes(self) -> int:
@@ -72,6 +75,14 @@ class SplitFiles:
     train_file: str
     eval_file: str
     parse: Callable  # split file -> (relative paths, labels)
+    names: Callable | None = None  # training split file -> {class id: name}, or None where it names none
+
+    def class_names(self, root, num_classes: int) -> list[str] | None:
+        """The names of classes 0..num_classes-1, or None unless the files name every one."""
+        names = self.names(self.files(root)[0]) if self.names is not None else None
+        if not names or any(c not in names for c in range(num_classes)):
+            return None
+        return [names[c] for c in range(num_classes)]
 
     def image_root(self, root=None) -> Path:
         return self._resolve("image_root", root, self.dataset)
@@ -177,13 +188,15 @@ class ImageFileDataset(DatasetInfo):
               n_max: int | None = None) -> ImageFileData:
         train_x, train_y, test_x, test_y = self.load(root)
         counts = np.bincount(train_y)
+        keep = np.arange(len(train_y))
         if n_max:
             # the images kept are chosen as the CIFAR-LT construction chooses them
             counts = np.minimum(counts, n_max)
             keep = select_long_tail(train_y, counts.tolist())
             train_x, train_y = train_x[keep], train_y[keep]
         return ImageFileData(self.name, self.read.image_root(root), train_x, train_y, test_x, test_y,
-                             counts.tolist(), self.mean, self.std)
+                             counts.tolist(), self.mean, self.std, class_names=self.read.class_names(root, len(counts)),
+                             train_indices=keep)
 
 
 def dataset_options(name: str) -> dict:
@@ -232,7 +245,8 @@ def _oltr(name: str, title: str, summary: str, num_classes: int, n_max: int, fac
     split = SplitFiles(name, num_classes, f"{prefix}_train.txt", f"{prefix}_test.txt", read_split_file)
     return ImageFileDataset(name, summary, name, num_classes, n_max, split, IMAGENET_MEAN, IMAGENET_STD,
                             fixed_imbalance_factor=factor, protocol=protocol, display_name=title,
-                            protocol_source=protocol_source)
+                            protocol_source=protocol_source,
+                            train_order=f"the lines of the training split file ({prefix}_train.txt), in file order")
 
 
 IMAGE_DATASETS = {
@@ -247,9 +261,10 @@ IMAGE_DATASETS = {
         ImageFileDataset(
             "inat2018", "iNaturalist 2018: 8142 classes, 437.5k training images (1000 to 2 a class), "
             "evaluated on the 24.4k val split", "inat2018", 8142, 1000,
-            SplitFiles("inat2018", 8142, "train2018.json", "val2018.json", read_inat_json),
+            SplitFiles("inat2018", 8142, "train2018.json", "val2018.json", read_inat_json, read_inat_names),
             INAT_MEAN, INAT_STD, fixed_imbalance_factor=500.0, protocol=INAT_PROTOCOL, protocol_source=INAT_SOURCE,
             display_name="iNaturalist 2018",
+            train_order="the `images` of the training annotation file (train2018.json), in file order",
         ),
     ]
 }

@@ -10,6 +10,41 @@ from ltbench.data.split_files import SHOWN
 from ltbench.errors import UserError
 
 
+# iNaturalist 2018 first published its annotation files with obfuscated category names, then
+# the real ones in categories.json, to replace the files' `categories` with
+CATEGORIES_FILE = "categories.json"
+
+
+def read_inat_names(train_file: Path) -> dict[int, str] | None:
+    """{category id: name}: from categories.json beside the annotation file where it is there,
+    else from the annotation file's own `categories`; None where the annotation file's
+    categories do not all have a name (they need none to train)."""
+    names_file = train_file.parent / CATEGORIES_FILE
+    if names_file.is_file():
+        try:
+            data = json.loads(names_file.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise UserError(f"{names_file} is not valid JSON: {exc}",
+                            hint="replace it with iNaturalist's categories.json, or delete it") from None
+        names = _names(data.get("categories") if isinstance(data, dict) else data)
+        if names is None:
+            raise UserError(f"{names_file} is not a list of categories with an id and a name each",
+                            hint="replace it with iNaturalist's categories.json, or delete it")
+        return names
+    data = json.loads(train_file.read_text())  # read_inat_json has checked it
+    return _names(data.get("categories"))
+
+
+def _names(categories) -> dict[int, str] | None:
+    if not isinstance(categories, list) or not categories:
+        return None
+    names = {c.get("id"): c.get("name") for c in categories if isinstance(c, dict)}
+    if len(names) != len(categories) or not all(isinstance(i, int) and isinstance(n, str) and n.strip()
+                                                for i, n in names.items()):
+        return None
+    return names
+
+
 def read_inat_json(path: Path) -> tuple[list[str], list[int]]:
     """(relative paths, labels) in the order of `images`."""
     try:

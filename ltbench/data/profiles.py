@@ -67,17 +67,29 @@ def select_long_tail(labels: np.ndarray, counts: list[int], seed: int = 0) -> np
     return np.concatenate(kept)
 
 
-SHOT_RULES = ("cb", "oltr")
+SHOT_RULES = ("cb", "oltr", "terciles")
 
 
 def many_medium_few(counts, convention: str = "cb") -> list[str]:
-    """Group of each class by its training count.
+    """Group of each class by its training count (`counts` in class order).
 
     cb   (classifier-balancing `shot_acc`, the default): many n > 100, few n < 20.
     oltr (OLTR's code): many n >= 100, few n <= 20.
+    terciles: classes sorted by count, most first (equal counts by class index), split into
+         three near-equal parts, the larger parts first (numpy.array_split): 10 classes give
+         4 many, 3 medium, 3 few. Unlike fixed thresholds, no group is empty from 3 classes
+         up, whatever the imbalance factor (CIFAR-10-LT at IF 100 has no class under 20).
     """
     if convention == "cb":
         return ["many" if n > 100 else "few" if n < 20 else "medium" for n in counts]
     if convention == "oltr":
         return ["many" if n >= 100 else "few" if n <= 20 else "medium" for n in counts]
+    if convention == "terciles":
+        # a stable sort on -count keeps equal counts in class-index order
+        order = np.argsort(-np.asarray(counts, dtype=float), kind="stable")
+        groups = [""] * len(order)
+        for group, members in zip(("many", "medium", "few"), np.array_split(order, 3)):
+            for cls in members:
+                groups[cls] = group
+        return groups
     raise UserError(f"unknown many/medium/few rule '{convention}'", hint=f"use one of: {', '.join(SHOT_RULES)}")

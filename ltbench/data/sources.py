@@ -40,6 +40,14 @@ CIFAR = {
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
     "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
 }
+# the file naming the classes, and its key: the names of class 0, 1, ... in order
+CIFAR_META = {"cifar10": ("batches.meta", b"label_names"), "cifar100": ("meta", b"fine_label_names")}
+CIFAR_ORDER = {
+    "cifar10": "CIFAR-10's 50,000 training images: data_batch_1 to data_batch_5 of cifar-10-batches-py, "
+    "concatenated in file order (torchvision.datasets.CIFAR10(train=True) has the same order)",
+    "cifar100": "CIFAR-100's 50,000 training images: the `train` file of cifar-100-python, in file order "
+    "(torchvision.datasets.CIFAR100(train=True) has the same order)",
+}
 
 
 def find_cifar(name: str, root: Path) -> None:
@@ -107,6 +115,24 @@ def _read_cifar_batch(path: Path, label_key: bytes) -> dict:
     return {b"data": data, label_key: labels}
 
 
+def cifar_class_names(name: str, root: Path) -> list[str] | None:
+    """The class names of the dataset's meta file (batches.meta, meta), or None where the
+    copy lacks it: the batches alone still train."""
+    file_name, key = CIFAR_META[name]
+    path = root / CIFAR[name][0] / file_name
+    if not path.is_file():
+        return None
+    try:
+        with open(path, "rb") as fh:
+            names = _ArraysOnly(fh, encoding="bytes").load()[key]
+        # the original files were pickled by Python 2: names are bytes there, str if re-pickled
+        return [item.decode() if isinstance(item, bytes) else str(item) for item in names]
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise UserError(f"{path} is not a CIFAR meta file naming the classes ({type(exc).__name__}: {exc})",
+                        hint="delete it (runs then name classes by index) or fetch the dataset again "
+                        "(ltbench fetch-data)") from None
+
+
 def fetch_cifar(name: str, root: Path, allow_apt: bool = False, log=print) -> Path:
     """Download CIFAR with torchvision (needs internet) unless it is under root already."""
     read_cifar(name, root)  # downloads what is missing, or says what is
@@ -128,6 +154,10 @@ def _download_cifar(name: str, root: Path) -> None:
 
 
 REFETCH = "delete it and run: ltbench fetch-data fashion_mnist_lt"
+# the names of labels 0..9 (Xiao et al. 2017; the IDX files hold only the numbers)
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot")
+FASHION_ORDER = "Fashion-MNIST's 60,000 training images in the order of train-images-idx3-ubyte"
 
 
 def read_idx(path: Path) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""The local launcher: runs specs one after another in this process."""
+"""The local launcher: runs specs one after another in this process (`ltbench run --jobs 1`;
+ltbench.launch.jobs runs several at once)."""
 
 from ltbench.shared_store import open_store
 from ltbench.runner import execute
@@ -7,17 +8,30 @@ from ltbench.store import RunStore
 
 
 def run_local(specs: list[RunSpec], results_dir, device: str = "auto", reporter_factory=None, log=print) -> dict:
-    """Run specs one after another in this process; returns run_id -> status."""
-    statuses = {}
+    """Run specs one after another in this process; returns run_id -> status. A run another
+    process is training (ltbench.run_lock) is skipped, and waited for once the rest are done."""
+    statuses, busy = {}, []
     for i, spec in enumerate(specs, 1):
         if open_store(results_dir).state(spec.run_id) == "done":
-            log(f"[{i}/{len(specs)}] {spec.label} ({spec.run_id}): done meanwhile, as another run's stage 1")
+            log(f"[{i}/{len(specs)}] {spec.label} ({spec.run_id}): done meanwhile, as another run's stage 1 "
+                "or by another process")
             statuses[spec.run_id] = "done"
             continue
         log(f"[{i}/{len(specs)}] {spec.label} ({spec.run_id})")
-        reporter = reporter_factory() if reporter_factory else None
-        statuses[spec.run_id] = execute(spec, results_dir, device, reporter, log=log)
-        if statuses[spec.run_id] == "failed":
-            row = RunStore(results_dir).read_result(spec.run_id)
-            log(f"  failed: {row['error']} (see {RunStore(results_dir).run_dir(spec.run_id) / 'error.log'})")
+        statuses[spec.run_id] = _execute(spec, results_dir, device, reporter_factory, log, wait=False)
+        if statuses[spec.run_id] == "busy":
+            log("  another process is training it; back to it once the rest are done")
+            busy.append(spec)
+    for spec in busy:
+        # the holder may end without a result (killed): this process then trains it
+        statuses[spec.run_id] = _execute(spec, results_dir, device, reporter_factory, log, wait=True)
     return statuses
+
+
+def _execute(spec: RunSpec, results_dir, device: str, reporter_factory, log, wait: bool) -> str:
+    reporter = reporter_factory() if reporter_factory else None
+    status = execute(spec, results_dir, device, reporter, log=log, wait=wait)
+    if status == "failed":
+        row = RunStore(results_dir).read_result(spec.run_id)
+        log(f"  failed: {row['error']} (see {RunStore(results_dir).run_dir(spec.run_id) / 'error.log'})")
+    return status

@@ -17,6 +17,7 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError
 
 from ltbench import distributed, environment, stages
 from ltbench.errors import UserError
+from ltbench.progress import PlainReporter
 from ltbench.runner import execute
 from ltbench.launch.slurm_options import SlurmOptions, add_arguments, options_from_args
 from ltbench.launch.slurm_queue import (
@@ -46,7 +47,11 @@ class CheckpointableRun(submitit.helpers.Checkpointable):
         with distributed.process_group(self.device):
             if distributed.is_distributed():
                 print(f"ltbench: rank {distributed.rank()} of {distributed.world_size()}", flush=True)
-            return execute(spec, self.results_dir, self.device)
+            # the job log (<results>/slurm/) gets one line per epoch while the run trains
+            reporter = PlainReporter() if distributed.is_main() else None
+            # a run another process holds (a local sweep on the same results dir) is waited
+            # for, not skipped: the job then ends with the run's outcome, as --wait reports it
+            return execute(spec, self.results_dir, self.device, reporter, wait=True)
 
 
 def launch(specs: list[RunSpec], results_dir, args, device: str | None = None) -> int:

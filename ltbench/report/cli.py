@@ -18,11 +18,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="only these methods (space or comma separated)")
     parser.add_argument("--dataset", "--datasets", dest="datasets", action=ListArgument, metavar="NAME",
                         help="only these datasets, e.g. cifar10_lt")
-    parser.add_argument("--shot-rule", choices=["cb", "oltr"], default=None,
-                        help="many/medium/few thresholds, recomputed from per_class.csv: cb (n > 100, n < 20; "
-                             "classifier-balancing) or oltr (n >= 100, n <= 20); default: each dataset's own")
+    # ltbench.data.profiles.SHOT_RULES, spelt out so that building the parser imports no numpy
+    parser.add_argument("--shot-rule", choices=["cb", "oltr", "terciles"], default=None,
+                        help="many/medium/few groups, recomputed from per_class.csv: cb (n > 100, n < 20; "
+                             "classifier-balancing), oltr (n >= 100, n <= 20) or terciles (classes "
+                             "sorted by count, split in thirds; never an empty group); default: each "
+                             "dataset's own")
     parser.add_argument("--if", dest="imbalance_factors", action=ListArgument,
                         metavar="IF", help="only these imbalance factors, e.g. 100,10")
+    parser.add_argument("--tag", metavar="NAME",
+                        help="only runs trained under this experiment tag (`ltbench run --tag`); a run reused "
+                             "from an earlier sweep keeps the tag it was trained under")
     parser.add_argument("--baseline", metavar="NAME",
                         help="the method (or row) every other is compared with, paired by seed "
                              "(default: ce where it ran; 'none' for no comparison)")
@@ -41,8 +47,9 @@ def run(args) -> int:
     from rich.markup import escape
 
     from .. import __version__
-    from . import plots, render, significance, tables
+    from . import calibration as calibration_, curves, plots, render, significance, tables
     from .load import load_results
+    from .provenance import Provenance
     from .reference import load_published
     from .shots import regroup
 
@@ -66,9 +73,18 @@ def run(args) -> int:
         return 2
 
     results = load_results(results_dir)
+    if args.tag is not None:
+        from ltbench.tag import check_tag
+        tag = check_tag(args.tag)
+        present = sorted(t for t in results.runs["tag"].unique() if t)
+        if tag not in present:
+            console.print(f"No finished run in '{results_dir}' has the tag {tag!r}. Tags present: "
+                          f"{', '.join(present) or 'none'}.", style="red", markup=False)
+            return 2
+        results.runs = results.runs[results.runs["tag"] == tag]
     runs = tables.filter_runs(regroup(results.runs, results.per_class, args.shot_rule), methods, datasets, factors)
     left_out = tables.filter_left_out(results.left_out, methods, datasets, factors)
-    filters = _describe_filters(methods, datasets, factors, group_by)
+    filters = _describe_filters(methods, datasets, factors, group_by, args.tag)
     if not len(runs):
         _explain_nothing(console, results.runs, results_dir, filters, left_out)
         return 2
@@ -82,20 +98,26 @@ def run(args) -> int:
         console.print(warning, style="yellow", markup=False)
     assessment = significance.assess(labelled, baseline)
     rankings = significance.ranking_section(agg)
+    provenance = Provenance(labelled)
+    calibration = calibration_.collect(labelled, results.predictions)
+    left_out = left_out + calibration.left_out
     sections = [tables.main_table(agg, assessment),
                 significance.interval_section(agg, assessment),
                 significance.baseline_section(assessment), rankings.section,
                 tables.many_medium_few_tables(agg, assessment),
+                calibration_.ece_section(calibration, list(dict.fromkeys(agg["label"]))),
                 tables.paper_comparison(agg, load_published()), tables.cost_table(labelled),
-                tables.left_out_section(left_out)]
+                provenance.section(), tables.left_out_section(left_out)]
+    sections = [s for s in sections if s is not None]
     render.clear_generated(out)
     figures = plots.draw_all(agg, labelled, results.per_class, _bench_for(results, methods),
-                             out / "figures", ranking=rankings.by_metric["top1"])
+                             out / "figures", ranking=rankings.by_metric["top1"],
+                             history=results.history, calibration=calibration)
     summary = tables.left_out_summary(left_out)
     meta = render.Meta(results_dir=str(results_dir), runs=len(labelled), specs=len(agg),
                        filters=filters, generated=datetime.now().strftime("%Y-%m-%d %H:%M"),
                        version=__version__, left_out=summary)
-    page = render.write_report(out, sections, figures, meta)
+    page = render.write_report(out, sections, figures, meta, provenance)
 
     # the headline tables: top-1, its comparison with the baseline, the ranks
     for section in sections:
@@ -105,9 +127,20 @@ def run(args) -> int:
                   f"{tables.plural(len(agg), 'spec')}{filters}.", markup=False)
     if any(e.kind != "unused file" for e in left_out):
         console.print(f"[yellow]{escape(summary)}[/] See 'Left out' in the report.")
+    no_curves = curves.no_history_line(labelled, results.history)
+    if no_curves:
+        console.print(no_curves, markup=False)
+    for mix in provenance.mixes[:MIXES_PRINTED]:
+        console.print("Warning: " + mix.text(), style="yellow", markup=False)
+    if len(provenance.mixes) > MIXES_PRINTED:
+        console.print(f"... and {len(provenance.mixes) - MIXES_PRINTED} more cells that mix data "
+                      "or code: see 'Provenance' in the report.", style="yellow", markup=False)
     console.print(f"Report written to [bold]{escape(str(page))}[/] (tables in "
                   f"{escape(str(out / 'tables'))}, figures in {escape(str(out / 'figures'))}).")
     return 0
+
+
+MIXES_PRINTED = 10  # the report lists every cell that mixes runs; the terminal the first few
 
 
 def _split(values) -> list[str]:
@@ -116,8 +149,9 @@ def _split(values) -> list[str]:
             if part.strip()]
 
 
-def _describe_filters(methods, datasets, factors, group_by) -> str:
-    parts = [f"methods {', '.join(methods)}" if methods else "",
+def _describe_filters(methods, datasets, factors, group_by, tag=None) -> str:
+    parts = [f"tag {tag.strip()}" if tag else "",
+             f"methods {', '.join(methods)}" if methods else "",
              f"datasets {', '.join(datasets)}" if datasets else "",
              f"IF {', '.join(f'{f:g}' for f in factors)}" if factors else "",
              f"grouped by {', '.join(group_by)}" if group_by else ""]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from ltbench.results_schema import NUMERIC_COLUMNS, PER_CLASS_COLUMNS, REQUIRED_COLUMNS, RESULT_COLUMNS
+from ltbench.results_schema import (HISTORY_FILE, HISTORY_LEADING, NUMERIC_COLUMNS, PER_CLASS_COUNTS,
+                                    PREDICTIONS_FILE, REQUIRED_COLUMNS, RESULT_COLUMNS)
 
 BENCH_COLUMNS = ["loss", "batch_size", "peak_mem_mb", "step_ms", "device"]
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
@@ -41,11 +42,17 @@ class Results:
     per_class: dict[str, pd.DataFrame] = field(default_factory=dict)  # by run_id
     bench: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=BENCH_COLUMNS))
     left_out: list[LeftOut] = field(default_factory=list)
+    # per-epoch history.csv by run_id, every column numeric (empty: NaN); runs of an older
+    # ltbench have none
+    history: dict[str, pd.DataFrame] = field(default_factory=dict)
+    # predictions.npz by run_id, read only where a figure or table needs them (they hold one
+    # row per test image)
+    predictions: dict[str, Path] = field(default_factory=dict)
 
 
 def load_results(results_dir: str | os.PathLike) -> Results:
     root = Path(results_dir)
-    rows, per_class, bench, left_out = [], {}, [], []
+    rows, per_class, bench, left_out, history, predictions = [], {}, [], [], {}, {}
     for kind, path in _walk(root):
         rel = _relative(path, root)
         if kind == "run":
@@ -58,6 +65,13 @@ def load_results(results_dir: str | os.PathLike) -> Results:
                     per_class[row["run_id"]] = table
                 elif problem is not None:
                     left_out.append(problem)
+                table, problem = _read_history(path / HISTORY_FILE, f"{rel}/{HISTORY_FILE}")
+                if table is not None:
+                    history[row["run_id"]] = table
+                elif problem is not None:
+                    left_out.append(problem)
+                if (path / PREDICTIONS_FILE).is_file():
+                    predictions[row["run_id"]] = path / PREDICTIONS_FILE
         elif kind == "partial":
             left_out.append(_partial(path, rel))
         else:
@@ -78,11 +92,13 @@ def load_results(results_dir: str | os.PathLike) -> Results:
     runs = pd.DataFrame(rows, columns=RESULT_COLUMNS + ["path", "params_dict", "params_key"])
     runs, duplicates = _drop_duplicates(runs)
     left_out += duplicates
-    for run_id in set(per_class) - set(runs["run_id"]):
-        del per_class[run_id]
+    for files in (per_class, history, predictions):
+        for run_id in set(files) - set(runs["run_id"]):
+            del files[run_id]
     bench_table = (pd.concat(bench, ignore_index=True) if bench
                    else pd.DataFrame(columns=BENCH_COLUMNS))
-    return Results(runs.reset_index(drop=True), per_class, bench_table, left_out)
+    return Results(runs.reset_index(drop=True), per_class, bench_table, left_out, history,
+                   predictions)
 
 
 def _walk(root: Path):
@@ -162,11 +178,11 @@ def _read_run(folder: Path, rel: str) -> tuple[dict | None, list[LeftOut]]:
 def _read_per_class(path: Path, rel: str) -> tuple[pd.DataFrame | None, LeftOut | None]:
     if not path.exists():
         return None, None
-    table, problem = _read_csv(path, PER_CLASS_COLUMNS)
+    table, problem = _read_csv(path, PER_CLASS_COUNTS)
     if table is not None:
-        # an optional class_name column names the classes in the per-class plot
-        names = table["class_name"] if "class_name" in table.columns else None
-        table = table[PER_CLASS_COLUMNS].apply(pd.to_numeric, errors="coerce")
+        # the `name` column (missing in older files) names the classes in the per-class plot
+        names = table["name"] if "name" in table.columns else None
+        table = table[PER_CLASS_COUNTS].apply(pd.to_numeric, errors="coerce")
         if table.isna().any().any() or not len(table):
             table, problem = None, "empty or non-numeric cells"
         elif names is not None:
@@ -174,6 +190,27 @@ def _read_per_class(path: Path, rel: str) -> tuple[pd.DataFrame | None, LeftOut 
     if table is None:
         return None, LeftOut(rel, "skipped file", f"{problem} (the run still counts; only "
                                                   "its per-class plot is missing)")
+    return table, None
+
+
+def _read_history(path: Path, rel: str) -> tuple[pd.DataFrame | None, LeftOut | None]:
+    """history.csv as numbers, one row per epoch in order; None and why when unusable."""
+    if not path.exists():
+        return None, None
+    table, problem = _read_csv(path, HISTORY_LEADING)
+    if table is not None:
+        numbers = table.apply(pd.to_numeric, errors="coerce")
+        # a cell that held text is not a number; an empty cell (no evaluation) is allowed
+        bad = [c for c in table.columns if (numbers[c].isna() & (table[c] != "")).any()]
+        if bad:
+            table, problem = None, f"not a number in column {', '.join(bad[:4])}"
+        elif not len(numbers) or numbers["epoch"].isna().any():
+            table, problem = None, "no epochs, or an epoch without a number"
+        else:
+            table = numbers.sort_values("epoch").reset_index(drop=True)
+    if table is None:
+        return None, LeftOut(rel, "skipped file", f"{problem} (the run still counts; only "
+                                                  "its training curves are missing)")
     return table, None
 
 

@@ -32,15 +32,27 @@ def label_colours(labels) -> dict[str, tuple]:
     return dict(zip(labels, sns.color_palette(name, len(labels))))
 
 
-def draw_all(agg, runs, per_class, bench, out_dir: Path, ranking=None) -> list[FigureFile]:
-    """`ranking`: the top-1 `stats.Ranking` for the critical-difference diagram (None: none)."""
+def draw_all(agg, runs, per_class, bench, out_dir: Path, ranking=None, history=None,
+             calibration=None) -> list[FigureFile]:
+    """`ranking`: the top-1 `stats.Ranking` for the critical-difference diagram (None: none);
+    `history`: history.csv by run id, for the training curves; `calibration`: a
+    `calibration.Calibration`, for the reliability diagram and confusion matrices."""
+    from . import calibration as calibration_figures, curves
+
     out_dir.mkdir(parents=True, exist_ok=True)
     colours = label_colours(agg["label"])
+    history = history or {}
     with sns.axes_style("whitegrid", _STYLE), sns.plotting_context("notebook", font_scale=0.9):
         figures = [accuracy_vs_imbalance(agg, colours, out_dir),
                    many_medium_few_bars(agg, colours, out_dir),
                    *per_class_accuracy(agg, runs, per_class, colours, out_dir),
+                   *curves.training_curves(runs, history, colours, out_dir),
+                   *curves.component_curves(runs, history, colours, out_dir),
                    memory_curve(bench, out_dir)]
+        if calibration is not None:
+            figures += [calibration_figures.reliability_diagram(calibration, colours, out_dir),
+                        *calibration_figures.confusion_matrices(calibration, per_class, colours,
+                                                                out_dir)]
     figures.append(critical_difference(ranking, out_dir))
     return [f for f in figures if f is not None]
 

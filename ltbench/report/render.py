@@ -13,8 +13,11 @@ from .tables import Section, Table, plural
 
 # Figure-only sections, placed among the table sections in reading order.
 SECTION_ORDER = ["main", "intervals", "baseline", "ranking", "many_medium_few", "per_class",
-                 "paper_comparison", "cost", "memory", "left_out"]
-SECTION_TITLES = {"per_class": "Per-class accuracy", "memory": "Feature-loss memory"}
+                 "curves", "calibration", "paper_comparison", "cost", "memory", "provenance",
+                 "left_out"]
+SECTION_TITLES = {"per_class": "Per-class accuracy", "memory": "Feature-loss memory",
+                  "curves": "Training curves"}
+PROVENANCE_SUFFIX = ".provenance.csv"  # tables/<section><suffix>: the runs behind each cell
 FIGURE_SCALE = 0.75  # CSS pixels per PNG pixel (figures are saved at 150 dpi)
 
 
@@ -87,11 +90,15 @@ def markdown_table(table: Table) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown_section(section: Section, figures: list[FigureFile], figure_dir: str) -> str:
+def markdown_section(section: Section, figures: list[FigureFile], figure_dir: str,
+                     provenance: bool = False) -> str:
+    """`provenance`: the tables' .provenance.csv files were written, so name them."""
     parts = [f"## {md_text(section.title)}\n"]
     if section.intro:
         parts.append(md_text(section.intro) + "\n")
     parts += [markdown_table(t) for t in section.tables]
+    if provenance and any(t.sources for t in section.tables):
+        parts.append(f"Runs behind each cell: `tables/{section.name}{PROVENANCE_SUFFIX}`.\n")
     parts += [f"![{f.title}]({figure_dir}/{f.png.name})\n\n*{f.caption}* "
               f"([PDF]({figure_dir}/{f.pdf.name}))\n" for f in figures]
     return "\n".join(parts)
@@ -107,7 +114,7 @@ _TEX_UNICODE = {"\u00b1": r"$\pm$", "\u2212": r"$-$", "\u2020": r"$^\dagger$",
                 "\u2013": "--", "\u00d7": r"$\times$", "\u2192": r"$\rightarrow$",
                 "\u2191": r"$^{\uparrow}$", "\u2193": r"$^{\downarrow}$", "\u2265": r"$\geq$",
                 "\u2264": r"$\leq$", "\u03b1": r"$\alpha$", "\u03c7": r"$\chi$",
-                "\u00b2": r"$^2$", "\u221a": r"$\surd$", "\u0161": r"\v{s}"}
+                "\u03a3": r"$\Sigma$", "\u00b2": r"$^2$", "\u221a": r"$\surd$", "\u0161": r"\v{s}"}
 
 
 def tex(text: str) -> str:
@@ -183,6 +190,9 @@ th.group { text-align: center; border-bottom: 1px solid #999; }
 tbody tr:nth-child(even) { background: #f5f7fa; }
 td.wrap-text { white-space: normal; text-align: left; min-width: 24em; }
 .note { color: #444; font-size: 0.88em; margin: 2px 0; max-width: 980px; }
+td[title] { cursor: help; }
+td.mixed { background: #fff3cd; text-decoration: underline dotted #b26a00; }
+.warning { color: #8a4b00; }
 .figures { display: flex; flex-wrap: wrap; gap: 24px; margin-top: 16px; }
 figure { margin: 0; max-width: 100%; }
 figure img { width: 100%; height: auto; border: 1px solid #eee; }
@@ -190,8 +200,17 @@ figcaption { font-size: 0.88em; color: #444; margin-top: 4px; }
 """
 
 
-def html_table(table: Table) -> str:
+def html_table(table: Table, provenance=None) -> str:
+    """`provenance` (a provenance.Provenance, or None): each cell with runs gets a tooltip
+    naming them, and a cell mixing data or code versions is marked."""
     align = aligns(table)
+
+    def attributes(i, j):
+        run_ids = table.sources.get((i, j)) or table.sources.get((i, None))
+        if provenance is None or not run_ids or not table.rows[i][j]:
+            return [], ""
+        mixed = ["mixed"] if provenance.warning(run_ids) else []
+        return mixed, f' title="{html.escape(provenance.tooltip(run_ids))}"'
 
     def cell(text, i, j):
         # The seed count is read less often than the mean: set it smaller and grey.
@@ -199,9 +218,12 @@ def html_table(table: Table) -> str:
         body = html.escape(value) + (f' <span class="n">{seeds}</span>' if seeds else "")
         body = f"<em>{body}</em>" if text and (i, j) in table.italic else body
         body = f"<strong>{body}</strong>" if text and (i, j) in table.bold else body
-        classes = ["l" if align[j] == "l" else ""] + (["wrap-text"] if len(text) > 60 else [])
+        mixed, title = attributes(i, j)
+        classes = (["l" if align[j] == "l" else ""] + (["wrap-text"] if len(text) > 60 else [])
+                   + mixed)
         names = " ".join(c for c in classes if c)
-        return f'<td class="{names}">{body}</td>' if names else f"<td>{body}</td>"
+        return (f'<td class="{names}"{title}>{body}</td>' if names
+                else f"<td{title}>{body}</td>")
 
     out = ['<div class="wrap"><table>']
     if table.title:
@@ -234,7 +256,7 @@ def html_figure(figure: FigureFile, figure_dir: str) -> str:
 
 
 def html_page(sections: list[tuple[str, str, Section | None, list[FigureFile]]],
-              meta: Meta, figure_dir: str) -> str:
+              meta: Meta, figure_dir: str, provenance=None) -> str:
     body = ["<h1>ltbench report</h1>",
             f'<p class="meta">{_counts(meta)} from '
             f"<code>{html.escape(meta.results_dir)}</code>{html.escape(meta.filters)}</p>",
@@ -248,7 +270,11 @@ def html_page(sections: list[tuple[str, str, Section | None, list[FigureFile]]],
         if section is not None:
             if section.intro:
                 body.append(f"<p>{html.escape(section.intro)}</p>")
-            body += [html_table(t) for t in section.tables]
+            body += [html_table(t, provenance) for t in section.tables]
+            if provenance is not None and any(t.sources for t in section.tables):
+                body.append(f'<p class="note">Hover a cell for the runs behind it; all of '
+                            f'them: <a href="tables/{name}{PROVENANCE_SUFFIX}">'
+                            f"tables/{name}{PROVENANCE_SUFFIX}</a>.</p>")
         if figures:
             body.append('<div class="figures">' +
                         "".join(html_figure(f, figure_dir) for f in figures) + "</div>")
@@ -262,8 +288,10 @@ def html_page(sections: list[tuple[str, str, Section | None, list[FigureFile]]],
 # --- the report directory ---------------------------------------------------------------
 
 def write_report(out: Path, sections: list[Section], figures: list[FigureFile],
-                 meta: Meta) -> Path:
-    """Write tables/*.{md,tex,csv}, report.md and index.html under `out`; return the page."""
+                 meta: Meta, provenance=None) -> Path:
+    """Write tables/*.{md,tex,csv}, report.md and index.html under `out`; return the page.
+    With `provenance` (a provenance.Provenance), each table whose cells name their runs
+    gets tables/<name>.provenance.csv, and the HTML a tooltip per cell."""
     tables_dir = out / "tables"
     tables_dir.mkdir(parents=True, exist_ok=True)
     for section in sections:
@@ -271,6 +299,9 @@ def write_report(out: Path, sections: list[Section], figures: list[FigureFile],
             section.data.to_csv(tables_dir / "left_out.csv", index=False)
             continue
         section.data.to_csv(tables_dir / f"{section.name}.csv", index=False)
+        companion = provenance.companion(section) if provenance is not None else None
+        if companion is not None:
+            companion.to_csv(tables_dir / f"{section.name}{PROVENANCE_SUFFIX}", index=False)
         _write(tables_dir / f"{section.name}.md",
                "\n".join(markdown_table(t) for t in section.tables) or section.intro + "\n")
         _write(tables_dir / f"{section.name}.tex", "\n".join(
@@ -284,10 +315,10 @@ def write_report(out: Path, sections: list[Section], figures: list[FigureFile],
                 f"Generated {meta.generated} by ltbench {meta.version}.\n"]
     for name, title, section, figs in ordered:
         section = section or Section(name, title, [], None)
-        markdown.append(markdown_section(section, figs, figure_dir))
+        markdown.append(markdown_section(section, figs, figure_dir, provenance is not None))
     _write(out / "report.md", "\n".join(markdown))
     page = out / "index.html"
-    _write(page, html_page(ordered, meta, figure_dir))
+    _write(page, html_page(ordered, meta, figure_dir, provenance))
     return page
 
 

@@ -16,6 +16,10 @@ THRESHOLDS = {"cb": ("more than 100", "20 to 100", "fewer than 20"),
 
 def describe_rule(rule: str) -> str:
     """"cb rule: many, more than 100 training images; medium, 20 to 100; few, fewer than 20"."""
+    if rule == "terciles":
+        return ("terciles rule: classes sorted by training images (equal counts by class "
+                "index) and split into three near-equal thirds, a larger third first: Many, "
+                "the head third; Medium, the middle; Few, the tail")
     if rule not in THRESHOLDS:
         return f"{rule} rule"
     many, medium, few = THRESHOLDS[rule]
@@ -39,6 +43,8 @@ def regroup(runs: pd.DataFrame, per_class: dict[str, pd.DataFrame], rule: str | 
                 runs.loc[i, list(GROUPS) + [f"n_{g}" for g in GROUPS]] = np.nan
                 runs.loc[i, "mmf_convention"] = wanted
             continue
+        # class order: the terciles rule breaks equal counts by class index
+        table = table.sort_values("class")
         groups = np.array(many_medium_few(table["n_train"].tolist(), wanted))
         with np.errstate(invalid="ignore", divide="ignore"):
             accuracy = 100.0 * table["correct"].to_numpy(float) / table["total"].to_numpy(float)

@@ -48,6 +48,8 @@ class Assessment:
     comparisons: pd.DataFrame  # compare_to_baseline's columns + metric, family, tested
     bold: set = field(default_factory=set)
     alpha: float = 0.05
+    # (label, dataset, IF) -> {seed: run_id}: the runs behind each comparison (provenance)
+    run_ids: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self._cells = {key(r.label, r.dataset, r.imbalance_factor, r.metric): r
@@ -73,6 +75,13 @@ class Assessment:
     def few_seeds(self, label, dataset, factor, metric) -> bool:
         row = self.cell(label, dataset, factor, metric)
         return row is not None and 0 < row.n < FEW
+
+    def runs_behind(self, label, dataset, factor, seeds) -> tuple[str, ...]:
+        """The runs a paired comparison used: the row's and the baseline's, seed by seed."""
+        def of(row_label):
+            by_seed = self.run_ids.get(key(row_label, dataset, factor, None)[:3], {})
+            return [by_seed[s] for s in seeds if s in by_seed]
+        return tuple(of(label) + of(self.baseline))
 
     def family(self, name: str) -> pd.DataFrame:
         return self.comparisons[self.comparisons["family"] == name]
@@ -119,7 +128,11 @@ def assess(runs: pd.DataFrame, baseline: str | None, metrics=("top1", *SHOT_METR
         for metric in metrics:
             bold |= {key(label, dataset, factor, metric)
                      for label in not_beaten(cell, metric, alpha)}
-    return Assessment(baseline, cells, comparisons[columns], bold, alpha)
+    run_ids = {}
+    for r in runs.itertuples() if "run_id" in runs else []:
+        run_ids.setdefault(key(r.label, r.dataset, r.imbalance_factor, None)[:3], {})[
+            str(r.seed)] = r.run_id
+    return Assessment(baseline, cells, comparisons[columns], bold, alpha, run_ids)
 
 
 def _holm_family(table: pd.DataFrame, family: str, alpha: float) -> pd.DataFrame:
@@ -276,8 +289,9 @@ def _method_of(label: str) -> str:
 def interval_section(agg: pd.DataFrame, assessment: Assessment,
                      metrics=("top1", *SHOT_METRICS)) -> Section:
     """Per cell: mean with its 95 % Student-t interval over seeds, for every metric."""
-    rows, italic = [], set()
+    rows, italic, sources = [], set(), {}
     for i, r in enumerate(agg.itertuples()):
+        sources[(i, None)] = getattr(r, "run_ids", ())
         row = [shown_label(r.label), dataset_name(r.dataset), fmt_factor(r.imbalance_factor),
                str(r.seeds)]
         for j, metric in enumerate(metrics, start=len(row)):
@@ -289,7 +303,7 @@ def interval_section(agg: pd.DataFrame, assessment: Assessment,
         rows.append(row)
     table = Table(header=["Method", "Dataset", "IF", "Seeds"]
                   + [METRIC_TITLES[m] for m in metrics], rows=rows, italic=italic,
-                  title="Means with 95 % confidence intervals (%)",
+                  sources=sources, title="Means with 95 % confidence intervals (%)",
                   notes=["Mean over seeds [95 % confidence interval of the mean: Student t "
                          "with n \u2212 1 degrees of freedom, sample std / \u221an]; a single "
                          "seed has no interval. Top-1 at the last epoch; Many / Medium / Few: "
@@ -351,8 +365,10 @@ def baseline_section(assessment: Assessment) -> Section:
         order = sorted(rows_of.itertuples(), key=lambda r: (
             *method_rank(_method_of(r.label)), r.label, *cell_order(r._asdict()),
             members.index(r.metric)))
-        rows = []
+        rows, sources = [], {}
         for r in order:
+            sources[(len(rows), None)] = assessment.runs_behind(
+                r.label, r.dataset, r.imbalance_factor, str(r.seeds).split())
             mark = (UP if r.diff > 0 else DOWN) if r.significant else ""
             rows.append([shown_label(r.label), dataset_name(r.dataset),
                          fmt_factor(r.imbalance_factor)]
@@ -365,7 +381,8 @@ def baseline_section(assessment: Assessment) -> Section:
         tables.append(Table(
             header=["Method", "Dataset", "IF"] + (["Group"] if with_metric else [])
             + ["Pairs", f"\u0394 vs {name}", "95 % CI", "p", "p (Holm)", "Seeds for 80 % power"],
-            rows=rows, title=f"{what}: paired difference to {name} (percentage points)",
+            rows=rows, sources=sources,
+            title=f"{what}: paired difference to {name} (percentage points)",
             notes=[f"\u0394 = method \u2212 {name}, mean over the seeds both ran (Pairs), each "
                    "seed's run paired with the baseline's run of the same seed; 95 % CI: "
                    "Student t over the per-seed differences; p: paired t-test, two-sided "
@@ -413,8 +430,10 @@ def ranking_section(agg: pd.DataFrame, metrics=("top1", *SHOT_METRICS),
     order = list(rankings["top1"].average_ranks.index) if "top1" in rankings else labels
     rows = [[shown_label(label)] + [_rank_text(rankings[m], label) for m in metrics]
             for label in order]
+    sources = {(i, j): _ranked_runs(agg, label, metric, rankings[metric])
+               for i, label in enumerate(order) for j, metric in enumerate(metrics, start=1)}
     table = Table(header=["Method"] + [METRIC_TITLES[m] for m in metrics], rows=rows,
-                  title="Average rank over (dataset, IF) cells (1 = best)",
+                  sources=sources, title="Average rank over (dataset, IF) cells (1 = best)",
                   notes=["In each (dataset, IF) cell the method with the highest mean is "
                          "ranked 1 (ties share the average rank); a method's figure is its "
                          "mean rank over the cells every method ran (Demšar 2006)."] + notes
@@ -424,6 +443,16 @@ def ranking_section(agg: pd.DataFrame, metrics=("top1", *SHOT_METRICS),
                                           "friedman_chi2", "friedman_p", "cd", "alpha",
                                           "cells_left_out"])
     return Rankings(rankings, Section("ranking", "Ranks across settings", [table], data))
+
+
+def _ranked_runs(agg: pd.DataFrame, label, metric, ranking) -> tuple[str, ...]:
+    """The runs behind a label's average rank: its runs in the cells the ranking used
+    (where it has a value and no cell was left out for a method that did not run)."""
+    dropped = {key(None, d, f, None)[1:3] for d, f in ranking.dropped_cells}
+    rows = agg[(agg["label"] == label) & agg[f"{metric}_mean"].notna()]
+    return tuple(run for r in rows.itertuples()
+                 if key(None, r.dataset, r.imbalance_factor, None)[1:3] not in dropped
+                 for run in getattr(r, "run_ids", ()))
 
 
 def _rank_text(ranking, label) -> str:

@@ -36,6 +36,9 @@ class Table:
     bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) to emphasise
     italic: set[tuple[int, int]] = field(default_factory=set)  # (row, column): few seeds
     notes: list[str] = field(default_factory=list)
+    # the run ids behind a cell: (row, column), or (row, None) for every cell of the row;
+    # the report's provenance files and HTML tooltips are built from them
+    sources: dict[tuple[int, int | None], tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass
@@ -177,6 +180,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         row = {c: first[c] for c in ["label"] + SPEC_COLUMNS}
         row["seeds"] = len(seeds)
         row["seed_list"] = " ".join(_fmt_setting(s) for s in sorted(seeds["seed"]))
+        row["run_ids"] = tuple(seeds.sort_values("seed")["run_id"]) if "run_id" in seeds else ()
         for metric in METRICS:
             row[f"{metric}_mean"] = seeds[metric].mean()
             row[f"{metric}_std"] = seeds[metric].std(ddof=1)
@@ -270,7 +274,7 @@ def main_table(agg: pd.DataFrame, assessment=None) -> Section:
     # One seed count for the whole table goes in the caption instead of every cell.
     same_n = agg["seeds"].nunique() == 1
     rows = [[shown_label(label)] for label in labels]
-    bold, italic = set(), set()
+    bold, italic, sources = set(), set(), {}
     for j, (dataset, factor) in enumerate(cells, start=1):
         cell = in_cell(agg, dataset, factor).set_index("label")
         for i, label in enumerate(labels):
@@ -278,6 +282,7 @@ def main_table(agg: pd.DataFrame, assessment=None) -> Section:
                 rows[i].append("")
                 continue
             r = cell.loc[label]
+            sources[(i, j)] = r.get("run_ids", ())
             text = fmt_mean_std(r.top1_mean, r.top1_std)
             if assessment is not None:
                 text += assessment.mark(label, dataset, factor, "top1")
@@ -295,7 +300,7 @@ def main_table(agg: pd.DataFrame, assessment=None) -> Section:
     notes.append(_protocol_note(agg))
     table = Table(header=["Method"] + [f"IF {fmt_factor(f)}" for _, f in cells],
                   rows=rows, groups=_groups(cells), bold=bold, italic=italic,
-                  title="Top-1 accuracy (%)", notes=notes)
+                  title="Top-1 accuracy (%)", notes=notes, sources=sources)
     data = agg[["label", "method", "dataset", "imbalance_factor", "preset", "params_key",
                 "seeds", "seed_list", "top1_mean", "top1_std"]].copy()
     if assessment is not None:
@@ -327,6 +332,7 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
     paper = agg[agg["preset"] == "paper"]
     others = len(agg) - len(paper)
     rows = {"compared": [], "different protocol": [], "unconfirmed lead": []}
+    ours_from = {status: {} for status in rows}  # the runs behind each of our values
     used = {status: [] for status in rows}  # the source numbers each table cites
     records, cites, missing = [], {}, {}
     for r in paper.to_dict("records"):
@@ -353,6 +359,8 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
                               f"[{number}]"]
             else:
                 row = cell + [fmt_number(ref["top1"]) + DAGGER, f"[{number}]"]
+            if status != "unconfirmed lead":  # that table shows no value of ours
+                ours_from[status][(len(rows[status]), None)] = r.get("run_ids", ())
             rows[status].append(row)
             used[status].append(number)
             records.append(dict(
@@ -387,7 +395,7 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
     if rows["compared"]:
         section.tables.append(Table(
             header=["Method", "Dataset", "IF", "Seeds", "Epoch rule", "Ours", "Published",
-                    "\u0394", "Source"], rows=rows["compared"],
+                    "\u0394", "Source"], rows=rows["compared"], sources=ours_from["compared"],
             title="Published top-1 (%) beside ours: confirmed figures, same protocol",
             notes=["Only figures checked against their paper's own table and obtained with the "
                    "run's backbone, epochs and recorded settings are compared.",
@@ -401,6 +409,7 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
         section.tables.append(Table(
             header=["Method", "Dataset", "IF", "Seeds", "Ours", "Published", "Differs (ours vs "
                     "published)", "Source"], rows=rows["different protocol"],
+            sources=ours_from["different protocol"],
             title="Confirmed figures under another protocol: shown, not compared",
             notes=["Confirmed figures whose backbone, epochs, recorded settings or loss differ "
                    "from the run's; ours is taken under the figure's epoch rule, and no "
@@ -437,7 +446,7 @@ def many_medium_few_tables(agg: pd.DataFrame, assessment=None) -> Section:
     cells = table_cells(agg)
     labels = list(dict.fromkeys(agg["label"]))
     rows = [[shown_label(label)] for label in labels]
-    bold, italic = set(), set()
+    bold, italic, sources = set(), set(), {}
     for c, (dataset, factor) in enumerate(cells):
         cell = in_cell(agg, dataset, factor).set_index("label")
         for g, group in enumerate(GROUPS):
@@ -447,6 +456,7 @@ def many_medium_few_tables(agg: pd.DataFrame, assessment=None) -> Section:
                     rows[i].append("")
                     continue
                 r = cell.loc[label]
+                sources[(i, j)] = r.get("run_ids", ())
                 if pd.isna(r[f"{group}_mean"]):
                     rows[i].append(NO_GROUP if r[f"n_{group}"] == 0 else "")
                     continue
@@ -463,7 +473,7 @@ def many_medium_few_tables(agg: pd.DataFrame, assessment=None) -> Section:
              + "sample std over seeds (seed counts as in the main table; a single seed has "
              "no \u00b1).",
              "Groups: " + ("; ".join(describe_rule(c) for c in conventions) or "rule not recorded")
-             + ". Classes per group: " + _group_counts(agg, cells) + ".",
+             + ". Classes per group: " + _group_counts(agg, cells, len(conventions) > 1) + ".",
              f"{NO_GROUP}: the group has no classes at this imbalance factor; blank: not run."]
     if assessment is not None:
         notes += assessment.table_notes("many/medium/few", bool(italic))
@@ -471,7 +481,7 @@ def many_medium_few_tables(agg: pd.DataFrame, assessment=None) -> Section:
                     groups=[("", 1)] + [(f"{dataset_name(d)}, IF {fmt_factor(f)}", 3)
                                         for d, f in cells],
                     bold=bold, italic=italic, title="Many / medium / few-shot accuracy (%)",
-                    notes=notes)] if cells else []
+                    notes=notes, sources=sources)] if cells else []
     columns = ["label", "method", "dataset", "imbalance_factor", "seeds", "mmf_convention",
                "n_many", "n_medium", "n_few"]
     columns += [f"{m}_{s}" for m in list(GROUPS) + ["top1", "top1_best"] for s in ("mean", "std")]
@@ -482,12 +492,17 @@ def many_medium_few_tables(agg: pd.DataFrame, assessment=None) -> Section:
     return Section("many_medium_few", "Many / medium / few", tables, data)
 
 
-def _group_counts(agg: pd.DataFrame, cells) -> str:
-    """"Fashion-MNIST-LT IF 100: many 4 classes, medium 3 classes, few 3 classes; ..."."""
+def _group_counts(agg: pd.DataFrame, cells, name_rules: bool = False) -> str:
+    """"Fashion-MNIST-LT IF 100: many 4 classes, medium 3 classes, few 3 classes; ...";
+    with `name_rules` (the columns use different rules) each column names its own:
+    "CIFAR-10-LT IF 100 (terciles rule): ..."."""
     parts, last = [], None
     for dataset, factor in cells:
-        counts = in_cell(agg, dataset, factor)[["n_many", "n_medium", "n_few"]].drop_duplicates()
-        name = (f"{dataset_name(dataset)} " if dataset != last else "") + f"IF {fmt_factor(factor)}"
+        here = in_cell(agg, dataset, factor)
+        counts = here[["n_many", "n_medium", "n_few"]].drop_duplicates()
+        rules = sorted({c for c in here["mmf_convention"] if isinstance(c, str) and c})
+        name = ((f"{dataset_name(dataset)} " if dataset != last else "") + f"IF {fmt_factor(factor)}"
+                + (f" ({' / '.join(rules)} rule)" if rules and name_rules else ""))
         last = dataset
         if len(counts) != 1 or counts.isna().any(axis=None):
             parts.append(f"{name}: varies by method or not recorded (n_many, n_medium, n_few "
@@ -502,10 +517,11 @@ def _group_counts(agg: pd.DataFrame, cells) -> str:
 
 def cost_table(runs: pd.DataFrame) -> Section:
     """What a spec costs on each device it ran on (seeds pooled)."""
-    records = []
+    records, run_ids = [], []
     for _, g in runs.groupby(["label", "dataset", "imbalance_factor", "device"],
                              dropna=False, sort=False):
         first = g.iloc[0]
+        run_ids.append(tuple(g.sort_values("seed")["run_id"]))
         records.append(dict(
             label=first["label"], method=first["method"], dataset=first["dataset"],
             imbalance_factor=first["imbalance_factor"], device=first["device"], runs=len(g),
@@ -519,6 +535,7 @@ def cost_table(runs: pd.DataFrame) -> Section:
         order = sorted(range(len(data)), key=lambda i: (*_row_order(data.iloc[i]),
                                                         data.iloc[i]["device"]))
         data = data.iloc[order].reset_index(drop=True)
+        run_ids = [run_ids[i] for i in order]
     rows = [[shown_label(r.label), dataset_name(r.dataset), fmt_factor(r.imbalance_factor),
              fmt_device(r.device), str(r.runs), fmt_duration(r.wall_s_mean),
              fmt_duration(r.wall_s_total), fmt_number(r.images_per_s_mean, 0),
@@ -526,7 +543,7 @@ def cost_table(runs: pd.DataFrame) -> Section:
     table = Table(
         header=["Method", "Dataset", "IF", "Device", "Runs", "Wall time / run", "Total",
                 "Images/s", "Peak memory (MB)"],
-        rows=rows, title="Cost per run",
+        rows=rows, title="Cost per run", sources={(i, None): ids for i, ids in enumerate(run_ids)},
         notes=["Wall time and images/s are means over the runs (seeds) on that device; "
                "peak memory is the largest over them (device memory on a GPU)."])
     return Section("cost", "Cost", [table], data)

@@ -1,0 +1,49 @@
+"""One job of `ltbench run --jobs N`: a process that trains one run and exits.
+
+    python -m ltbench.launch.job_worker --results-dir DIR --device DEV --threads T [--wait] SPEC_JSON
+
+ltbench.launch.jobs starts it; its exit status says how the run ended (EXIT_CODES), its
+output is one plain line per epoch. A process per run keeps the jobs apart: a run that
+crashes, or is killed for memory, takes no other run with it.
+"""
+
+import argparse
+import json
+import signal
+import sys
+
+# how the run ended, as the exit status says it to the launcher
+EXIT_CODES = {"done": 0, "failed": 1, "busy": 3}
+INTERRUPTED = 130  # as a shell reports a process ended by Ctrl-C
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ltbench.launch.job_worker")
+    parser.add_argument("spec", help="the run's spec, as JSON")
+    parser.add_argument("--results-dir", required=True)
+    parser.add_argument("--device", required=True)
+    parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--wait", action="store_true", help="wait for a run another process holds")
+    args = parser.parse_args(argv)
+    try:
+        import torch
+
+        from ltbench.progress import PlainReporter
+        from ltbench.runner import execute
+        from ltbench.spec import RunSpec
+
+        # the thread count is part of a CPU run's arithmetic, and the result row records it
+        torch.set_num_threads(args.threads)
+        spec = RunSpec.from_dict(json.loads(args.spec))
+        status = execute(spec, args.results_dir, args.device, PlainReporter(),
+                         log=lambda line: print(line, flush=True), wait=args.wait)
+    except KeyboardInterrupt:
+        # the launcher may pass Ctrl-C on after the terminal did: a second one must not cut
+        # this exit short. The last epoch checkpoint is on disk; a rerun resumes from it.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return INTERRUPTED
+    return EXIT_CODES[status]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
