@@ -49,10 +49,17 @@ def peak_memory_mb(device: torch.device) -> float:
 
 @lru_cache(maxsize=1)
 def git_sha() -> str:
+    """The commit ltbench's code came from, with `-dirty` when its tracked files had changes
+    not committed: such a run's code is not the commit's, and the report says so."""
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() if out.returncode == 0 else ""
+        head = git("rev-parse", "--short", "HEAD")
+        if head.returncode != 0:
+            return ""
+        changed = git("status", "--porcelain", "--untracked-files=no")
+        return head.stdout.strip() + ("-dirty" if changed.returncode == 0 and changed.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return ""
 

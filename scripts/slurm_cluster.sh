@@ -80,7 +80,9 @@ default_mem_mb() {
 }
 
 write_config() {
-  local cpus=${LTBENCH_SLURM_CPUS:-$(nproc)} mem=${LTBENCH_SLURM_MEM_MB:-$(default_mem_mb)}
+  # --all: plain nproc honours OMP_NUM_THREADS, and a test run with one thread would get a
+  # one-CPU node that can never start a two-task job
+  local cpus=${LTBENCH_SLURM_CPUS:-$(nproc --all)} mem=${LTBENCH_SLURM_MEM_MB:-$(default_mem_mb)}
   mkdir -p "$SLURM_DIR"/{state,spool,log,run}
   cat >"$CONF" <<EOF
 # Written by scripts/slurm_cluster.sh; rewritten on every start.

@@ -135,8 +135,13 @@ def test_preempted_runs_resume_and_match_uninterrupted_ones(slurm_cluster, fashi
     # killed and runs again from its submitted call.
     interrupt = {by_seed[0]: ["scancel", "--signal=USR2"], by_seed[1]: ["scontrol", "requeue"]}
 
+    def job_log(run_id) -> str:
+        return "".join(p.read_text() for p in (interrupted / "slurm" / record[run_id]["job_id"]).glob("*_log.out"))
+
     def interrupt_each_after_its_first_checkpoint():
-        for run_id in [r for r in interrupt if (interrupted / r / "checkpoint.pt").exists()]:
+        # the job log shows the epoch line while the job is still running (no result yet)
+        for run_id in [r for r in interrupt if (interrupted / r / "checkpoint.pt").exists()
+                       and "epoch 1/8" in job_log(r)]:
             assert not (interrupted / run_id / "result.csv").exists(), "the run ended before it was interrupted"
             subprocess.run([*interrupt.pop(run_id), record[run_id]["job_id"]], check=True)
         return not interrupt
@@ -150,9 +155,10 @@ def test_preempted_runs_resume_and_match_uninterrupted_ones(slurm_cluster, fashi
     assert run_on_slurm(reference, *flags, "--wait") == 0
 
     for seed, run_id in by_seed.items():
-        log = (interrupted / "slurm" / record[run_id]["job_id"]).glob("*_log.out")
-        resumed = re.findall(r"resuming from epoch (\d+) of 8", "".join(p.read_text() for p in log))
+        log = job_log(run_id)
+        resumed = re.findall(r"resuming from epoch (\d+) of 8", log)
         assert resumed and 1 <= int(resumed[0]) < 8, f"seed {seed} did not resume from a mid-run checkpoint"
+        assert "epoch 8/8" in log  # one line per epoch, through the requeue
         got, want = RunStore(interrupted), RunStore(reference)
         assert got.read_result(run_id)["top1"] == want.read_result(run_id)["top1"]
         assert got.read_per_class(run_id) == want.read_per_class(run_id)
