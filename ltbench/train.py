@@ -297,8 +297,6 @@ def top_predictions(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tor
 def test_predictions(batches: list[dict], n_images: int) -> dict:
     """The batches' records joined into numpy arrays in test-set order. Each rank evaluated
     every W-th image: the ranks' parts are gathered and interleaved back."""
-    import numpy as np
-
     joined = {name: torch.cat([batch[name] for batch in batches]) for name in batches[0]} if batches else {}
     if distributed.is_distributed():
         world, out = distributed.world_size(), {}

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,6 +118,26 @@ def test_a_failed_run_does_not_stop_the_other_jobs(tmp_path, fashion_mnist):
     store = RunStore(results)
     states = {store.read_spec(run_id).method: store.state(run_id) for run_id in store.run_ids()}
     assert states == {"ce": "done", "crt": "done", "focal": "failed"}
+
+
+def test_a_job_killed_mid_run_does_not_stop_the_others(tmp_path, fashion_mnist):
+    results = tmp_path / "results"
+    proc = ltbench("run", "--methods", "ce,focal", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
+                   "--epochs", "6", "--set", "eval_every=6", "--device", "cpu", "--jobs", "2",
+                   "--results-dir", str(results))
+    deadline = time.time() + 300
+    while not list(results.glob("*/checkpoint.pt")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the jobs wrote no checkpoints"
+        time.sleep(0.02)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 2  # one process per job
+    os.kill(int(children[0]), signal.SIGKILL)  # as the kernel's out-of-memory killer would
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 1, out
+    assert "failed: its job was killed by signal 9 before writing a result" in out, out
+    store = RunStore(results)
+    assert sorted(store.state(run_id) for run_id in store.run_ids()) == ["done", "partial"]
 
 
 def test_ctrl_c_stops_every_job_and_each_resumes(tmp_path, fashion_mnist, one_thread, capfd):

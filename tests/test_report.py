@@ -112,6 +112,15 @@ def report(results: Path, out: Path, *argv: str) -> int:
     return cli.run(parse("--results-dir", str(results), "--out", str(out), *argv))
 
 
+def build(results: Path, out: Path, *argv: str) -> str:
+    """Build a report that must succeed; what it printed."""
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = report(results, out, *argv)
+    assert code == 0
+    return printed.getvalue()
+
+
 def read_csv(path: Path) -> pd.DataFrame:
     return pd.read_csv(path, keep_default_na=False, na_values=[""])
 

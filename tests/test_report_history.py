@@ -2,9 +2,7 @@
 and from its predictions.npz (calibration error, reliability diagram, confusion matrices),
 on hand-made run folders."""
 
-import contextlib
 import csv
-import io
 
 import numpy as np
 import pandas as pd
@@ -16,7 +14,7 @@ from ltbench.report import calibration, curves
 from ltbench.report.load import load_results
 from ltbench.results_schema import HISTORY_FILE, PREDICTIONS_FILE
 
-from test_report import DATASETS, lt_counts, read_csv, report, write_run
+from test_report import DATASETS, build, lt_counts, read_csv, write_run
 
 EPOCHS = 6
 
@@ -41,14 +39,6 @@ def write_predictions(folder, label, predicted, confidence):
     np.savez(folder / PREDICTIONS_FILE, label=np.asarray(label, np.int32),
              predicted=np.asarray(predicted, np.int32),
              confidence=np.asarray(confidence, np.float32))
-
-
-def build(results, out, *argv):
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = report(results, out, *argv)
-    assert code == 0
-    return printed.getvalue()
 
 
 HYBRID = {"loss_feature": lambda e: 3.0 - 0.2 * e, "loss_classifier": lambda e: 1.5 / e,

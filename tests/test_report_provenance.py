@@ -1,8 +1,6 @@
 """Provenance of every report number (the runs, code and data behind each cell, and warnings
 where a cell mixes them), the terciles shot rule, and the LaTeX tables compiling."""
 
-import contextlib
-import io
 import re
 import shutil
 import subprocess
@@ -13,15 +11,7 @@ import pytest
 from ltbench.data.profiles import SHOT_RULES, class_counts, many_medium_few
 from ltbench.metrics import group_sizes
 
-from test_report import parse, read_csv, report, write_run
-
-
-def build(results, out, *argv):
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
-        code = report(results, out, *argv)
-    assert code == 0
-    return printed.getvalue()
+from test_report import build, parse, read_csv, write_run
 
 
 class Cells(HTMLParser):

@@ -197,23 +197,21 @@ class DatasetInfo:
         return np.pad(x, ((0, 0), (0, 0), (before, after), (before, after)))
 
 
+def cifar_lt(source: str, num_classes: int, n_max: int, title: str) -> DatasetInfo:
+    """CIFAR-10-LT or CIFAR-100-LT: LDAM-DRW's construction over the python-pickle CIFAR files."""
+    return DatasetInfo(
+        f"{source}_lt", f"{title} (Cao et al. 2019 construction), {num_classes} classes, n_max {n_max}",
+        "cifar", num_classes, n_max, partial(sources.read_cifar, source), display_name=title,
+        fetch=partial(sources.fetch_cifar, source), find=partial(sources.find_cifar, source),
+        read_class_names=partial(sources.cifar_class_names, source), train_order=sources.CIFAR_ORDER[source],
+    )
+
+
 DATASETS = {
     info.name: info
     for info in [
-        DatasetInfo(
-            "cifar10_lt", "CIFAR-10-LT (Cao et al. 2019 construction), 10 classes, n_max 5000",
-            "cifar", 10, 5000, lambda root: sources.read_cifar("cifar10", root), display_name="CIFAR-10-LT",
-            fetch=partial(sources.fetch_cifar, "cifar10"), find=partial(sources.find_cifar, "cifar10"),
-            read_class_names=partial(sources.cifar_class_names, "cifar10"),
-            train_order=sources.CIFAR_ORDER["cifar10"],
-        ),
-        DatasetInfo(
-            "cifar100_lt", "CIFAR-100-LT (Cao et al. 2019 construction), 100 classes, n_max 500",
-            "cifar", 100, 500, lambda root: sources.read_cifar("cifar100", root), display_name="CIFAR-100-LT",
-            fetch=partial(sources.fetch_cifar, "cifar100"), find=partial(sources.find_cifar, "cifar100"),
-            read_class_names=partial(sources.cifar_class_names, "cifar100"),
-            train_order=sources.CIFAR_ORDER["cifar100"],
-        ),
+        cifar_lt("cifar10", 10, 5000, "CIFAR-10-LT"),
+        cifar_lt("cifar100", 100, 500, "CIFAR-100-LT"),
         DatasetInfo(
             "fashion_mnist_lt", "Fashion-MNIST-LT, same construction, 10 classes, n_max 6000, padded to 32x32",
             "cifar", 10, 6000, sources.read_fashion_mnist, FASHION_MEAN, FASHION_STD, pad_to=32,
