@@ -14,7 +14,7 @@ from .load import LeftOut
 from .plots import _grid, _legend, _save
 from .render import FigureFile
 from .tables import (PM, Section, Table, cell_order, dataset_name, fmt_factor, fmt_mean_std,
-                     in_cell, plural, shown_label, table_cells)
+                     grid, in_cell, plural, shown_label, table_cells)
 
 ECE_BINS = 15  # Guo et al. 2017's choice, which most calibration tables since follow
 CONFUSION_MAX_CLASSES = 10  # beyond this a confusion matrix is too dense to read
@@ -148,16 +148,13 @@ def ece_section(calibration: Calibration, labels: list[str]) -> Section | None:
     rows_of = [label for label in labels if label in set(agg["label"])]
     rows, sources = [[shown_label(label)] for label in rows_of], {}
     same_n = agg["seeds"].nunique() == 1
-    for j, (dataset, factor) in enumerate(cells, start=1):
-        cell = in_cell(agg, dataset, factor).set_index("label")
-        for i, label in enumerate(rows_of):
-            if label not in cell.index:
-                rows[i].append("")
-                continue
-            r = cell.loc[label]
-            sources[(i, j)] = r.run_ids
-            text = fmt_mean_std(r.ece_mean, r.ece_std)
-            rows[i].append(text if same_n else f"{text} (n={r.seeds})")
+    for i, j, _, _, _, r in grid(agg, rows_of, cells):
+        if r is None:
+            rows[i].append("")
+            continue
+        sources[(i, j)] = r.run_ids
+        text = fmt_mean_std(r.ece_mean, r.ece_std)
+        rows[i].append(text if same_n else f"{text} (n={r.seeds})")
     seeds = (f"{plural(agg['seeds'].iloc[0], 'seed')} in every cell" if same_n
              else "n = number of seeds with predictions")
     groups_row = [("", 1)]

@@ -8,6 +8,7 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import pandas as pd
 
@@ -216,6 +217,16 @@ def in_cell(agg, dataset, factor):
                        else agg["imbalance_factor"] == factor)]
 
 
+def grid(agg: pd.DataFrame, labels: list, cells: list) -> Iterator[tuple]:
+    """Every cell of a methods x (dataset, IF) table, column by column: (row index, column
+    index from 1, dataset, IF, row label, the aggregated row or None where the method has no
+    run)."""
+    for j, (dataset, factor) in enumerate(cells, start=1):
+        cell = in_cell(agg, dataset, factor).set_index("label")
+        for i, label in enumerate(labels):
+            yield i, j, dataset, factor, label, (cell.loc[label] if label in cell.index else None)
+
+
 # --- formatting -------------------------------------------------------------------------
 
 def dataset_name(dataset: str) -> str:
@@ -275,22 +286,19 @@ def main_table(agg: pd.DataFrame, assessment=None) -> Section:
     same_n = agg["seeds"].nunique() == 1
     rows = [[shown_label(label)] for label in labels]
     bold, italic, sources = set(), set(), {}
-    for j, (dataset, factor) in enumerate(cells, start=1):
-        cell = in_cell(agg, dataset, factor).set_index("label")
-        for i, label in enumerate(labels):
-            if label not in cell.index:
-                rows[i].append("")
-                continue
-            r = cell.loc[label]
-            sources[(i, j)] = r.get("run_ids", ())
-            text = fmt_mean_std(r.top1_mean, r.top1_std)
-            if assessment is not None:
-                text += assessment.mark(label, dataset, factor, "top1")
-                if assessment.is_bold(label, dataset, factor, "top1"):
-                    bold.add((i, j))
-                if assessment.few_seeds(label, dataset, factor, "top1"):
-                    italic.add((i, j))
-            rows[i].append(text if same_n else f"{text} (n={r.seeds})")
+    for i, j, dataset, factor, label, r in grid(agg, labels, cells):
+        if r is None:
+            rows[i].append("")
+            continue
+        sources[(i, j)] = r.get("run_ids", ())
+        text = fmt_mean_std(r.top1_mean, r.top1_std)
+        if assessment is not None:
+            text += assessment.mark(label, dataset, factor, "top1")
+            if assessment.is_bold(label, dataset, factor, "top1"):
+                bold.add((i, j))
+            if assessment.few_seeds(label, dataset, factor, "top1"):
+                italic.add((i, j))
+        rows[i].append(text if same_n else f"{text} (n={r.seeds})")
     seeds = (f"{plural(agg['seeds'].iloc[0], 'seed')} in every cell" if same_n
              else "n = number of seeds")
     notes = ["Top-1 at the last epoch, mean" + PM + f"sample standard deviation over seeds ({seeds}; "
