@@ -375,7 +375,7 @@ def status(results_dir) -> int:
         pass
     table = Table(title=escape(f"Runs in {results_dir}"))
     for col in ("run id", "method", "dataset", "IF", "seed", "preset", "epochs", "state", "top-1 %", "detail"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # a long name is wrapped, never cut to an ellipsis
     counts, lines = {}, []
     for run_id in run_ids:
         (state, why), top1, detail = store.inspect(run_id), "", ""
@@ -408,6 +408,6 @@ def status(results_dir) -> int:
     # by what a run is, not by its hash: a method's seeds side by side
     for _, _, cells in sorted(lines, key=lambda line: (line[0], line[1])):
         table.add_row(*(escape(cell) for cell in cells))  # a crafted file's text is shown, never read as markup
-    console.print(table)
+    _wide().print(table)
     console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     return 0

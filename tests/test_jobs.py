@@ -21,8 +21,10 @@ from ltbench.store import RunStore
 # one-stage runs and a two-stage one whose stage 1 is the sweep's CE run
 SWEEP = ["run", "--methods", "ce,crt,focal", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
          "--device", "cpu"]
-# what a result row says about the run, less when, how fast and by which process it ran
-TIMING = {"wall_s", "images_per_s", "peak_mem_mb", "started_at", "finished_at", "stage1_wall_s", "stage1_reused"}
+# what a result row says about the run, less when, how fast and by which process it ran, and
+# less the commit of the code (a commit made between two sweeps of this module moves it)
+TIMING = {"wall_s", "images_per_s", "peak_mem_mb", "started_at", "finished_at", "stage1_wall_s", "stage1_reused",
+          "git_sha"}
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 TRAINED = re.compile(r"\] (\w+ \S+ IF\S+ seed\d+): (?:training from|resuming from) epoch")
 

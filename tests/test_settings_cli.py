@@ -15,7 +15,7 @@ from ltbench.store import RunStore
 FIXTURE = Path(__file__).parent / "fixtures" / "results_v0_1"  # written by ltbench 0.1 (commit 307efe7)
 DRY = ["run", "--dataset", "fashion_mnist_lt", "--if", "10", "--preset", "smoke", "--dry-run"]
 EXECUTION_VALUES = {"amp": "false", "cpu_amp": "true", "channels_last": "false", "compile": "reduce-overhead",
-                    "loader": "dataloader"}
+                    "loader": "dataloader", "save_predictions": "true", "log_tensorboard": "true"}
 
 
 def show_spec(capsys, *extra, method="ce") -> list[dict]:

@@ -1,10 +1,10 @@
 """`ltbench run --jobs N --devices ...`: how many runs at once, where each goes, and how many
 CPU threads each gets.
 
-The defaults follow what was measured (benchmarks/sweep_jobs.py measures it on any machine):
-on a machine without GPUs one job that uses every core, since on 2 cores two runs side by
-side, a thread each, took 1.3x as long as the same two one after the other with both
-threads; on GPUs one job per GPU.
+The defaults follow what benchmarks/sweep_jobs.py measured (benchmarks/RESULTS.md): on a
+machine without GPUs one job that uses every core, since on 2 cores two runs side by side,
+a thread each, gave no more throughput than the same two one after the other with both
+threads (0.97x); on GPUs one job per GPU.
 """
 
 import os
