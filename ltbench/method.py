@@ -5,6 +5,7 @@ heads (it is an nn.Module, so they train and checkpoint with the backbone), comp
 loss of one step, and turns features into logits for evaluation.
 """
 
+import inspect
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
@@ -47,9 +48,12 @@ class Progress:
 
 
 class Method(nn.Module):
+    """A method is a subclass with a `name`; its docstring's first paragraph is its `summary`,
+    the one line `ltbench list` prints, with the paper it comes from."""
+
     name: ClassVar[str]
-    summary: ClassVar[str]  # one line, with the paper it comes from
     display_name: ClassVar[str | None] = None  # as tables print it (LDAM-DRW); default: the name
+    summary: ClassVar[str] = ""  # from the docstring, unless the class sets it
     # The method's own hyperparameters, each a `ltbench.settings.Setting` with its paper default
     # (a plain value is accepted too, typed by that value). They live under the method's name in
     # a spec, so they never collide with another plugin's: --set NAME.KEY=VALUE, or --set
@@ -66,6 +70,13 @@ class Method(nn.Module):
     # the same spec is their stage 1. The launcher reuses that run (or trains it as a run of
     # its own), loads its weights, freezes the backbone and trains this method as `stage2()` says.
     stage1: ClassVar[type["Method"] | None] = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        own_doc = cls.__dict__.get("__doc__")  # never a base class's: that describes the base
+        if "summary" not in cls.__dict__:
+            first = inspect.cleandoc(own_doc).split("\n\n")[0] if own_doc else ""
+            cls.summary = " ".join(first.split()).removesuffix(".")
 
     def __init__(self, hp: dict, class_counts: list[int], feature_dim: int):
         super().__init__()

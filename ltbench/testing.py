@@ -80,7 +80,7 @@ def check_defaults_resolve(name: str) -> None:
     from ltbench.sweep import resolve
 
     cls = registry.method(name)
-    assert cls.name == name and cls.summary, f"{name}: needs a `name` and a one-line `summary`"
+    assert cls.name == name and cls.summary, f"{name}: needs a `name` and a docstring (its first line is the summary)"
     for dataset in ("cifar10_lt", "cifar100_lt"):
         for preset in PRESETS:
             spec = resolve(name, dataset, 100, 0, preset)

@@ -11,9 +11,9 @@ def balanced_softmax_loss(logits, labels, class_counts):
 
 
 class BalancedSoftmax(LinearClassifierMethod):
-    name = "balanced_softmax"
-    display_name = "Balanced Softmax"
-    summary = "Balanced Softmax, logits shifted by log n_j in training (Ren et al., NeurIPS 2020)"
+    """Balanced Softmax, logits shifted by log n_j in training (Ren et al., NeurIPS 2020)."""
+
+    name, display_name = "balanced_softmax", "Balanced Softmax"
 
     def criterion(self, logits, labels, progress):
         return balanced_softmax_loss(logits, labels, self.class_counts.to(logits.device))

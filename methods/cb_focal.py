@@ -30,9 +30,9 @@ def cb_focal_loss(logits, labels, class_weights, gamma: float):
 
 
 class ClassBalancedFocal(LinearClassifierMethod):
-    name = "cb_focal"
-    display_name = "CB-Focal"
-    summary = "Class-balanced sigmoid focal loss, effective-number weights (Cui et al., CVPR 2019)"
+    """Class-balanced sigmoid focal loss, effective-number weights (Cui et al., CVPR 2019)."""
+
+    name, display_name = "cb_focal", "CB-Focal"
     # the paper's CIFAR-10-LT choice (cifar_im_trainval_cb.sh); its best CIFAR-100-LT IF 100 run
     # used beta 0.9 (unconfirmed), so set cb_beta per dataset when reproducing that table
     hyperparameters = {

@@ -6,9 +6,9 @@ from ltbench.method import LDAM_INIT, LinearClassifierMethod, classifier_init
 
 
 class CrossEntropy(LinearClassifierMethod):
-    name = "ce"
-    display_name = "CE"
-    summary = "Cross-entropy with instance sampling (baseline; protocol of Cao et al., NeurIPS 2019)"
+    """Cross-entropy with instance sampling (baseline; protocol of Cao et al., NeurIPS 2019)."""
+
+    name, display_name = "ce", "CE"
     hyperparameters = {"classifier_init": classifier_init("kaiming_normal", LDAM_INIT)}
 
     def criterion(self, logits, labels, progress):

@@ -8,9 +8,9 @@ from ltbench_methods.common import DRW_SETTINGS, deferred_weights
 
 
 class CrossEntropyDRW(LinearClassifierMethod):
-    name = "ce_drw"
-    display_name = "CE-DRW"
-    summary = "CE with deferred re-weighting by effective number from 80 % of training (Cao et al., NeurIPS 2019)"
+    """CE with deferred re-weighting by effective number from 80 % of training (Cao et al., NeurIPS 2019)."""
+
+    name, display_name = "ce_drw", "CE-DRW"
     hyperparameters = {**DRW_SETTINGS, "classifier_init": classifier_init("kaiming_normal", LDAM_INIT)}
 
     def criterion(self, logits, labels, progress):

@@ -13,9 +13,9 @@ from ltbench_methods.decoupling import ClassifierStage
 
 
 class ClassifierRetraining(ClassifierStage):
-    name = "crt"
-    display_name = "cRT"
-    summary = "cRT: CE backbone frozen, classifier re-trained with class-balanced sampling (Kang et al., ICLR 2020)"
+    """cRT: CE backbone frozen, classifier re-trained with class-balanced sampling (Kang et al., ICLR 2020)."""
+
+    name, display_name = "crt", "cRT"
     # classifier-balancing's ImageNet-LT cls_crt.yaml: lr 0.2 cosine to 0, batch 512, 10 epochs,
     # wd 5e-4, ClassAwareSampler with 4 images per class draw
     hyperparameters = classifier_stage2_settings("crt", epochs=10, config="config/ImageNet_LT/cls_crt.yaml")

@@ -12,9 +12,9 @@ def focal_loss(logits, labels, gamma: float):
 
 
 class Focal(LinearClassifierMethod):
-    name = "focal"
-    display_name = "Focal"
-    summary = "Focal loss, down-weights easy examples (Lin et al., ICCV 2017)"
+    """Focal loss, down-weights easy examples (Lin et al., ICCV 2017)."""
+
+    name, display_name = "focal", "Focal"
     hyperparameters = {
         "gamma": Setting(1.0, "focusing parameter: (1 - p_t)^gamma down-weights easy examples", low=0, high=100,
                          source="LDAM-DRW cifar_train.py: FocalLoss(weight=per_cls_weights, gamma=1)"),

@@ -27,9 +27,9 @@ class LDAMLoss(nn.Module):
 
 
 class LDAM(LinearClassifierMethod):
-    name = "ldam"
-    display_name = "LDAM"
-    summary = "LDAM loss, margins ~ n_j^(-1/4) on a cosine classifier, no re-weighting (Cao et al., NeurIPS 2019)"
+    """LDAM loss, margins ~ n_j^(-1/4) on a cosine classifier, no re-weighting (Cao et al., NeurIPS 2019)."""
+
+    name, display_name = "ldam", "LDAM"
     hyperparameters = {
         "max_margin": Setting(0.5, "the largest class margin (the rarest class's)", above=0, high=10,
                               source="LDAM-DRW cifar_train.py: LDAMLoss(max_m=0.5, s=30)"),
@@ -47,9 +47,9 @@ class LDAM(LinearClassifierMethod):
 
 
 class LDAMDRW(LDAM):
-    name = "ldam_drw"
-    display_name = "LDAM-DRW"
-    summary = "LDAM with deferred re-weighting by effective number from 80 % of training (Cao et al., NeurIPS 2019)"
+    """LDAM with deferred re-weighting by effective number from 80 % of training (Cao et al., NeurIPS 2019)."""
+
+    name, display_name = "ldam_drw", "LDAM-DRW"
     hyperparameters = {**LDAM.hyperparameters, **DRW_SETTINGS}
 
     def criterion(self, logits, labels, progress):

@@ -20,9 +20,9 @@ def logit_adjusted_loss(logits, labels, class_counts, tau: float):
 
 
 class LogitAdjustedLoss(LinearClassifierMethod):
-    name = "logit_adjust"
-    display_name = "LA loss"
-    summary = "Logit-adjusted loss, logits + tau log pi_j in training, tau = 1 (Menon et al., ICLR 2021)"
+    """Logit-adjusted loss, logits + tau log pi_j in training, tau = 1 (Menon et al., ICLR 2021)."""
+
+    name, display_name = "logit_adjust", "LA loss"
     hyperparameters = {"tau": TAU}
 
     def criterion(self, logits, labels, progress):
@@ -30,9 +30,9 @@ class LogitAdjustedLoss(LinearClassifierMethod):
 
 
 class PostHocLogitAdjustment(Method):
-    name = "logit_adjust_posthoc"
-    display_name = "LA post-hoc"
-    summary = "Post-hoc logit adjustment of a CE model, f(x) - tau log pi_j, tau = 1 (Menon et al., ICLR 2021)"
+    """Post-hoc logit adjustment of a CE model, f(x) - tau log pi_j, tau = 1 (Menon et al., ICLR 2021)."""
+
+    name, display_name = "logit_adjust_posthoc", "LA post-hoc"
     stage1 = CrossEntropy
     hyperparameters = {"tau": TAU}
 

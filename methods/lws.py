@@ -12,9 +12,9 @@ from ltbench_methods.decoupling import ClassifierStage
 
 
 class LearnableWeightScaling(ClassifierStage):
-    name = "lws"
-    display_name = "LWS"
-    summary = "LWS: CE backbone and classifier frozen, per-class scales learned class-balanced (Kang et al., ICLR 2020)"
+    """LWS: CE backbone and classifier frozen, per-class scales learned class-balanced (Kang et al., ICLR 2020)."""
+
+    name, display_name = "lws", "LWS"
     # classifier-balancing's ImageNet-LT cls_lws.yaml: as cRT but 5 epochs
     hyperparameters = classifier_stage2_settings("lws", epochs=5, config="config/ImageNet_LT/cls_lws.yaml")
     by_dataset = {"inat2018": {"weight_decay": (1e-4, "classifier-balancing config/iNaturalist18/cls_lws.yaml L15: "

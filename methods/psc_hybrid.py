@@ -42,9 +42,9 @@ class PSCLoss(nn.Module):
 
 
 class PSCHybrid(HybridNetwork):
-    name = "psc_hybrid"
-    display_name = "PSC-hybrid"
-    summary = "Hybrid network: prototypical supervised contrastive features + class-balanced CE (Wang et al., CVPR 2021)"
+    """Hybrid network: prototypical supervised contrastive features + class-balanced CE (Wang et al., CVPR 2021)."""
+
+    name, display_name = "psc_hybrid", "PSC-hybrid"
     hyperparameters = {
         **HybridNetwork.hyperparameters,
         "temperature": Setting(0.1, "temperature of the prototypical contrastive loss (1.0 on 10-class data)",

@@ -84,9 +84,9 @@ class SupConLoss(nn.Module):
 
 
 class SCHybrid(HybridNetwork):
-    name = "sc_hybrid"
-    display_name = "SC-hybrid"
-    summary = "Hybrid network: supervised contrastive features + class-balanced CE classifier (Wang et al., CVPR 2021)"
+    """Hybrid network: supervised contrastive features + class-balanced CE classifier (Wang et al., CVPR 2021)."""
+
+    name, display_name = "sc_hybrid", "SC-hybrid"
     hyperparameters = {
         **HybridNetwork.hyperparameters,
         "temperature": Setting(0.1, "temperature of the supervised contrastive loss", above=0, high=100,

@@ -43,9 +43,9 @@ def calibration_images(data, per_class: int, seed: int) -> tuple[np.ndarray, np.
 
 
 class TauNormalisation(Method):
-    name = "tau_norm"
-    display_name = "tau-norm"
-    summary = "tau-normalised CE classifier, w_j/||w_j||^tau, tau chosen on held-out images (Kang et al., ICLR 2020)"
+    """tau-normalised CE classifier, w_j/||w_j||^tau, tau chosen on held-out images (Kang et al., ICLR 2020)."""
+
+    name, display_name = "tau_norm", "tau-norm"
     stage1 = CrossEntropy
     # classifier-balancing's tau_norm.py sweeps tau over 0..2 in steps of 0.1
     hyperparameters = {

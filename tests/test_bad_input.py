@@ -111,13 +111,9 @@ def case(name, argv, message, prepare=None, environment=None):
 
 
 CASES = [
-    # settings out of range or not finite
-    case("epochs-inf", SMOKE + ["--set", "epochs=inf"], "epochs=inf"),
-    case("eval_every-1e400", SMOKE + ["--set", "eval_every=1e400"], "eval_every=1e400"),
-    case("lr-nan", SMOKE + ["--set", "lr=nan"], "lr=nan"),
-    case("momentum-inf", SMOKE + ["--set", "momentum=inf"], "momentum=inf"),
-    case("weight_decay-negative", SMOKE + ["--set", "weight_decay=-1"], "weight_decay=-1"),
-    case("lr-negative", SMOKE + ["--set", "lr=-5"], "lr=-5"),
+    # settings out of range or not finite: the error names the setting and its value
+    *(case(f"set-{value}", SMOKE + ["--set", value], value)
+      for value in ("epochs=inf", "eval_every=1e400", "lr=nan", "momentum=inf", "weight_decay=-1", "lr=-5")),
     case("lr-overflow", SMOKE + ["--set", "lr=1e400"], "lr=inf"),
     case("gamma-nan", SMOKE + ["--methods", "focal", "--set", "focal.gamma=nan"], "focal.gamma=nan"),
     case("eval_every-zero", SMOKE + ["--set", "eval_every=0"], "eval_every=0"),

@@ -8,7 +8,6 @@ come from LTBENCH_FAULT_SEED (printed, to replay a failure) and LTBENCH_FAULT_KI
 how many land (default 5, CI-sized; the issue's figure was measured with more).
 """
 
-import csv
 import os
 import random
 import signal
@@ -21,25 +20,16 @@ import pytest
 import torch
 
 from ltbench.cli import main
-from ltbench.store import SET_ASIDE, RunStore
+from ltbench.store import SET_ASIDE
+
+from finished_runs import finished_runs
 
 ARGS = ["run", "--methods", "ce,crt", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
         "--set", "crt.crt_epochs=2", "--device", "cpu"]
-# what a result row says about the run, less when and how fast it ran
-TIMING = {"wall_s", "images_per_s", "peak_mem_mb", "started_at", "finished_at", "stage1_wall_s", "stage1_reused",
-          "threads"}
 
 
 def outcome(results) -> dict:
-    store = RunStore(results)
-    runs = {}
-    for run_id in store.run_ids():
-        row = store.read_result(run_id)
-        assert row is not None and row["status"] == "done", (run_id, row)
-        with open(store.run_dir(run_id) / "per_class.csv", newline="") as fh:
-            per_class = list(csv.DictReader(fh))
-        runs[run_id] = ({k: v for k, v in row.items() if k not in TIMING}, per_class)
-    return runs
+    return finished_runs(results, ignore={"threads"})  # the killed sweeps ran with other thread counts
 
 
 @pytest.fixture

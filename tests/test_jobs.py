@@ -18,25 +18,17 @@ from ltbench.cli import main
 from ltbench.launch.job_plan import JobPlan, plan_jobs, visible_gpu
 from ltbench.store import RunStore
 
+from finished_runs import finished_runs
+
 # one-stage runs and a two-stage one whose stage 1 is the sweep's CE run
 SWEEP = ["run", "--methods", "ce,crt,focal", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
          "--device", "cpu"]
-# what a result row says about the run, less when, how fast and by which process it ran, and
-# less the commit of the code (a commit made between two sweeps of this module moves it)
-TIMING = {"wall_s", "images_per_s", "peak_mem_mb", "started_at", "finished_at", "stage1_wall_s", "stage1_reused",
-          "git_sha"}
 ONE_THREAD = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
 TRAINED = re.compile(r"\] (\w+ \S+ IF\S+ seed\d+): (?:training from|resuming from) epoch")
 
 
 def outcome(results) -> dict:
-    store = RunStore(results)
-    runs = {}
-    for run_id in store.run_ids():
-        row = store.read_result(run_id)
-        assert row is not None and row["status"] == "done", (run_id, row)
-        runs[run_id] = ({k: v for k, v in row.items() if k not in TIMING}, store.read_per_class(run_id))
-    return runs
+    return finished_runs(results, ignore={"git_sha"})  # a commit made between two sweeps of this module moves it
 
 
 def ltbench(*args, **popen) -> subprocess.Popen:

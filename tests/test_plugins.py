@@ -21,11 +21,12 @@ SMOOTHING = Setting(0.1, "probability mass spread over the other classes", low=0
 
 
 class LabelSmoothing(LinearClassifierMethod):
-    """A method from another package."""
+    """CE with label smoothing (Szegedy et al., CVPR 2016).
+
+    A method from another package."""
 
     hyperparameters = {"smoothing": SMOOTHING}
     name, display_name = "label_smoothing", "Label smoothing"
-    summary = "CE with label smoothing (Szegedy et al., CVPR 2016)"
 
     def criterion(self, logits, labels, progress):
         smoothing = self.hp["smoothing"]
@@ -130,3 +131,26 @@ def test_a_new_file_in_methods_is_a_new_method_without_reinstalling(tmp_path):
         os.remove(path)
         sys.modules.pop("ltbench_methods.zz_conformance_probe", None)
         registry.clear()
+
+
+def test_a_methods_summary_is_its_docstrings_first_paragraph_never_its_bases(monkeypatch):
+    from ltbench.method import LinearClassifierMethod
+    from ltbench.testing import check_defaults_resolve
+
+    class Documented(LinearClassifierMethod):
+        """CE, said over
+        two lines (Someone et al. 2030).
+
+        Details a table does not print."""
+
+    class Undocumented(Documented):
+        name = "undocumented"
+
+    class Explicit(Documented):
+        summary = "set by hand"
+
+    assert Documented.summary == "CE, said over two lines (Someone et al. 2030)"
+    assert Undocumented.summary == "" and Explicit.summary == "set by hand"
+    monkeypatch.setattr(registry, "method", {"undocumented": Undocumented}.__getitem__)
+    with pytest.raises(AssertionError, match="docstring"):
+        check_defaults_resolve("undocumented")  # the conformance suite wants a summary

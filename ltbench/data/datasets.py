@@ -20,8 +20,20 @@ FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
 HOLDOUT_PER_CLASS = 100
 
 
+class TrainingSplitFacts:
+    """What a dataset's splits imply, shared by the in-memory and the image-file datasets."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_counts)
+
+    @cached_property
+    def split_fingerprint(self) -> str:
+        return split_fingerprint(self)
+
+
 @dataclass
-class LongTailData:
+class LongTailData(TrainingSplitFacts):
     """A long-tailed training set and a balanced test set, images uint8 NCHW."""
 
     name: str
@@ -41,16 +53,8 @@ class LongTailData:
     holdout_indices: np.ndarray | None = None
 
     @property
-    def num_classes(self) -> int:
-        return len(self.class_counts)
-
-    @property
     def in_chans(self) -> int:
         return self.train_x.shape[1]
-
-    @cached_property
-    def split_fingerprint(self) -> str:
-        return split_fingerprint(self)
 
 
 def split_fingerprint(data) -> str:

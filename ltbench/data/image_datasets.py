@@ -13,13 +13,12 @@ import difflib
 import json
 import os
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from ltbench.data.datasets import DatasetInfo, check_splits, split_fingerprint
+from ltbench.data.datasets import DatasetInfo, TrainingSplitFacts, check_splits
 from ltbench.data.inat import read_inat_json, read_inat_names
 from ltbench.data.profiles import select_long_tail
 from ltbench.data.sources import data_root
@@ -35,7 +34,7 @@ INAT_MEAN, INAT_STD = (0.466, 0.471, 0.380), (0.195, 0.194, 0.192)
 
 
 @dataclass
-class ImageFileData:
+class ImageFileData(TrainingSplitFacts):
     """A training split and the evaluation split as image paths and labels; the fields of
     LongTailData, with paths (bytes, relative to `root`) where that has pixels, so the
     trainer and the methods see one shape."""
@@ -53,14 +52,6 @@ class ImageFileData:
     class_names: list[str] | None = None  # as the dataset's files name the classes; None where they do not
     # the training images' lines (entries) of the training split file; `ltbench split` exports them
     train_indices: np.ndarray | None = None
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_counts)
-
-    @cached_property
-    def split_fingerprint(self) -> str:
-        return split_fingerprint(self)
 
 
 @dataclass(frozen=True)
