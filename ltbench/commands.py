@@ -134,7 +134,7 @@ def sweep_from_args(args) -> tuple[Sweep, dict]:
     seeds = [parse_seed(s) for s in pick("seeds", "seeds")]
     sweep = Sweep(methods=list(methods), datasets=list(datasets), imbalance_factors=list(factors or []), seeds=seeds,
                   preset=pick("preset", "preset"), overrides=overrides)
-    where = {key: pick(key, key) for key in ("results_dir", "device")}
+    where = {key: pick(key, key) for key in ("results_dir", "device", "jobs", "devices")}
     if not isinstance(where["results_dir"], str) or not where["results_dir"].strip():
         raise UserError(f"the results dir is {where['results_dir']!r}, not a folder name",
                         hint="pass --results-dir DIR (default: results)")
@@ -217,12 +217,11 @@ def data_options_from(table: dict, flags: list[str]) -> dict:
     return options
 
 
-def local_plan(args, device: str):
-    """--jobs and --devices for a local sweep; under torchrun each run already spans every
-    process, so one run at a time."""
+def local_plan(jobs, devices: list[str] | None, device: str):
+    """--jobs and --devices (or the config's jobs and devices) for a local sweep; under
+    torchrun each run already spans every process, so one run at a time."""
     from ltbench.launch.job_plan import parse_jobs, plan_jobs
 
-    jobs, devices = getattr(args, "jobs", None), getattr(args, "devices", None)
     if distributed.requested_world_size() > 1:
         if devices or (jobs is not None and parse_jobs(jobs) > 1):
             raise UserError("--jobs and --devices do not go with torchrun: there each run is data-parallel over "
@@ -242,8 +241,9 @@ def run(args) -> int:
     sweep, where = sweep_from_args(args)
     if args.launcher == "local":
         check_device_present(where["device"])
-        where["plan"] = local_plan(args, where["device"])
+        where["plan"] = local_plan(where["jobs"], where["devices"], where["device"])
     elif getattr(args, "jobs", None) is not None or getattr(args, "devices", None):
+        # a config file's jobs and devices are for its local runs: under Slurm they are unused
         raise UserError("--jobs and --devices are options of the local launcher",
                         hint="under Slurm every run is a job of its own: leave them out "
                         "(--slurm-array-parallelism caps how many run at once)")
@@ -303,10 +303,12 @@ def _run(args, sweep: Sweep, where: dict) -> int:
 
     if plan.jobs > 1:
         from ltbench.launch.jobs import run_jobs
-        statuses = run_jobs(todo, where["results_dir"], plan, log=log)
+        from ltbench.launch.job_view import LiveView, PassThrough
+        view = LiveView(console, where["results_dir"], len(todo)) if console.is_terminal else PassThrough()
+        statuses = run_jobs(todo, where["results_dir"], plan, log=log, view=view)
     else:
         from ltbench.launch.local import run_local
-        device = plan.devices[0] if getattr(args, "devices", None) else where["device"]
+        device = plan.devices[0] if where["devices"] else where["device"]
         statuses = run_local(todo, where["results_dir"], device,
                              reporter_factory=reporter_for_output if distributed.is_main() else None, log=log)
     rows = [store.read_result(spec.run_id) for spec in specs]

@@ -197,8 +197,9 @@ def preset_label(spec: RunSpec) -> str:
 # ------------------------------------------------------------------ config files
 
 CONFIG_KEYS = {"methods", "datasets", "dataset", "imbalance_factors", "if", "seeds", "preset", "profile",
-               "backbone", "epochs", "batch_size", "n_max", "results_dir", "device", "set", "data_root", "data", "tag"}
-LIST_KEYS = ("methods", "datasets", "dataset", "imbalance_factors", "if", "seeds")
+               "backbone", "epochs", "batch_size", "n_max", "results_dir", "device", "set", "data_root", "data", "tag",
+               "jobs", "devices"}  # jobs and devices: the local launcher's (--jobs, --devices)
+LIST_KEYS = ("methods", "datasets", "dataset", "imbalance_factors", "if", "seeds", "devices")
 
 
 def read_config(path) -> dict:

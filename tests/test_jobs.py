@@ -3,10 +3,12 @@ exactly once whatever starts it (two sweeps on one results dir, a killed holder)
 
 import csv
 import os
+import pty
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -209,3 +211,58 @@ def test_the_sweep_benchmark_times_both_settings(tmp_path, fashion_mnist):
     assert [(r["jobs"], r["runs"]) for r in rows] == [("1", "2"), ("2", "2")]
     assert rows[0]["vs_jobs_1"] == "1.0" and float(rows[1]["vs_jobs_1"]) > 0
     assert rows[0]["mean_top1"] == rows[1]["mean_top1"]  # one thread each: the same sweep, the same numbers
+
+
+def test_on_a_terminal_each_job_has_a_line_and_its_output_a_file(tmp_path, fashion_mnist):
+    """Run under a pseudo-terminal, as a user types it: the terminal shows a line per running
+    job (its latest epoch), each job's own lines go to <results>/jobs/<run_id>.log."""
+    results = tmp_path / "results"
+    main_end, job_end = pty.openpty()
+    env = dict(ONE_THREAD, TERM="xterm-256color", COLUMNS="160", LINES="40")
+    proc = subprocess.Popen([sys.executable, "-m", "ltbench.cli", "run", "--methods", "ce,focal", "--dataset",
+                             "fashion_mnist_lt", "--if", "100", "--preset", "smoke", "--epochs", "4", "--device", "cpu",
+                             "--jobs", "2", "--results-dir", str(results)],
+                            stdin=job_end, stdout=job_end, stderr=job_end, env=env)
+    os.close(job_end)
+    chunks = []
+
+    def drain():  # a terminal that is not read stops the writer
+        while True:
+            try:
+                chunk = os.read(main_end, 65536)
+            except OSError:  # the other end closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain)
+    reader.start()
+    assert proc.wait(timeout=600) == 0
+    reader.join(timeout=30)
+    os.close(main_end)
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode("utf-8", "replace"))
+    store = RunStore(results)
+    assert sorted(store.state(run_id) for run_id in store.run_ids()) == ["done", "done"]
+    for run_id in store.run_ids():
+        log = (results / "jobs" / f"{run_id}.log").read_text()
+        assert "epoch 4/4" in log and store.read_spec(run_id).label in log  # the job's own lines
+    assert re.search(r"\[\d/2\] (ce|focal) fashion_mnist_lt IF100 seed0\s+cpu\s+\d+:\d\d\s+(starting|\S)", screen), screen
+    assert "running; each job's output is in" in screen, screen
+
+
+@pytest.mark.parametrize("config, message", [("jobs = 0\n", "--jobs 0 is not a whole number"),
+                                             ('devices = ["gpu"]\n', "--devices: unknown device 'gpu'"),
+                                             ('devices = "cpu"\njobs = 2\n', None)])
+def test_a_config_file_sets_jobs_and_devices(tmp_path, capsys, monkeypatch, config, message):
+    import ltbench.launch.jobs as jobs
+
+    planned = []
+    monkeypatch.setattr(jobs, "run_jobs", lambda specs, results, plan, **_: planned.append(plan) or {})
+    path = tmp_path / "sweep.toml"
+    path.write_text(config)
+    code = main(SWEEP[:-2] + ["--config", str(path), "--results-dir", str(tmp_path / "results")])
+    if message is not None:
+        assert code == 2 and message in capsys.readouterr().err
+    else:  # the launcher got the file's plan (its runs, not trained here, leave the sweep short)
+        assert [(plan.jobs, plan.devices) for plan in planned] == [(2, ("cpu",))]

@@ -69,7 +69,7 @@ def parse_devices(items: list[str]) -> tuple[str, ...]:
     """cpu, cuda (every visible GPU), cuda:N or N; a device named twice gets twice the jobs."""
     chosen = []
     for item in items:
-        name = item.strip().lower()
+        name = str(item).strip().lower()
         if name == "cpu":
             chosen.append("cpu")
         elif name == "cuda":
@@ -85,7 +85,7 @@ def parse_devices(items: list[str]) -> tuple[str, ...]:
         else:
             raise UserError(f"--devices: unknown device {item!r}", hint=DEVICES_HINT)
     if "cpu" in chosen and any(d != "cpu" for d in chosen):
-        raise UserError(f"--devices {','.join(items)} mixes the CPU and GPUs: a sweep's runs would then differ by "
+        raise UserError(f"--devices {','.join(map(str, items))} mixes the CPU and GPUs: a sweep's runs would then differ by "
                         "where they ran", hint="list GPUs only, or cpu only")
     return tuple(chosen)
 

@@ -15,10 +15,13 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
+from pathlib import Path
 
 from ltbench import stages
 from ltbench.launch.job_plan import JobPlan, visible_gpu
+from ltbench.launch.job_view import PassThrough
 from ltbench.launch.job_worker import EXIT_CODES, INTERRUPTED
 from ltbench.spec import RunSpec
 from ltbench.store import RunStore
@@ -38,10 +41,18 @@ class Job:
     slot: int
     device: str
     process: subprocess.Popen
+    output: Path | None  # the file its output goes to; None: this process's output
 
 
-def run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log=print) -> dict:
-    """Runs `specs` as up to plan.jobs processes at once; returns run_id -> done | failed."""
+def run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log=print, view=None) -> dict:
+    """Runs `specs` as up to plan.jobs processes at once; returns run_id -> done | failed.
+    `view` (ltbench.launch.job_view) says where the jobs' output goes and shows them."""
+    view = view or PassThrough()
+    with view:
+        return _run_jobs(specs, results_dir, plan, log, view)
+
+
+def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view) -> dict:
     store = RunStore(results_dir)
     numbers = {spec.run_id: i for i, spec in enumerate(specs, 1)}
     stage1_of = {s.run_id: first.run_id for s in specs if (first := stages.stage1_spec(s)) is not None}
@@ -62,7 +73,9 @@ def run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log=print) -> dic
                     statuses[spec.run_id] = "done"
                     continue
                 slot = min(s for s in range(plan.jobs) if s not in running)
-                running[slot] = start(spec, numbers[spec.run_id], slot, plan, results_dir, wait)
+                running[slot] = start(spec, numbers[spec.run_id], slot, plan, results_dir, wait,
+                                      view.output_for(spec.run_id))
+                view.started(running[slot])
                 log(f"{head} on {running[slot].device}")
             time.sleep(POLL_SECONDS)
             for slot, job in list(running.items()):
@@ -70,6 +83,7 @@ def run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log=print) -> dic
                 if code is None:
                     continue
                 del running[slot]
+                view.ended(job)
                 status = outcome(job, code, store, len(specs), log)
                 if status == "busy":
                     queue.append((job.spec, True))
@@ -91,7 +105,7 @@ def next_ready(queue: list[tuple[RunSpec, bool]], stage1_of: dict[str, str], run
     return None
 
 
-def start(spec: RunSpec, number: int, slot: int, plan: JobPlan, results_dir, wait: bool) -> Job:
+def start(spec: RunSpec, number: int, slot: int, plan: JobPlan, results_dir, wait: bool, output: Path | None) -> Job:
     device = plan.device_for(slot)
     threads = str(plan.threads)
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -101,14 +115,18 @@ def start(spec: RunSpec, number: int, slot: int, plan: JobPlan, results_dir, wai
         job_device = "cuda:0"  # the only GPU the job sees
     command = [sys.executable, "-m", "ltbench.launch.job_worker", json.dumps(spec.to_dict()),
                "--results-dir", str(results_dir), "--device", job_device, "--threads", threads]
-    # the job's output (one line per epoch) goes where this process's goes
-    process = subprocess.Popen(command + (["--wait"] if wait else []), env=env)
-    return Job(spec, number, slot, device, process)
+    # the job's output (one line per epoch) goes to `output`, else where this process's goes
+    with open(output, "ab") if output is not None else nullcontext() as sink:
+        process = subprocess.Popen(command + (["--wait"] if wait else []), env=env, stdout=sink,
+                                   stderr=subprocess.STDOUT if output is not None else None)
+    return Job(spec, number, slot, device, process, output)
+
 
 
 def outcome(job: Job, code: int, store: RunStore, total: int, log) -> str:
     """done | failed | busy, from the job's exit status, said in one line."""
     head = f"[{job.number}/{total}] {job.spec.label} ({job.spec.run_id})"
+    output = f"; its output: {job.output}" if job.output is not None else ""
     status = STATUS_OF_EXIT.get(code)
     if status == "done":
         row = store.read_result(job.spec.run_id)
@@ -117,12 +135,12 @@ def outcome(job: Job, code: int, store: RunStore, total: int, log) -> str:
         log(f"{head}: another process is training it; back to it after the rest of the queue")
     elif status == "failed" and store.state(job.spec.run_id) == "failed":
         row = store.read_result(job.spec.run_id)
-        log(f"{head}: failed: {row['error']} (see {store.run_dir(job.spec.run_id) / 'error.log'})")
+        log(f"{head}: failed: {row['error']} (see {store.run_dir(job.spec.run_id) / 'error.log'}{output})")
     else:
         how = "was interrupted" if code == INTERRUPTED else (
             f"was killed by signal {-code}" if code < 0 else f"ended with exit status {code}")
-        log(f"{head}: failed: its job {how} before writing a result; the run resumes from its last "
-            "checkpoint when the sweep runs again")
+        log(f"{head}: failed: its job {how} before writing a result{output}; the run resumes from its "
+            "last checkpoint when the sweep runs again")
         status = "failed"
     return status
 
