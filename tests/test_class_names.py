@@ -58,14 +58,37 @@ def test_inaturalist_names_from_its_categories_and_categories_json(tmp_path):
         IMAGE_DATASETS["inat2018"].build(tmp_path)
 
 
-def test_inaturalist_without_category_names_and_oltr_lists_have_none(tmp_path):
+def test_inaturalist_without_category_names_has_none(tmp_path):
     root = make_inat(tmp_path)
     document = json.loads((root / "train2018.json").read_text())
     document["categories"] = [{"id": c["id"]} for c in document["categories"]]
     (root / "train2018.json").write_text(json.dumps(document))
     assert IMAGE_DATASETS["inat2018"].build(tmp_path).class_names is None
-    make_oltr(tmp_path, "imagenet_lt")
-    assert IMAGE_DATASETS["imagenet_lt"].build(tmp_path).class_names is None
+
+
+def test_oltr_lists_name_classes_by_their_folders(tmp_path):
+    root = make_oltr(tmp_path, "imagenet_lt")  # train/c00/0000.jpg ...
+    assert IMAGE_DATASETS["imagenet_lt"].build(tmp_path).class_names == [f"c{c:02d}" for c in range(6)]
+    # ImageNet's WordNet ids become words where a synset list lies beside the split files
+    (root / "LOC_synset_mapping.txt").write_text("".join(f"c{c:02d} word {c}, other name\n" for c in range(5)))
+    names = IMAGE_DATASETS["imagenet_lt"].build(tmp_path).class_names
+    assert names[:2] == ["word 0", "word 1"] and names[5] == "c05"  # a wnid the list lacks stays
+
+
+@pytest.mark.parametrize("lines, names", [
+    # Places-LT: below the shared data_256/, less the one-letter index; categories may be nested
+    (["data_256/a/abbey/1.jpg 0", "data_256/a/apartment_building/outdoor/2.jpg 1", "data_256/b/bakery/shop/3.jpg 2"],
+     {0: "abbey", 1: "apartment_building/outdoor", 2: "bakery/shop"}),
+    (["train/n01/1.jpg 0", "train/n01/2.jpg 0", "train/n02/3.jpg 1"], {0: "n01", 1: "n02"}),
+    (["train/n01/1.jpg 0", "val/n01/2.jpg 0", "train/n02/3.jpg 1"], None),  # a class in two folders
+    (["train/n01/1.jpg 0", "train/n01/2.jpg 1"], None),  # two classes in one folder
+    (["1.jpg 0", "2.jpg 1"], None),
+])
+def test_folder_names_only_where_folders_and_classes_match_one_to_one(tmp_path, lines, names):
+    from ltbench.data.split_files import folder_class_names
+
+    (tmp_path / "split.txt").write_text("\n".join(lines))
+    assert folder_class_names(tmp_path / "split.txt") == names
 
 
 def test_per_class_csv_names_the_classes_and_the_report_reads_them(tmp_path, fashion_mnist):

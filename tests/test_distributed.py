@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -143,14 +144,22 @@ def test_torchrun_runs_the_sweep_data_parallel(data_root, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LTBENCH_WORKERS": "1"}
     done = subprocess.run(
         [str(torchrun), "--nproc-per-node", "2", "--master-port", str(free_port()), "-m", "ltbench.cli", "run",
-         "--methods", "ce", "--dataset", "places_lt", *FLAGS, "--data-root", str(data_root),
-         "--results-dir", str(results)],
+         "--methods", "ce", "--dataset", "places_lt", *FLAGS, "--set", "save_predictions=true",
+         "--data-root", str(data_root), "--results-dir", str(results)],
         capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert done.stdout.count("1 runs in the grid") == 1  # rank 1 keeps quiet
     (run_id,) = RunStore(results).run_ids()
     assert RunStore(results).read_result(run_id)["status"] == "done"
     assert evaluated(results, run_id) == single_process_evaluation(results, run_id, data_root)
+    # each rank evaluated every second image: the predictions file has them back in test-set order
+    spec = RunStore(results).read_spec(run_id)
+    test_y = registry.dataset(spec.dataset).build(data_root, spec.imbalance_factor, spec.profile, spec.n_max).test_y
+    with np.load(results / run_id / "predictions.npz") as saved:
+        label, predicted = saved["label"], saved["predicted"]
+    assert np.array_equal(label, test_y)
+    correct = np.bincount(label[predicted == label], minlength=len(evaluated(results, run_id)))
+    assert [int(r["correct"]) for r in evaluated(results, run_id)] == correct.tolist()
 
 
 # ----------------------------------------------------------------------------- Slurm

@@ -22,7 +22,7 @@ from ltbench.data.datasets import DatasetInfo, TrainingSplitFacts, check_splits
 from ltbench.data.inat import read_inat_json, read_inat_names
 from ltbench.data.profiles import select_long_tail
 from ltbench.data.sources import data_root
-from ltbench.data.split_files import SHOWN, read_split_file
+from ltbench.data.split_files import SHOWN, folder_class_names, read_split_file
 from ltbench.errors import UserError, unknown_name
 
 OPTIONS_ENV = "LTBENCH_DATA_OPTIONS"
@@ -233,7 +233,8 @@ def _oltr(name: str, title: str, summary: str, num_classes: int, n_max: int, fac
           protocol_source: str = ""):
     """A dataset of OLTR's published splits (Liu et al. 2019): `<Title>_train.txt` / `_test.txt`."""
     prefix = title.replace("-", "_")
-    split = SplitFiles(name, num_classes, f"{prefix}_train.txt", f"{prefix}_test.txt", read_split_file)
+    split = SplitFiles(name, num_classes, f"{prefix}_train.txt", f"{prefix}_test.txt", read_split_file,
+                       folder_class_names)
     return ImageFileDataset(name, summary, name, num_classes, n_max, split, IMAGENET_MEAN, IMAGENET_STD,
                             fixed_imbalance_factor=factor, protocol=protocol, display_name=title,
                             protocol_source=protocol_source,
