@@ -41,10 +41,12 @@ class ClassCounts:
 
 def group_accuracy(counts: ClassCounts, class_counts, convention: str = "cb") -> dict[str, float | None]:
     """Mean per-class accuracy of each group (classifier-balancing's `shot_acc`); None for an
-    empty group, which a report must show as empty rather than as 0 %."""
+    empty group, or one none of whose classes had a test image, which a report must show as
+    empty rather than as 0 %."""
     groups = np.array(many_medium_few(class_counts, convention))
     acc = counts.per_class
-    return {g: (float(np.nanmean(acc[groups == g])) if (groups == g).any() else None) for g in GROUPS}
+    evaluated = ~np.isnan(acc)  # a class without test images has no accuracy
+    return {g: (float(acc[mask].mean()) if (mask := (groups == g) & evaluated).any() else None) for g in GROUPS}
 
 
 def group_sizes(class_counts, convention: str = "cb") -> dict[str, int]:

@@ -28,3 +28,10 @@ def test_group_accuracy_is_the_mean_of_class_accuracies():
     counts = [500, 50, 5]
     evaluated = ClassCounts(np.array([10, 3, 1]), np.array([10, 4, 4]))
     assert group_accuracy(evaluated, counts) == {"many": 100.0, "medium": 75.0, "few": 25.0}
+
+
+def test_a_group_whose_classes_have_no_test_images_is_none(recwarn):
+    counts = [500, 400, 50, 5]  # the few-shot class has no test image here
+    evaluated = ClassCounts(np.array([10, 5, 3, 0]), np.array([10, 10, 4, 0]))
+    assert group_accuracy(evaluated, counts) == {"many": 75.0, "medium": 75.0, "few": None}
+    assert not recwarn.list  # no "mean of empty slice"
