@@ -8,9 +8,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ltbench import distributed, environment, registry
+from ltbench import distributed, environment, registry, run_lock, settings
 from ltbench.data.image_datasets import OPTIONS_ENV, check_dataset_options
-from ltbench import settings
 from ltbench.errors import CorruptFile, UserError, unknown_name
 from ltbench.migrate import migrate_store, pending_migrations
 from ltbench.models import CIFAR_BACKBONES
@@ -398,6 +397,8 @@ def status(results_dir) -> int:
             detail = f"{why}; a rerun of the sweep moves the folder to {store.root / SET_ASIDE}/ and redoes the run"
         elif state == "partial":
             detail = partial_progress(store, run_id, label[-1])
+            holder = run_lock.holder_pid(store.run_dir(run_id))
+            detail += f"; training now (pid {holder})" if holder is not None else ""
         # scheduler_states leaves out runs whose current result is in the store, so it wins:
         # a retried failure keeps its old row until the new job starts
         if run_id in scheduler:

@@ -24,6 +24,7 @@ with nothing to clean up. What holds where:
   the run's `train.lock` by hand once you know it has ended.
 """
 
+import os
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -83,3 +84,24 @@ def wait_while_held(run_dir, on_wait=None) -> None:
     """Returns once no other process holds the run's lock (at once when none does)."""
     with holding(run_dir, wait=True, on_wait=on_wait):
         pass
+
+
+def holder_pid(run_dir) -> int | None:
+    """The process of this machine that holds the run's lock, read from the kernel's table of
+    locks (/proc/locks, Linux) without touching the lock: a probe that took it, even for a
+    moment, could make a sweep skip the run. None where no process here holds it, and where
+    this cannot be told (no /proc; a holder on another NFS client)."""
+    try:
+        lock = lock_path(run_dir).stat()
+        table = Path("/proc/locks").read_text()
+    except OSError:
+        return None
+    for line in table.splitlines():
+        # "1: FLOCK  ADVISORY  WRITE 4120 fe:00:2146327 0 EOF" (a waiter's line has "->" second)
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK" or fields[5].count(":") != 2:
+            continue
+        major, minor, inode = fields[5].split(":")
+        if (int(inode), int(major, 16), int(minor, 16)) == (lock.st_ino, os.major(lock.st_dev), os.minor(lock.st_dev)):
+            return int(fields[4])
+    return None

@@ -81,24 +81,49 @@ def test_two_sweeps_on_one_results_dir_train_every_run_once(tmp_path, one_after_
         run_id: row for run_id, (row, _) in one_after_another.items()}
 
 
-def test_a_killed_holders_lock_is_taken_over(tmp_path):
-    run_dir = tmp_path / "results" / "abc123"
+def lock_holder(run_dir) -> subprocess.Popen:
+    """Another process, holding the run's lock until it is killed."""
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys, time\nfrom ltbench import run_lock\n"
          f"with run_lock.holding({str(run_dir)!r}) as held:\n    print(held, flush=True)\n    time.sleep(600)"],
         stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "True"
+    return holder
+
+
+def test_a_killed_holders_lock_is_taken_over(tmp_path):
+    run_dir = tmp_path / "results" / "abc123"
+    holder = lock_holder(run_dir)
     try:
-        assert holder.stdout.readline().strip() == "True"
         with run_lock.holding(run_dir) as held:
             assert not held  # another process trains it
+        assert run_lock.holder_pid(run_dir) == holder.pid
         waited = []
         holder.send_signal(signal.SIGKILL)
         holder.wait(30)
+        assert run_lock.holder_pid(run_dir) is None
         start = time.monotonic()
         # the kernel dropped the dead holder's lock: taken at once, nothing to clean up
         with run_lock.holding(run_dir, wait=True, on_wait=lambda: waited.append(True)) as held:
             assert held
         assert not waited and time.monotonic() - start < 5 and (run_dir / run_lock.LOCK_FILE).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_status_names_the_process_training_a_partial_run(tmp_path, capsys):
+    from ltbench.sweep import resolve
+
+    store = RunStore(tmp_path / "results")
+    spec = resolve("ce", "fashion_mnist_lt", 100, 0, "smoke")
+    store.write_spec(spec)
+    assert main(["status", "--results-dir", str(store.root)]) == 0
+    assert "training now" not in capsys.readouterr().out  # started once, no process on it now
+    holder = lock_holder(store.run_dir(spec.run_id))
+    try:
+        assert main(["status", "--results-dir", str(store.root)]) == 0
+        assert f"training now (pid {holder.pid})" in capsys.readouterr().out
     finally:
         holder.kill()
         holder.wait()
