@@ -203,6 +203,11 @@ def parametrize_with_checks(names: list[str] | None = None):
 # ---------------------------------------------------------------------- helpers
 
 
+def two_stage_methods() -> dict[str, str]:
+    """Every registered two-stage method, with the name of the method its stage 1 trains."""
+    return {name: cls.stage1.name for name, cls in registry.methods().items() if cls.stage1 is not None}
+
+
 def _one_step(trainer) -> float:
     from ltbench.method import Progress
 

@@ -5,23 +5,20 @@ import numpy as np
 import pytest
 import torch
 
-from ltbench import registry
 from ltbench.errors import UserError
 from ltbench.models import create_backbone
 from ltbench.stages import FrozenBackbone, stage1_spec
 from ltbench.sweep import Sweep, expand, resolve
+from ltbench.testing import two_stage_methods
 from ltbench_methods.tau_norm import TauNormalisation, calibration_images
 
-TWO_STAGE = [name for name, cls in registry.methods().items() if cls.stage1 is not None]
-
-
-@pytest.mark.parametrize("name", TWO_STAGE)
+@pytest.mark.parametrize("name, stage1", two_stage_methods().items())
 @pytest.mark.parametrize("preset", ["paper", "quick", "smoke"])
-def test_stage1_is_the_ce_run_of_the_same_spec(name, preset):
+def test_stage1_is_the_run_of_its_stage1_method_with_the_same_spec(name, stage1, preset):
     spec = resolve(name, "fashion_mnist_lt", 100, 3, preset, {})
-    ce = resolve("ce", "fashion_mnist_lt", 100, 3, preset, {})
+    plain = resolve(stage1, "fashion_mnist_lt", 100, 3, preset, {})
     first = stage1_spec(spec)
-    assert first == ce and first.run_id == ce.run_id and first.preset == preset
+    assert first == plain and first.run_id == plain.run_id and first.preset == preset
 
 
 def test_stage1_follows_shared_settings_but_not_stage2_ones():
