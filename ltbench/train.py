@@ -263,8 +263,8 @@ class Trainer:
                                               self.data.num_classes)
         # large batches thrash a CPU's caches; a GPU wants them large
         batch_size = 1024 if self.cuda else 256
-        # each rank evaluates every W-th image; the per-class counts add up across ranks
-        shard = slice(distributed.rank(), None, distributed.world_size())
+        # the per-class counts of the ranks' shares add up across ranks
+        shard = evaluation_share()
         for images, labels in eval_batches(self.data, x[shard], y[shard], self.device, batch_size, self.params):
             with self.autocast():
                 logits = self.method.logits(self.backbone(self._to_device_layout(images)))
@@ -278,6 +278,11 @@ class Trainer:
         kept = [] if predictions else None
         counts = self.evaluate(keep=kept)
         return counts, (test_predictions(kept, len(self.data.test_y)) if predictions else None)
+
+
+def evaluation_share() -> slice:
+    """The images this rank evaluates: every W-th, from its rank's place."""
+    return slice(distributed.rank(), None, distributed.world_size())
 
 
 # How many of each image's most likely classes a predictions file keeps (with their logits)
@@ -296,18 +301,15 @@ def top_predictions(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, tor
 
 def test_predictions(batches: list[dict], n_images: int) -> dict:
     """The batches' records joined into numpy arrays in test-set order. Each rank evaluated
-    every W-th image: the ranks' parts are gathered and interleaved back."""
+    its share (`evaluation_share`): the ranks' parts are gathered and put back in place."""
     joined = {name: torch.cat([batch[name] for batch in batches]) for name in batches[0]} if batches else {}
     if distributed.is_distributed():
-        world, out = distributed.world_size(), {}
+        places = None
         for name, part in joined.items():
             gathered = distributed.gather(part)  # rank 0's images, then rank 1's, ...
+            if places is None:  # where each gathered image stands in the test set, gathered the same way
+                places = distributed.gather(torch.arange(n_images, device=part.device)[evaluation_share()])
             full = torch.empty((n_images, *part.shape[1:]), dtype=part.dtype, device=gathered.device)
-            start = 0
-            for r in range(world):
-                size = len(range(r, n_images, world))
-                full[r::world] = gathered[start:start + size]
-                start += size
-            out[name] = full
-        joined = out
+            full[places] = gathered
+            joined[name] = full
     return {name: value.cpu().numpy() for name, value in joined.items()}
