@@ -357,12 +357,7 @@ def partial_progress(store: RunStore, run_id: str, epochs: str) -> str:
 
 def status(results_dir) -> int:
     store = RunStore(results_dir)
-    if store.root.exists() and not store.root.is_dir():
-        raise UserError(f"results dir {store.root} is not a folder",
-                        hint="pass --results-dir with the folder that holds the run folders")
-    if not store.root.is_dir():
-        raise UserError(f"results dir {store.root} does not exist",
-                        hint="run a sweep first, or pass --results-dir with the folder that holds the run folders")
+    store.ensure_readable()
     migrate_store(store.root, log=console.print)
     run_ids = store.run_ids()
     if not run_ids:

@@ -25,9 +25,7 @@ def find_run(store: RunStore, prefix: str) -> str:
     if not prefix:
         raise UserError("the run id is empty",
                         hint="give a run id or its first characters, as `ltbench status` lists them")
-    if not store.root.is_dir():
-        raise UserError(f"results dir {store.root} does not exist",
-                        hint="run a sweep first, or pass --results-dir with the folder that holds the run folders")
+    store.ensure_readable()
     run_ids = store.run_ids()
     if prefix in run_ids:
         return prefix

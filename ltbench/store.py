@@ -149,6 +149,15 @@ class RunStore:
     def run_dir(self, run_id: str) -> Path:
         return self.root / run_id
 
+    def ensure_readable(self) -> None:
+        """A UserError where the results dir is missing or is not a folder: nothing to read."""
+        if self.root.exists() and not self.root.is_dir():
+            raise UserError(f"results dir {self.root} is not a folder",
+                            hint="pass --results-dir with the folder that holds the run folders")
+        if not self.root.is_dir():
+            raise UserError(f"results dir {self.root} does not exist",
+                            hint="run a sweep first, or pass --results-dir with the folder that holds the run folders")
+
     def ensure_writable(self) -> None:
         try:
             make_dirs(self.root)
