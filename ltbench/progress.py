@@ -64,11 +64,12 @@ class PlainReporter(Reporter):
         parts = [f"{self.label}  epoch {epoch}/{self.epochs}", f"loss {record['loss']:.4f}", f"lr {record['lr']:.4g}"]
         if record.get("top1") is not None:
             parts.append(f"top-1 {record['top1']:.2f}%")
-        parts += [f"{record['images_per_s']:,.0f} img/s", f"ETA {_duration(eta)}"]
+        parts += [f"{record['images_per_s']:,.0f} img/s", f"ETA {duration(eta)}"]
         print("  ".join(parts), file=self.stream or sys.stdout, flush=True)
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """H:MM:SS."""
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"

@@ -272,7 +272,7 @@ def test_on_a_terminal_each_job_has_a_line_and_its_output_a_file(tmp_path, fashi
     for run_id in store.run_ids():
         log = (results / "jobs" / f"{run_id}.log").read_text()
         assert "epoch 4/4" in log and store.read_spec(run_id).label in log  # the job's own lines
-    assert re.search(r"\[\d/2\] (ce|focal) fashion_mnist_lt IF100 seed0\s+cpu\s+\d+:\d\d\s+(starting|\S)", screen), screen
+    assert re.search(r"\[\d/2\] (ce|focal) fashion_mnist_lt IF100 seed0\s+cpu\s+\d+:\d\d:\d\d\s+(starting|\S)", screen), screen
     assert "running; each job's output is in" in screen, screen
 
 

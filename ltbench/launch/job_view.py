@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from ltbench.progress import duration
 from ltbench.store import make_dirs
 
 LOG_DIR = "jobs"
@@ -81,7 +82,7 @@ class LiveView(PassThrough):
         for job, since in sorted(self.running.values(), key=lambda entry: entry[0].number):
             # Text, not markup: a line a job printed is shown as it is
             table.add_row(Text(f"[{job.number}/{self.total}] {job.spec.label}"), Text(job.device),
-                          _minutes(time.monotonic() - since), Text(last_line(job.output) or "starting"))
+                          duration(time.monotonic() - since), Text(last_line(job.output) or "starting"))
         return Group(table, summary)
 
 def last_line(path: Path | None) -> str:
@@ -96,7 +97,3 @@ def last_line(path: Path | None) -> str:
     label, _, rest = lines[-1].partition("  ")  # "<label>  epoch 3/200  loss ...": the plain reporter's
     return rest if rest.startswith("epoch ") else lines[-1]
 
-
-def _minutes(seconds: float) -> str:
-    minutes, secs = divmod(int(seconds), 60)
-    return f"{minutes}:{secs:02d}"
