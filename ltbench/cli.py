@@ -19,6 +19,14 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"ltbench: error: {message}\n  hint: see `{self.prog} --help`\n")
 
+    def format_help(self) -> str:
+        # help that reads a registry is written when --help prints it, so that building the
+        # parser (every command's start) reads none
+        for action in self._actions:
+            if getattr(action, "help_from", None) is not None:
+                action.help = action.help_from()
+        return super().format_help()
+
 
 class ListArgument(argparse.Action):
     """A list flag: `--methods ce,focal`, `--methods ce focal` and a repeated flag all mean the same."""
@@ -81,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="experiment tag recorded in the result row of every run this sweep trains; "
                      "`ltbench report --tag NAME` keeps only those rows. A tag annotates runs and is not part of "
                      "the run id: a run already done (under another tag or none) is reused and keeps its row")
-    slurm = _optional("ltbench.launch.slurm")
+    slurm = _optional("ltbench.launch.slurm_options")
     if slurm is not None:
         slurm.add_arguments(run)
 
@@ -109,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "[_<profile>]_nmax<N>.json here; - for standard output)")
 
     fetch = sub.add_parser("fetch-data", help="make a dataset available offline")
-    fetch.add_argument("dataset", help="a dataset that can be fetched: " + ", ".join(_fetchable()))
+    fetch.add_argument("dataset", help="a dataset that can be fetched").help_from = (
+        lambda: "a dataset that can be fetched: " + ", ".join(_fetchable()))
     fetch.add_argument("--data-root")
     fetch.add_argument("--allow-apt", action="store_true", help="as root, install Debian's package if needed")
 
@@ -181,10 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             from ltbench.commands import run
             return run(args)
         if args.command == "status":
-            from ltbench.commands import status
+            from ltbench.status import status
             return status(args.results_dir)
         if args.command == "show":
-            from ltbench.progress import console
+            from ltbench.display import console
             from ltbench.show import show
             return show(args.results_dir, args.run_id, console)
         if args.command == "split":

@@ -1,19 +1,19 @@
-"""What `ltbench list`, `ltbench run` and `ltbench status` do, given parsed arguments."""
+"""What `ltbench list` and `ltbench run` do, given parsed arguments (`ltbench status`: ltbench.status)."""
 
 import json
 import os
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ltbench import distributed, environment, registry, run_lock, settings
+from ltbench import distributed, environment, registry, settings
 from ltbench.data.image_datasets import OPTIONS_ENV, check_dataset_options
-from ltbench.errors import CorruptFile, UserError, unknown_name
+from ltbench.errors import UserError, unknown_name
 from ltbench.migrate import migrate_store, pending_migrations
 from ltbench.models import CIFAR_BACKBONES
 from ltbench.presets import PRESETS
+from ltbench.display import wide as _wide
 from ltbench.progress import console, reporter_for_output, results_table
 from ltbench.data.profiles import class_counts
 from ltbench.store import SET_ASIDE, RunStore
@@ -78,11 +78,6 @@ def show_method(name: str) -> int:
     console.print("The paper preset's values; --set KEY=VALUE or METHOD.KEY=VALUE changes one (the run is then "
                   "labelled custom).")
     return 0
-
-
-def _wide() -> Console:
-    """A log or a pipe has no edge to fit a table to: keep each entry on one line there."""
-    return console if console.is_terminal else Console(width=200)
 
 
 def fetch_data(name: str, data_root, allow_apt: bool) -> int:
@@ -341,71 +336,3 @@ def grid_table(specs, states, absent: dict | None = None) -> Table:
         table.add_row(s.run_id, s.method, s.dataset, f"{s.imbalance_factor:g}", str(s.seed), s.preset, s.backbone,
                       str(s.epochs), str(s.batch_size), state)
     return table
-
-
-def partial_progress(store: RunStore, run_id: str, epochs: str) -> str:
-    """How far a partial run got, from its history: its last finished epoch, and its last
-    evaluated top-1 when there is one."""
-    history = store.read_history(run_id)
-    if not history:
-        return "started, no epoch finished"
-    last = history[-1]
-    evaluated = [row for row in history if row.get("top1")]
-    top1 = f", top-1 {float(evaluated[-1]['top1']):.2f}% at epoch {evaluated[-1]['epoch']}" if evaluated else ""
-    return f"epoch {last['epoch']} of {epochs}{top1}"
-
-
-def status(results_dir) -> int:
-    store = RunStore(results_dir)
-    store.ensure_readable()
-    migrate_store(store.root, log=console.print)
-    run_ids = store.run_ids()
-    if not run_ids:
-        console.print(f"no runs in {results_dir}")
-        return 0
-    scheduler, job_logs = {}, {}
-    try:
-        from ltbench.launch import slurm
-        scheduler, job_logs = slurm.scheduler_states(results_dir), slurm.job_logs(results_dir)
-    except ImportError:
-        pass
-    table = Table(title=escape(f"Runs in {results_dir}"))
-    for col in ("run id", "method", "dataset", "IF", "seed", "preset", "epochs", "state", "top-1 %", "detail"):
-        table.add_column(col, overflow="fold")  # a long name is wrapped, never cut to an ellipsis
-    counts, lines = {}, []
-    for run_id in run_ids:
-        (state, why), top1, detail = store.inspect(run_id), "", ""
-        try:
-            spec = store.read_spec(run_id)
-            key = (spec.method, spec.dataset, spec.imbalance_factor, spec.seed)
-            label = (spec.method, spec.dataset, f"{spec.imbalance_factor:g}", str(spec.seed), spec.preset,
-                     str(spec.epochs))
-        except CorruptFile as exc:
-            key, label, state, why = ("~",), ("?",) * 6, "corrupt", str(exc)
-        if state in ("done", "failed"):
-            row = store.read_result(run_id)
-            top1 = row["top1"]
-            if state == "failed":
-                job_log = f"; job log: {job_logs[run_id]}" if run_id in job_logs else ""
-                detail = f"{row['error']} (log: {store.run_dir(run_id) / 'error.log'}{job_log})"
-        elif state == "corrupt":
-            detail = f"{why}; a rerun of the sweep moves the folder to {store.root / SET_ASIDE}/ and redoes the run"
-        elif state == "partial":
-            detail = partial_progress(store, run_id, label[-1])
-            holder = run_lock.holder_pid(store.run_dir(run_id))
-            detail += f"; training now (pid {holder})" if holder is not None else ""
-        # scheduler_states leaves out runs whose current result is in the store, so it wins:
-        # a retried failure keeps its old row until the new job starts
-        if run_id in scheduler:
-            state = scheduler[run_id]
-            if state == "lost":
-                state, detail = "failed", ("its Slurm job ended without a result (killed, cancelled, "
-                                           f"out of memory?); log: {job_logs.get(run_id, '?')}")
-        counts[state] = counts.get(state, 0) + 1
-        lines.append((key, run_id, (run_id, *label, state, top1, detail)))
-    # by what a run is, not by its hash: a method's seeds side by side
-    for _, _, cells in sorted(lines, key=lambda line: (line[0], line[1])):
-        table.add_row(*(escape(cell) for cell in cells))  # a crafted file's text is shown, never read as markup
-    _wide().print(table)
-    console.print(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    return 0

@@ -9,23 +9,24 @@ held numpy scalars, is read weights-only (numpy's data rebuilders allowed, nothi
 made plain data and stamped with the run it belongs to; one that needs more stays as it is,
 and the run refuses it. A 0.1 run that is the same experiment as one already in the store (it
 differed only in an execution setting) is moved under `<results>/.superseded/`, never merged.
+
+Migration never writes through a link: a run folder that is a symbolic link (to a folder
+that may be anyone's, anywhere) is left as it is, with a message, and folders are moved under
+`.superseded` only where it is a folder of the results dir itself.
 """
 
 import csv
-import io
 import json
 import os
 from pathlib import Path
 
+from ltbench.results_dir import SPEC_FILE, is_legacy
 from ltbench.results_schema import RESULT_COLUMNS
 from ltbench.settings import EXECUTION, RETIRED, SETTINGS, SPEC_FIELDS
 from ltbench.spec import RunSpec
+from ltbench.store import atomic_write_bytes, csv_bytes, make_dirs
 
 SUPERSEDED = ".superseded"
-
-
-def is_legacy(spec_data: dict) -> bool:
-    return isinstance(spec_data, dict) and "params" in spec_data and "hyperparameters" not in spec_data
 
 
 def upgrade_spec(data: dict) -> RunSpec:
@@ -61,12 +62,17 @@ def _legacy_specs(root: Path, log) -> dict[str, RunSpec]:
     upgraded = {}
     if not root.is_dir():
         return upgraded
-    for folder in sorted(p for p in root.iterdir() if (p / "spec.json").is_file()):
+    for folder in sorted(p for p in root.iterdir() if (p / SPEC_FILE).is_file()):
         try:
-            data = json.loads((folder / "spec.json").read_text())
+            data = json.loads((folder / SPEC_FILE).read_text())
         except (OSError, ValueError):
             continue  # the store reports an unreadable spec as a corrupt run
         if not is_legacy(data):
+            continue
+        if folder.is_symlink():
+            log(f"{folder}: a run of an earlier ltbench in a folder that is a link (to {os.readlink(folder)}); "
+                "not migrated, since that would write where the link points. Copy the folder into the results "
+                "dir in place of the link to have it migrated")
             continue
         try:
             upgraded[folder.name] = upgrade_spec(data)
@@ -82,10 +88,14 @@ def migrate_store(root, log=print) -> dict[str, str]:
     renamed = {old: spec.run_id for old, spec in upgraded.items()}
     for old, spec in upgraded.items():
         target = root / spec.run_id
-        if target.exists() and old != spec.run_id:
+        if (target.exists() or target.is_symlink()) and old != spec.run_id:
             # kept, out of the way: a second copy of one experiment would count its seed twice
             aside = root / SUPERSEDED / old
-            aside.parent.mkdir(exist_ok=True)
+            if aside.parent.is_symlink() or (aside.parent.exists() and not aside.parent.is_dir()):
+                log(f"{root / old}: the same experiment as {target}; left where it is, since {aside.parent} is "
+                    "not a folder of the results dir (a link or a file). Remove it to have such runs set aside")
+                continue
+            make_dirs(aside.parent)
             os.rename(root / old, aside)
             log(f"{root / old}: the same experiment as {target} (it differed only in how it ran); moved to {aside}")
             continue
@@ -98,8 +108,6 @@ def migrate_store(root, log=print) -> dict[str, str]:
 
 
 def _rewrite(folder: Path, spec: RunSpec, renamed: dict[str, str], log=print) -> None:
-    from ltbench.store import atomic_write_bytes, csv_bytes
-
     result = folder / "result.csv"
     if result.exists():
         with open(result, newline="") as fh:
@@ -111,51 +119,8 @@ def _rewrite(folder: Path, spec: RunSpec, renamed: dict[str, str], log=print) ->
             if row.get("stage1_run_id"):
                 row["stage1_run_id"] = renamed.get(row["stage1_run_id"], row["stage1_run_id"])
             atomic_write_bytes(result, csv_bytes(RESULT_COLUMNS, [row]))
-    _upgrade_checkpoint(folder / "checkpoint.pt", spec, log)
-    atomic_write_bytes(folder / "spec.json", json.dumps(spec.to_dict(), indent=2).encode())
+    if (folder / "checkpoint.pt").exists():
+        from ltbench.checkpoints import upgrade_legacy_checkpoint  # torch, only where there is one
 
-
-def _numpy_data_types() -> list:
-    """numpy's pickle rebuilders of arrays, scalars and dtypes: each makes data, never a call."""
-    import numpy as np
-
-    core = getattr(np, "_core", None) or np.core
-    return [core.multiarray.scalar, core.multiarray._reconstruct, np.ndarray, np.dtype,
-            *(getattr(np.dtypes, name) for name in np.dtypes.__all__)]
-
-
-def plain(value):
-    """numpy scalars as Python numbers and numpy arrays as tensors, through dicts, lists and tuples."""
-    import numpy as np
-    import torch
-
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return torch.from_numpy(value)
-    if isinstance(value, dict):
-        return type(value)((k, plain(v)) for k, v in value.items())
-    if isinstance(value, (list, tuple)):
-        return type(value)(plain(v) for v in value)
-    return value
-
-
-def _upgrade_checkpoint(path: Path, spec: RunSpec, log) -> None:
-    import torch
-
-    from ltbench.store import atomic_write_bytes
-
-    if not path.exists():
-        return
-    try:
-        with torch.serialization.safe_globals(_numpy_data_types()):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - left as it is; the run refuses it and says why
-        log(f"{path}: a checkpoint of ltbench 0.1 that is not plain data ({type(exc).__name__}); not upgraded")
-        return
-    if not isinstance(state, dict) or "run_id" in state:
-        return
-    state = {**plain(state), "run_id": spec.run_id, "spec": spec.to_dict()}
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+        upgrade_legacy_checkpoint(folder / "checkpoint.pt", spec, log)
+    atomic_write_bytes(folder / SPEC_FILE, json.dumps(spec.to_dict(), indent=2).encode())

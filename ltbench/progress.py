@@ -9,11 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ltbench.display import console
 from ltbench.train import Reporter
-
-# Wide enough for the results table when output goes to a file or CI log (rich's default
-# there is 80 columns).
-console = Console(width=None if Console().is_terminal else 140)
 
 
 class RichReporter(Reporter):

@@ -14,18 +14,23 @@ import inspect
 import pkgutil
 from functools import lru_cache
 from importlib.metadata import entry_points
+from typing import TYPE_CHECKING
 
 from ltbench.data.datasets import DATASETS, DatasetInfo
 from ltbench.data.image_datasets import IMAGE_DATASETS
 from ltbench.data.profiles import SHOT_RULES
 from ltbench.errors import UserError, unknown_name
-from ltbench.method import Method
+
+if TYPE_CHECKING:  # torch: the datasets' registry is read without it (`ltbench report`, `fetch-data`'s help)
+    from ltbench.method import Method
 
 METHOD_GROUP, DATASET_GROUP = "ltbench.methods", "ltbench.datasets"
 
 
 @lru_cache(maxsize=1)
-def methods() -> dict[str, type[Method]]:
+def methods() -> dict[str, type["Method"]]:
+    from ltbench.method import Method
+
     found = _builtin_methods()
     for name, cls in sorted(_plugins(METHOD_GROUP).items()):
         if not (isinstance(cls, type) and issubclass(cls, Method)):
@@ -42,8 +47,10 @@ def methods() -> dict[str, type[Method]]:
     return found
 
 
-def _builtin_methods() -> dict[str, type[Method]]:
+def _builtin_methods() -> dict[str, type["Method"]]:
     import ltbench_methods
+
+    from ltbench.method import Method
 
     found = {}
     for module_info in sorted(pkgutil.iter_modules(ltbench_methods.__path__), key=lambda m: m.name):
@@ -67,7 +74,7 @@ def _plugins(group: str) -> dict:
     return loaded
 
 
-def method(name: str) -> type[Method]:
+def method(name: str) -> type["Method"]:
     known = methods()
     if name not in known:
         raise unknown_name("method", name, list(known))

@@ -30,7 +30,6 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ltbench import distributed
 from ltbench.store import FILE_MODE, make_dirs, umask
 
 LOCK_FILE = "train.lock"
@@ -48,6 +47,8 @@ def holding(run_dir, wait: bool = False, on_wait=None):
     """Holds the run's lock for the block and yields True; yields False at once when another
     process holds it, unless `wait`: then calls `on_wait()` once and waits for it.
     In a distributed run only rank 0 takes the lock; every rank gets rank 0's answer."""
+    from ltbench import distributed  # torch: `ltbench status` reads locks without it
+
     lock = None
     if distributed.is_main():
         make_dirs(Path(run_dir))
@@ -62,6 +63,8 @@ def holding(run_dir, wait: bool = False, on_wait=None):
 
 
 def _acquire(lock: FileLock | None, wait: bool, on_wait) -> bool:
+    from ltbench import distributed
+
     timeout = 0.0
     while True:
         held = distributed.broadcast(_try(lock, timeout) if lock is not None else None)

@@ -16,7 +16,9 @@ from ltbench.metrics import group_accuracy, group_sizes
 from ltbench.models import create_backbone
 from ltbench.spec import RunSpec
 from ltbench.tag import experiment_tag
-from ltbench.store import CheckpointRefused, CorruptFile, RunStore
+from ltbench.checkpoints import CheckpointRefused
+from ltbench.errors import CorruptFile
+from ltbench.store import RunStore
 from ltbench.progress import Reporters, TensorBoardReporter
 from ltbench.train import Reporter, Trainer
 
@@ -203,6 +205,7 @@ def result_row(spec: RunSpec, status: str, started: str, device=None, error: str
         "execution": json.dumps(spec.execution, sort_keys=True),
         "threads": torch.get_num_threads(),
         "mmf_convention": registry.dataset(spec.dataset).shot_rule,
+        "method_title": registry.method(spec.method).title(),
         "device": environment.device_label(device) if device is not None else "",
         "torch": torch.__version__,
         "ltbench_version": ltbench.__version__,

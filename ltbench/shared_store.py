@@ -7,7 +7,9 @@ before another. A failure is recorded by whichever rank meets it.
 """
 
 from ltbench import distributed
-from ltbench.store import CheckpointRefused, CorruptFile, RunStore
+from ltbench.checkpoints import CheckpointRefused
+from ltbench.errors import CorruptFile
+from ltbench.store import RunStore
 
 
 def open_store(results_dir):

@@ -4,21 +4,21 @@ Everything shown is read from the run's folder (spec.json, result.csv, history.c
 text is escaped before rich prints it: a crafted file is shown, never read as markup.
 """
 
-import csv
 import json
 
 from rich.markup import escape
 from rich.table import Table
 
+from ltbench.display import accuracy
 from ltbench.errors import CorruptFile, UserError
+from ltbench.results_dir import ResultsDir
 from ltbench.results_schema import HISTORY_FILE, HISTORY_LEADING, HISTORY_TRAILING
-from ltbench.store import RunStore
 
 SHOWN_MATCHES = 5  # run ids listed when a prefix is ambiguous
 SHOWN_EVALUATIONS = 12  # evaluated epochs listed in full; more are thinned to about this many
 
 
-def find_run(store: RunStore, prefix: str) -> str:
+def find_run(store: ResultsDir, prefix: str) -> str:
     """The run id in the store that is `prefix` or starts with it; a UserError when none or
     several do."""
     prefix = prefix.strip()
@@ -42,7 +42,7 @@ def find_run(store: RunStore, prefix: str) -> str:
     return matches[0]
 
 
-def _label(store: RunStore, run_id: str) -> str:
+def _label(store: ResultsDir, run_id: str) -> str:
     try:
         return store.read_spec(run_id).label
     except CorruptFile:
@@ -50,7 +50,7 @@ def _label(store: RunStore, run_id: str) -> str:
 
 
 def show(results_dir, prefix: str, console) -> int:
-    store = RunStore(results_dir)
+    store = ResultsDir(results_dir)
     run_id = find_run(store, prefix)
     spec = store.read_spec(run_id)
     state, why = store.inspect(run_id)
@@ -128,13 +128,13 @@ def result_table(row: dict) -> Table:
     if row["status"] == "failed":
         _add(table, "error", row["error"])
         return table
-    _add(table, "top-1 %", row["top1"])
+    _add(table, "top-1 %", accuracy(row["top1"]))
     for group in ("many", "medium", "few"):
         classes = f" ({row[f'n_{group}']} classes)" if row.get(f"n_{group}") else ""
-        _add(table, f"{group} %", f"{row[group]}{classes}" if row[group] else "— (no class in the group)")
+        _add(table, f"{group} %", f"{accuracy(row[group])}{classes}" if row[group] else "— (no class in the group)")
     if row.get("top1_best"):
         _add(table, "best top-1 % (chosen on the test set: for reference only)",
-             f"{row['top1_best']} at epoch {row['top1_best_epoch']}")
+             f"{accuracy(row['top1_best'])} at epoch {row['top1_best_epoch']}")
     for name, column in (("training images", "n_train"), ("classes", "n_classes"), ("wall s", "wall_s"),
                          ("images/s", "images_per_s"), ("peak memory MB", "peak_mem_mb")):
         if row.get(column):
@@ -142,7 +142,7 @@ def result_table(row: dict) -> Table:
     return table
 
 
-def history_summary(store: RunStore, run_id: str) -> list[str]:
+def history_summary(store: ResultsDir, run_id: str) -> list[str]:
     """A few lines on history.csv: its epochs, the loss, the learning rate, the method's own
     components, and top-1 at the evaluated epochs."""
     path = store.run_dir(run_id) / HISTORY_FILE
@@ -150,8 +150,8 @@ def history_summary(store: RunStore, run_id: str) -> list[str]:
         return [f"no {HISTORY_FILE}: no epoch finished yet, or the run was written by an ltbench that kept none"]
     try:
         rows = store.read_history(run_id)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        return [f"{path} could not be read: {exc}"]
+    except CorruptFile as exc:
+        return [f"could not be read: {exc}"]
     if not rows:
         return [f"{path} holds no epoch"]
     epochs = [_number(r.get("epoch")) for r in rows]
@@ -178,9 +178,9 @@ def history_summary(store: RunStore, run_id: str) -> list[str]:
     lines.append(f"top-1 % (many / medium / few) at {len(evaluated)} evaluated epoch(s)"
                  + (f", {len(shown)} shown" if len(shown) < len(evaluated) else "") + ":")
     for r in shown:
-        groups = " / ".join(_fmt(_number(r.get(g)), ".2f") for g in ("many", "medium", "few"))
+        groups = " / ".join(accuracy(r.get(g)) for g in ("many", "medium", "few"))
         mark = "  (best)" if r is best else ""
-        lines.append(f"  epoch {r.get('epoch')}: {_fmt(_number(r['top1']), '.2f')} ({groups}){mark}")
+        lines.append(f"  epoch {r.get('epoch')}: {accuracy(r['top1'])} ({groups}){mark}")
     return lines
 
 
@@ -196,7 +196,6 @@ def _series(name: str, rows: list[dict], column: str) -> str:
         return text + f" (lowest {_fmt(low)} at epoch {low_epoch})"
     numbers = [v for _, v in values]
     return text + f" (range {_fmt(min(numbers))} to {_fmt(max(numbers))})"
-
 
 
 def _thin(evaluated: list[dict], best: dict) -> list[dict]:
@@ -217,10 +216,10 @@ def _number(text) -> float | None:
         return None
 
 
-def _fmt(value, spec: str = ".4g") -> str:
+def _fmt(value) -> str:
     if value is None:
         return "—"
-    return f"{value:{spec}}"
+    return f"{value:.4g}"
 
 
 def _value(value) -> str:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ltbench.bench import reference_params
+from ltbench.bench.throughput import reference_params
 from ltbench.data.datasets import DATASETS
 from ltbench.runner import make_trainer
 from ltbench.method import Batch, Progress

@@ -24,7 +24,8 @@ from ltbench.report.tables import Table
 from ltbench.runner import check_same_data
 from ltbench.spec import RunSpec
 from ltbench.stages import stage1_spec
-from ltbench.store import SET_ASIDE, CheckpointRefused, RunStore, atomic_write_bytes, make_dirs, owner_writes_only
+from ltbench.checkpoints import CheckpointRefused
+from ltbench.store import SET_ASIDE, RunStore, atomic_write_bytes, make_dirs, owner_writes_only
 from ltbench.sweep import resolve
 from test_bad_input import fake_fashion
 

@@ -41,6 +41,13 @@ def group_sizes(counts: list[int]) -> tuple[int, int, int]:
             sum(n < 20 for n in counts))
 
 
+def _title(method: str) -> str:
+    """The display name the runner records in a row (a method no longer registered: none)."""
+    from ltbench import registry
+
+    return registry.methods()[method].title() if method in registry.methods() else ""
+
+
 def write_run(root: Path, *, method="ce", dataset="cifar10_lt", imbalance_factor=100, seed=0,
               top1=70.0, many=None, medium=None, few=None, top1_best=None, preset="paper",
               params=None, status="done", error="", per_class=True, run_id=None,
@@ -54,7 +61,7 @@ def write_run(root: Path, *, method="ce", dataset="cifar10_lt", imbalance_factor
     defaults = {"many": top1 + 10, "medium": top1 - 10, "few": top1 - 30}
     row = {column: "" for column in RESULT_COLUMNS}
     row.update(
-        method=method, dataset=dataset, imbalance_factor=imbalance_factor, profile="exp",
+        method=method, method_title=_title(method), dataset=dataset, imbalance_factor=imbalance_factor, profile="exp",
         backbone="resnet32_cifar", seed=seed, epochs=200, batch_size=128, preset=preset,
         params=json.dumps(params), mmf_convention="cb",
         n_train=sum(counts), n_classes=len(counts), n_many=sizes[0], n_medium=sizes[1],

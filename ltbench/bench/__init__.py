@@ -5,9 +5,12 @@ losses' memory by batch size (memory)."""
 
 import os
 
-from ltbench.bench import memory, profile, throughput
-from ltbench.bench.throughput import reference_params  # noqa: F401  (the reference loop's settings)
 from ltbench.errors import UserError
+
+# what the feature-loss memory measurement (ltbench.bench.memory) measures: its batch sizes,
+# and each loss with the registered method whose feature loss it is
+BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
+FEATURE_LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid"}
 
 
 def add_arguments(parser) -> None:
@@ -35,10 +38,17 @@ def add_arguments(parser) -> None:
     # not --profile: that is `ltbench run`'s imbalance profile
     parser.add_argument("--profiler", action="store_true",
                         help="instead of throughput: where ltbench's step time goes, by kind of operation")
-    memory.add_arguments(parser)
+    parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)),
+                        help="with --memory: comma list (default 128 to 4096)")
+    parser.add_argument("--classes", type=int, default=100, help="with --memory: PSC's prototypes (default 100)")
+    parser.add_argument("--plot", default="reports/feature_loss_memory.png", help="with --memory: figure path, '' for none")
+    parser.add_argument("--threads", type=int, help="CPU threads (default torch's); 1 steadies timings on a busy machine")
 
 
 def run(args) -> int:
+    # the measurements import torch: only once one is asked for, never to build `ltbench --help`
+    from ltbench.bench import memory, profile, throughput
+
     if args.memory and args.profiler:
         raise UserError("--memory and --profiler are two different measurements", hint="give one of them")
     if args.steps < 1 or args.rounds < 1 or args.warmup_steps < 0:

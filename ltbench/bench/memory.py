@@ -35,13 +35,12 @@ import torch
 import torch.nn.functional as F
 
 from ltbench import environment
+from ltbench.bench import BATCH_SIZES, FEATURE_LOSSES as LOSSES
 from ltbench.bench.inputs import method_instance
 from ltbench.errors import UserError
 from ltbench.store import atomic_write_bytes, csv_bytes
 
 COLUMNS = ["loss", "batch_size", "peak_mem_mb", "step_ms", "device"]
-BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
-LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid"}  # the loss, and the registered method whose feature loss it is
 # whose paper hyperparameters the losses take (PSC's temperature is set per dataset); the
 # temperature changes no cost, and CIFAR-100 has --classes' default number of classes
 HP_DATASET = "cifar100_lt"
@@ -157,14 +156,6 @@ def plot(rows: list[dict], path: Path, num_classes: int | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
     plt.close(fig)
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)),
-                        help="with --memory: comma list (default 128 to 4096)")
-    parser.add_argument("--classes", type=int, default=100, help="with --memory: PSC's prototypes (default 100)")
-    parser.add_argument("--plot", default="reports/feature_loss_memory.png", help="with --memory: figure path, '' for none")
-    parser.add_argument("--threads", type=int, help="CPU threads (default torch's); 1 steadies timings on a busy machine")
 
 
 def run(args) -> int:

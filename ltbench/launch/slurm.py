@@ -21,7 +21,8 @@ from ltbench.progress import PlainReporter
 from ltbench.runner import execute
 from ltbench.launch.slurm_options import SlurmOptions, add_arguments, options_from_args
 from ltbench.launch.slurm_queue import (
-    SlurmUnavailable, Submission, SubmissionRecord, check_cluster, queued_states, submission_states,
+    SlurmUnavailable, Submission, SubmissionRecord, check_cluster, job_logs, queued_states, scheduler_states,
+    submission_states,
 )
 from ltbench.launch.slurm_wait import wait_for
 from ltbench.progress import console
@@ -146,23 +147,3 @@ def submit(specs: list[RunSpec], results_dir: Path, options: SlurmOptions, devic
 def _sbatch_errors(exc: Exception) -> str:
     lines = [line.strip().removeprefix("sbatch: error: ") for line in str(exc).splitlines() if line.strip()]
     return "; ".join(lines) or "no message"
-
-
-def scheduler_states(results_dir) -> dict[str, str]:
-    """Run id -> pending | running | requeued | suspended | lost (see submission_states) for
-    the runs submitted to Slurm whose result the store does not hold yet; {} when there is no
-    scheduler to ask, so `ltbench status` still shows what the store knows."""
-    record = SubmissionRecord(results_dir).read()
-    if not record or shutil.which("squeue") is None:
-        return {}
-    try:
-        states = submission_states(record, RunStore(results_dir))
-    except SlurmUnavailable as exc:
-        console.print(f"[yellow]Slurm not asked[/yellow]: {exc}")
-        return {}
-    return {run_id: state for run_id, state in states.items() if state not in ("done", "failed")}
-
-
-def job_logs(results_dir) -> dict[str, str]:
-    """Run id -> the stderr log of its latest Slurm job."""
-    return {run_id: s.stderr for run_id, s in SubmissionRecord(results_dir).read().items()}

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from ltbench.display import console
 from ltbench.errors import UserError
 from ltbench.store import CorruptFile, RunStore, atomic_write_bytes, make_dirs
 
@@ -150,3 +151,23 @@ def submission_states(submissions: dict[str, Submission], store: RunStore) -> di
         for run_id, submission in submissions.items()
     }
 
+
+# `ltbench status` asks these, so they import neither submitit nor torch
+def scheduler_states(results_dir) -> dict[str, str]:
+    """Run id -> pending | running | requeued | suspended | lost (see submission_states) for
+    the runs submitted to Slurm whose result the store does not hold yet; {} when there is no
+    scheduler to ask, so `ltbench status` still shows what the store knows."""
+    record = SubmissionRecord(results_dir).read()
+    if not record or shutil.which("squeue") is None:
+        return {}
+    try:
+        states = submission_states(record, RunStore(results_dir))
+    except SlurmUnavailable as exc:
+        console.print(f"[yellow]Slurm not asked[/yellow]: {exc}")
+        return {}
+    return {run_id: state for run_id, state in states.items() if state not in ("done", "failed")}
+
+
+def job_logs(results_dir) -> dict[str, str]:
+    """Run id -> the stderr log of its latest Slurm job."""
+    return {run_id: s.stderr for run_id, s in SubmissionRecord(results_dir).read().items()}

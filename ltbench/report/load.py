@@ -1,7 +1,9 @@
 """Read a results directory: the finished runs, what was left out and why, bench data.
 
 Nothing here is fatal: a file that cannot be used becomes a `LeftOut` entry with a reason,
-so one bad CSV in a sweep of hundreds never hides the rest.
+so one bad CSV in a sweep of hundreds never hides the rest. A run's result row is read by
+ltbench.results_dir, as `ltbench status` reads it: a row that disagrees with its folder or
+its spec is left out as corrupt, never counted as a run of what it claims.
 """
 
 import json
@@ -11,8 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ltbench.errors import CorruptFile
+from ltbench.results_dir import PER_CLASS_FILE, RESULT_FILE, SPEC_FILE, read_result
 from ltbench.results_schema import (HISTORY_FILE, HISTORY_LEADING, NUMERIC_COLUMNS, PER_CLASS_COUNTS,
-                                    PREDICTIONS_FILE, REQUIRED_COLUMNS, RESULT_COLUMNS)
+                                    PREDICTIONS_FILE, RESULT_COLUMNS)
+
+from .names import remember_titles
 
 BENCH_COLUMNS = ["loss", "batch_size", "peak_mem_mb", "step_ms", "device"]
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".safetensors")
@@ -32,7 +38,7 @@ class LeftOut:
 
 # Kinds that stand for a run (counted as "runs left out"); the rest are files. An unused
 # file is known output the report has no use for: listed, but not counted as a problem.
-RUN_KINDS = ("failed", "partial", "not done", "corrupt", "duplicate")
+RUN_KINDS = ("failed", "partial", "corrupt", "duplicate")
 KINDS = RUN_KINDS + ("skipped file", "unused file")
 
 
@@ -60,7 +66,7 @@ def load_results(results_dir: str | os.PathLike) -> Results:
             left_out += problems
             if row is not None:
                 rows.append(row)
-                table, problem = _read_per_class(path / "per_class.csv", f"{rel}/per_class.csv")
+                table, problem = _read_per_class(path / PER_CLASS_FILE, f"{rel}/{PER_CLASS_FILE}")
                 if table is not None:
                     per_class[row["run_id"]] = table
                 elif problem is not None:
@@ -92,6 +98,7 @@ def load_results(results_dir: str | os.PathLike) -> Results:
     runs = pd.DataFrame(rows, columns=RESULT_COLUMNS + ["path", "params_dict", "params_key"])
     runs, duplicates = _drop_duplicates(runs)
     left_out += duplicates
+    remember_titles(dict(zip(runs["method"], runs["method_title"])))
     for files in (per_class, history, predictions):
         for run_id in set(files) - set(runs["run_id"]):
             del files[run_id]
@@ -106,10 +113,10 @@ def _walk(root: Path):
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         here = Path(dirpath)
-        if "result.csv" in filenames:
+        if RESULT_FILE in filenames:
             dirnames[:] = []
             yield "run", here
-        elif "spec.json" in filenames or any(f.endswith(CHECKPOINT_SUFFIXES) for f in filenames):
+        elif SPEC_FILE in filenames or any(f.endswith(CHECKPOINT_SUFFIXES) for f in filenames):
             dirnames[:] = []
             yield "partial", here
         else:
@@ -138,35 +145,19 @@ def _read_csv(path: Path, columns: list[str]) -> tuple[pd.DataFrame | None, str 
 
 
 def _read_run(folder: Path, rel: str) -> tuple[dict | None, list[LeftOut]]:
-    table, problem = _read_csv(folder / "result.csv", REQUIRED_COLUMNS)
-    where = f"{rel}/result.csv"
-    if table is None:
-        return None, [LeftOut(where, "corrupt", problem)]
-    if len(table) != 1:
-        return None, [LeftOut(where, "corrupt", f"expected one data row, found {len(table)}")]
-    # rows written by an older ltbench lack the columns added since: empty, as never recorded
-    row = {c: table.iloc[0].get(c, "") for c in RESULT_COLUMNS}
-    row["run_id"] = row["run_id"] or folder.name
+    where = f"{rel}/{RESULT_FILE}"
+    try:
+        row = read_result(folder)
+    except CorruptFile as exc:  # its path is the entry's own
+        reason = str(exc).removeprefix(f"{folder / RESULT_FILE}: ")
+        return None, [LeftOut(where, "corrupt", reason, **_spec_tag(folder))]
     numbers = {c: pd.to_numeric(row[c], errors="coerce") if row[c] else float("nan")
                for c in NUMERIC_COLUMNS}
     tag = dict(method=row["method"], dataset=row["dataset"],
                imbalance_factor=numbers["imbalance_factor"])
-    status = row["status"].lower()
-    if status == "failed":
+    if row["status"] == "failed":
         return None, [LeftOut(rel, "failed", row["error"] or "failed without a message", **tag)]
-    if status != "done":
-        return None, [LeftOut(rel, "not done", f"status is '{row['status']}'", **tag)]
-    bad = [c for c in NUMERIC_COLUMNS if row[c] and pd.isna(numbers[c])]
-    if bad:
-        return None, [LeftOut(where, "corrupt", f"not a number: {', '.join(bad)}", **tag)]
-    if pd.isna(numbers["top1"]):
-        return None, [LeftOut(where, "corrupt", "status is done but top1 is empty", **tag)]
-    try:
-        params = json.loads(row["params"]) if row["params"] else {}
-    except json.JSONDecodeError:
-        params = None
-    if not isinstance(params, dict):
-        return None, [LeftOut(where, "corrupt", "params is not a JSON object", **tag)]
+    params = json.loads(row["params"]) if row["params"] else {}  # an object: the reader checked
     row.update(numbers)
     row["path"] = rel
     row["params_dict"] = params
@@ -214,15 +205,19 @@ def _read_history(path: Path, rel: str) -> tuple[pd.DataFrame | None, LeftOut | 
     return table, None
 
 
-def _partial(folder: Path, rel: str) -> LeftOut:
-    tag = {}
+def _spec_tag(folder: Path) -> dict:
+    """What the folder's spec.json says the run is, as far as it can be read: a run left out
+    is still listed under its method and dataset."""
     try:
-        spec = json.loads((folder / "spec.json").read_text())
-        tag = dict(method=spec.get("method"), dataset=spec.get("dataset"),
-                   imbalance_factor=float(spec["imbalance_factor"]))
+        spec = json.loads((folder / SPEC_FILE).read_text())
+        return dict(method=spec.get("method"), dataset=spec.get("dataset"),
+                    imbalance_factor=float(spec["imbalance_factor"]))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        pass
-    return LeftOut(rel, "partial", "no result.csv yet: still running or interrupted", **tag)
+        return {}
+
+
+def _partial(folder: Path, rel: str) -> LeftOut:
+    return LeftOut(rel, "partial", f"no {RESULT_FILE} yet: still running or interrupted", **_spec_tag(folder))
 
 
 def _typed_bench(table: pd.DataFrame) -> pd.DataFrame:

@@ -1,50 +1,60 @@
-"""How the report names and orders methods and datasets: from the registries, so a plugin's
-method or dataset is shown under its own display name. A name no longer registered (results
-of an uninstalled plugin) is shown as it is, after the registered ones."""
+"""How the report names and orders methods and datasets, without importing a method (and so
+torch): a method is shown under the display name its runs recorded (`method_title` in the
+result row), a dataset under the datasets' registry's. A name with nothing recorded (runs of
+an older ltbench) or no longer registered (an uninstalled plugin) is shown as it is, after
+the others."""
 
 from functools import lru_cache
 
+# method -> display name, as the loaded runs recorded it (ltbench.report.load fills it)
+_recorded_titles: dict[str, str] = {}
+
+
+def remember_titles(titles: dict[str, str]) -> None:
+    _recorded_titles.update({name: title for name, title in titles.items() if title})
+
 
 @lru_cache(maxsize=1)
-def _registered() -> tuple[dict, dict]:
+def _registered() -> dict:
     from ltbench import registry
 
-    methods = {name: (i, cls.title()) for i, (name, cls) in enumerate(registry.methods().items())}
-    datasets = {name: (i, info.title) for i, (name, info) in enumerate(registry.datasets().items())}
-    return methods, datasets
+    return {name: (i, info) for i, (name, info) in enumerate(registry.datasets().items())}
+
+
+@lru_cache(maxsize=1)
+def _method_order() -> dict[str, int]:
+    import ltbench_methods
+
+    return {name: i for i, name in enumerate(getattr(ltbench_methods, "ORDER", []))}
 
 
 def method_title(name: str) -> str:
-    return _registered()[0].get(name, (None, name))[1]
+    return _recorded_titles.get(name, name)
 
 
 def method_rank(name: str) -> tuple:
-    methods = _registered()[0]
-    return (methods[name][0] if name in methods else len(methods), name)
+    """The built-in methods in the registry's order, then the rest by name."""
+    order = _method_order()
+    return (order.get(name, len(order)), name)
 
 
 def dataset_title(name: str) -> str:
-    return _registered()[1].get(name, (None, name))[1]
+    return _registered()[name][1].title if name in _registered() else name
 
 
 def dataset_rank(name: str) -> tuple:
-    datasets = _registered()[1]
+    datasets = _registered()
     return (datasets[name][0] if name in datasets else len(datasets), name)
 
 
 def shot_rule(name: str) -> str:
     """The dataset's many/medium/few rule ("cb" for a dataset no longer registered)."""
-    from ltbench import registry
-
-    try:
-        return registry.dataset(name).shot_rule
-    except Exception:  # noqa: BLE001 - an uninstalled plugin's dataset
-        return "cb"
+    return _registered()[name][1].shot_rule if name in _registered() else "cb"
 
 
 def has_feature_branch(name: str) -> bool:
-    """Whether a method trains a contrastive feature branch (its memory curve belongs in the report)."""
-    from ltbench import registry
+    """Whether the method is one whose contrastive feature loss `ltbench bench --memory`
+    measures (its memory curve belongs in the report)."""
+    from ltbench.bench import FEATURE_LOSSES
 
-    cls = registry.methods().get(name)
-    return cls is not None and callable(getattr(cls, "feature_loss", None))
+    return name in FEATURE_LOSSES.values()
