@@ -132,7 +132,7 @@ def test_show_summarises_a_hybrid_history_and_thins_many_evaluations(tmp_path, c
     assert "epoch 30: 99.00 (50.00 / 40.00 / —)  (best)" in out and "epoch 40: 70.00" in out
     assert "— (no class in the group)" in out
     assert "[bold]odd[/bold]" in out  # text from the files is shown as it is, never as markup
-    assert "80.0 (2 classes)" in out and "63.0 at epoch 30" in out
+    assert "80.00 (2 classes)" in out and "63.00 at epoch 30" in out  # as status rounds it
 
 
 def test_show_without_history_or_result(tmp_path, capsys):
