@@ -9,7 +9,6 @@ about training; `execute` knows nothing about Slurm.
 
 import contextlib
 import io
-import shutil
 from pathlib import Path
 
 import submitit
@@ -21,8 +20,7 @@ from ltbench.progress import PlainReporter
 from ltbench.runner import execute
 from ltbench.launch.slurm_options import SlurmOptions, add_arguments, options_from_args
 from ltbench.launch.slurm_queue import (
-    SlurmUnavailable, Submission, SubmissionRecord, check_cluster, job_logs, queued_states, scheduler_states,
-    submission_states,
+    Submission, SubmissionRecord, check_cluster, job_logs, queued_states, scheduler_states,
 )
 from ltbench.launch.slurm_wait import wait_for
 from ltbench.progress import console
