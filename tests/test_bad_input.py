@@ -267,12 +267,12 @@ def test_the_table_counts(capsys):
     (__import__("csv").Error("line contains NUL"), "line contains NUL"),
 ])
 def test_expected_failures_end_in_one_line_at_the_cli(error, says, monkeypatch, capsys, tmp_path):
-    import ltbench.commands
+    import ltbench.status
 
     def fails(results_dir):
         raise error
 
-    monkeypatch.setattr(ltbench.commands, "status", fails)
+    monkeypatch.setattr(ltbench.status, "status", fails)
     assert main(["status", "--results-dir", str(tmp_path)]) == 2
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2 and lines[0].startswith("ltbench: error: ") and says in lines[0]
@@ -281,11 +281,11 @@ def test_expected_failures_end_in_one_line_at_the_cli(error, says, monkeypatch, 
 
 @pytest.mark.parametrize("bug", [RuntimeError("a bug"), KeyError("a bug"), TypeError("a bug")])
 def test_a_bug_keeps_its_traceback(bug, monkeypatch, tmp_path):
-    import ltbench.commands
+    import ltbench.status
 
     def fails(results_dir):
         raise bug
 
-    monkeypatch.setattr(ltbench.commands, "status", fails)
+    monkeypatch.setattr(ltbench.status, "status", fails)
     with pytest.raises(type(bug)):
         main(["status", "--results-dir", str(tmp_path)])
