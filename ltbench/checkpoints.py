@@ -7,7 +7,8 @@ need more, or that names another run, is refused and left where it is for the us
 at; one that is merely unreadable is moved aside and the run starts over.
 
 The only module of the store that needs torch: reading results (ltbench.results_dir) never
-opens a checkpoint.
+opens a checkpoint. It writes nothing itself: the store (and the migration) write the bytes
+it makes as they write every file.
 """
 
 import io
@@ -20,7 +21,6 @@ import torch
 
 from ltbench.errors import CorruptFile
 from ltbench.spec import RunSpec
-from ltbench.store import atomic_write_bytes
 
 
 class CheckpointRefused(Exception):
@@ -28,11 +28,11 @@ class CheckpointRefused(Exception):
     (or to other data). It is left where it is, for the user to look at."""
 
 
-def save_checkpoint(path: Path, spec: RunSpec, state: dict) -> None:
-    """`state` (tensors and plain data only), stamped with the run it belongs to."""
+def stamped(spec: RunSpec, state: dict) -> bytes:
+    """`state` (tensors and plain data only) as a checkpoint file, stamped with the run it belongs to."""
     buffer = io.BytesIO()
     torch.save({**state, "run_id": spec.run_id, "spec": spec.to_dict()}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
 def load_checkpoint(path: Path, run_id: str) -> dict | None:
@@ -150,21 +150,18 @@ def plain(value):
     return value
 
 
-def upgrade_legacy_checkpoint(path: Path, spec: RunSpec, log) -> None:
+def upgrade_legacy_checkpoint(path: Path, spec: RunSpec, log) -> bytes | None:
     """A checkpoint of ltbench 0.1 (it named no run and held numpy scalars), read weights-only with
-    numpy's data rebuilders allowed and nothing else, made plain data and stamped with its run;
-    one that needs more stays as it is, and the run refuses it."""
+    numpy's data rebuilders allowed and nothing else, as plain data stamped with its run; None
+    where it is not one or needs more (it stays as it is, and the run refuses it)."""
     if not path.exists():
-        return
+        return None
     try:
         with torch.serialization.safe_globals(_numpy_data_types()):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - left as it is; the run refuses it and says why
         log(f"{path}: a checkpoint of ltbench 0.1 that is not plain data ({type(exc).__name__}); not upgraded")
-        return
+        return None
     if not isinstance(state, dict) or "run_id" in state:
-        return
-    state = {**plain(state), "run_id": spec.run_id, "spec": spec.to_dict()}
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+        return None
+    return stamped(spec, plain(state))

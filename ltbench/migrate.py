@@ -122,5 +122,7 @@ def _rewrite(folder: Path, spec: RunSpec, renamed: dict[str, str], log=print) ->
     if (folder / "checkpoint.pt").exists():
         from ltbench.checkpoints import upgrade_legacy_checkpoint  # torch, only where there is one
 
-        upgrade_legacy_checkpoint(folder / "checkpoint.pt", spec, log)
+        upgraded = upgrade_legacy_checkpoint(folder / "checkpoint.pt", spec, log)
+        if upgraded is not None:
+            atomic_write_bytes(folder / "checkpoint.pt", upgraded)
     atomic_write_bytes(folder / SPEC_FILE, json.dumps(spec.to_dict(), indent=2).encode())

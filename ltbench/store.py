@@ -165,9 +165,9 @@ class RunStore(ResultsDir):
         return self.run_dir(run_id) / CHECKPOINT_FILE
 
     def save_checkpoint(self, spec: RunSpec, state: dict) -> None:
-        from ltbench.checkpoints import save_checkpoint
+        from ltbench.checkpoints import stamped
 
-        save_checkpoint(self.checkpoint_path(spec.run_id), spec, state)
+        atomic_write_bytes(self.checkpoint_path(spec.run_id), stamped(spec, state))
 
     def load_checkpoint(self, run_id: str) -> dict | None:
         """ltbench.checkpoints.load_checkpoint: CheckpointRefused or CorruptFile where it is not used."""
