@@ -14,7 +14,7 @@ from ltbench.presets import PRESETS
 from ltbench.progress import console, reporter_for_output, results_table
 from ltbench.data.profiles import class_counts
 from ltbench.store import SET_ASIDE, RunStore
-from ltbench.settings import SPEC_FIELDS, as_settings
+from ltbench.settings import as_settings
 from ltbench.run_context import RunContext
 from ltbench.sweep import Sweep, expand
 from ltbench.sweep_args import data_root_of, sweep_from_args

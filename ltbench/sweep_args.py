@@ -2,8 +2,9 @@
 (ltbench.sweep.read_config), into the Sweep to expand, where it runs and the RunContext its
 runs carry.
 
-Flags win over the file, the file over the defaults. This and `data_root_of` are where the
-command line reads $LTBENCH_DATA; nothing below it reads the environment.
+Flags win over the file, the file over the defaults. `data_root_of` is the one place that
+reads $LTBENCH_DATA, for `run`, `split`, `bench` and `fetch-data`; nothing below the command
+line reads the environment.
 """
 
 import os

@@ -55,9 +55,15 @@ def test_cifar_lt_built_from_the_standard_files(tmp_path, name, dataset, sizes):
 def test_missing_cifar_says_how_to_get_it(tmp_path, monkeypatch):
     import ltbench.data.sources as sources
 
-    monkeypatch.setattr(sources, "_download_cifar", lambda name, root: None)  # no network here
+    downloads = []
+    monkeypatch.setattr(sources, "_download_cifar", lambda name, root: downloads.append(name))  # no network here
     with pytest.raises(UserError, match="cifar10 not found") as info:
         DATASETS["cifar10_lt"].build(tmp_path, 100)
+    assert downloads == []  # a run (and its dry run) reads what is there; fetch-data downloads
+    assert DATASETS["cifar10_lt"].missing(tmp_path).hint == info.value.hint and downloads == []
+    with pytest.raises(UserError, match="cifar10 not found"):
+        DATASETS["cifar10_lt"].fetch(tmp_path)
+    assert downloads == ["cifar10"]
     assert f"ltbench fetch-data cifar10_lt --data-root {tmp_path}" in info.value.hint
     assert "torchvision" not in info.value.hint
 

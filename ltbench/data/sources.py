@@ -66,7 +66,9 @@ def find_cifar(name: str, root: Path) -> None:
         )
 
 
-def read_cifar(name: str, root: Path, download: bool = True):
+def read_cifar(name: str, root: Path, download: bool = False):
+    """CIFAR's arrays; only `ltbench fetch-data` downloads (`download`): a run, and its dry
+    run, read what is there and write nothing."""
     folder, train_files, test_files, label_key = CIFAR[name]
     base = root / folder
     if not base.exists() and download:
@@ -146,7 +148,7 @@ def cifar_class_names(name: str, root: Path) -> list[str] | None:
 
 def fetch_cifar(name: str, root: Path, allow_apt: bool = False, log=print) -> Path:
     """Download CIFAR with torchvision (needs internet) unless it is under root already."""
-    read_cifar(name, root)  # downloads what is missing, or says what is
+    read_cifar(name, root, download=True)  # downloads what is missing, or says what is
     log(f"{name} found in {root / CIFAR[name][0]}")
     return root / CIFAR[name][0]
 
