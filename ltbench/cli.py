@@ -199,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "split":
             from ltbench.progress import console
             from ltbench.split_export import export_split
+            from ltbench.sweep_args import data_root_of
+            args.data_root = data_root_of(args.data_root)  # --data-root, else $LTBENCH_DATA
             return export_split(args, console)
         if args.command == "fetch-data":
             from ltbench.commands import fetch_data
@@ -206,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             return _optional("ltbench.report.cli").run(args)
         if args.command == "bench":
+            from ltbench.sweep_args import data_root_of
+            args.data_root = data_root_of(args.data_root)
             return _optional("ltbench.bench").run(args)
     # Expected failures (bad input, a file that is missing, unreadable or damaged) end here in
     # one line; anything else is a bug in ltbench and keeps its traceback.

@@ -1,14 +1,11 @@
 """What `ltbench list` and `ltbench run` do, given parsed arguments (`ltbench status`: ltbench.status)."""
 
 import json
-import os
-from pathlib import Path
 
 from rich.markup import escape
 from rich.table import Table
 
 from ltbench import distributed, environment, registry, settings
-from ltbench.data.image_datasets import OPTIONS_ENV, check_dataset_options
 from ltbench.errors import UserError, unknown_name
 from ltbench.migrate import migrate_store, pending_migrations
 from ltbench.models import CIFAR_BACKBONES
@@ -17,12 +14,10 @@ from ltbench.display import wide as _wide
 from ltbench.progress import console, reporter_for_output, results_table
 from ltbench.data.profiles import class_counts
 from ltbench.store import SET_ASIDE, RunStore
-from ltbench.settings import SPEC_FIELDS, as_settings
-from ltbench.sweep import Sweep, expand, read_config
-from ltbench.tag import check_tag, set_experiment_tag
-
-# Options of the sweep itself (not of its runs: those are ltbench.settings)
-DEFAULTS = {"preset": "paper", "seeds": ["0"], "results_dir": "results", "device": "auto"}
+from ltbench.settings import as_settings
+from ltbench.run_context import RunContext
+from ltbench.sweep import Sweep, expand
+from ltbench.sweep_args import data_root_of, sweep_from_args
 
 
 def list_everything() -> int:
@@ -81,93 +76,11 @@ def show_method(name: str) -> int:
 
 
 def fetch_data(name: str, data_root, allow_apt: bool) -> int:
-    from ltbench.data.sources import data_root as resolve_root
-
     fetchable = [n for n, info in registry.datasets().items() if info.fetch is not None]
     if name not in fetchable:
         raise unknown_name("dataset that fetch-data can fetch", name, fetchable)
-    registry.dataset(name).fetch(resolve_root(data_root), allow_apt=allow_apt)
+    registry.dataset(name).fetch(data_root_of(data_root), allow_apt=allow_apt)
     return 0
-
-
-def sweep_from_args(args) -> tuple[Sweep, dict]:
-    """Merge the config file (if any) under the command-line flags."""
-    config = read_config(args.config) if args.config is not None else {}
-
-    def pick(flag, *config_keys):
-        value = getattr(args, flag, None)
-        if value not in (None, []):
-            return value
-        for key in config_keys:
-            if key in config:
-                return config[key] if isinstance(config[key], list) or key not in ("datasets", "dataset") else [config[key]]
-        return DEFAULTS.get(flag)
-
-    methods = pick("methods", "methods")
-    datasets = pick("datasets", "datasets", "dataset")
-    factors = pick("imbalance_factors", "imbalance_factors", "if")
-    # datasets published with their split have their own imbalance factor
-    fixed_only = bool(datasets) and all(registry.dataset(d).fixed_imbalance_factor is not None for d in datasets)
-    missing = [flag for flag, value in (("--methods", methods), ("--dataset", datasets), ("--if", factors or fixed_only))
-               if not value]
-    if missing:
-        raise UserError(f"{', '.join(missing)} not given", hint="e.g. ltbench run --methods ce,focal "
-                        "--dataset fashion_mnist_lt --if 10,100 (or put them in a --config file)")
-    overrides = dict(config.get("set", {}))
-    for key in SPEC_FIELDS:
-        value = getattr(args, key, None)
-        if value is None:
-            value = config.get(key)
-        if value is not None:
-            overrides[key] = value
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set '{item}' is not KEY=VALUE", hint="e.g. --set lr=0.05 or --set focal.gamma=2")
-        overrides[key.strip()] = value.strip()
-    seeds = [parse_seed(s) for s in pick("seeds", "seeds")]
-    sweep = Sweep(methods=list(methods), datasets=list(datasets), imbalance_factors=list(factors or []), seeds=seeds,
-                  preset=pick("preset", "preset"), overrides=overrides)
-    where = {key: pick(key, key) for key in ("results_dir", "device", "jobs", "devices")}
-    if not isinstance(where["results_dir"], str) or not where["results_dir"].strip():
-        raise UserError(f"the results dir is {where['results_dir']!r}, not a folder name",
-                        hint="pass --results-dir DIR (default: results)")
-    check_device_name(where["device"])
-    where["data_root"] = getattr(args, "data_root", None) or config.get("data_root")
-    where["data_options"] = data_options_from(config.get("data", {}), getattr(args, "data_options", []) or [])
-    tag = pick("tag", "tag")
-    where["tag"] = None if tag is None else check_tag(tag)
-    return sweep, where
-
-
-# numpy's seeds (np.random.RandomState, SeedSequence) are 0 .. 2**32 - 1; torch takes them too
-SEED_LIMIT = 2**32
-
-
-def parse_seed(value) -> int:
-    """A seed as typed or as a config file gives it: a whole number in numpy's seed range."""
-    if isinstance(value, bool):
-        seed = None
-    elif isinstance(value, int):
-        seed = value
-    elif isinstance(value, float):
-        seed = int(value) if value.is_integer() else None
-    else:
-        text = str(value).strip()
-        seed = int(text) if text.isdigit() else None
-    if seed is None:
-        raise UserError(f"seed '{value}' is not an integer", hint="e.g. --seeds 0,1,2")
-    if not 0 <= seed < SEED_LIMIT:
-        raise UserError(f"seed {value} is out of range: seeds are 0 to {SEED_LIMIT - 1} (numpy's seed range)",
-                        hint="e.g. --seeds 0,1,2")
-    return seed
-
-
-def check_device_name(device) -> None:
-    if device in ("auto", "cpu", "cuda") or (isinstance(device, str) and device.startswith("cuda:")
-                                               and device[5:].isdigit()):
-        return
-    raise UserError(f"unknown device {device!r}", hint="use auto, cpu, cuda or cuda:N")
 
 
 def check_device_present(device: str) -> None:
@@ -195,20 +108,6 @@ def check_grid(specs) -> None:
         info = registry.dataset(dataset)
         if info.fixed_imbalance_factor is None:
             class_counts(info.num_classes, n_max or info.n_max, factor, profile)
-
-
-def data_options_from(table: dict, flags: list[str]) -> dict:
-    """{dataset: {key: value}}: the config's [data.<name>] tables, then --data-option flags."""
-    options = {name: dict(values) if isinstance(values, dict) else values for name, values in table.items()}
-    for item in flags:
-        key, sep, value = item.partition("=")
-        name, dot, option = key.strip().partition(".")
-        if not sep or not dot or not option:
-            raise UserError(f"--data-option '{item}' is not DATASET.KEY=VALUE",
-                            hint="e.g. --data-option imagenet_lt.image_root=/datasets/imagenet")
-        options.setdefault(name, {})[option] = value.strip()
-    check_dataset_options(options)
-    return options
 
 
 def local_plan(jobs, devices: list[str] | None, device: str):
@@ -241,12 +140,6 @@ def run(args) -> int:
         raise UserError("--jobs and --devices are options of the local launcher",
                         hint="under Slurm every run is a job of its own: leave them out "
                         "(--slurm-array-parallelism caps how many run at once)")
-    if where["data_root"]:
-        # through the environment, so Slurm jobs and subprocesses see the same root
-        os.environ["LTBENCH_DATA"] = str(Path(where["data_root"]).expanduser().resolve())
-    if where["data_options"]:
-        os.environ[OPTIONS_ENV] = json.dumps(where["data_options"])
-    set_experiment_tag(where["tag"])  # through the environment too, for Slurm jobs and torchrun ranks
     if distributed.requested_world_size() > 1 and args.launcher != "local":
         raise UserError("under torchrun, ltbench runs the sweep itself: use --launcher local",
                         hint="for Slurm, leave torchrun out and ask for --slurm-gpus / --slurm-tasks-per-node")
@@ -270,26 +163,26 @@ def _run(args, sweep: Sweep, where: dict) -> int:
         migrate_store(store.root, log=console.print)
     states = distributed.broadcast({spec.run_id: store.state(earlier.get(spec.run_id, spec.run_id))
                                     for spec in specs})
-    if args.dry_run:
-        if args.show_spec:
-            for spec in specs:
-                print(json.dumps({"run_id": spec.run_id, **spec.to_dict()}, sort_keys=False))
-            return 0
-        # what a run would stop on, found without reading or fetching anything
-        absent = {name: error for name in dict.fromkeys(s.dataset for s in specs)
-                  if (error := registry.dataset(name).missing(where["data_root"])) is not None}
-        console.print(grid_table(specs, states, absent))
-        blocked = sorted({s.dataset for s in specs if s.dataset in absent and states[s.run_id] != "done"})
-        if blocked:
-            raise absent[blocked[0]]
-        return 0
     todo = [spec for spec in specs if states[spec.run_id] != "done"]
-    console.print(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} already done, {len(todo)} to run")
-    _check_datasets_present(todo, where["data_root"])
+    if args.show_spec:
+        for spec in specs:
+            print(json.dumps({"run_id": spec.run_id, **spec.to_dict()}, sort_keys=False))
+        return 0
+    # a dataset the runs cannot read stops the sweep here, not once per run; the dry run finds
+    # it the same way, so it never promises a run the run then refuses
+    unreadable = unreadable_datasets(todo, where["context"])
+    if args.dry_run:
+        console.print(grid_table(specs, states, unreadable))
+    else:
+        console.print(f"{len(specs)} runs in the grid, {len(specs) - len(todo)} already done, {len(todo)} to run")
+    if unreadable:
+        raise next(iter(unreadable.values()))
+    if args.dry_run:
+        return 0
     store.ensure_writable()
     if args.launcher == "slurm":
         from ltbench.launch import slurm
-        return slurm.launch(todo, where["results_dir"], args, device=where["device"])
+        return slurm.launch(todo, where["results_dir"], args, device=where["device"], context=where["context"])
     plan = where["plan"]
 
     def log(line) -> None:
@@ -299,12 +192,13 @@ def _run(args, sweep: Sweep, where: dict) -> int:
         from ltbench.launch.jobs import run_jobs
         from ltbench.launch.job_view import LiveView, PassThrough
         view = LiveView(console, where["results_dir"], len(todo)) if console.is_terminal else PassThrough()
-        statuses = run_jobs(todo, where["results_dir"], plan, log=log, view=view)
+        statuses = run_jobs(todo, where["results_dir"], plan, log=log, view=view, context=where["context"])
     else:
         from ltbench.launch.local import run_local
         device = plan.devices[0] if where["devices"] else where["device"]
         statuses = run_local(todo, where["results_dir"], device,
-                             reporter_factory=reporter_for_output if distributed.is_main() else None, log=log)
+                             reporter_factory=reporter_for_output if distributed.is_main() else None, log=log,
+                             context=where["context"])
     rows = [store.read_result(spec.run_id) for spec in specs]
     console.print(results_table([r for r in rows if r is not None]))
     failed = [rid for rid, s in statuses.items() if s == "failed"]
@@ -313,17 +207,21 @@ def _run(args, sweep: Sweep, where: dict) -> int:
     return 1 if failed else 0
 
 
-def _check_datasets_present(specs, data_root) -> None:
-    """Fail before training anything when a dataset is missing, not once per run."""
-    from ltbench.data.sources import data_root as resolve_root
-
-    for name in sorted({spec.dataset for spec in specs}):
-        registry.dataset(name).load(resolve_root(data_root))
+def unreadable_datasets(specs, context: RunContext) -> dict[str, UserError]:
+    """{dataset: why a run could not read it} for the datasets of `specs`, read where `context`
+    says as a run reads them: what `ltbench run` stops on before training, and what its dry
+    run says it would stop on."""
+    errors = {}
+    for name in dict.fromkeys(spec.dataset for spec in specs):
+        error = registry.dataset(name).located(context.options_of(name)).missing(context.data_root)
+        if error is not None:
+            errors[name] = error
+    return errors
 
 
 def grid_table(specs, states, absent: dict | None = None) -> Table:
-    """The grid and what `ltbench run` would do with each run; `absent`: datasets whose files
-    are not there (a run on one would stop)."""
+    """The grid and what `ltbench run` would do with each run; `absent`: datasets a run could
+    not read (a run on one would stop)."""
     table = Table(title=f"{len(specs)} runs")
     for col in ("run id", "method", "dataset", "IF", "seed", "preset", "backbone", "epochs", "batch", "state"):
         table.add_column(col)

@@ -1,6 +1,7 @@
 """Errors a user can act on: each says what was wrong, what is allowed and how to fix it."""
 
 import difflib
+import re
 
 
 class UserError(Exception):
@@ -21,8 +22,14 @@ def unknown_name(kind: str, name: str, known: list[str], candidates: list[str] |
     guess = f" Did you mean '{close[0]}'?" if close else ""
     return UserError(
         f"unknown {kind} '{name}'.{guess}",
-        hint=f"known {kind}s: {', '.join(sorted(known))} (see `ltbench list`)",
+        hint=f"known {plural(kind)}: {', '.join(sorted(known))} (see `ltbench list`)",
     )
+
+
+def plural(kind: str) -> str:
+    """`kind` of many: its noun gets the s, not the words that qualify it ("datasets with data
+    options", "config keys (in sweep.toml)")."""
+    return re.sub(r"^(.*?)( \(| for | that | with | in |$)", r"\1s\2", kind, count=1)
 
 
 class CorruptFile(Exception):

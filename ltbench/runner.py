@@ -14,8 +14,8 @@ from ltbench import distributed, environment, registry, run_lock, stages
 from ltbench.shared_store import open_store
 from ltbench.metrics import group_accuracy, group_sizes
 from ltbench.models import create_backbone
+from ltbench.run_context import RunContext
 from ltbench.spec import RunSpec
-from ltbench.tag import experiment_tag
 from ltbench.checkpoints import CheckpointRefused
 from ltbench.errors import CorruptFile
 from ltbench.store import RunStore
@@ -26,7 +26,7 @@ SPEC_COLUMNS = ("method", "dataset", "imbalance_factor", "profile", "backbone", 
 
 
 def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter | None = None,
-            data_root=None, log=print, wait: bool = False) -> str:
+            context: RunContext | None = None, log=print, wait: bool = False) -> str:
     """Train (or resume) one run and store its result, holding the run's lock (ltbench.run_lock)
     while it does. Returns "done", "failed", or "busy": another process holds the lock, so is
     training the run (with `wait`, this waits for it instead). A run found done, by another
@@ -34,7 +34,9 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
     row with its reason rather than raised, so a sweep goes on.
     Ctrl-C is not a failure: it propagates, and the last epoch checkpoint stays valid.
     In a distributed run every rank calls this; a failure is recorded and then raised, since
-    the other ranks wait on the failed one and only the launcher can end them."""
+    the other ranks wait on the failed one and only the launcher can end them.
+    `context`: where the data is and the run's tag (default: the default data root, no tag)."""
+    context = context or RunContext()
     store = open_store(results_dir)
     waiting = f"[{spec.run_id}] {spec.label}: another process is training it; waiting for it"
     with run_lock.holding(store.run_dir(spec.run_id), wait, on_wait=lambda: log(waiting)) as held:
@@ -45,15 +47,15 @@ def execute(spec: RunSpec, results_dir, device: str = "auto", reporter: Reporter
             log(f"[{spec.run_id}] {spec.label}: done meanwhile, by another process")
             return "done"
         if found != "corrupt":
-            return _train(spec, store, results_dir, device, reporter, data_root, log)
+            return _train(spec, store, results_dir, device, reporter, context, log)
         # its files name another run or cannot be read: nothing in the folder is trusted, and
         # nothing is deleted either. The lock file moves away with the folder, so the run is
         # trained under a lock in the new folder.
         log(f"[{spec.run_id}] {why}; the folder moved to {store.set_aside(spec.run_id)}, the run starts over")
-    return execute(spec, results_dir, device, reporter, data_root, log, wait)
+    return execute(spec, results_dir, device, reporter, context, log, wait)
 
 
-def _train(spec: RunSpec, store, results_dir, device: str, reporter, data_root, log) -> str:
+def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: RunContext, log) -> str:
     """execute's work, with the run's lock held."""
     store.write_spec(spec)
     # a retry starts from the last good checkpoint; the old failure row must not outlive it
@@ -62,8 +64,8 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, data_root, 
     torch_device = None
     try:
         torch_device = environment.resolve_device(device)
-        stage1 = ensure_stage1(spec, results_dir, device, reporter, data_root, log)
-        trainer = build_trainer(spec, torch_device, store, reporter, data_root, stage1)
+        stage1 = ensure_stage1(spec, results_dir, device, reporter, context, log)
+        trainer = build_trainer(spec, torch_device, store, reporter, context, stage1)
         try:
             state = store.load_checkpoint(spec.run_id)
         except CorruptFile as exc:
@@ -81,7 +83,8 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, data_root, 
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         store.write_text(spec.run_id, distributed.rank_file("error.log"), traceback.format_exc())
-        store.write_result(result_row(spec, status="failed", error=detail, started=started, device=torch_device))
+        store.write_result(result_row(spec, status="failed", error=detail, started=started, device=torch_device,
+                                      tag=context.tag))
         if distributed.is_distributed():
             raise
         return "failed"
@@ -107,7 +110,7 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, data_root, 
         staged = dict(stage1_run_id=stage1.spec.run_id, stage1_reused=stage1.reused,
                       stage1_wall_s=round(stage1.state["seconds"], 2))
     row = result_row(
-        spec, status="done", started=started, device=torch_device,
+        spec, status="done", started=started, device=torch_device, tag=context.tag,
         top1=round(counts.top1, 4), top1_best=round(outcome.best_top1, 4), top1_best_epoch=outcome.best_epoch + 1,
         **{g: (None if acc is None else round(acc, 4)) for g, acc in groups.items()},
         **{f"n_{g}": n for g, n in sizes.items()},
@@ -120,7 +123,7 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, data_root, 
     return "done"
 
 
-def ensure_stage1(spec: RunSpec, results_dir, device: str, reporter=None, data_root=None,
+def ensure_stage1(spec: RunSpec, results_dir, device: str, reporter=None, context: RunContext | None = None,
                   log=print) -> stages.Stage1 | None:
     """A two-stage run's stage 1, reused from the store or trained now as a run of its own."""
     first = stages.stage1_spec(spec)
@@ -142,15 +145,17 @@ def ensure_stage1(spec: RunSpec, results_dir, device: str, reporter=None, data_r
         log(f"  stage 1: reusing {first.label} ({first.run_id})")
     else:
         log(f"  stage 1: training {first.label} ({first.run_id}) as a run of its own")
-        if execute(first, results_dir, device, reporter, data_root, log, wait=True) != "done":
+        if execute(first, results_dir, device, reporter, context, log, wait=True) != "done":
             raise RuntimeError(f"stage 1 ({first.method} run {first.run_id}) failed: "
                                f"{store.read_result(first.run_id)['error']}")
     return stages.Stage1(first, reused, store.read_result(first.run_id), store.load_checkpoint(first.run_id))
 
 
-def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter=None, data_root=None,
-                  stage1: stages.Stage1 | None = None) -> Trainer:
-    data = registry.dataset(spec.dataset).build(data_root, spec.imbalance_factor, spec.profile, spec.n_max)
+def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter=None,
+                  context: RunContext | None = None, stage1: stages.Stage1 | None = None) -> Trainer:
+    context = context or RunContext()
+    dataset = registry.dataset(spec.dataset).located(context.options_of(spec.dataset))
+    data = dataset.build(context.data_root, spec.imbalance_factor, spec.profile, spec.n_max)
     label = spec.label if stage1 is None else f"{spec.label} stage 2"
     if stage1 is not None:
         check_same_data(store.checkpoint_path(stage1.spec.run_id), stage1.state, data)
@@ -197,7 +202,8 @@ def make_trainer(spec: RunSpec, data, device: torch.device, params: dict | None 
                    **trainer_options)
 
 
-def result_row(spec: RunSpec, status: str, started: str, device=None, error: str = "", **values) -> dict:
+def result_row(spec: RunSpec, status: str, started: str, device=None, error: str = "", tag: str = "",
+               **values) -> dict:
     return {
         "run_id": spec.run_id,
         **{k: getattr(spec, k) for k in SPEC_COLUMNS},
@@ -215,6 +221,6 @@ def result_row(spec: RunSpec, status: str, started: str, device=None, error: str
         "status": status,
         "error": error,
         "slurm_job_id": environment.slurm_job_id(),
-        "tag": experiment_tag(),
+        "tag": tag,
         **values,
     }

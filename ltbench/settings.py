@@ -17,7 +17,7 @@ read this module.
 
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Callable
 
 from ltbench.errors import UserError
 
@@ -30,6 +30,7 @@ class _Same:
 
 
 SAME = _Same()  # Setting.earlier: runs made before the setting existed ran with its default
+UNSET_WORDS = ("", "none", "null", "unset")  # an optional setting given as one of these is unset
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class Setting:
         return value
 
     def _parse(self, name: str, raw):
-        if self.optional and (raw is None or (isinstance(raw, str) and raw.strip().lower() in ("", "none", "null", "unset"))):
+        if self.optional and (raw is None or (isinstance(raw, str) and raw.strip().lower() in UNSET_WORDS)):
             return None
         if self.choices is not None:
             for choice in self.choices:
@@ -305,3 +306,71 @@ def listing(method_schemas: dict[str, dict[str, Setting]]) -> list[Row]:
         rows += [Row(f"{method}.{name}", s.kind, s.type_name(), show_value(s.default), s.describe_allowed(), s.help, method)
                  for name, s in schema.items()]
     return rows
+
+
+# ---------------------------------------------------------------------- settings together
+#
+# What no setting's own range can say: rules between settings (a trainer setting and another,
+# or a method's hyperparameter and a trainer setting). ltbench.sweep.resolve checks them on
+# every spec it resolves where the sweep changed one of their settings from what its preset
+# gives; a preset's own combinations are the preset's to keep.
+
+
+@dataclass(frozen=True)
+class Relation:
+    """A rule over the settings `names`, checked on every run that has them all.
+
+    `holds` takes {name: value} and says whether the run can be trained so; `problem` says
+    what is wrong otherwise, and `fix` gives the change that would make it hold (the hint),
+    from the values and {name: the name --set takes, e.g. ldam_drw.drw_start}."""
+
+    names: tuple[str, ...]
+    holds: Callable[[dict], bool]
+    problem: str
+    fix: Callable[[dict, dict], str]
+
+
+def epoch_of(fraction: float, epochs: int) -> int:
+    """The 0-based epoch a fraction of the run starts at, rounded as the trainer rounds its
+    milestones and the DRW methods their start (methods/common.py drw_start_epoch)."""
+    return round(fraction * epochs)
+
+
+def _warmup_fix(v: dict, key: dict) -> str:
+    return (f"--set {key['warmup_epochs']}={min(5, v['epochs'] - 1)} (fewer warm-up epochs than the "
+            f"{v['epochs']} of the run), or --epochs above {v['warmup_epochs']}")
+
+
+def _drw_fix(v: dict, key: dict) -> str:
+    latest = (v["epochs"] - 1) / v["epochs"]
+    return f"--set {key['drw_start']}={latest:.3g} or lower (at most, re-weighting the last epoch), or more --epochs"
+
+
+RELATIONS = (
+    Relation(("warmup_epochs", "epochs"), lambda v: v["warmup_epochs"] < v["epochs"],
+             "the warm-up must end before the last epoch, or the run never reaches its learning-rate schedule",
+             _warmup_fix),
+    Relation(("milestones", "lr_factors"), lambda v: len(v["milestones"]) == len(v["lr_factors"]),
+             "milestones and lr_factors must have the same length (one lr factor from each milestone on)",
+             lambda v, key: f"e.g. --set {key['milestones']}=0.8,0.9 --set {key['lr_factors']}=0.01,0.0001"),
+    Relation(("milestones",), lambda v: all(a < b for a, b in zip(v["milestones"], v["milestones"][1:])),
+             "milestones must increase: each is the fraction of the epochs where the lr drops next",
+             lambda v, key: f"--set {key['milestones']}={show_value(sorted(set(v['milestones'])))}"),
+    Relation(("drw_start", "epochs"), lambda v: epoch_of(v["drw_start"], v["epochs"]) < v["epochs"],
+             "re-weighting would start after the last epoch, that is never", _drw_fix),
+)
+
+
+def check_relations(values: dict, changed: set[str], owner: str | None = None) -> None:
+    """A UserError naming the settings, their values and the fix, for the first relation
+    that does not hold among those whose settings are all in `values` and one in `changed`.
+    `owner`: the method whose hyperparameters `values` holds beside the trainer's settings."""
+    for relation in RELATIONS:
+        if not set(relation.names) <= set(values) or not set(relation.names) & changed:
+            continue
+        v = {name: values[name] for name in relation.names}
+        if relation.holds(v):
+            continue
+        key = {name: name if owner is None or name in SETTINGS else f"{owner}.{name}" for name in v}
+        shown = " with ".join(f"{key[name]}={show_value(value)}" for name, value in v.items())
+        raise UserError(f"{shown}: {relation.problem}", hint=relation.fix(v, key))

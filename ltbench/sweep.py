@@ -8,6 +8,7 @@ settings never change the label or the run id.
 """
 
 import copy
+import json
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,9 @@ from ltbench.data.profiles import check_imbalance_factor
 from ltbench.errors import UserError, unknown_name
 from ltbench.models import check_backbone
 from ltbench.presets import PRESETS, preset_values
-from ltbench.settings import EXECUTION, SETTINGS, SPEC_FIELDS, Setting, as_settings, check_all, defaults
+from ltbench.settings import (
+    EXECUTION, SETTINGS, SPEC_FIELDS, UNSET_WORDS, Setting, as_settings, check_all, check_relations, defaults, show_value,
+)
 from ltbench.spec import RunSpec
 
 TRAINER = "trainer"  # the owner of a --set key that is one of ltbench.settings.SETTINGS
@@ -97,8 +100,8 @@ def route_overrides(methods: list[str], overrides: dict) -> dict[str, dict]:
             continue
         owners = sorted({owner for m in methods for owner in owners_of[m].get(key, [])})
         if not owners:
-            known = sorted(set(SETTINGS) | {k for m in methods for k in owners_of[m]})
-            raise unknown_name("--set key", key, known)
+            raise _not_in_sweep(typed, key, methods) or unknown_name(
+                "--set key", key, sorted(set(SETTINGS) | {k for m in methods for k in owners_of[m]}))
         # several methods may share one setting (declared once, e.g. by a common base class);
         # settings that only share a name are told apart by the method's name
         declared = {owner: as_settings(registry.method(owner).hyperparameters)[key] for owner in owners}
@@ -125,7 +128,20 @@ def _owner_for(method: str, key: str, owners: dict[str, list[str]]) -> str:
         return owners[key][-1]  # the method's own before its stage 1's
     if key in SETTINGS:
         return TRAINER
-    raise unknown_name(f"--set key for {method}", key, sorted(set(SETTINGS) | set(owners)))
+    raise _not_in_sweep(f"{method}.{key}", key, [method]) or unknown_name(
+        f"--set key for {method}", key, sorted(set(SETTINGS) | set(owners)))
+
+
+def _not_in_sweep(typed: str, key: str, methods: list[str]) -> UserError | None:
+    """For a key that only methods outside the sweep have: an error naming them and their
+    setting (a spelling suggestion would point at an unrelated setting: gamma -> amp)."""
+    having = [name for name, cls in registry.methods().items() if key in cls.hyperparameters]
+    if not having:
+        return None
+    who = f"{methods[0]} has" if len(methods) == 1 else f"none of this sweep's methods ({', '.join(methods)}) has"
+    return UserError(f"--set {typed}: {who} no setting {key}; it is {', '.join(f'{m}.{key}' for m in having)}",
+                     hint=f"add {' or '.join(having)} to --methods to set it there, e.g. --methods "
+                     f"{','.join([*methods, having[0]])} --set {having[0]}.{key}=..., or leave it out")
 
 
 # ---------------------------------------------------------------------- one spec
@@ -154,13 +170,16 @@ def resolve(method: str, dataset: str, imbalance_factor: float, seed: int, prese
     values, hp = dict(pure), copy.deepcopy(pure_hp)
     for (owner, key), raw in _as_routed(method, overrides or {}).items():
         if owner == TRAINER:
-            values[key] = SETTINGS[key].coerce(key, raw)
+            values[key] = coerce(SETTINGS[key], key, raw)
         else:
-            hp[owner][key] = schemas[owner][key].coerce(f"{owner}.{key}", raw)
+            hp[owner][key] = coerce(schemas[owner][key], f"{owner}.{key}", raw)
     check_all(SETTINGS, values)
-    _check_combinations(values)
+    check_backbone(values["backbone"])
+    changed = {k for k in values if values[k] != pure[k]}
+    check_relations(values, changed)
     for owner, own in hp.items():
         check_all(schemas[owner], own, f"{owner}.")
+        check_relations({**values, **own}, changed | {k for k in own if own[k] != pure_hp[owner][k]}, owner)
         registry.method(owner).check(own)
     execution = {k: values.pop(k) for k in list(values) if SETTINGS[k].kind == EXECUTION}
     for k in execution:
@@ -173,17 +192,51 @@ def resolve(method: str, dataset: str, imbalance_factor: float, seed: int, prese
                    **spec_values)
 
 
+@dataclass(frozen=True)
+class FileValue:
+    """A setting as a sweep file gives it, typed by TOML: `epochs = "2"` there is text, not
+    the number 2 (the text of --set epochs=2 is parsed; a file's value keeps its type)."""
+
+    value: object
+    path: str
+
+    def __str__(self) -> str:
+        return show_value(self.value)
+
+
+def coerce(setting: Setting, name: str, raw):
+    """A --set text, a sweep file's value (FileValue) or a Python value as `setting`'s type."""
+    if isinstance(raw, FileValue):
+        _check_file_type(setting, name, raw)
+        raw = raw.value
+    return setting.coerce(name, raw)
+
+
+def _check_file_type(setting: Setting, name: str, given: FileValue) -> None:
+    """Text is refused where a number, a switch or a list is meant, as any other wrong type is."""
+    value, kind = given.value, setting.value_type
+    if setting.choices is not None or (setting.optional and isinstance(value, str)
+                                       and value.strip().lower() in UNSET_WORDS):
+        return  # a choice is matched by its value or its name; TOML has no word for unset but these
+    if kind is list:
+        text = isinstance(value, str) or (isinstance(value, list) and setting.list_item_type is not str
+                                          and any(isinstance(item, str) for item in value))
+    else:
+        text = isinstance(value, str) and kind is not str
+    if text:
+        try:  # the value the text means, as TOML writes it, where it means one
+            example = json.dumps(setting.coerce(name, value))
+        except UserError:
+            example = json.dumps(setting.default) if setting.default is not None else "100"
+        raise UserError(f"{name}={json.dumps(value)} in {given.path} is text (a TOML string); {name} takes a "
+                        f"value of type {setting.type_name()} (default {show_value(setting.default)})",
+                        hint=f"write the value it means, without quotes: {name.rpartition('.')[2]} = {example}")
+
+
 def _as_routed(method: str, overrides: dict) -> dict:
     if all(isinstance(k, tuple) for k in overrides):
         return overrides
     return route_overrides([method], overrides)[method]
-
-
-def _check_combinations(values: dict) -> None:
-    if len(values["milestones"]) != len(values["lr_factors"]):
-        raise UserError("milestones and lr_factors must have the same length",
-                        hint="e.g. --set milestones=0.8,0.9 --set lr_factors=0.01,0.0001")
-    check_backbone(values["backbone"])
 
 
 def preset_label(spec: RunSpec) -> str:

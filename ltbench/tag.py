@@ -2,15 +2,12 @@
 in their result rows and usable as a report filter (`ltbench report --tag`).
 
 A tag annotates a run, it does not define one: it is not part of the run id, so a run already
-done under another tag is reused and keeps its row and its tag. The tag travels to Slurm jobs
-and torchrun ranks in $LTBENCH_TAG, as the data root travels in $LTBENCH_DATA.
+done under another tag is reused and keeps its row and its tag. It travels with the data root
+in the run's context (ltbench.run_context), to jobs and ranks alike.
 """
-
-import os
 
 from ltbench.errors import UserError
 
-TAG_ENV = "LTBENCH_TAG"
 MAX_LENGTH = 100
 
 
@@ -32,17 +29,3 @@ def check_tag(value) -> str:
     if len(tag) > MAX_LENGTH:
         raise UserError(f"the tag is {len(tag)} characters long", hint=allowed)
     return tag
-
-
-def set_experiment_tag(tag: str | None) -> None:
-    """The tag of the sweep this process runs (None: untagged), for this process and the jobs
-    and ranks it starts."""
-    if tag is None:
-        os.environ.pop(TAG_ENV, None)
-    else:
-        os.environ[TAG_ENV] = check_tag(tag)
-
-
-def experiment_tag() -> str:
-    """The tag of the sweep being run, "" for none."""
-    return os.environ.get(TAG_ENV, "")

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
+from cifar_files import write_tiny_cifar
 from ltbench.cli import main
-from ltbench.data.image_datasets import OPTIONS_ENV
 from ltbench.store import RunStore
 from ltbench.sweep import resolve
 
@@ -83,6 +83,18 @@ def data(damage=None):
     return lambda tmp_path, results: {"data": fake_fashion(tmp_path / "data", damage)}
 
 
+def damaged_cifar(tmp_path, results):
+    """A CIFAR-10 folder whose files are all there, one of them not a CIFAR batch: only
+    reading it tells, and a dry run reads it as the run would."""
+    folder = write_tiny_cifar(tmp_path / "cifar")
+    (folder / "data_batch_2").write_bytes(b"\x80\x04K\x07.")  # a pickled 7
+    return {"cifar": tmp_path / "cifar"}
+
+
+CIFAR = ["run", "--methods", "ce", "--dataset", "cifar10_lt", "--if", "10", "--preset", "smoke", "--n-max", "10",
+         "--data-root", "{cifar}", "--results-dir", "{results}"]
+
+
 def corrupt_submissions(tmp_path, results):
     (results / "slurm").mkdir()
     (results / "slurm" / "submissions.json").write_text("{not json")
@@ -123,6 +135,20 @@ CASES = [
     case("n-max-overflow", SMOKE + ["--n-max", "1e400"], "n_max=1e400"),
     case("gamma-negative", SMOKE + ["--methods", "focal", "--set", "gamma=-1"], "gamma=-1"),
     case("milestones-mismatch", SMOKE + ["--set", "milestones=0.5"], "same length"),
+    # settings that each pass on their own and not together: both named, with their values
+    case("warmup-outlasts-the-run", SMOKE + ["--epochs", "200", "--set", "warmup_epochs=500"],
+         "warmup_epochs=500 with epochs=200: the warm-up must end before the last epoch"),
+    case("warmup-after-fewer-epochs", SMOKE + ["--set", "warmup_epochs=2"], "warmup_epochs=2 with epochs=2"),
+    case("milestones-out-of-order", SMOKE + ["--set", "milestones=0.9,0.5"],
+         "milestones=0.9,0.5: milestones must increase"),
+    case("drw-start-after-the-last-epoch", SMOKE + ["--methods", "ldam_drw", "--epochs", "200", "--set",
+                                                    "drw_start=0.999"],
+         "ldam_drw.drw_start=0.999 with epochs=200: re-weighting would start after the last epoch"),
+    case("drw-start-after-fewer-epochs", SMOKE + ["--methods", "ce_drw", "--epochs", "3", "--set", "drw_start=0.9"],
+         "ce_drw.drw_start=0.9 with epochs=3"),
+    case("set-key-of-a-method-not-in-the-sweep", SMOKE + ["--set", "gamma=2"],
+         "--set gamma: ce has no setting gamma; it is focal.gamma"),
+    case("set-method-key-of-another-method", SMOKE + ["--set", "ce.gamma=2"], "it is focal.gamma"),
     case("set-not-key-value", SMOKE + ["--set", "lr"], "is not KEY=VALUE"),
     case("set-unknown-key", SMOKE + ["--set", "gama=2"], "unknown --set key 'gama'"),
     # the grid
@@ -133,7 +159,7 @@ CASES = [
     case("if-text", smoke_with_if("ten"), "is not a number"),
     case("seeds-1e23", SMOKE + ["--seeds", "1e23"], "seed '1e23' is not an integer"),
     case("seeds-too-large", SMOKE + ["--seeds", str(2**32)], "out of range"),
-    case("seeds-negative", SMOKE + ["--seeds", "-1"], "not an integer"),
+    case("seeds-negative", SMOKE + ["--seeds", "-1"], "seed -1 is out of range: a seed must be >= 0"),
     case("unknown-method", SMOKE + ["--methods", "cee"], "unknown method 'cee'"),
     case("unknown-dataset", SMOKE + ["--dataset", "cifar11_lt"], "unknown dataset"),
     case("unknown-preset", SMOKE + ["--preset", "fast"], "unknown preset 'fast'"),
@@ -177,6 +203,13 @@ CASES = [
          "not a folder name", config('results_dir = ""\n')),
     case("config-device-unknown", SMOKE + ["--config", "{config}"], "unknown device 'gpu'", config('device = "gpu"\n')),
     case("config-set-wrong-type", SMOKE + ["--config", "{config}"], "lr=", config('[set]\nlr = "fast"\n')),
+    # a sweep file's values keep their TOML types: a number in quotes is text, as "fast" is
+    case("config-epochs-text", SMOKE + ["--config", "{config}"], 'epochs="2" in ', config('epochs = "2"\n')),
+    case("config-set-number-text", SMOKE + ["--config", "{config}"], 'lr="0.05" in ', config('[set]\nlr = "0.05"\n')),
+    case("config-set-list-text", SMOKE + ["--config", "{config}"], 'milestones="0.5,0.9" in ',
+         config('[set]\nmilestones = "0.5,0.9"\n')),
+    case("config-method-set-text", SMOKE + ["--methods", "focal", "--config", "{config}"], 'focal.gamma="2" in ',
+         config('[set.focal]\ngamma = "2"\n')),
     case("config-epochs-inf", ["run", "--config", "{config}", "--results-dir", "{results}"],
          "epochs=inf", config('methods = "ce"\ndataset = "fashion_mnist_lt"\nif = 10\nepochs = inf\n')),
     # data
@@ -184,6 +217,9 @@ CASES = [
     case("dry-run-data-missing", SMOKE + ["--data-root", "{results}/no-data", "--seeds", "1", "--dry-run"],
          "Fashion-MNIST not found"),
     case("idx-labels-empty", SMOKE + FAKE, "is empty (0 bytes)", data(empty_labels)),
+    case("cifar-batch-not-a-dict", CIFAR, "data_batch_2 is not a CIFAR batch file", damaged_cifar),
+    case("dry-run-cifar-batch-not-a-dict", CIFAR + ["--dry-run"], "data_batch_2 is not a CIFAR batch file",
+         damaged_cifar),
     case("idx-labels-out-of-range", SMOKE + FAKE, "label(s) out of range 0..9", data(labels_out_of_range)),
     case("idx-labels-swapped", SMOKE + FAKE, "swapped", data(swapped_labels)),
     case("idx-truncated", SMOKE + FAKE, "truncated", data(lambda f: f.update(test_x=f["test_x"][:-5]))),
@@ -231,7 +267,6 @@ def test_bad_input_is_one_clear_line_and_writes_nothing(argv, message, prepare, 
                                                          store_template, capsys, monkeypatch):
     results = tmp_path / "results"
     shutil.copytree(store_template, results)
-    monkeypatch.setenv(OPTIONS_ENV, "")
     monkeypatch.delenv("LTBENCH_SLURM_CONFIG", raising=False)
     if environment is not None:
         environment(monkeypatch)

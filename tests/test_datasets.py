@@ -7,6 +7,7 @@ import struct
 import numpy as np
 import pytest
 
+from cifar_files import LAYOUT, class_names, write_tiny_cifar
 from ltbench.data.datasets import DATASETS
 from ltbench.errors import UserError
 
@@ -54,10 +55,31 @@ def test_cifar_lt_built_from_the_standard_files(tmp_path, name, dataset, sizes):
 def test_missing_cifar_says_how_to_get_it(tmp_path, monkeypatch):
     import ltbench.data.sources as sources
 
-    monkeypatch.setattr(sources, "_download_cifar", lambda name, root: None)  # no network here
+    downloads = []
+    monkeypatch.setattr(sources, "_download_cifar", lambda name, root: downloads.append(name))  # no network here
     with pytest.raises(UserError, match="cifar10 not found") as info:
         DATASETS["cifar10_lt"].build(tmp_path, 100)
-    assert "download" in str(info.value)
+    assert downloads == []  # a run (and its dry run) reads what is there; fetch-data downloads
+    assert DATASETS["cifar10_lt"].missing(tmp_path).hint == info.value.hint and downloads == []
+    with pytest.raises(UserError, match="cifar10 not found"):
+        DATASETS["cifar10_lt"].fetch(tmp_path)
+    assert downloads == ["cifar10"]
+    assert f"ltbench fetch-data cifar10_lt --data-root {tmp_path}" in info.value.hint
+    assert "torchvision" not in info.value.hint
+
+
+@pytest.mark.parametrize("name, dataset", [("cifar10", "cifar10_lt"), ("cifar100", "cifar100_lt")])
+def test_cifar_pickled_again_by_python3_reads_as_the_original(tmp_path, name, dataset):
+    """Python 3 pickles the dicts' keys and the class names as str, the original files as bytes;
+    torchvision reads both, and so does the reader that runs no code."""
+    write_tiny_cifar(tmp_path / "original", name, per_class=12)
+    write_tiny_cifar(tmp_path / "python3", name, per_class=12, python3=True)
+    pickled = (tmp_path / "python3" / LAYOUT[name][0] / LAYOUT[name][2]).read_bytes()
+    assert b"\x8c\x04data" in pickled  # "data" as a str key (SHORT_BINUNICODE), not bytes
+    original, again = (DATASETS[dataset].build(tmp_path / folder, 10, n_max=10) for folder in ("original", "python3"))
+    assert again.split_fingerprint == original.split_fingerprint
+    assert again.class_names == original.class_names == class_names(name)
+    assert DATASETS[dataset].missing(tmp_path / "python3") is None
 
 
 def write_idx(path, array):

@@ -67,8 +67,9 @@ class StopAfterFirstEpoch(Reporter):
 
 def _rank(rank: int, port: int, out: str, data_root: str, spec_json: str):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
-                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", LTBENCH_DATA=data_root, LTBENCH_WORKERS="0")
+                      LOCAL_RANK=str(rank), LOCAL_WORLD_SIZE="2", LTBENCH_WORKERS="0")
     torch.set_num_threads(1)
+    from ltbench.run_context import RunContext
     from ltbench.spec import RunSpec
     from ltbench_methods.sc_hybrid import supervised_contrastive_loss_across_ranks
 
@@ -84,12 +85,12 @@ def _rank(rank: int, port: int, out: str, data_root: str, spec_json: str):
         loss.backward()
         torch.save({"loss": loss.detach(), "grad": local.grad}, out / f"supcon{rank}.pt")
 
-        spec = RunSpec.from_dict(json.loads(spec_json))
-        execute(spec, out / "uninterrupted", "cpu")
+        spec, context = RunSpec.from_dict(json.loads(spec_json)), RunContext(Path(data_root))
+        execute(spec, out / "uninterrupted", "cpu", context=context)
         with pytest.raises(KeyboardInterrupt):
-            execute(spec, out / "interrupted", "cpu", reporter=StopAfterFirstEpoch())
+            execute(spec, out / "interrupted", "cpu", reporter=StopAfterFirstEpoch(), context=context)
         with open(out / f"log{rank}.txt", "w") as log:
-            execute(spec, out / "interrupted", "cpu", log=lambda line: print(line, file=log))
+            execute(spec, out / "interrupted", "cpu", context=context, log=lambda line: print(line, file=log))
 
 
 @pytest.fixture(scope="module")

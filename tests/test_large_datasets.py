@@ -14,7 +14,7 @@ import image_data
 from image_data import data_root, one_thread  # noqa: F401  (module fixtures)
 from ltbench import distributed, registry
 from ltbench.cli import main
-from ltbench.data.image_datasets import OPTIONS_ENV, ImageFileData
+from ltbench.data.image_datasets import ImageFileData
 from ltbench.data.image_loader import ImageLoader, eval_batches
 from ltbench.data.image_transforms import eval_view, resized_crop_box, train_view
 from ltbench.errors import UserError
@@ -39,7 +39,6 @@ def copy_of(data_root, tmp_path):
 @pytest.fixture(autouse=True)
 def one_worker(monkeypatch):
     monkeypatch.setenv("LTBENCH_WORKERS", "1")
-    monkeypatch.delenv(OPTIONS_ENV, raising=False)
 
 
 # ----------------------------------------------------------------------------- whole runs
@@ -175,18 +174,29 @@ def test_missing_dataset_stops_the_sweep_before_training(tmp_path, capsys):
     assert "inat2018: split file" in err and "train2018.json not found" in err and "Traceback" not in err
 
 
-def test_data_options_point_at_files_elsewhere(data_root, tmp_path, monkeypatch, capsys):
+def test_data_options_point_at_files_elsewhere(data_root, tmp_path, capsys):
     splits = tmp_path / "splits"
     splits.mkdir()
     shutil.copy(data_root / "imagenet_lt/ImageNet_LT_train.txt", splits / "train.txt")
     shutil.copy(data_root / "imagenet_lt/ImageNet_LT_test.txt", splits / "test.txt")
-    monkeypatch.setenv(OPTIONS_ENV, json.dumps({"imagenet_lt": {
-        "image_root": str(data_root / "imagenet_lt"), "split_dir": "splits", "train_file": "train.txt",
-        "eval_file": "test.txt"}}))
-    train_x, train_y, test_x, _ = read("imagenet_lt", tmp_path)
+    options = {"image_root": str(data_root / "imagenet_lt"), "split_dir": "splits", "train_file": "train.txt",
+               "eval_file": "test.txt"}
+    train_x, train_y, test_x, _ = registry.dataset("imagenet_lt").located(options).read(tmp_path)
     assert len(train_x) == sum(image_data.TRAIN_COUNTS) and len(test_x) == N_EVAL
     assert main(["run", "--methods", "ce", "--dataset", "imagenet_lt", "--data-option", "imagenet_lt.image_rot=x"]) == 2
     assert "unknown data option imagenet_lt.image_rot; did you mean imagenet_lt.image_root?" in capsys.readouterr().err
+
+
+def test_a_sweep_does_not_see_the_data_options_of_one_before_it(data_root, tmp_path, capsys):
+    """Two sweeps in one process: the first one's --data-option stays with its runs."""
+    sweep = [*RUN, "--methods", "ce", "--dataset", "imagenet_lt", "--data-root", str(tmp_path),
+             "--results-dir", str(tmp_path / "results"), "--dry-run"]
+    elsewhere = [f"--data-option=imagenet_lt.{key}={data_root / 'imagenet_lt'}" for key in ("image_root", "split_dir")]
+    assert main(sweep + elsewhere) == 0
+    assert "to run" in capsys.readouterr().out
+    # the default layout under tmp_path holds no files: the second sweep must not find the first one's
+    assert main(sweep) == 2
+    assert f"split file {tmp_path / 'imagenet_lt'}" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- the pipeline

@@ -35,7 +35,7 @@ def test_stage1_follows_shared_settings_but_not_stage2_ones():
     ("crt", {"crt_epochs": "0"}, "crt.crt_epochs=0 is out of range: it must be >= 1"),
     ("crt", {"crt_lr": "-1"}, "crt.crt_lr=-1.0 is out of range: it must be > 0"),
     ("lws", {"lws_batch_size": "0"}, "lws.lws_batch_size=0 is out of range"),
-    ("crt", {"crt.gamma": "2"}, "unknown --set key for crt 'gamma'"),
+    ("crt", {"crt.gamma": "2"}, "crt has no setting gamma; it is focal.gamma"),
     ("tau_norm", {"tau_grid": "-1,1"}, "tau_norm.tau_grid=-1.0,1.0 is out of range"),
     ("tau_norm", {"tau_grid": ","}, "tau_grid is empty"),
     ("ldam_drw", {"drw_start": "1.5"}, "ldam_drw.drw_start=1.5 is out of range: it must be >= 0 and <= 1"),

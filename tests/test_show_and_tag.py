@@ -5,21 +5,15 @@ import csv
 import pytest
 
 from ltbench.cli import build_parser, main
-from ltbench.commands import sweep_from_args
 from ltbench.errors import UserError
 from ltbench.runner import result_row
 from ltbench.store import RunStore
 from ltbench.sweep import resolve
-from ltbench.tag import TAG_ENV, check_tag
+from ltbench.sweep_args import sweep_from_args
+from ltbench.tag import check_tag
 
 SMOKE = ["run", "--dataset", "fashion_mnist_lt", "--if", "10", "--preset", "smoke", "--n-max", "40",
          "--epochs", "2"]
-
-
-@pytest.fixture(autouse=True)
-def no_tag_left_behind(monkeypatch):
-    """`ltbench run --tag` exports the tag for its jobs; a test must not tag the next one's runs."""
-    monkeypatch.delenv(TAG_ENV, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +34,13 @@ def test_a_tag_is_recorded_and_a_reused_run_keeps_its_own(tagged):
     assert codes == [0, 0]
     assert rows["ce"]["tag"] == "first-sweep"  # done before: reused, its row untouched
     assert rows["focal"]["tag"] == "second sweep"
+
+
+def test_a_sweep_without_a_tag_does_not_take_the_one_before(tagged, tmp_path):
+    """`tagged` ran two tagged sweeps in this process; an untagged one after them stays untagged."""
+    assert main(SMOKE + ["--methods", "ce", "--seeds", "1", "--results-dir", str(tmp_path)]) == 0
+    store = RunStore(tmp_path)
+    assert [store.read_result(run_id)["tag"] for run_id in store.run_ids()] == [""]
 
 
 def test_report_keeps_the_rows_of_one_tag(tagged, tmp_path, capsys):
@@ -71,8 +72,8 @@ def test_the_tag_comes_from_the_config_file_and_the_flag_wins(tmp_path, capsys):
     config = tmp_path / "sweep.toml"
     config.write_text('methods = ["ce"]\ndataset = "fashion_mnist_lt"\nif = [10]\ntag = "from-config"\n')
     parse = build_parser().parse_args
-    assert sweep_from_args(parse(["run", "--config", str(config)]))[1]["tag"] == "from-config"
-    assert sweep_from_args(parse(["run", "--config", str(config), "--tag", "flag"]))[1]["tag"] == "flag"
+    assert sweep_from_args(parse(["run", "--config", str(config)]))[1]["context"].tag == "from-config"
+    assert sweep_from_args(parse(["run", "--config", str(config), "--tag", "flag"]))[1]["context"].tag == "flag"
     config.write_text('methods = ["ce"]\ndataset = "fashion_mnist_lt"\nif = [10]\ntag = 7\n')
     assert main(["run", "--config", str(config), "--dry-run"]) == 2
     assert "the tag 7 is not text (int)" in capsys.readouterr().err

@@ -102,7 +102,7 @@ def test_bad_grid_is_explained(sweep, message):
 # --set KEY=VALUE on a sweep of ce, or of the method before the colon, and the error it gives
 BAD_SETTINGS = """
 gama=2                  | unknown --set key 'gama'
-gamma=2                 | unknown --set key 'gamma'
+gamma=2                 | ce has no setting gamma; it is focal.gamma, cb_focal.gamma
 focal.gamma=2           | method 'focal' is not in this sweep
 lr=fast                 | lr=fast: expected a float
 backbone=resnet33       | unknown backbone
@@ -118,7 +118,14 @@ momentum=inf            | momentum=inf: must be a finite number
 weight_decay=-1         | weight_decay=-1.0 is out of range
 milestones=0.5          | milestones and lr_factors
 focal: gamma=-1         | focal.gamma=-1.0 is out of range
-crt: crt.gamma=2        | unknown --set key for crt 'gamma'
+crt: crt.gamma=2        | crt has no setting gamma; it is focal.gamma
+crt: crt.gama=2         | unknown --set key for crt 'gama'
+warmup_epochs=500       | warmup_epochs=500 with epochs=200: the warm-up must end before the last epoch
+epochs=5                | warmup_epochs=5 with epochs=5
+milestones=0.9,0.5      | milestones=0.9,0.5: milestones must increase
+milestones=0.5,0.5      | milestones must increase
+ldam_drw: drw_start=1   | ldam_drw.drw_start=1.0 with epochs=200: re-weighting would start after the last epoch
+ce_drw: epochs=2        | warmup_epochs=5 with epochs=2
 """
 
 
@@ -129,6 +136,17 @@ def test_bad_setting_is_explained(line):
     key, _, value = setting.partition("=")
     with pytest.raises(UserError, match=message):
         expand(Sweep([method or "ce"], ["cifar10_lt"], [100], overrides={key: value}))
+
+
+def test_settings_together_are_checked_where_the_sweep_changes_one():
+    """A relation between settings holds for what the user sets; a preset's own values are
+    the preset's (smoke's two epochs end before a DRW start at 80 %)."""
+    assert expand(Sweep(["ldam_drw"], ["cifar10_lt"], [100], preset="smoke"))
+    with pytest.raises(UserError, match="ldam_drw.drw_start=0.9 with epochs=2") as info:
+        expand(Sweep(["ldam_drw"], ["cifar10_lt"], [100], preset="smoke", overrides={"drw_start": "0.9"}))
+    assert info.value.hint == "--set ldam_drw.drw_start=0.5 or lower (at most, re-weighting the last epoch), or more --epochs"
+    (spec,) = expand(Sweep(["ldam_drw"], ["cifar10_lt"], [100], preset="smoke", overrides={"drw_start": "0.5"}))
+    assert spec.own_hyperparameters["drw_start"] == 0.5
 
 
 def test_setting_coercion():

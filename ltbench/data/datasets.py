@@ -142,9 +142,6 @@ class DatasetInfo:
     # (root, allow_apt, log) -> makes the files available under root, for `ltbench fetch-data`;
     # None where the user must bring them (the image-file datasets)
     fetch: Callable | None = field(default=None, repr=False, compare=False)
-    # root -> None, or a UserError naming what is missing, without reading, fetching or writing
-    # anything (`ltbench run --dry-run`); None: reading the dataset is the only way to know
-    find: Callable | None = field(default=None, repr=False, compare=False)
     # root -> the class names in class-index order, or None where the files name none
     read_class_names: Callable | None = field(default=None, repr=False, compare=False)
     # what the indices `ltbench split` exports index: the training split as `read` returns it
@@ -161,14 +158,18 @@ class DatasetInfo:
         check_splits(self.name, self.num_classes, *splits)
         return splits
 
+    def located(self, options: dict | None) -> "DatasetInfo":
+        """This dataset with its files where a sweep's data options put them; the constructed
+        datasets have one layout (ltbench.data.image_datasets.check_dataset_options)."""
+        return self
+
     def missing(self, root) -> UserError | None:
-        """Why this dataset cannot be read under root, or None when it can (as far as a look
-        at its files tells, where the dataset says how to look without reading it)."""
+        """Why a run could not read this dataset under root, or None when it can: what `build`
+        reads, read and checked as it reads it. `ltbench run` asks before it trains anything,
+        and --dry-run asks the same."""
         try:
-            if self.find is not None:
-                self.find(sources.data_root(root))
-            else:
-                self.load(root)
+            self.load(root)
+            self.names(root)
         except UserError as exc:
             return exc
         return None
@@ -206,8 +207,7 @@ def cifar_lt(source: str, num_classes: int, n_max: int, title: str) -> DatasetIn
     return DatasetInfo(
         f"{source}_lt", f"{title} (Cao et al. 2019 construction), {num_classes} classes, n_max {n_max}",
         "cifar", num_classes, n_max, partial(sources.read_cifar, source), display_name=title,
-        fetch=partial(sources.fetch_cifar, source), find=partial(sources.find_cifar, source),
-        read_class_names=partial(sources.cifar_class_names, source), train_order=sources.CIFAR_ORDER[source],
+        fetch=partial(sources.fetch_cifar, source), read_class_names=partial(sources.cifar_class_names, source), train_order=sources.CIFAR_ORDER[source],
     )
 
 
@@ -219,8 +219,7 @@ DATASETS = {
         DatasetInfo(
             "fashion_mnist_lt", "Fashion-MNIST-LT, same construction, 10 classes, n_max 6000, padded to 32x32",
             "cifar", 10, 6000, sources.read_fashion_mnist, FASHION_MEAN, FASHION_STD, pad_to=32,
-            display_name="Fashion-MNIST-LT", fetch=sources.fetch_fashion_mnist, find=sources.find_fashion_mnist,
-            read_class_names=lambda root: list(sources.FASHION_CLASSES), train_order=sources.FASHION_ORDER,
+            display_name="Fashion-MNIST-LT", fetch=sources.fetch_fashion_mnist, read_class_names=lambda root: list(sources.FASHION_CLASSES), train_order=sources.FASHION_ORDER,
         ),
     ]
 }

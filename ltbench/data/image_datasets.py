@@ -5,14 +5,13 @@ Where they live: by default `<data root>/<dataset name>/` holds the split files,
 images they name are relative to it. Either can live elsewhere: per dataset, `image_root`,
 `split_dir`, `train_file` and `eval_file` come from a sweep config's `[data.<name>]` table or
 `--data-option <name>.<key>=<value>` (relative paths are under the data root). They travel
-to jobs and to every rank in $LTBENCH_DATA_OPTIONS, as --data-root travels in $LTBENCH_DATA.
+with the data root in the run's context (ltbench.run_context), to jobs and to every rank.
 They say where files are, not what a run is, so they are not part of the run's spec.
 """
 
 import difflib
-import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -25,8 +24,7 @@ from ltbench.data.sources import data_root
 from ltbench.data.split_files import SHOWN, folder_class_names, read_split_file
 from ltbench.errors import UserError, unknown_name
 
-OPTIONS_ENV = "LTBENCH_DATA_OPTIONS"
-OPTION_KEYS = ("image_root", "split_dir", "train_file", "eval_file")
+OPTION_KEYS = ("image_root", "split_dir", "train_file", "eval_file")  # SplitFiles' fields of the same names
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # classifier-balancing normalises iNaturalist with its own statistics
@@ -59,7 +57,8 @@ class SplitFiles:
     """One dataset's files: where they are and how they read. Called with the data root, it
     returns (train_x, train_y, eval_x, eval_y) once everything it can check cheaply holds:
     the files exist, the labels are in range and the training split has every class.
-    Whether each image decodes is found out when the loader reads it."""
+    Whether each image decodes is found out when the loader reads it. Paths are under the
+    data root unless absolute; `located` moves them where a sweep's data options say."""
 
     dataset: str
     num_classes: int  # the published number; every label must lie below it
@@ -67,6 +66,12 @@ class SplitFiles:
     eval_file: str
     parse: Callable  # split file -> (relative paths, labels)
     names: Callable | None = None  # training split file -> {class id: name}, or None where it names none
+    image_root: str = ""  # "": the dataset's name, the folder of the default layout
+    split_dir: str = ""  # the same
+
+    def located(self, options: dict | None) -> "SplitFiles":
+        """These files where `options` ({image_root, split_dir, train_file, eval_file}) put them."""
+        return replace(self, **(options or {}))
 
     def class_names(self, root, num_classes: int) -> list[str] | None:
         """The names of classes 0..num_classes-1, or None unless the files name every one."""
@@ -75,23 +80,17 @@ class SplitFiles:
             return None
         return [names[c] for c in range(num_classes)]
 
-    def image_root(self, root=None) -> Path:
-        return self._resolve("image_root", root, self.dataset)
+    def images(self, root=None) -> Path:
+        return data_root(root) / Path(self.image_root or self.dataset).expanduser()
 
     def files(self, root=None) -> tuple[Path, Path]:
-        split_dir = self._resolve("split_dir", root, self.dataset)
-        options = dataset_options(self.dataset)
-        return (split_dir / options.get("train_file", self.train_file),
-                split_dir / options.get("eval_file", self.eval_file))
-
-    def _resolve(self, key: str, root, default: str) -> Path:
-        base = data_root(root)
-        return base / Path(dataset_options(self.dataset).get(key, default)).expanduser()
+        split_dir = data_root(root) / Path(self.split_dir or self.dataset).expanduser()
+        return split_dir / self.train_file, split_dir / self.eval_file
 
     def find(self, root=None) -> None:
         """The split files and the image root exist (a UserError says which does not); the
         cheap part of the check, for `ltbench run --dry-run`."""
-        image_root, (train_file, eval_file) = self.image_root(root), self.files(root)
+        image_root, (train_file, eval_file) = self.images(root), self.files(root)
         for path in (train_file, eval_file):
             if not path.is_file():
                 raise UserError(f"{self.dataset}: split file {path} not found", hint=self._layout_hint(root))
@@ -100,7 +99,7 @@ class SplitFiles:
 
     def __call__(self, root=None):
         self.find(root)
-        image_root, (train_file, eval_file) = self.image_root(root), self.files(root)
+        image_root, (train_file, eval_file) = self.images(root), self.files(root)
         train_x, train_y = self.parse(train_file)
         eval_x, eval_y = self.parse(eval_file)
         self._check_labels(train_file, train_x, train_y, eval_file, eval_x, eval_y)
@@ -128,7 +127,7 @@ class SplitFiles:
     def _layout_hint(self, root) -> str:
         train_file, eval_file = self.files(root)
         return (f"expected {train_file.name} and {eval_file.name} in {train_file.parent} and the images under "
-                f"{self.image_root(root)}; point elsewhere with --data-option {self.dataset}.image_root=DIR "
+                f"{self.images(root)}; point elsewhere with --data-option {self.dataset}.image_root=DIR "
                 f"(and split_dir, train_file, eval_file), or pass --data-root")
 
 
@@ -168,9 +167,13 @@ class ImageFileDataset(DatasetInfo):
         check_splits(self.name, self.num_classes, *splits, images=False, every_class=False)
         return splits
 
+    def located(self, options: dict | None) -> "ImageFileDataset":
+        return replace(self, read=self.read.located(options)) if options else self
+
     def missing(self, root) -> UserError | None:
         try:
-            self.read.find(root)
+            train_y = self.load(root)[1]
+            self.read.class_names(root, len(np.bincount(train_y)))
         except UserError as exc:
             return exc
         return None
@@ -185,14 +188,9 @@ class ImageFileDataset(DatasetInfo):
             counts = np.minimum(counts, n_max)
             keep = select_long_tail(train_y, counts.tolist())
             train_x, train_y = train_x[keep], train_y[keep]
-        return ImageFileData(self.name, self.read.image_root(root), train_x, train_y, test_x, test_y,
+        return ImageFileData(self.name, self.read.images(root), train_x, train_y, test_x, test_y,
                              counts.tolist(), self.mean, self.std, class_names=self.read.class_names(root, len(counts)),
                              train_indices=keep)
-
-
-def dataset_options(name: str) -> dict:
-    raw = os.environ.get(OPTIONS_ENV)
-    return json.loads(raw).get(name, {}) if raw else {}
 
 
 def check_dataset_options(options: dict) -> None:

@@ -27,21 +27,24 @@ FASHION_FILES = {
 }
 
 
+DEFAULT_DATA_ROOT = "~/.cache/ltbench/data"
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """Where datasets live: --data-root, else $LTBENCH_DATA, else ~/.cache/ltbench/data."""
-    if root:
-        return Path(root).expanduser()
-    return Path(os.environ.get("LTBENCH_DATA", "~/.cache/ltbench/data")).expanduser()
+    """Where datasets live: `root`, else ~/.cache/ltbench/data. The command line decides
+    `root` (--data-root, a sweep file's data_root, $LTBENCH_DATA); nothing here reads the
+    environment."""
+    return Path(root or DEFAULT_DATA_ROOT).expanduser()
 
 
 # ----------------------------------------------------------------------------- CIFAR
 
 CIFAR = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels"),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], b"fine_labels"),
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels"),
 }
 # the file naming the classes, and its key: the names of class 0, 1, ... in order
-CIFAR_META = {"cifar10": ("batches.meta", b"label_names"), "cifar100": ("meta", b"fine_label_names")}
+CIFAR_META = {"cifar10": ("batches.meta", "label_names"), "cifar100": ("meta", "fine_label_names")}
 CIFAR_ORDER = {
     "cifar10": "CIFAR-10's 50,000 training images: data_batch_1 to data_batch_5 of cifar-10-batches-py, "
     "concatenated in file order (torchvision.datasets.CIFAR10(train=True) has the same order)",
@@ -58,12 +61,14 @@ def find_cifar(name: str, root: Path) -> None:
     if missing:
         raise UserError(
             f"{name} not found: {base} lacks {', '.join(missing)}",
-            hint=f"download it with torchvision (needs internet): python -c \"import torchvision; "
-            f"torchvision.datasets.{name.upper()}('{root}', download=True)\", or pass --data-root",
+            hint=f"run `ltbench fetch-data {name}_lt --data-root {root}` (downloads it; needs internet), or pass "
+            f"--data-root with the folder that holds {folder}",
         )
 
 
-def read_cifar(name: str, root: Path, download: bool = True):
+def read_cifar(name: str, root: Path, download: bool = False):
+    """CIFAR's arrays; only `ltbench fetch-data` downloads (`download`): a run, and its dry
+    run, read what is there and write nothing."""
     folder, train_files, test_files, label_key = CIFAR[name]
     base = root / folder
     if not base.exists() and download:
@@ -74,7 +79,7 @@ def read_cifar(name: str, root: Path, download: bool = True):
         xs, ys = [], []
         for f in files:
             batch = _read_cifar_batch(base / f, label_key)
-            xs.append(batch[b"data"].reshape(-1, 3, 32, 32))
+            xs.append(batch["data"].reshape(-1, 3, 32, 32))
             ys.append(batch[label_key])
         return np.concatenate(xs), np.concatenate(ys)
 
@@ -97,22 +102,31 @@ class _ArraysOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"it names {module}.{name}, which a CIFAR batch never does")
 
 
-def _read_cifar_batch(path: Path, label_key: bytes) -> dict:
+def _read_cifar_pickle(path: Path) -> dict:
+    """A CIFAR file's dict with str keys. The original files were pickled by Python 2, so their
+    keys are bytes; a copy pickled again by Python 3 has str keys (torchvision reads both)."""
+    with open(path, "rb") as fh:
+        loaded = _ArraysOnly(fh, encoding="bytes").load()
+    if not isinstance(loaded, dict):
+        raise TypeError(f"it holds a {type(loaded).__name__}, not a dict")
+    return {key.decode("latin-1") if isinstance(key, bytes) else key: value for key, value in loaded.items()}
+
+
+def _read_cifar_batch(path: Path, label_key: str) -> dict:
     try:
-        with open(path, "rb") as fh:
-            batch = _ArraysOnly(fh, encoding="bytes").load()
+        batch = _read_cifar_pickle(path)
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
         raise UserError(f"{path} is not a CIFAR batch file: {exc}", hint="delete it and fetch the dataset again "
                         "(ltbench fetch-data), or pass --data-root") from None
     try:
-        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        data = np.asarray(batch["data"], dtype=np.uint8)
         labels = np.asarray(batch[label_key], dtype=np.int64)
     except (KeyError, TypeError, ValueError) as exc:
         raise UserError(f"{path} is not a CIFAR batch file (no usable {exc})") from None
     if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(labels):
         raise UserError(f"{path}: {data.shape} image rows and {labels.shape} labels; a CIFAR batch has one row of "
                         "3072 bytes per label", hint="delete it and fetch the dataset again (ltbench fetch-data)")
-    return {b"data": data, label_key: labels}
+    return {"data": data, label_key: labels}
 
 
 def cifar_class_names(name: str, root: Path) -> list[str] | None:
@@ -123,8 +137,7 @@ def cifar_class_names(name: str, root: Path) -> list[str] | None:
     if not path.is_file():
         return None
     try:
-        with open(path, "rb") as fh:
-            names = _ArraysOnly(fh, encoding="bytes").load()[key]
+        names = _read_cifar_pickle(path)[key]
         # the original files were pickled by Python 2: names are bytes there, str if re-pickled
         return [item.decode() if isinstance(item, bytes) else str(item) for item in names]
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
@@ -135,7 +148,7 @@ def cifar_class_names(name: str, root: Path) -> list[str] | None:
 
 def fetch_cifar(name: str, root: Path, allow_apt: bool = False, log=print) -> Path:
     """Download CIFAR with torchvision (needs internet) unless it is under root already."""
-    read_cifar(name, root)  # downloads what is missing, or says what is
+    read_cifar(name, root, download=True)  # downloads what is missing, or says what is
     log(f"{name} found in {root / CIFAR[name][0]}")
     return root / CIFAR[name][0]
 

@@ -1,6 +1,6 @@
 """One job of `ltbench run --jobs N`: a process that trains one run and exits.
 
-    python -m ltbench.launch.job_worker --results-dir DIR --device DEV --threads T [--wait] SPEC_JSON
+    python -m ltbench.launch.job_worker --results-dir DIR --device DEV --threads T --context JSON [--wait] SPEC_JSON
 
 ltbench.launch.jobs starts it; its exit status says how the run ended (EXIT_CODES), its
 output is one plain line per epoch. A process per run keeps the jobs apart: a run that
@@ -23,12 +23,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--results-dir", required=True)
     parser.add_argument("--device", required=True)
     parser.add_argument("--threads", type=int, required=True)
+    parser.add_argument("--context", required=True, help="the run's context (ltbench.run_context), as JSON")
     parser.add_argument("--wait", action="store_true", help="wait for a run another process holds")
     args = parser.parse_args(argv)
     try:
         import torch
 
         from ltbench.progress import PlainReporter
+        from ltbench.run_context import RunContext
         from ltbench.runner import execute
         from ltbench.spec import RunSpec
 
@@ -36,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
         spec = RunSpec.from_dict(json.loads(args.spec))
         status = execute(spec, args.results_dir, args.device, PlainReporter(),
+                         RunContext.from_dict(json.loads(args.context)),
                          log=lambda line: print(line, flush=True), wait=args.wait)
     except KeyboardInterrupt:
         # the launcher may pass Ctrl-C on after the terminal did: a second one must not cut

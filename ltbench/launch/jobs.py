@@ -23,6 +23,7 @@ from ltbench import stages
 from ltbench.launch.job_plan import JobPlan, visible_gpu
 from ltbench.launch.job_view import PassThrough
 from ltbench.launch.job_worker import EXIT_CODES, INTERRUPTED
+from ltbench.run_context import RunContext
 from ltbench.spec import RunSpec
 from ltbench.store import RunStore
 
@@ -44,15 +45,17 @@ class Job:
     output: Path | None  # the file its output goes to; None: this process's output
 
 
-def run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log=print, view=None) -> dict:
+def run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log=print, view=None,
+             context: RunContext | None = None) -> dict:
     """Runs `specs` as up to plan.jobs processes at once; returns run_id -> done | failed.
-    `view` (ltbench.launch.job_view) says where the jobs' output goes and shows them."""
+    `view` (ltbench.launch.job_view) says where the jobs' output goes and shows them;
+    `context` goes to every job as an argument."""
     view = view or PassThrough()
     with view:
-        return _run_jobs(specs, results_dir, plan, log, view)
+        return _run_jobs(specs, results_dir, plan, log, view, context or RunContext())
 
 
-def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view) -> dict:
+def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view, context: RunContext) -> dict:
     store = RunStore(results_dir)
     numbers = {spec.run_id: i for i, spec in enumerate(specs, 1)}
     stage1_of = {s.run_id: first.run_id for s in specs if (first := stages.stage1_spec(s)) is not None}
@@ -74,7 +77,7 @@ def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view) -> di
                     continue
                 slot = min(s for s in range(plan.jobs) if s not in running)
                 running[slot] = start(spec, numbers[spec.run_id], slot, plan, results_dir, wait,
-                                      view.output_for(spec.run_id))
+                                      view.output_for(spec.run_id), context)
                 view.started(running[slot])
                 log(f"{head} on {running[slot].device}")
             time.sleep(POLL_SECONDS)
@@ -105,7 +108,8 @@ def next_ready(queue: list[tuple[RunSpec, bool]], stage1_of: dict[str, str], run
     return None
 
 
-def start(spec: RunSpec, number: int, slot: int, plan: JobPlan, results_dir, wait: bool, output: Path | None) -> Job:
+def start(spec: RunSpec, number: int, slot: int, plan: JobPlan, results_dir, wait: bool, output: Path | None,
+          context: RunContext) -> Job:
     device = plan.device_for(slot)
     threads = str(plan.threads)
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -114,7 +118,8 @@ def start(spec: RunSpec, number: int, slot: int, plan: JobPlan, results_dir, wai
         env["CUDA_VISIBLE_DEVICES"] = visible_gpu(device)
         job_device = "cuda:0"  # the only GPU the job sees
     command = [sys.executable, "-m", "ltbench.launch.job_worker", json.dumps(spec.to_dict()),
-               "--results-dir", str(results_dir), "--device", job_device, "--threads", threads]
+               "--results-dir", str(results_dir), "--device", job_device, "--threads", threads,
+               "--context", json.dumps(context.to_dict())]
     # the job's output (one line per epoch) goes to `output`, else where this process's goes
     with open(output, "ab") if output is not None else nullcontext() as sink:
         process = subprocess.Popen(command + (["--wait"] if wait else []), env=env, stdout=sink,

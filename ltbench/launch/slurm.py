@@ -24,6 +24,7 @@ from ltbench.launch.slurm_queue import (
 )
 from ltbench.launch.slurm_wait import wait_for
 from ltbench.progress import console
+from ltbench.run_context import RunContext
 from ltbench.spec import RunSpec
 from ltbench.store import RunStore, owner_writes_only
 
@@ -34,9 +35,10 @@ class CheckpointableRun(submitit.helpers.Checkpointable):
     """One run as a Slurm job. The inherited `checkpoint` resubmits this same call, which is
     all a requeue needs: the progress lives in the run's checkpoint file, not in this object."""
 
-    def __init__(self, results_dir: str, device: str):
+    def __init__(self, results_dir: str, device: str, context: RunContext):
         self.results_dir = results_dir
         self.device = device
+        self.context = context  # pickled with the call: the job reads no environment for it
 
     def __call__(self, spec: RunSpec) -> str:
         if submitit.JobEnvironment().num_tasks > 1:
@@ -50,14 +52,16 @@ class CheckpointableRun(submitit.helpers.Checkpointable):
             reporter = PlainReporter() if distributed.is_main() else None
             # a run another process holds (a local sweep on the same results dir) is waited
             # for, not skipped: the job then ends with the run's outcome, as --wait reports it
-            return execute(spec, self.results_dir, self.device, reporter, wait=True)
+            return execute(spec, self.results_dir, self.device, reporter, self.context, wait=True)
 
 
-def launch(specs: list[RunSpec], results_dir, args, device: str | None = None) -> int:
+def launch(specs: list[RunSpec], results_dir, args, device: str | None = None,
+           context: RunContext | None = None) -> int:
     """Submit the runs not already queued as one job array (and the two-stage runs whose stage
     1 is queued or submitted with them as a second, waiting one); with --wait, follow them to
     the end. Returns 0, or 1 when --wait saw a run fail."""
     options = options_from_args(args)
+    context = context or RunContext()
     if not specs:
         console.print("nothing to submit")
         return 0
@@ -78,12 +82,12 @@ def launch(specs: list[RunSpec], results_dir, args, device: str | None = None) -
         jobs = {run_id: previous[run_id].job_id for run_id in previous if previous[run_id].job_id in queued}
         now, waits = stage1_waits(todo, stage1_of, jobs)
         if now:
-            jobs.update(_submit(now, results_dir, options, device, record))
+            jobs.update(_submit(now, results_dir, options, device, record, context))
         if waits:
             # afterany: if a stage-1 job fails, the two-stage job trains stage 1 itself, as
             # a local run would; one dependency list serves the whole array
             after = sorted({jobs[first] for first in waits.values()})
-            _submit([s for s in todo if s.run_id in waits], results_dir, options, device, record, after)
+            _submit([s for s in todo if s.run_id in waits], results_dir, options, device, record, context, after)
     else:
         console.print("nothing to submit")
     return wait_for([s.run_id for s in specs], results_dir) if options.wait else 0
@@ -101,9 +105,9 @@ def stage1_waits(todo: list[RunSpec], stage1_of: dict[str, str],
     return [s for s in todo if s.run_id not in waits], waits
 
 
-def _submit(specs, results_dir, options, device, record, after=()) -> dict[str, str]:
+def _submit(specs, results_dir, options, device, record, context, after=()) -> dict[str, str]:
     """Submits one array, records it, says so; returns run id -> job id."""
-    submitted = submit(specs, results_dir, options, device, after)
+    submitted = submit(specs, results_dir, options, device, context, after)
     record.add(submitted)
     array = next(iter(submitted.values())).job_id.split("_")[0]
     waits = f", to start once job(s) {' '.join(after)} have ended" if after else ""
@@ -112,7 +116,7 @@ def _submit(specs, results_dir, options, device, record, after=()) -> dict[str, 
     return {run_id: sub.job_id for run_id, sub in submitted.items()}
 
 
-def submit(specs: list[RunSpec], results_dir: Path, options: SlurmOptions, device: str,
+def submit(specs: list[RunSpec], results_dir: Path, options: SlurmOptions, device: str, context: RunContext,
            after: list[str] = ()) -> dict[str, Submission]:
     executor = submitit.AutoExecutor(folder=results_dir / "slurm" / "%j", cluster="slurm")
     parameters = options.executor_parameters()
@@ -126,7 +130,7 @@ def submit(specs: list[RunSpec], results_dir: Path, options: SlurmOptions, devic
         # submitit echoes sbatch's complaints to stderr; the error below says them once. Its
         # job pickles are code the jobs run: no one but the user may write them or their folders
         with contextlib.redirect_stderr(io.StringIO()), owner_writes_only():
-            jobs = executor.map_array(CheckpointableRun(str(results_dir), device), specs)
+            jobs = executor.map_array(CheckpointableRun(str(results_dir), device, context), specs)
     except (FailedJobError, FailedSubmissionError) as exc:
         raise UserError(f"sbatch refused the job array: {_sbatch_errors(exc)}",
                         hint="check the --slurm-* options (or the [slurm] config table) against this cluster") from None
