@@ -19,7 +19,6 @@ by collaborators as the umask allows, writable by no one else. Checkpoints are r
 weights-only (tensors and plain data): loading one never runs code.
 """
 
-import contextlib
 import csv
 import io
 import json
@@ -35,73 +34,15 @@ import torch
 
 from ltbench.environment import now
 from ltbench.errors import CorruptFile, UserError
+from ltbench.file_modes import DIR_MODE, FILE_MODE, atomic_write_bytes, make_dirs, owner_writes_only, umask  # noqa: F401
 from ltbench.results_schema import (HISTORY_FILE, HISTORY_LEADING, HISTORY_TRAILING, PER_CLASS_COLUMNS,
                                     PREDICTIONS_FILE, REQUIRED_COLUMNS, RESULT_COLUMNS)
 from ltbench.spec import RunSpec
 
-DIR_MODE, FILE_MODE = 0o755, 0o644  # less the umask; group and others never write
 SET_ASIDE = ".corrupt"  # run folders whose files disagree, moved here rather than deleted
 STATUSES = ("done", "failed")
 # result-row columns that repeat the spec: a row that disagrees with its spec is another run's
 ROW_SPEC_COLUMNS = ("method", "dataset", "imbalance_factor", "profile", "backbone", "seed", "epochs", "batch_size")
-
-
-def umask() -> int:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)  # elsewhere the only way to read it is to set it
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def owner_writes_only():
-    """Files and folders created inside (by ltbench or by a library, e.g. submitit's job
-    pickles) are not writable by group or others, whatever the user's umask."""
-    before = os.umask(0o022)
-    os.umask(before | 0o022)
-    try:
-        yield
-    finally:
-        os.umask(before)
-
-
-def make_dirs(path: Path) -> None:
-    """`mkdir -p` with every folder it creates at DIR_MODE less the umask (os.makedirs
-    gives the parents it creates the default mode)."""
-    path = Path(path)
-    missing = []
-    while not path.is_dir():
-        missing.append(path)
-        if path.parent == path:
-            break
-        path = path.parent
-    for folder in reversed(missing):
-        try:
-            folder.mkdir(mode=DIR_MODE)
-        except FileExistsError:
-            if not folder.is_dir():
-                raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    make_dirs(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            # mkstemp creates 0600: give the file the mode any other file of the user gets
-            os.fchmod(fh.fileno(), FILE_MODE & ~umask())
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def csv_bytes(columns: list[str], rows: list[dict]) -> bytes:

@@ -19,7 +19,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ltbench.report import cli, tables
+from ltbench.report import cli
+from ltbench.report.aggregate import aggregate
+from ltbench.report.comparison import paper_comparison
+from ltbench.report.formats import fmt_device
+from ltbench.report.labels import filter_runs, label_runs
 from ltbench.report.load import load_results
 from ltbench.results_schema import RESULT_COLUMNS
 from ltbench.report.reference import load_published
@@ -391,9 +395,9 @@ def test_cost_table(built):
 
 def test_devices_read_as_recorded():
     # environment.device_label writes "cuda:<model>" and "cpu:<n> cores"
-    assert tables.fmt_device("cuda:NVIDIA H200") == "NVIDIA H200"
-    assert tables.fmt_device("cpu:2 cores") == "cpu (2 cores)"
-    assert tables.fmt_device("cpu") == "cpu" and tables.fmt_device("cuda") == "GPU"
+    assert fmt_device("cuda:NVIDIA H200") == "NVIDIA H200"
+    assert fmt_device("cpu:2 cores") == "cpu (2 cores)"
+    assert fmt_device("cpu") == "cpu" and fmt_device("cuda") == "GPU"
 
 
 def test_left_out_is_reported_not_averaged(built):
@@ -453,8 +457,8 @@ def test_html_page_is_self_contained(built):
 # --- labelling and grouping -------------------------------------------------------------
 
 def _labelled(results: Path, group_by=()) -> pd.DataFrame:
-    runs = tables.label_runs(load_results(results).runs, group_by)
-    return tables.aggregate(runs)
+    runs = label_runs(load_results(results).runs, group_by)
+    return aggregate(runs)
 
 
 def test_specs_that_share_a_cell_are_told_apart(tmp_path):
@@ -548,7 +552,7 @@ def test_natural_distributions_match_the_published_figure(tmp_path):
         write_run(results, method="ce", dataset="imagenet_lt", imbalance_factor=256,
                   seed=seed, top1=top1 - 5, per_class=False, backbone="resnext50_32x4d", epochs=90)
     agg = _labelled(results)
-    data = tables.paper_comparison(agg, load_published()).data
+    data = paper_comparison(agg, load_published()).data
     # decoupling's ImageNet-LT figures were seen only in its README: leads, never compared
     row = one(data, label="crt")
     assert row["published_top1"] == 49.6 and row["status"] == "unconfirmed lead"
@@ -604,8 +608,8 @@ def grid(tmp_path):
 
 def test_filters_select_rows_and_columns(grid):
     runs = load_results(grid).runs
-    picked = tables.filter_runs(runs, methods=["ce", "focal"], datasets=["cifar100_lt"],
-                                imbalance_factors=["10"])
+    picked = filter_runs(runs, methods=["ce", "focal"], datasets=["cifar100_lt"],
+                         imbalance_factors=["10"])
     assert sorted(zip(picked["method"], picked["dataset"], picked["imbalance_factor"])) == [
         ("ce", "cifar100_lt", 10.0), ("focal", "cifar100_lt", 10.0)]
 
@@ -755,7 +759,7 @@ def test_paper_comparison_uses_the_sources_epoch_rule(tmp_path):
     for seed, (last, best) in enumerate([(76.0, 78.0), (77.0, 79.0)]):
         write_run(results, method="ldam_drw", seed=seed, top1=last, top1_best=best, per_class=False)
         write_run(results, seed=seed, top1=last - 6, top1_best=best - 6, per_class=False)
-    data = tables.paper_comparison(_labelled(results), load_published()).data
+    data = paper_comparison(_labelled(results), load_published()).data
     ldam = one(data, label="ldam_drw")  # Cao et al.: best test epoch
     assert ldam["ours_mean"] == pytest.approx(78.5) and ldam["difference"] == pytest.approx(78.5 - 77.03)
     cui = one(data, label="ce", published_top1=70.36)  # not stated: our last epoch
@@ -765,7 +769,7 @@ def test_paper_comparison_uses_the_sources_epoch_rule(tmp_path):
 def test_a_recorded_setting_that_differs_keeps_a_figure_out_of_the_comparison(tmp_path):
     results = tmp_path / "results"
     write_run(results, top1=71.0, per_class=False, params={"lr": 0.1, "weight_decay": 2e-4})
-    data = tables.paper_comparison(_labelled(results), load_published()).data.set_index("published_top1")
+    data = paper_comparison(_labelled(results), load_published()).data.set_index("published_top1")
     assert data.loc[70.36, "status"] == "compared"  # Cui et al. do not state a weight decay
     assert data.loc[72.84, "status"] == "different protocol"  # Menon et al.: 1e-4
     assert "weight_decay 0.0002 vs 0.0001" in data.loc[72.84, "differs"]

@@ -47,7 +47,11 @@ def run(args) -> int:
     from rich.markup import escape
 
     from .. import __version__
-    from . import calibration as calibration_, curves, plots, render, significance, tables
+    from . import calibration as calibration_, comparison, cost, curves, plots, render, significance, tables
+    from .aggregate import aggregate
+    from .formats import plural
+    from .labels import filter_left_out, filter_runs, label_runs
+    from .left_out import left_out_section, left_out_summary
     from .load import load_results
     from .provenance import Provenance
     from .reference import load_published
@@ -82,8 +86,8 @@ def run(args) -> int:
                           f"{', '.join(present) or 'none'}.", style="red", markup=False)
             return 2
         results.runs = results.runs[results.runs["tag"] == tag]
-    runs = tables.filter_runs(regroup(results.runs, results.per_class, args.shot_rule), methods, datasets, factors)
-    left_out = tables.filter_left_out(results.left_out, methods, datasets, factors)
+    runs = filter_runs(regroup(results.runs, results.per_class, args.shot_rule), methods, datasets, factors)
+    left_out = filter_left_out(results.left_out, methods, datasets, factors)
     filters = _describe_filters(methods, datasets, factors, group_by, args.tag)
     if not len(runs):
         _explain_nothing(console, results.runs, results_dir, filters, left_out)
@@ -91,8 +95,8 @@ def run(args) -> int:
     for warning in _unmatched(runs, methods, datasets, factors, group_by):
         console.print(warning, style="yellow", markup=False)
 
-    labelled = tables.label_runs(runs, group_by)
-    agg = tables.aggregate(labelled)
+    labelled = label_runs(runs, group_by)
+    agg = aggregate(labelled)
     baseline, warning = significance.resolve_baseline(labelled, args.baseline)
     if warning:
         console.print(warning, style="yellow", markup=False)
@@ -106,14 +110,14 @@ def run(args) -> int:
                 significance.baseline_section(assessment), rankings.section,
                 tables.many_medium_few_tables(agg, assessment),
                 calibration_.ece_section(calibration, list(dict.fromkeys(agg["label"]))),
-                tables.paper_comparison(agg, load_published()), tables.cost_table(labelled),
-                provenance.section(), tables.left_out_section(left_out)]
+                comparison.paper_comparison(agg, load_published()), cost.cost_table(labelled),
+                provenance.section(), left_out_section(left_out)]
     sections = [s for s in sections if s is not None]
     render.clear_generated(out)
     figures = plots.draw_all(agg, labelled, results.per_class, _bench_for(results, methods),
                              out / "figures", ranking=rankings.by_metric["top1"],
                              history=results.history, calibration=calibration)
-    summary = tables.left_out_summary(left_out)
+    summary = left_out_summary(left_out)
     meta = render.Meta(results_dir=str(results_dir), runs=len(labelled), specs=len(agg),
                        filters=filters, generated=datetime.now().strftime("%Y-%m-%d %H:%M"),
                        version=__version__, left_out=summary)
@@ -123,8 +127,8 @@ def run(args) -> int:
     for section in sections:
         if section.name in ("main", "baseline", "ranking") and section.tables:
             _print_table(console, section.tables[0])
-    console.print(f"{tables.plural(len(labelled), 'finished run')}, "
-                  f"{tables.plural(len(agg), 'spec')}{filters}.", markup=False)
+    console.print(f"{plural(len(labelled), 'finished run')}, "
+                  f"{plural(len(agg), 'spec')}{filters}.", markup=False)
     if any(e.kind != "unused file" for e in left_out):
         console.print(f"[yellow]{escape(summary)}[/] See 'Left out' in the report.")
     no_curves = curves.no_history_line(labelled, results.history)
@@ -161,7 +165,7 @@ def _describe_filters(methods, datasets, factors, group_by, tag=None) -> str:
 
 def _unmatched(runs, methods, datasets, factors, group_by) -> list[str]:
     """A typo in one filter value should be said out loud, not silently drop a row."""
-    from .tables import SETTING_COLUMNS
+    from .labels import SETTING_COLUMNS
 
     warnings = [f"{flag}: no finished run has {column} {value!r}."
                 for flag, wanted, column in [("--methods", methods, "method"),
@@ -187,7 +191,8 @@ def _bench_for(results, methods):
 
 def _explain_nothing(console, all_runs, results_dir, filters, left_out) -> None:
     from .names import method_rank
-    from .tables import left_out_summary, table_cells
+    from .aggregate import table_cells
+    from .left_out import left_out_summary
 
     if len(all_runs):
         methods = sorted(all_runs["method"].unique(), key=method_rank)

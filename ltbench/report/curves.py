@@ -9,9 +9,10 @@ import pandas as pd
 
 from ltbench.results_schema import HISTORY_LEADING, HISTORY_TRAILING
 
-from .plots import _grid, _legend, _save
+from .figures import legend, panel_grid, save_figure
 from .render import FigureFile
-from .tables import cell_order, dataset_name, fmt_factor, plural
+from .aggregate import cell_order
+from .formats import dataset_name, fmt_factor, plural
 
 # Columns every history has; the rest are what the method records.
 COMMON = set(HISTORY_LEADING) | set(HISTORY_TRAILING)
@@ -42,11 +43,11 @@ def training_curves(runs: pd.DataFrame, history: dict, colours: dict,
     for (dataset, factor, profile), cell, stacked in _cells(runs, history):
         panels = [(column, title) for column, title in PANELS
                   if column in stacked and stacked[column].notna().any()]
-        fig, axes = _grid(len(panels), 4.4, 3.3)
+        fig, axes = panel_grid(len(panels), 4.4, 3.3)
         shown = _draw(axes, panels, stacked, colours)
-        _legend(fig, colours, shown, marker="")
+        legend(fig, colours, shown, marker="")
         name, title = _names("curves", dataset, factor, profile)
-        figures.append(_save(fig, out_dir, name, f"Training curves: {title}",
+        figures.append(save_figure(fig, out_dir, name, f"Training curves: {title}",
                              f"Training curves ({title}): " + _how(cell) + " Top-1 "
                              "where the run evaluated (the last epoch at least); the "
                              "training loss is each method's own objective, so its scale "
@@ -66,12 +67,12 @@ def component_curves(runs: pd.DataFrame, history: dict, colours: dict,
             continue
         known = [c for c in COMPONENT_TITLES if c in components]
         panels = [(c, COMPONENT_TITLES.get(c, c)) for c in known + sorted(set(components) - set(known))]
-        fig, axes = _grid(len(panels), 4.4, 3.3)
+        fig, axes = panel_grid(len(panels), 4.4, 3.3)
         shown = _draw(axes, panels, stacked, colours)
-        _legend(fig, colours, shown, marker="")
+        legend(fig, colours, shown, marker="")
         name, title = _names("components", dataset, factor, profile)
         with_them = cell[cell["label"].isin(shown)]
-        figures.append(_save(fig, out_dir, name, f"Loss components: {title}",
+        figures.append(save_figure(fig, out_dir, name, f"Loss components: {title}",
                              f"What the methods record per epoch ({title}): "
                              + ", ".join(t for _, t in panels) + "; "
                              + _how(with_them) + " Only methods that record a "

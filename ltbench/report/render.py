@@ -9,7 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tables import Section, Table, plural
+from .formats import plural
+from .model import FigureFile, Section, Table
 
 # Figure-only sections, placed among the table sections in reading order.
 SECTION_ORDER = ["main", "intervals", "baseline", "ranking", "many_medium_few", "per_class",
@@ -19,16 +20,6 @@ SECTION_TITLES = {"per_class": "Per-class accuracy", "memory": "Feature-loss mem
                   "curves": "Training curves"}
 PROVENANCE_SUFFIX = ".provenance.csv"  # tables/<section><suffix>: the runs behind each cell
 FIGURE_SCALE = 0.75  # CSS pixels per PNG pixel (figures are saved at 150 dpi)
-
-
-@dataclass
-class FigureFile:
-    name: str
-    title: str
-    caption: str
-    section: str  # the Section it is shown beside
-    png: Path
-    pdf: Path
 
 
 @dataclass

@@ -23,8 +23,9 @@ from scipy.stats import chi2
 
 from . import stats
 from .names import method_rank, method_title
-from .tables import (MINUS, NO_GROUP, Section, Table, cell_order, dataset_name, fmt_factor,
-                     fmt_number, plural, shown_label, table_cells)
+from .aggregate import cell_order, table_cells
+from .formats import MINUS, NO_GROUP, dataset_name, fmt_factor, fmt_number, plural, shown_label
+from .model import Section, Table
 
 UP, DOWN = "\u2191", "\u2193"
 METRIC_TITLES = {"top1": "Top-1", "many": "Many", "medium": "Medium", "few": "Few"}
