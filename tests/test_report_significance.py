@@ -183,6 +183,19 @@ def test_paired_differences_match_scipy_and_holm(known):
     assert set(marked["label"]) == {"balanced_softmax"} and (marked["diff"] > 2).all()
 
 
+def test_seeds_needed_use_the_marks_alpha_and_say_they_are_optimistic(known):
+    out, _ = known
+    data = read_csv(out / "tables" / "baseline.csv")
+    for family, rows in data.groupby("family"):
+        m = int(rows["diff"].notna().sum())
+        assert list(rows["power_alpha"]) == pytest.approx([0.05 / m] * len(rows)), family
+        for r in rows[rows["diff_std"] > 0].itertuples():
+            expected = max(3, stats.seeds_needed(r.diff, r.diff_std, alpha=0.05 / m))
+            assert r.seeds_needed == expected
+    md = (out / "tables" / "baseline.md").read_text()
+    assert "Holm's first step over the table's" in md and "optimistic" in md
+
+
 def test_ranks_and_friedman_match_scipy(known):
     out, values = known
     data = read_csv(out / "tables" / "ranking.csv")

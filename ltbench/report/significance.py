@@ -99,8 +99,7 @@ class Assessment:
         if any_italic:
             notes.append(italic_note())
         if compared:
-            notes.append(seeds_needed_line(self.family(family), self.baseline,
-                                           alpha=self.alpha))
+            notes.append(seeds_needed_line(self.family(family), self.baseline))
         return notes
 
     def columns(self, agg: pd.DataFrame, metrics) -> pd.DataFrame:
@@ -121,7 +120,7 @@ def assess(runs: pd.DataFrame, baseline: str | None, metrics=("top1", *SHOT_METR
                 families.append(_holm_family(pd.concat(parts, ignore_index=True), family, alpha))
     columns = ["label", "dataset", "imbalance_factor", "n_pairs", "seeds", "diff", "diff_std",
                "ci_low", "ci_high", "p_value", "p_holm", "significant", "seeds_needed",
-               "metric", "family", "tested"]
+               "power_alpha", "metric", "family", "tested"]
     comparisons = (pd.concat(families, ignore_index=True) if families
                    else pd.DataFrame(columns=columns))
     bold = set()
@@ -145,6 +144,11 @@ def _holm_family(table: pd.DataFrame, family: str, alpha: float) -> pd.DataFrame
     tested = table["p_value"].where(table["tested"])
     table["p_holm"] = stats.holm(tested) if len(table) else []
     table["significant"] = (table["p_holm"] <= alpha).astype(bool)
+    # Seeds needed at the level the marks test: Holm's first step, alpha over the family's
+    # comparisons (all of them, as they stand once every one has enough seeds).
+    table["power_alpha"] = alpha / max(1, int(table["diff"].notna().sum()))
+    table["seeds_needed"] = [stats.seeds_needed(d, s, alpha=a) for d, s, a in
+                             zip(table["diff"], table["diff_std"], table["power_alpha"])]
     # The report tests nothing below FEW pairs, so no fewer seeds can be "enough".
     table["seeds_needed"] = table["seeds_needed"].clip(lower=FEW)
     return table
@@ -243,13 +247,22 @@ def italic_note() -> str:
             "or marked.")
 
 
+def power_note(comparisons: pd.DataFrame) -> str:
+    """At which level the seeds needed are computed, and why to read them as a floor."""
+    alpha = comparisons["power_alpha"].iloc[0] if len(comparisons) else math.nan
+    m = len(comparisons[comparisons["diff"].notna()])
+    return (f"paired t-test at \u03b1 = {alpha:.3g} (Holm's first step over the table's {m} "
+            f"comparison{'s' * (m != 1)}, as the marks); from each difference's observed size "
+            "and seed spread, which is optimistic: a difference that looks large on few seeds "
+            "is often smaller, so read the count as a floor")
+
+
 def seeds_needed_line(comparisons: pd.DataFrame, baseline: str, power: float = 0.8,
-                      alpha: float = 0.05, listed: int = 6) -> str:
+                      listed: int = 6) -> str:
     """One line: how many seeds the shown differences to the baseline would need."""
     name = method_title(_method_of(baseline))
     usable = comparisons[comparisons["seeds_needed"].notna()]
-    head = (f"Seeds for {power * 100:.0f} % power (paired t-test at \u03b1 = {alpha:g} before "
-            "correction, from each difference's observed size and seed spread): ")
+    head = f"Seeds for {power * 100:.0f} % power ({power_note(comparisons)}): "
     if not len(usable):
         return head + (f"no difference to {name} has a spread to go on (it needs "
                        "\u2265 2 common seeds).")
@@ -390,8 +403,7 @@ def baseline_section(assessment: Assessment) -> Section:
                    f"(none below {FEW} pairs or when every difference is equal).",
                    marks_note(assessment, family),
                    "Seeds for 80 % power: how many paired seeds a true difference of the "
-                   "observed size would need to be detected 80 % of the time, from the "
-                   f"observed spread (a rough guide: the spread itself is uncertain); "
+                   f"observed size would need to be detected 80 % of the time ({power_note(rows_of)}); "
                    f"> {stats.MAX_SEEDS}: too small against the seed noise to chase."]))
     return Section("baseline", title, tables, assessment.comparisons)
 
