@@ -421,9 +421,9 @@ def test_left_out_is_reported_not_averaged(built):
 
 def test_figures_render(built):
     _, out, _ = built
+    # one cell where every method ran: no Friedman test, so no critical-difference diagram
     names = ["accuracy_vs_imbalance", "many_medium_few", "per_class_cifar10_lt_if100",
-             "per_class_cifar10_lt_if10", "per_class_cifar100_lt_if100", "feature_loss_memory",
-             "critical_difference"]
+             "per_class_cifar10_lt_if10", "per_class_cifar100_lt_if100", "feature_loss_memory"]
     for name in names:
         png, pdf = out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"
         with Image.open(png) as image:
@@ -431,9 +431,7 @@ def test_figures_render(built):
         with Image.open(png) as image:
             width, height = image.size
             assert image.format == "PNG"
-        # the critical-difference diagram is a strip: a few rows of names under an axis
-        low = 100 if name == "critical_difference" else 300
-        assert 500 <= width <= 4000 and low <= height <= 4000, (name, width, height)
+        assert 500 <= width <= 4000 and 300 <= height <= 4000, (name, width, height)
         assert pdf.read_bytes().startswith(b"%PDF")
     assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(names)
 
@@ -625,10 +623,26 @@ def test_filters_on_the_command_line(grid, tmp_path):
     assert len(read_csv(out / "tables" / "cost.csv")) == 2
     # Figures follow the filter, and a narrower report leaves no stale files behind.
     assert report(grid, out, "--methods", "ce", "focal", "--if", "10") == 0
-    assert sorted(p.name for p in (out / "figures").glob("*.png")) == [
-        "critical_difference.png", "many_medium_few.png"]
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["many_medium_few.png"]
     main = read_csv(out / "tables" / "main.csv")
     assert set(main["method"]) == {"ce", "focal"} and set(main["imbalance_factor"]) == {10}
+
+
+def test_critical_differences_only_where_friedman_rejects(grid, tmp_path):
+    # 3 methods in the same order over 8 cells: Friedman rejects, Nemenyi groups and diagram
+    out = tmp_path / "out"
+    build(grid, out)
+    ranking = (out / "tables" / "ranking.md").read_text()
+    assert "Nemenyi critical difference" in ranking
+    with Image.open(out / "figures" / "critical_difference.png") as image:
+        assert image.size[0] >= 500 and image.size[1] >= 100  # a strip: names under an axis
+    assert "drawn because Friedman rejects equal ranks" in (out / "report.md").read_text()
+    # one cell: no Friedman test, so neither groups nor a diagram, and the note says why
+    build(grid, out, "--datasets", "cifar10_lt", "--if", "100")
+    ranking = (out / "tables" / "ranking.md").read_text()
+    assert "no Friedman test" in ranking and "not significantly apart" not in ranking
+    assert "Nemenyi critical difference" not in ranking and "no Nemenyi groups" in ranking
+    assert not (out / "figures" / "critical_difference.png").exists()
 
 
 # --- bad input --------------------------------------------------------------------------

@@ -48,11 +48,12 @@ def draw_all(agg, runs, per_class, bench, out_dir: Path, ranking=None, history=N
 
 
 def critical_difference(ranking, out_dir) -> FigureFile | None:
-    """Demšar's diagram of the top-1 average ranks, methods by their display names."""
+    """Demšar's diagram of the top-1 average ranks, methods by their display names; only
+    where Friedman ran and rejects equal ranks, as the Nemenyi test that draws it assumes."""
     from .cd_diagram import cd_figure
     from .significance import cd_caption
 
-    if ranking is None or ranking.n_cells < 1 or len(ranking.average_ranks) < 2:
+    if ranking is None or not ranking.rejects:
         return None
     ranks = ranking.average_ranks.rename(index=shown_label)
     fig = cd_figure(ranks, ranking.cd)

@@ -493,12 +493,15 @@ def _ranking_note(metric, ranking, empty, scores) -> str:
             text += (f" (with {plural(ranking.n_cells, 'cell')} and {k} methods no ordering "
                      f"reaches p < {ranking.alpha:g}: the smallest possible p is "
                      f"{fmt_p(floor)}; more settings would be needed)")
-    if not math.isnan(ranking.cd):
+    if ranking.rejects:
         text += f"; Nemenyi critical difference {ranking.cd:.2f} at \u03b1 = {ranking.alpha:g}"
         groups = ranking.groups
         if groups:
             text += ("; not significantly apart: " + "; ".join(
                 "{" + ", ".join(shown_label(g) for g in group) + "}" for group in groups))
+    elif not math.isnan(ranking.cd):
+        text += ("; no Nemenyi groups or critical-difference diagram: they follow only a "
+                 "Friedman test that rejects equal ranks")
     if ranking.dropped_cells:
         text += "; left out: " + ", ".join(
             f"{cell_name(*cell)} ({', '.join(shown_label(l) for l in scores.index[scores[cell].isna()])} "
@@ -509,13 +512,10 @@ def _ranking_note(metric, ranking, empty, scores) -> str:
 
 
 def cd_caption(ranking) -> str:
-    verdict = ("Friedman rejects equal ranks" if ranking.p_value <= ranking.alpha else
-               "Friedman does not reject equal ranks, so the groups are for scale only"
-               if not math.isnan(ranking.p_value) else
-               "no Friedman test here, so the groups are for scale only")
+    """Drawn only where Friedman rejects equal ranks (`Ranking.rejects`)."""
     return (f"Critical-difference diagram (Demšar 2006) of top-1 average ranks over "
             f"{plural(ranking.n_cells, 'cell')}: rank 1 (best) on the left; a bar joins "
             f"methods whose average ranks differ by less than the Nemenyi critical difference "
-            f"(CD = {ranking.cd:.2f}, \u03b1 = {ranking.alpha:g}); {verdict} (p = "
-            f"{fmt_p(ranking.p_value) or 'n/a'}).")
+            f"(CD = {ranking.cd:.2f}, \u03b1 = {ranking.alpha:g}), drawn because Friedman "
+            f"rejects equal ranks (p = {fmt_p(ranking.p_value)}).")
 

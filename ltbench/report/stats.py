@@ -217,8 +217,14 @@ class Ranking:
     alpha: float = 0.05
 
     @property
+    def rejects(self) -> bool:
+        """Friedman ran and rejects equal ranks: only then do Nemenyi's pairs mean anything."""
+        return not math.isnan(self.p_value) and self.p_value <= self.alpha
+
+    @property
     def groups(self) -> list[tuple]:
-        return nemenyi_groups(self.average_ranks, self.cd)
+        """The CD diagram's bars; none unless Friedman rejects (Demšar's post-hoc order)."""
+        return nemenyi_groups(self.average_ranks, self.cd) if self.rejects else []
 
 
 def rank_methods(scores: pd.DataFrame, alpha: float = 0.05) -> Ranking:
