@@ -257,7 +257,7 @@ def test_no_bold_where_seeds_are_too_few_to_tell(built):
     page = (out / "index.html").read_text()
     assert '<em>76.50 ± 0.71 <span class="n">(n=2)</span></em>' in page
     main = (out / "tables" / "main.md").read_text()
-    assert "a column with fewer than two such methods has none" in main
+    assert "none in a column with fewer than two" in main
     assert "Italic: fewer than 3 seeds" in main
 
 

@@ -48,21 +48,22 @@ def test_a_zero_gain_is_marked_at_most_at_the_nominal_rate():
     assert marked / draws <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / draws)
 
 
-def test_with_no_true_difference_every_method_stays_bold_nearly_always():
-    """Per column, a method loses its bold only when another beats it significantly (Holm
-    over the column's pairs), so with all equal some method loses it in at most alpha of
-    the columns; 400 independent columns in one table."""
+def test_with_no_true_difference_every_method_is_best_or_tied_nearly_always():
+    """Per column, a method loses its underline only when the best beats it significantly
+    (Holm over the column's pairs), so with all equal some method loses it in at most alpha
+    of the columns; 400 independent columns in one table."""
     rng = np.random.default_rng(5)
     columns = 400
     runs = synthetic_runs(rng, {"ce": 0.0, "focal": 0.0, "bs": 0.0, "ldam": 0.0}, cells=columns)
     assessment = significance.assess(runs, None, metrics=("top1",))
-    bold_per_column = pd.Series([k[1] for k in assessment.bold]).value_counts()
-    lost = columns - (bold_per_column == 4).sum()
+    assert len(assessment.best) == columns and not assessment.best & assessment.tied
+    marked_per_column = pd.Series([k[1] for k in assessment.best | assessment.tied]).value_counts()
+    lost = columns - (marked_per_column == 4).sum()
     assert lost / columns <= 0.05 + 3 * math.sqrt(0.05 * 0.95 / columns)
     assert lost > 0  # the rule does reject sometimes: not vacuously conservative
 
 
-def test_a_large_gain_is_marked_and_bold_alone():
+def test_a_large_gain_is_marked_and_bold_with_nothing_tied():
     rng = np.random.default_rng(3)
     hits = bold_alone = 0
     draws = 40
@@ -71,7 +72,8 @@ def test_a_large_gain_is_marked_and_bold_alone():
         assessment = significance.assess(runs, "ce", metrics=("top1",))
         for c in ("d0", "d1"):
             hits += assessment.mark("bs", c, 100.0, "top1") == significance.UP
-            bold_alone += {k[0] for k in assessment.bold if k[1] == c} == {"bs"}
+            bold_alone += ({k[0] for k in assessment.best if k[1] == c} == {"bs"}
+                           and not any(k[1] == c for k in assessment.tied))
     assert hits / (2 * draws) >= 0.95 and bold_alone / (2 * draws) >= 0.9
 
 
@@ -83,25 +85,31 @@ def cell(values: dict) -> pd.DataFrame:
 
 
 def test_one_seed_is_never_bold_over_two():
-    # the issue's example: 57.87 (n=1) beside 54.77 +- 1.69 (n=2): nothing can be claimed
-    assert significance.not_beaten(cell({"a": [57.87], "b": [53.58, 55.96]}), "top1") == set()
+    # 57.87 (n=1) beside 54.77 +- 1.69 (n=2): nothing can be claimed
+    assert significance.best_and_tied(cell({"a": [57.87], "b": [53.58, 55.96]}), "top1") == (set(), set())
 
 
 def test_only_methods_with_three_seeds_take_part():
     values = {"a": [60.0, 61.0, 60.5], "b": [50.0, 51.2, 50.4], "c": [90.0]}
-    assert significance.not_beaten(cell(values), "top1") == {"a"}
-    assert significance.not_beaten(cell({"a": values["a"], "c": [90.0, 91.0]}), "top1") == set()
+    assert significance.best_and_tied(cell(values), "top1") == ({"a"}, set())
+    assert significance.best_and_tied(cell({"a": values["a"], "c": [90.0, 91.0]}), "top1") == (set(), set())
 
 
-def test_ties_are_all_bold_and_equal_runs_are_a_tie():
+def test_a_clearly_lower_mean_is_neither_bold_nor_tied():
+    # the bold that used to mean "not significantly beaten": 57.9 beside 70.0 on 3 seeds
+    values = {"ce": [57.1, 58.4, 58.2], "crt": [69.5, 70.3, 70.2]}
+    assert significance.best_and_tied(cell(values), "top1") == ({"crt"}, set())
+
+
+def test_ties_share_the_underline_and_equal_runs_are_a_tie():
     tied = {"a": [60.0, 61.0, 60.5, 59.8], "b": [60.2, 60.7, 60.6, 59.9],
             "c": [60.0, 61.0, 60.5, 59.8]}
-    assert significance.not_beaten(cell(tied), "top1") == {"a", "b", "c"}
+    assert significance.best_and_tied(cell(tied), "top1") == ({"b"}, {"a", "c"})
 
 
 def test_empty_groups_are_never_bold():
-    assert significance.not_beaten(cell({"a": [math.nan] * 3, "b": [math.nan] * 3}),
-                                   "top1") == set()
+    assert significance.best_and_tied(cell({"a": [math.nan] * 3, "b": [math.nan] * 3}),
+                                      "top1") == (set(), set())
 
 
 def test_resolve_baseline():
@@ -115,6 +123,20 @@ def test_resolve_baseline():
     assert significance.resolve_baseline(runs, "focal") == ("focal", None)
     assert significance.resolve_baseline(runs, "none") == (None, None)
     assert "no finished run" in significance.resolve_baseline(runs, "ldam_drw")[1]
+
+
+def test_best_and_tied_have_their_own_style_in_every_format():
+    from ltbench.report import render
+    from ltbench.report.model import Table
+
+    table = Table(header=["Method", "IF 100"], rows=[["cRT", "70.0"], ["CE", "69.8"]],
+                  bold={(0, 1)}, underline={(1, 1)})
+    md = render.markdown_table(table)
+    assert "| cRT | **70.0** |" in md and "| CE | <u>69.8</u> |" in md
+    tex = render.latex_table(table, "t")
+    assert r"\textbf{70.0}" in tex and r"\underline{69.8}" in tex
+    page = render.html_table(table)
+    assert "<strong>70.0</strong>" in page and "<u>69.8</u>" in page
 
 
 # --- the rendered report ----------------------------------------------------------------
@@ -224,6 +246,7 @@ def test_marks_bold_and_italic_in_all_four_formats(known):
     # one seed: no +-, italic, never bold although its mean is the highest
     assert rows["LDAM-DRW"].count("| *80.00 (n=1)* ") == 2
     assert "significantly above / below CE" in md and "Italic: fewer than 3 seeds" in md
+    assert "Bold: best mean in the column; underlined: not significantly below it" in md
     assert "Seeds for 80 % power" in md
     tex = (out / "tables" / "main.tex").read_text()
     assert r"\textbf{" in tex and r"$^{\uparrow}$" in tex

@@ -228,6 +228,7 @@ def _print_table(console, table) -> None:
     for i, row in enumerate(table.rows):
         rich_table.add_row(*[Text(t, style=" ".join(
             s for s, on in (("bold green", (i, j) in table.bold),
+                            ("underline", (i, j) in table.underline),
                             ("italic", (i, j) in table.italic)) if on))
             for j, t in enumerate(row)])
     console.print(rich_table)

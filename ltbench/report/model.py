@@ -14,7 +14,8 @@ class Table:
     rows: list[list[str]]
     title: str = ""
     groups: list[tuple[str, int]] = field(default_factory=list)  # spanning row above header
-    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column) to emphasise
+    bold: set[tuple[int, int]] = field(default_factory=set)  # (row, column): the best
+    underline: set[tuple[int, int]] = field(default_factory=set)  # (row, column): tied with it
     italic: set[tuple[int, int]] = field(default_factory=set)  # (row, column): few seeds
     notes: list[str] = field(default_factory=list)
     # the run ids behind a cell: (row, column), or (row, None) for every cell of the row;

@@ -68,6 +68,8 @@ def markdown_table(table: Table) -> str:
     def cell(text, i, j):
         text = md_cell(text)
         text = f"*{text}*" if text and (i, j) in table.italic else text
+        # Markdown has no underline of its own; <u> is the inline HTML renderers keep
+        text = f"<u>{text}</u>" if text and (i, j) in table.underline else text
         return f"**{text}**" if text and (i, j) in table.bold else text
 
     lines = [f"### {md_text(table.title)}", ""] if table.title else []
@@ -125,8 +127,9 @@ def _tex_cell(text: str) -> str:
     return tex(value) + (r" {\scriptsize " + seeds + "}" if seeds else "")
 
 
-def _tex_emphasis(cell: str, bold: bool, italic: bool) -> str:
+def _tex_emphasis(cell: str, bold: bool, underline: bool, italic: bool) -> str:
     cell = r"\textit{" + cell + "}" if italic else cell
+    cell = r"\underline{" + cell + "}" if underline else cell
     return r"\textbf{" + cell + "}" if bold else cell
 
 
@@ -148,7 +151,8 @@ def latex_table(table: Table, label: str) -> str:
     lines += [" & ".join(tex(h) for h in table.header) + r" \\", r"\midrule"]
     for i, row in enumerate(table.rows):
         cells = [_tex_emphasis(_tex_cell(t), t and (i, j) in table.bold,
-                               t and (i, j) in table.italic) for j, t in enumerate(row)]
+                               t and (i, j) in table.underline, t and (i, j) in table.italic)
+                 for j, t in enumerate(row)]
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
@@ -208,6 +212,7 @@ def html_table(table: Table, provenance=None) -> str:
         value, seeds = _seed_count(text)
         body = html.escape(value) + (f' <span class="n">{seeds}</span>' if seeds else "")
         body = f"<em>{body}</em>" if text and (i, j) in table.italic else body
+        body = f"<u>{body}</u>" if text and (i, j) in table.underline else body
         body = f"<strong>{body}</strong>" if text and (i, j) in table.bold else body
         mixed, title = attributes(i, j)
         classes = (["l" if align[j] == "l" else ""] + (["wrap-text"] if len(text) > 60 else [])

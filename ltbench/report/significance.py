@@ -3,13 +3,14 @@ report's statistics sections (intervals, paired comparisons with a baseline, ran
 
 The numbers come from `stats`; this module decides what a table says about them:
 
-- bold: every method in a column that no other method beats significantly (paired t-tests
-  over the seeds both have, between all pairs of the column's methods, Holm over those
-  pairs). With all methods truly equal, a method loses its bold with probability at most
-  alpha; ties stay bold together; a clear winner is bold alone.
+- bold: the best mean in a column; underlined: every other method that the best does not
+  beat significantly (paired t-tests over the seeds both have, between all pairs of the
+  column's methods, Holm over those pairs). With all methods truly equal, some method loses
+  its underline with probability at most alpha; a clear winner is bold with nothing
+  underlined. Readers take bold as "best", so "not significantly worse" has its own style.
 - up / down arrow: the method differs from the baseline in that cell (paired t-test, Holm over
   every comparison the table shows: one family per table).
-- italic: fewer than `FEW_SEEDS` seeds. Such a cell is never bold and never marked: a
+- italic: fewer than `FEW_SEEDS` seeds. Such a cell is never bold, underlined or marked: a
   t-test on one or two differences leans wholly on a normality nothing can check.
 """
 
@@ -43,11 +44,13 @@ def key(label, dataset, factor, metric) -> tuple:
 @dataclass
 class Assessment:
     """Per (label, dataset, IF, metric): the cell's statistics, its comparison with the
-    baseline and whether it is bold; built once by `assess`, read by every table."""
+    baseline and whether it is the column's best or tied with it; built once by `assess`,
+    read by every table."""
     baseline: str | None  # the baseline's label, None for no comparison
     cells: pd.DataFrame  # label, dataset, imbalance_factor, metric, n, mean, std, ci_*, few_seeds
     comparisons: pd.DataFrame  # compare_to_baseline's columns + metric, family, tested
-    bold: set = field(default_factory=set)
+    best: set = field(default_factory=set)  # cell keys with their column's best mean
+    tied: set = field(default_factory=set)  # cell keys not significantly below the best
     alpha: float = 0.05
     # (label, dataset, IF) -> {seed: run_id}: the runs behind each comparison (provenance)
     run_ids: dict = field(default_factory=dict)
@@ -70,8 +73,11 @@ class Assessment:
             return ""
         return UP if row.diff > 0 else DOWN
 
-    def is_bold(self, label, dataset, factor, metric) -> bool:
-        return key(label, dataset, factor, metric) in self.bold
+    def is_best(self, label, dataset, factor, metric) -> bool:
+        return key(label, dataset, factor, metric) in self.best
+
+    def is_tied(self, label, dataset, factor, metric) -> bool:
+        return key(label, dataset, factor, metric) in self.tied
 
     def few_seeds(self, label, dataset, factor, metric) -> bool:
         row = self.cell(label, dataset, factor, metric)
@@ -88,8 +94,8 @@ class Assessment:
         return self.comparisons[self.comparisons["family"] == name]
 
     def table_notes(self, family: str, any_italic: bool) -> list[str]:
-        """The caption lines saying what a table's bold, arrows and italic mean."""
-        notes = [bold_note(self.alpha)]
+        """The caption lines saying what a table's bold, underline, arrows and italic mean."""
+        notes = [best_note(self.alpha)]
         compared = self.baseline is not None and len(self.family(family))
         if self.baseline is not None and not compared:
             notes.append(f"No other method ran where {shown_label(self.baseline)} did: "
@@ -123,16 +129,17 @@ def assess(runs: pd.DataFrame, baseline: str | None, metrics=("top1", *SHOT_METR
                "power_alpha", "metric", "family", "tested"]
     comparisons = (pd.concat(families, ignore_index=True) if families
                    else pd.DataFrame(columns=columns))
-    bold = set()
+    best, tied = set(), set()
     for (dataset, factor), cell in runs.groupby(["dataset", "imbalance_factor"], dropna=False):
         for metric in metrics:
-            bold |= {key(label, dataset, factor, metric)
-                     for label in not_beaten(cell, metric, alpha)}
+            top, level = best_and_tied(cell, metric, alpha)
+            best |= {key(label, dataset, factor, metric) for label in top}
+            tied |= {key(label, dataset, factor, metric) for label in level}
     run_ids = {}
     for r in runs.itertuples() if "run_id" in runs else []:
         run_ids.setdefault(key(r.label, r.dataset, r.imbalance_factor, None)[:3], {})[
             str(r.seed)] = r.run_id
-    return Assessment(baseline, cells, comparisons[columns], bold, alpha, run_ids)
+    return Assessment(baseline, cells, comparisons[columns], best, tied, alpha, run_ids)
 
 
 def _holm_family(table: pd.DataFrame, family: str, alpha: float) -> pd.DataFrame:
@@ -154,24 +161,28 @@ def _holm_family(table: pd.DataFrame, family: str, alpha: float) -> pd.DataFrame
     return table
 
 
-def not_beaten(cell: pd.DataFrame, metric: str, alpha: float = 0.05) -> set:
-    """Labels of one (dataset, IF) cell that no other label beats significantly on `metric`.
+def best_and_tied(cell: pd.DataFrame, metric: str, alpha: float = 0.05) -> tuple[set, set]:
+    """In one (dataset, IF) cell: the label with the best mean `metric` (a set of one, or
+    empty), and the labels the best does not beat significantly.
 
     Only labels with at least FEW seeds take part, and only pairs with FEW common seeds are
-    tested; with fewer than two such labels nothing is bold. Holm over all the tested pairs
-    bounds the chance that, with every method truly equal, any of them loses its bold.
+    tested (an untested pair is not a significant one); with fewer than two such labels
+    nothing is marked. Holm runs over all pairs of the cell, not only those with the best,
+    which was chosen by looking at the means: so with every method truly equal, the chance
+    that any of them loses its mark stays at most alpha.
     """
     values = {label: group.set_index("seed")[metric].dropna()
               for label, group in cell.groupby("label", sort=False)}
     eligible = {label: v for label, v in values.items() if len(v) >= FEW}
     if len(eligible) < 2:
-        return set()
+        return set(), set()
+    best = max(eligible, key=lambda label: eligible[label].mean())
     pairs = list(itertools.combinations(eligible, 2))
     diffs = [stats.paired_difference(eligible[a], eligible[b]) for a, b in pairs]
     adjusted = stats.holm([d.p_value if d.n_pairs >= FEW else math.nan for d in diffs])
-    beaten = {(b if d.mean > 0 else a) for (a, b), d, p in zip(pairs, diffs, adjusted)
-              if p <= alpha}
-    return set(eligible) - beaten
+    below_best = {(b if d.mean > 0 else a) for (a, b), d, p in zip(pairs, diffs, adjusted)
+                  if p <= alpha and best in (a, b)}
+    return {best}, set(eligible) - below_best - {best}
 
 
 def resolve_baseline(runs: pd.DataFrame, wanted: str | None) -> tuple[str | None, str | None]:
@@ -224,11 +235,10 @@ def cell_name(dataset, factor, several_datasets: bool = True) -> str:
     return (f"{dataset_name(dataset)} " if several_datasets else "") + f"IF {fmt_factor(factor)}"
 
 
-def bold_note(alpha: float) -> str:
-    return (f"Bold: not significantly below any other method in the column (paired t-tests "
-            f"over the seeds both have, between every pair of methods with \u2265 {FEW} "
-            f"seeds, Holm-corrected over the column's pairs, \u03b1 = {alpha:g}): a tie "
-            "leaves several bold; a column with fewer than two such methods has none.")
+def best_note(alpha: float) -> str:
+    return (f"Bold: best mean in the column; underlined: not significantly below it (paired "
+            f"t-tests, Holm over the column's pairs, \u03b1 = {alpha:g}; methods with "
+            f"\u2265 {FEW} seeds, and none in a column with fewer than two).")
 
 
 def marks_note(assessment: Assessment, family: str) -> str:
@@ -243,8 +253,8 @@ def marks_note(assessment: Assessment, family: str) -> str:
 
 
 def italic_note() -> str:
-    return (f"Italic: fewer than {FEW} seeds, too few to test a difference on: never bold "
-            "or marked.")
+    return (f"Italic: fewer than {FEW} seeds, too few to test a difference on: never bold, "
+            "underlined or marked.")
 
 
 def power_note(comparisons: pd.DataFrame) -> str:
@@ -349,8 +359,11 @@ def cell_columns(agg: pd.DataFrame, assessment: Assessment, metrics) -> pd.DataF
         for column in ("n", "mean", "std", "ci_low", "ci_high", "few_seeds"):
             data[f"{metric}_{column}"] = [getattr(s, column) if s is not None else math.nan
                                           for s in stats_rows]
-        data[f"{metric}_bold"] = [assessment.is_bold(r.label, r.dataset, r.imbalance_factor,
+        data[f"{metric}_best"] = [assessment.is_best(r.label, r.dataset, r.imbalance_factor,
                                                      metric) for r in agg.itertuples()]
+        data[f"{metric}_tied_with_best"] = [
+            assessment.is_tied(r.label, r.dataset, r.imbalance_factor, metric)
+            for r in agg.itertuples()]
         if assessment.baseline is not None:
             for column in ("diff", "p_value", "p_holm", "significant"):
                 data[f"{metric}_vs_baseline_{column}"] = [

@@ -30,14 +30,14 @@ def _protocol_note(agg: pd.DataFrame) -> str:
 # --- the tables -------------------------------------------------------------------------
 
 def main_table(agg: pd.DataFrame, assessment=None) -> Section:
-    """Methods x (dataset, factor): top-1 mean +- std over seeds, bold, marked and italic as
-    `assessment` (significance.Assessment) says; without one, nothing is emphasised."""
+    """Methods x (dataset, factor): top-1 mean +- std over seeds, bold (best), underlined
+    (tied with the best), marked and italic as `assessment` (significance.Assessment) says; without one, nothing is emphasised."""
     cells = table_cells(agg)
     labels = list(dict.fromkeys(agg["label"]))
     # One seed count for the whole table goes in the caption instead of every cell.
     same_n = agg["seeds"].nunique() == 1
     rows = [[shown_label(label)] for label in labels]
-    bold, italic, sources = set(), set(), {}
+    bold, underline, italic, sources = set(), set(), set(), {}
     for i, j, dataset, factor, label, r in grid(agg, labels, cells):
         if r is None:
             rows[i].append("")
@@ -46,8 +46,10 @@ def main_table(agg: pd.DataFrame, assessment=None) -> Section:
         text = fmt_mean_std(r.top1_mean, r.top1_std)
         if assessment is not None:
             text += assessment.mark(label, dataset, factor, "top1")
-            if assessment.is_bold(label, dataset, factor, "top1"):
+            if assessment.is_best(label, dataset, factor, "top1"):
                 bold.add((i, j))
+            if assessment.is_tied(label, dataset, factor, "top1"):
+                underline.add((i, j))
             if assessment.few_seeds(label, dataset, factor, "top1"):
                 italic.add((i, j))
         rows[i].append(text if same_n else f"{text} (n={r.seeds})")
@@ -59,13 +61,13 @@ def main_table(agg: pd.DataFrame, assessment=None) -> Section:
         notes += assessment.table_notes("top1", bool(italic))
     notes.append(_protocol_note(agg))
     table = Table(header=["Method"] + [f"IF {fmt_factor(f)}" for _, f in cells],
-                  rows=rows, groups=_groups(cells), bold=bold, italic=italic,
+                  rows=rows, groups=_groups(cells), bold=bold, underline=underline, italic=italic,
                   title="Top-1 accuracy (%)", notes=notes, sources=sources)
     data = agg[["label", "method", "dataset", "imbalance_factor", "preset", "params_key",
                 "seeds", "seed_list", "top1_mean", "top1_std"]].copy()
     if assessment is not None:
         extra = assessment.columns(agg, ["top1"])
-        data["best_in_column"] = extra.pop("top1_bold")
+        data["best_in_column"] = extra.pop("top1_best")
         data = pd.concat([data, extra.drop(columns=[c for c in extra if c in data])], axis=1)
     else:
         data["best_in_column"] = False
@@ -74,13 +76,13 @@ def main_table(agg: pd.DataFrame, assessment=None) -> Section:
 
 def many_medium_few_tables(agg: pd.DataFrame, assessment=None) -> Section:
     """One paper-style table: a column group per (dataset, factor), Many / Med. / Few under
-    each; bold, marks and italic as in the main table, from `assessment`."""
+    each; emphasis and marks as in the main table, from `assessment`."""
     from .shots import GROUPS, describe_rule
 
     cells = table_cells(agg)
     labels = list(dict.fromkeys(agg["label"]))
     rows = [[shown_label(label)] for label in labels]
-    bold, italic, sources = set(), set(), {}
+    bold, underline, italic, sources = set(), set(), set(), {}
     for c, (dataset, factor) in enumerate(cells):
         cell = in_cell(agg, dataset, factor).set_index("label")
         for g, group in enumerate(GROUPS):
@@ -97,8 +99,10 @@ def many_medium_few_tables(agg: pd.DataFrame, assessment=None) -> Section:
                 text = fmt_mean_std(r[f"{group}_mean"], r[f"{group}_std"])
                 if assessment is not None:
                     text += assessment.mark(label, dataset, factor, group)
-                    if assessment.is_bold(label, dataset, factor, group):
+                    if assessment.is_best(label, dataset, factor, group):
                         bold.add((i, j))
+                    if assessment.is_tied(label, dataset, factor, group):
+                        underline.add((i, j))
                     if assessment.few_seeds(label, dataset, factor, group):
                         italic.add((i, j))
                 rows[i].append(text)
@@ -114,7 +118,7 @@ def many_medium_few_tables(agg: pd.DataFrame, assessment=None) -> Section:
     tables = [Table(header=["Method"] + ["Many", "Med.", "Few"] * len(cells), rows=rows,
                     groups=[("", 1)] + [(f"{dataset_name(d)}, IF {fmt_factor(f)}", 3)
                                         for d, f in cells],
-                    bold=bold, italic=italic, title="Many / medium / few-shot accuracy (%)",
+                    bold=bold, underline=underline, italic=italic, title="Many / medium / few-shot accuracy (%)",
                     notes=notes, sources=sources)] if cells else []
     columns = ["label", "method", "dataset", "imbalance_factor", "seeds", "mmf_convention",
                "n_many", "n_medium", "n_few"]
