@@ -19,6 +19,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from ltbench.errors import UserError
 from ltbench.report import cli
 from ltbench.report.aggregate import aggregate
 from ltbench.report.comparison import paper_comparison
@@ -123,6 +124,22 @@ def build(results: Path, out: Path, *argv: str) -> str:
         code = report(results, out, *argv)
     assert code == 0
     return printed.getvalue()
+
+
+def refused(results: Path, out: Path, capsys, *argv: str) -> str:
+    """Run `ltbench report` that must be refused: exit 2, nothing on stdout, nothing written,
+    and on stderr the one error line (and an optional hint line) every command uses."""
+    from ltbench.cli import main
+
+    capsys.readouterr()
+    code = main(["report", "--results-dir", str(results), "--out", str(out), *argv])
+    printed = capsys.readouterr()
+    lines = printed.err.splitlines()
+    assert code == 2 and printed.out == "", printed
+    assert lines[0].startswith("ltbench: error: ") and len(lines) <= 2, lines
+    assert all(line.startswith("  hint: ") for line in lines[1:]), lines
+    assert not out.exists()
+    return printed.err
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -580,14 +597,25 @@ def test_unknown_names_are_shown_after_known_ones(tmp_path):
     assert not read_csv(out / "tables" / "paper_comparison.csv")["label"].eq("my_loss").any()
 
 
-def test_group_by_a_setting_no_run_has_warns(tmp_path, capsys):
+def test_group_by_a_setting_no_run_has_is_refused(tmp_path, capsys):
     results = tmp_path / "results"
     write_run(results, top1=70.0, params={"lr": 0.1, "temperature": 0.1}, per_class=False)
-    assert report(results, tmp_path / "out", "--group-by", "temprature") == 0
-    printed = capsys.readouterr().out
-    assert ("--group-by temprature: no run has this setting (params keys: lr, temperature)"
-            in printed)
-    assert list(read_csv(tmp_path / "out" / "tables" / "main.csv")["label"]) == ["ce"]
+    error = refused(results, tmp_path / "out", capsys, "--group-by", "temprature")
+    assert ("--group-by temprature: no selected run has this setting; did you mean "
+            "'temperature'?" in error)
+    assert "epochs, batch_size" in error and "params: lr, temperature" in error
+    build(results, tmp_path / "out", "--group-by", "temperature")
+    assert list(read_csv(tmp_path / "out" / "tables" / "main.csv")["label"]) == [
+        "ce (temperature=0.1)"]
+
+
+def test_an_unknown_baseline_is_refused_naming_the_rows(tmp_path, capsys):
+    results = tmp_path / "results"
+    for method in ("ce", "focal"):
+        write_run(results, method=method, top1=70.0, per_class=False)
+    error = refused(results, tmp_path / "out", capsys, "--baseline", "nosuch")
+    assert "--baseline nosuch: no selected finished run is this method or row" in error
+    assert "rows: ce, focal; or --baseline none" in error
 
 
 # --- filters ----------------------------------------------------------------------------
@@ -648,26 +676,25 @@ def test_critical_differences_only_where_friedman_rejects(grid, tmp_path):
 # --- bad input --------------------------------------------------------------------------
 
 def test_no_results_directory(tmp_path, capsys):
-    assert report(tmp_path / "missing", tmp_path / "out") == 2
-    assert "No results directory" in capsys.readouterr().out
-    assert not (tmp_path / "out").exists()
+    assert "does not exist" in refused(tmp_path / "missing", tmp_path / "out", capsys)
+    with pytest.raises(UserError, match="no results directory"):
+        report(tmp_path / "missing", tmp_path / "out")
 
 
 def test_no_finished_runs(tmp_path, capsys):
     results = tmp_path / "results"
     results.mkdir()
-    assert report(results, tmp_path / "out") == 2
-    assert "No finished runs" in capsys.readouterr().out
+    error = refused(results, tmp_path / "out", capsys)
+    assert f"ltbench: error: no finished runs in '{results}'" in error
+    assert "hint: a run counts once its folder holds a result.csv with status done" in error
     write_run(results, status="failed", error="diverged: loss is nan")
-    assert report(results, tmp_path / "out") == 2
-    printed = capsys.readouterr().out
-    assert "No finished runs" in printed and "1 failed" in printed and "loss is nan" in printed
+    error = refused(results, tmp_path / "out", capsys)
+    assert "no finished runs" in error and "1 failed" in error and "loss is nan" in error
 
 
 def test_filters_that_match_nothing(grid, tmp_path, capsys):
-    assert report(grid, tmp_path / "out", "--methods", "crt") == 2
-    printed = capsys.readouterr().out
-    assert "matches the filters" in printed and "Available: methods ce, focal, ldam_drw" in printed
+    error = refused(grid, tmp_path / "out", capsys, "--methods", "crt")
+    assert "matches the filters" in error and "available: methods ce, focal, ldam_drw" in error
 
 
 def test_unusable_files_never_stop_the_report(tmp_path):

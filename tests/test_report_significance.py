@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sp
 
+from ltbench.errors import UserError
 from ltbench.report import significance, stats
 
 from test_report import read_csv, report, write_run
@@ -115,14 +116,19 @@ def test_empty_groups_are_never_bold():
 def test_resolve_baseline():
     runs = pd.DataFrame({"label": ["ce (epochs=100)", "ce (epochs=200)", "focal"],
                          "method": ["ce", "ce", "focal"]})
-    for wanted in (None, "ce"):  # the default, ce, is ambiguous here: said, not guessed
-        label, warning = significance.resolve_baseline(runs, wanted)
-        assert label is None and "2 rows are ce" in warning
+    # the default, ce, is ambiguous here: said, not guessed
+    label, warning = significance.resolve_baseline(runs, None)
+    assert label is None and "2 rows are ce" in warning
+    with pytest.raises(UserError, match="2 rows are ce") as named:
+        significance.resolve_baseline(runs, "ce")
+    assert "--baseline 'ce (epochs=100)'" in named.value.hint
     assert significance.resolve_baseline(runs[runs["method"] != "ce"], None) == (None, None)
     assert significance.resolve_baseline(runs, "ce (epochs=200)") == ("ce (epochs=200)", None)
     assert significance.resolve_baseline(runs, "focal") == ("focal", None)
     assert significance.resolve_baseline(runs, "none") == (None, None)
-    assert "no finished run" in significance.resolve_baseline(runs, "ldam_drw")[1]
+    with pytest.raises(UserError, match="--baseline focla: .*did you mean 'focal'") as unknown:
+        significance.resolve_baseline(runs, "focla")
+    assert "rows: ce (epochs=100), ce (epochs=200), focal" in unknown.value.hint
 
 
 def test_best_and_tied_have_their_own_style_in_every_format():
@@ -295,9 +301,10 @@ def test_no_baseline_no_arrows(small, tmp_path):
     assert "significantly above / below Focal" in md and "70.17 \u00b1 0.76\u2193" in md
 
 
-def test_an_unknown_baseline_is_said(small, tmp_path, capsys):
-    assert report(small, tmp_path / "out", "--baseline", "crt") == 0
-    assert "--baseline crt: no finished run of it" in capsys.readouterr().out
+def test_an_unknown_baseline_is_refused(small, tmp_path):
+    with pytest.raises(UserError, match="--baseline crt: no selected finished run"):
+        report(small, tmp_path / "out", "--baseline", "crt")
+    assert not (tmp_path / "out").exists()
 
 
 # --- what pairing by seed assumes of the harness ----------------------------------------

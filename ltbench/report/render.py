@@ -9,6 +9,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ltbench.file_modes import atomic_write_bytes, make_dirs
+
 from .formats import plural
 from .model import FigureFile, Section, Table
 
@@ -99,9 +101,11 @@ def markdown_section(section: Section, figures: list[FigureFile], figure_dir: st
 
 # --- LaTeX ------------------------------------------------------------------------------
 
+# < > | are ligature slots in OT1, the default font encoding: "> 100" would print "¿ 100"
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                "^": r"\textasciicircum{}"}
+                "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+                "|": r"\textbar{}"}
 _TEX_UNICODE = {"\u00b1": r"$\pm$", "\u2212": r"$-$", "\u2020": r"$^\dagger$",
                 "\u2021": r"$^\ddagger$", "\u0394": r"$\Delta$", "\u2014": "---",
                 "\u2013": "--", "\u00d7": r"$\times$", "\u2192": r"$\rightarrow$",
@@ -133,12 +137,27 @@ def _tex_emphasis(cell: str, bold: bool, underline: bool, italic: bool) -> str:
     return r"\textbf{" + cell + "}" if bold else cell
 
 
-def latex_table(table: Table, label: str) -> str:
-    lines = ["% needs \\usepackage{booktabs}", r"\begin{table}[htbp]", r"\centering", r"\small"]
+# --latex-width: the float, the width a table is scaled down to when wider, and the package
+# each needs beyond booktabs and graphicx
+LATEX_WIDTHS = {"column": ("table", r"\columnwidth", None),
+                "page": ("table*", r"\textwidth", None),
+                "landscape": ("sidewaystable", r"\linewidth", "rotating")}
+
+
+def latex_table(table: Table, label: str, width: str = "column") -> str:
+    """A booktabs table in a float of `width` (LATEX_WIDTHS): a caption of the title alone,
+    the tabular scaled down where it is wider than the float (never up), the explanations
+    as a note below it."""
+    environment, line_width, package = LATEX_WIDTHS[width]
+    needs = r"\usepackage{booktabs}, \usepackage{graphicx}" + (
+        r", \usepackage{" + package + "}" if package else "")
+    lines = ["% needs " + needs, r"\begin{" + environment + "}[htbp]", r"\centering", r"\small"]
     if table.title:
         lines.append(r"\caption{" + tex(table.title) + "}")
-    lines += [r"\label{tab:" + label + "}", r"\begin{tabular}{" + "".join(aligns(table)) + "}",
-              r"\toprule"]
+    lines += [r"\label{tab:" + label + "}",
+              # \width is the tabular's natural width: shrink to the line only when wider
+              r"\resizebox{\ifdim\width>" + line_width + line_width + r"\else\width\fi}{!}{%",
+              r"\begin{tabular}{" + "".join(aligns(table)) + "}", r"\toprule"]
     if table.groups:
         spans, rules, start = [], [], 1
         for name, span in table.groups:
@@ -154,11 +173,12 @@ def latex_table(table: Table, label: str) -> str:
                                t and (i, j) in table.underline, t and (i, j) in table.italic)
                  for j, t in enumerate(row)]
         lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\bottomrule", r"\end{tabular}}"]
     if table.notes:
-        lines.append(r"\par\smallskip{\footnotesize " +
+        # sloppy: a note names run ids and files, words too long to justify a narrow column
+        lines.append(r"\par\smallskip{\footnotesize\sloppy " +
                      r"\\ ".join(tex(note) for note in table.notes) + r"\par}")
-    lines.append(r"\end{table}")
+    lines.append(r"\end{" + environment + "}")
     return "\n".join(lines) + "\n"
 
 
@@ -284,24 +304,24 @@ def html_page(sections: list[tuple[str, str, Section | None, list[FigureFile]]],
 # --- the report directory ---------------------------------------------------------------
 
 def write_report(out: Path, sections: list[Section], figures: list[FigureFile],
-                 meta: Meta, provenance=None) -> Path:
+                 meta: Meta, provenance=None, latex_width: str = "column") -> Path:
     """Write tables/*.{md,tex,csv}, report.md and index.html under `out`; return the page.
     With `provenance` (a provenance.Provenance), each table whose cells name their runs
-    gets tables/<name>.provenance.csv, and the HTML a tooltip per cell."""
+    gets tables/<name>.provenance.csv, and the HTML a tooltip per cell. `latex_width`: a
+    key of LATEX_WIDTHS, for the .tex tables."""
     tables_dir = out / "tables"
-    tables_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(tables_dir)
     for section in sections:
+        _write(tables_dir / f"{section.name}.csv", section.data.to_csv(index=False))
         if section.name == "left_out":
-            section.data.to_csv(tables_dir / "left_out.csv", index=False)
             continue
-        section.data.to_csv(tables_dir / f"{section.name}.csv", index=False)
         companion = provenance.companion(section) if provenance is not None else None
         if companion is not None:
-            companion.to_csv(tables_dir / f"{section.name}{PROVENANCE_SUFFIX}", index=False)
+            _write(tables_dir / f"{section.name}{PROVENANCE_SUFFIX}", companion.to_csv(index=False))
         _write(tables_dir / f"{section.name}.md",
                "\n".join(markdown_table(t) for t in section.tables) or section.intro + "\n")
         _write(tables_dir / f"{section.name}.tex", "\n".join(
-            latex_table(t, f"ltbench-{section.name}" + (f"-{k}" if k else ""))
+            latex_table(t, f"ltbench-{section.name}" + (f"-{k}" if k else ""), latex_width)
             for k, t in enumerate(section.tables)) or "% " + section.intro + "\n")
 
     ordered = _ordered(sections, figures)
@@ -337,7 +357,8 @@ def _counts(meta: Meta) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
+    """Whole or not at all, with the results store's modes (not the umask's 664 at 002)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _ordered(sections, figures):

@@ -14,6 +14,7 @@ The numbers come from `stats`; this module decides what a table says about them:
   t-test on one or two differences leans wholly on a normality nothing can check.
 """
 
+import difflib
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 from scipy.stats import chi2
+
+from ltbench.errors import UserError
 
 from . import stats
 from .names import method_rank, method_title
@@ -186,10 +189,12 @@ def best_and_tied(cell: pd.DataFrame, metric: str, alpha: float = 0.05) -> tuple
 
 
 def resolve_baseline(runs: pd.DataFrame, wanted: str | None) -> tuple[str | None, str | None]:
-    """The baseline's label, and a warning when a named baseline cannot be used.
+    """The baseline's label, and a warning when the default cannot be used.
 
-    `wanted` None means the default: CE where it ran, silently nothing otherwise. A method
-    name stands for its row when the method has exactly one row (label).
+    `wanted` None means the default: CE where it ran, silently nothing otherwise, and a
+    warning when CE has several rows. A method name stands for its row when the method has
+    exactly one row (label); a name given that is no row, or stands for several, is a
+    UserError naming the rows.
     """
     explicit = wanted is not None
     wanted = "ce" if wanted is None else wanted
@@ -202,12 +207,16 @@ def resolve_baseline(runs: pd.DataFrame, wanted: str | None) -> tuple[str | None
     if len(rows) == 1:
         return rows[0], None
     if len(rows) > 1:
-        return None, (f"--baseline {wanted}: {len(rows)} rows are {wanted} ("
-                      + "; ".join(rows) + f"); name one, e.g. --baseline '{rows[0]}'. "
-                      "No paired comparison.")
+        several = f"--baseline {wanted}: {len(rows)} rows are {wanted} (" + "; ".join(rows) + ")"
+        if explicit:
+            raise UserError(several, hint=f"name one, e.g. --baseline '{rows[0]}'")
+        return None, f"{several}; name one, e.g. --baseline '{rows[0]}'. No paired comparison."
     if explicit:
-        return None, (f"--baseline {wanted}: no finished run of it (rows: "
-                      + ", ".join(labels) + "). No paired comparison.")
+        close = difflib.get_close_matches(wanted, labels, n=1, cutoff=0.6)
+        raise UserError(f"--baseline {wanted}: no selected finished run is this method or row"
+                        + (f"; did you mean '{close[0]}'?" if close else ""),
+                        hint="rows: " + ", ".join(labels) + "; or --baseline none for no "
+                             "paired comparison")
     return None, None
 
 
