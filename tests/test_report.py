@@ -398,16 +398,48 @@ def test_cost_table(built):
     gpu = one(data, label="ce", dataset="cifar10_lt", imbalance_factor=100,
               device="cuda:NVIDIA H100")  # the CSV keeps the recorded value
     assert gpu["runs"] == 3
-    assert gpu["wall_s_mean"] == pytest.approx(660.0) and gpu["wall_s_total"] == 1980.0
-    assert gpu["images_per_s_mean"] == pytest.approx(5100.0) and gpu["peak_mem_mb_max"] == 1520.0
+    assert gpu["wall_s_mean"] == pytest.approx(660.0) and gpu["own_s_total"] == 1980.0
+    assert gpu["stage1_s_mean"] == pytest.approx(660.0) and pd.isna(gpu["stage2_s_mean"])
+    assert gpu["stage1_images_per_s_mean"] == pytest.approx(5100.0)
+    assert gpu["peak_mem_mb_max"] == 1520.0
     cpu = one(data, label="ce", dataset="cifar10_lt", imbalance_factor=100, device="cpu")
     assert cpu["runs"] == 1 and cpu["wall_s_mean"] == 7200.0
     rows = {tuple(c.strip() for c in line.strip("|").split("|"))
             for line in (out / "tables" / "cost.md").read_text().splitlines()
             if line.startswith("| CE ")}
-    assert ("CE", "CIFAR-10-LT", "100", "NVIDIA H100", "3", "11.0 min", "33.0 min",
-            "5100", "1520") in rows
-    assert ("CE", "CIFAR-10-LT", "100", "cpu", "1", "2.0 h", "2.0 h", "300", "900") in rows
+    assert ("CE", "CIFAR-10-LT", "100", "NVIDIA H100", "3", "11.0 min", "5100", "", "",
+            "33.0 min", "1520") in rows
+    assert ("CE", "CIFAR-10-LT", "100", "cpu", "1", "2.0 h", "300", "", "", "2.0 h",
+            "900") in rows
+
+
+def test_cost_of_two_stages_apart_and_each_run_counted_once(tmp_path):
+    """cRT starts from CE's run of its seed: 600 s at 5000 images/s, then 100 s of its own
+    at 2000 images/s, recorded as one row of 700 s at the mixed rate."""
+    results = tmp_path / "results"
+    for seed in range(3):
+        ce = write_run(results, seed=seed, top1=70.0, wall_s=600.0, images_per_s=5000.0,
+                       per_class=False)
+        write_run(results, method="crt", seed=seed, top1=72.0, wall_s=700.0,
+                  images_per_s=(5000.0 * 600 + 2000.0 * 100) / 700, per_class=False,
+                  stage1_run_id=ce.name, stage1_reused=True, stage1_wall_s=600.0)
+    out = tmp_path / "out"
+    build(results, out)
+    data = read_csv(out / "tables" / "cost.csv")
+    crt = one(data, label="crt")
+    assert (crt["stage1_s_mean"], crt["stage2_s_mean"]) == (600.0, pytest.approx(100.0))
+    assert crt["stage1_images_per_s_mean"] == 5000.0
+    assert crt["stage2_images_per_s_mean"] == pytest.approx(2000.0)
+    assert crt["own_s_total"] == pytest.approx(300.0) and crt["wall_s_mean"] == 700.0
+    assert len(crt["stage1_run_ids"].split()) == 3
+    text = (out / "tables" / "cost.md").read_text()
+    # 3 x 600 s of CE and 3 x 100 s of cRT's own: not 3 x 700 s more
+    assert "Total: 35.0 min of training over 6 runs, each counted once." in text
+    # without CE's rows, its runs still count, once, as the stage 1 cRT started from
+    build(results, out, "--methods", "crt")
+    text = (out / "tables" / "cost.md").read_text()
+    assert ("Total: 35.0 min of training over 6 runs, each counted once (3 stage-1 runs that "
+            "two-stage rows start from but the table does not show: 30.0 min).") in text
 
 
 def test_devices_read_as_recorded():

@@ -96,7 +96,7 @@ def run(args) -> int:
                 significance.baseline_section(assessment), rankings.section,
                 tables.many_medium_few_tables(agg, assessment),
                 calibration_.ece_section(calibration, list(dict.fromkeys(agg["label"]))),
-                comparison.paper_comparison(agg, load_published()), cost.cost_table(labelled),
+                comparison.paper_comparison(agg, load_published()), cost.cost_table(labelled, results.runs),
                 provenance.section(), left_out_section(left_out)]
     sections = [s for s in sections if s is not None]
     render.clear_generated(out)
