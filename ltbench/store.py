@@ -34,7 +34,9 @@ import torch
 
 from ltbench.environment import now
 from ltbench.errors import CorruptFile, UserError
-from ltbench.file_modes import DIR_MODE, FILE_MODE, atomic_write_bytes, make_dirs, owner_writes_only, umask  # noqa: F401
+# the modes and atomic write live apart so that the torch-free report uses them too
+from ltbench.file_modes import (DIR_MODE, FILE_MODE, atomic_write_bytes, make_dirs,  # noqa: F401
+                                owner_writes_only, umask)
 from ltbench.results_schema import (HISTORY_FILE, HISTORY_LEADING, HISTORY_TRAILING, PER_CLASS_COLUMNS,
                                     PREDICTIONS_FILE, REQUIRED_COLUMNS, RESULT_COLUMNS)
 from ltbench.spec import RunSpec

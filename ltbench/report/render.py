@@ -326,7 +326,7 @@ def write_report(out: Path, sections: list[Section], figures: list[FigureFile],
 
     ordered = _ordered(sections, figures)
     figure_dir = figures[0].png.parent.relative_to(out).as_posix() if figures else "figures"
-    markdown = [f"# ltbench report\n", f"{_counts(meta)} from "
+    markdown = ["# ltbench report\n", f"{_counts(meta)} from "
                 f"`{meta.results_dir}`{meta.filters}. {meta.left_out}\n",
                 f"Generated {meta.generated} by ltbench {meta.version}.\n"]
     for name, title, section, figs in ordered:

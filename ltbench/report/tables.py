@@ -30,8 +30,9 @@ def _protocol_note(agg: pd.DataFrame) -> str:
 # --- the tables -------------------------------------------------------------------------
 
 def main_table(agg: pd.DataFrame, assessment=None) -> Section:
-    """Methods x (dataset, factor): top-1 mean +- std over seeds, bold (best), underlined
-    (tied with the best), marked and italic as `assessment` (significance.Assessment) says; without one, nothing is emphasised."""
+    """Methods x (dataset, factor): top-1 mean +- std over seeds; bold (best), underlined
+    (tied with the best), marked and italic as `assessment` (significance.Assessment) says;
+    without one, nothing is emphasised."""
     cells = table_cells(agg)
     labels = list(dict.fromkeys(agg["label"]))
     # One seed count for the whole table goes in the caption instead of every cell.
@@ -61,7 +62,8 @@ def main_table(agg: pd.DataFrame, assessment=None) -> Section:
         notes += assessment.table_notes("top1", bool(italic))
     notes.append(_protocol_note(agg))
     table = Table(header=["Method"] + [f"IF {fmt_factor(f)}" for _, f in cells],
-                  rows=rows, groups=_groups(cells), bold=bold, underline=underline, italic=italic,
+                  rows=rows, groups=_groups(cells), bold=bold, underline=underline,
+                  italic=italic,
                   title="Top-1 accuracy (%)", notes=notes, sources=sources)
     data = agg[["label", "method", "dataset", "imbalance_factor", "preset", "params_key",
                 "seeds", "seed_list", "top1_mean", "top1_std"]].copy()
@@ -118,7 +120,8 @@ def many_medium_few_tables(agg: pd.DataFrame, assessment=None) -> Section:
     tables = [Table(header=["Method"] + ["Many", "Med.", "Few"] * len(cells), rows=rows,
                     groups=[("", 1)] + [(f"{dataset_name(d)}, IF {fmt_factor(f)}", 3)
                                         for d, f in cells],
-                    bold=bold, underline=underline, italic=italic, title="Many / medium / few-shot accuracy (%)",
+                    bold=bold, underline=underline, italic=italic,
+                    title="Many / medium / few-shot accuracy (%)",
                     notes=notes, sources=sources)] if cells else []
     columns = ["label", "method", "dataset", "imbalance_factor", "seeds", "mmf_convention",
                "n_many", "n_medium", "n_few"]
