@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as sp
 
 from ltbench.errors import UserError
-from ltbench.report import significance, stats
+from ltbench.report import ranks, significance, stats
 
 from test_report import read_csv, report, write_run
 
@@ -346,7 +346,7 @@ def test_friedman_says_when_too_few_cells_can_reject():
     agg = pd.DataFrame([dict(label=m, dataset="cifar10_lt", imbalance_factor=f, top1_mean=v + f,
                              many_mean=v, medium_mean=v, few_mean=v)
                         for f in (10.0, 100.0) for m, v in (("ce", 1.0), ("focal", 2.0), ("bs", 3.0))])
-    rankings = significance.ranking_section(agg)
+    rankings = ranks.ranking_section(agg)
     assert rankings.by_metric["top1"].p_value == pytest.approx(sp.chi2.sf(4, 2))
     notes = " ".join(rankings.section.tables[0].notes)
     assert "the smallest possible p is 0.135" in notes

@@ -57,7 +57,8 @@ def run(args) -> int:
     from rich.markup import escape
 
     from .. import __version__
-    from . import calibration as calibration_, comparison, cost, curves, plots, render, significance, tables
+    from . import (calibration as calibration_, comparison, cost, curves, plots, ranks, render,
+                   significance, tables)
     from .aggregate import aggregate
     from .formats import plural
     from .labels import label_runs
@@ -88,7 +89,7 @@ def run(args) -> int:
 
     agg = aggregate(labelled)
     assessment = significance.assess(labelled, baseline)
-    rankings = significance.ranking_section(agg)
+    rankings = ranks.ranking_section(agg)
     provenance = Provenance(labelled)
     left_out = chosen.left_out + calibration.left_out
     sections = [tables.main_table(agg, assessment),

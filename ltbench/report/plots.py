@@ -51,7 +51,7 @@ def critical_difference(ranking, out_dir) -> FigureFile | None:
     """Demšar's diagram of the top-1 average ranks, methods by their display names; only
     where Friedman ran and rejects equal ranks, as the Nemenyi test that draws it assumes."""
     from .cd_diagram import cd_figure
-    from .significance import cd_caption
+    from .ranks import cd_caption
 
     if ranking is None or not ranking.rejects:
         return None
