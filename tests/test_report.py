@@ -16,7 +16,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from ltbench.report import cli, tables
+from ltbench.errors import UserError
+from ltbench.report import cli
+from ltbench.report.aggregate import aggregate
+from ltbench.report.comparison import paper_comparison
+from ltbench.report.formats import fmt_device
+from ltbench.report.labels import filter_runs, label_runs
 from ltbench.report.load import load_results
 from ltbench.results_schema import RESULT_COLUMNS
 from ltbench.report.reference import load_published
@@ -122,6 +127,22 @@ def build(results: Path, out: Path, *argv: str) -> str:
         code = report(results, out, *argv)
     assert code == 0
     return printed.getvalue()
+
+
+def refused(results: Path, out: Path, capsys, *argv: str) -> str:
+    """Run `ltbench report` that must be refused: exit 2, nothing on stdout, nothing written,
+    and on stderr the one error line (and an optional hint line) every command uses."""
+    from ltbench.cli import main
+
+    capsys.readouterr()
+    code = main(["report", "--results-dir", str(results), "--out", str(out), *argv])
+    printed = capsys.readouterr()
+    lines = printed.err.splitlines()
+    assert code == 2 and printed.out == "", printed
+    assert lines[0].startswith("ltbench: error: ") and len(lines) <= 2, lines
+    assert all(line.startswith("  hint: ") for line in lines[1:]), lines
+    assert not out.exists()
+    return printed.err
 
 
 def read_csv(path: Path) -> pd.DataFrame:
@@ -256,7 +277,7 @@ def test_no_bold_where_seeds_are_too_few_to_tell(built):
     page = (out / "index.html").read_text()
     assert '<em>76.50 ± 0.71 <span class="n">(n=2)</span></em>' in page
     main = (out / "tables" / "main.md").read_text()
-    assert "a column with fewer than two such methods has none" in main
+    assert "none in a column with fewer than two" in main
     assert "Italic: fewer than 3 seeds" in main
 
 
@@ -380,23 +401,55 @@ def test_cost_table(built):
     gpu = one(data, label="ce", dataset="cifar10_lt", imbalance_factor=100,
               device="cuda:NVIDIA H100")  # the CSV keeps the recorded value
     assert gpu["runs"] == 3
-    assert gpu["wall_s_mean"] == pytest.approx(660.0) and gpu["wall_s_total"] == 1980.0
-    assert gpu["images_per_s_mean"] == pytest.approx(5100.0) and gpu["peak_mem_mb_max"] == 1520.0
+    assert gpu["wall_s_mean"] == pytest.approx(660.0) and gpu["own_s_total"] == 1980.0
+    assert gpu["stage1_s_mean"] == pytest.approx(660.0) and pd.isna(gpu["stage2_s_mean"])
+    assert gpu["stage1_images_per_s_mean"] == pytest.approx(5100.0)
+    assert gpu["peak_mem_mb_max"] == 1520.0
     cpu = one(data, label="ce", dataset="cifar10_lt", imbalance_factor=100, device="cpu")
     assert cpu["runs"] == 1 and cpu["wall_s_mean"] == 7200.0
     rows = {tuple(c.strip() for c in line.strip("|").split("|"))
             for line in (out / "tables" / "cost.md").read_text().splitlines()
             if line.startswith("| CE ")}
-    assert ("CE", "CIFAR-10-LT", "100", "NVIDIA H100", "3", "11.0 min", "33.0 min",
-            "5100", "1520") in rows
-    assert ("CE", "CIFAR-10-LT", "100", "cpu", "1", "2.0 h", "2.0 h", "300", "900") in rows
+    assert ("CE", "CIFAR-10-LT", "100", "NVIDIA H100", "3", "11.0 min", "5100", "", "",
+            "33.0 min", "1520") in rows
+    assert ("CE", "CIFAR-10-LT", "100", "cpu", "1", "2.0 h", "300", "", "", "2.0 h",
+            "900") in rows
+
+
+def test_cost_of_two_stages_apart_and_each_run_counted_once(tmp_path):
+    """cRT starts from CE's run of its seed: 600 s at 5000 images/s, then 100 s of its own
+    at 2000 images/s, recorded as one row of 700 s at the mixed rate."""
+    results = tmp_path / "results"
+    for seed in range(3):
+        ce = write_run(results, seed=seed, top1=70.0, wall_s=600.0, images_per_s=5000.0,
+                       per_class=False)
+        write_run(results, method="crt", seed=seed, top1=72.0, wall_s=700.0,
+                  images_per_s=(5000.0 * 600 + 2000.0 * 100) / 700, per_class=False,
+                  stage1_run_id=ce.name, stage1_reused=True, stage1_wall_s=600.0)
+    out = tmp_path / "out"
+    build(results, out)
+    data = read_csv(out / "tables" / "cost.csv")
+    crt = one(data, label="crt")
+    assert (crt["stage1_s_mean"], crt["stage2_s_mean"]) == (600.0, pytest.approx(100.0))
+    assert crt["stage1_images_per_s_mean"] == 5000.0
+    assert crt["stage2_images_per_s_mean"] == pytest.approx(2000.0)
+    assert crt["own_s_total"] == pytest.approx(300.0) and crt["wall_s_mean"] == 700.0
+    assert len(crt["stage1_run_ids"].split()) == 3
+    text = (out / "tables" / "cost.md").read_text()
+    # 3 x 600 s of CE and 3 x 100 s of cRT's own: not 3 x 700 s more
+    assert "Total: 35.0 min of training over 6 runs, each counted once." in text
+    # without CE's rows, its runs still count, once, as the stage 1 cRT started from
+    build(results, out, "--methods", "crt")
+    text = (out / "tables" / "cost.md").read_text()
+    assert ("Total: 35.0 min of training over 6 runs, each counted once (3 stage-1 runs that "
+            "two-stage rows start from but the table does not show: 30.0 min).") in text
 
 
 def test_devices_read_as_recorded():
     # environment.device_label writes "cuda:<model>" and "cpu:<n> cores"
-    assert tables.fmt_device("cuda:NVIDIA H200") == "NVIDIA H200"
-    assert tables.fmt_device("cpu:2 cores") == "cpu (2 cores)"
-    assert tables.fmt_device("cpu") == "cpu" and tables.fmt_device("cuda") == "GPU"
+    assert fmt_device("cuda:NVIDIA H200") == "NVIDIA H200"
+    assert fmt_device("cpu:2 cores") == "cpu (2 cores)"
+    assert fmt_device("cpu") == "cpu" and fmt_device("cuda") == "GPU"
 
 
 def test_left_out_is_reported_not_averaged(built):
@@ -420,9 +473,9 @@ def test_left_out_is_reported_not_averaged(built):
 
 def test_figures_render(built):
     _, out, _ = built
+    # one cell where every method ran: no Friedman test, so no critical-difference diagram
     names = ["accuracy_vs_imbalance", "many_medium_few", "per_class_cifar10_lt_if100",
-             "per_class_cifar10_lt_if10", "per_class_cifar100_lt_if100", "feature_loss_memory",
-             "critical_difference"]
+             "per_class_cifar10_lt_if10", "per_class_cifar100_lt_if100", "feature_loss_memory"]
     for name in names:
         png, pdf = out / "figures" / f"{name}.png", out / "figures" / f"{name}.pdf"
         with Image.open(png) as image:
@@ -430,9 +483,7 @@ def test_figures_render(built):
         with Image.open(png) as image:
             width, height = image.size
             assert image.format == "PNG"
-        # the critical-difference diagram is a strip: a few rows of names under an axis
-        low = 100 if name == "critical_difference" else 300
-        assert 500 <= width <= 4000 and low <= height <= 4000, (name, width, height)
+        assert 500 <= width <= 4000 and 300 <= height <= 4000, (name, width, height)
         assert pdf.read_bytes().startswith(b"%PDF")
     assert sorted(p.stem for p in (out / "figures").glob("*.png")) == sorted(names)
 
@@ -456,8 +507,8 @@ def test_html_page_is_self_contained(built):
 # --- labelling and grouping -------------------------------------------------------------
 
 def _labelled(results: Path, group_by=()) -> pd.DataFrame:
-    runs = tables.label_runs(load_results(results).runs, group_by)
-    return tables.aggregate(runs)
+    runs = label_runs(load_results(results).runs, group_by)
+    return aggregate(runs)
 
 
 def test_specs_that_share_a_cell_are_told_apart(tmp_path):
@@ -551,7 +602,7 @@ def test_natural_distributions_match_the_published_figure(tmp_path):
         write_run(results, method="ce", dataset="imagenet_lt", imbalance_factor=256,
                   seed=seed, top1=top1 - 5, per_class=False, backbone="resnext50_32x4d", epochs=90)
     agg = _labelled(results)
-    data = tables.paper_comparison(agg, load_published()).data
+    data = paper_comparison(agg, load_published()).data
     # decoupling's ImageNet-LT figures were seen only in its README: leads, never compared
     row = one(data, label="crt")
     assert row["published_top1"] == 49.6 and row["status"] == "unconfirmed lead"
@@ -581,14 +632,25 @@ def test_unknown_names_are_shown_after_known_ones(tmp_path):
     assert not read_csv(out / "tables" / "paper_comparison.csv")["label"].eq("my_loss").any()
 
 
-def test_group_by_a_setting_no_run_has_warns(tmp_path, capsys):
+def test_group_by_a_setting_no_run_has_is_refused(tmp_path, capsys):
     results = tmp_path / "results"
     write_run(results, top1=70.0, params={"lr": 0.1, "temperature": 0.1}, per_class=False)
-    assert report(results, tmp_path / "out", "--group-by", "temprature") == 0
-    printed = capsys.readouterr().out
-    assert ("--group-by temprature: no run has this setting (params keys: lr, temperature)"
-            in printed)
-    assert list(read_csv(tmp_path / "out" / "tables" / "main.csv")["label"]) == ["ce"]
+    error = refused(results, tmp_path / "out", capsys, "--group-by", "temprature")
+    assert ("--group-by temprature: no selected run has this setting; did you mean "
+            "'temperature'?" in error)
+    assert "epochs, batch_size" in error and "params: lr, temperature" in error
+    build(results, tmp_path / "out", "--group-by", "temperature")
+    assert list(read_csv(tmp_path / "out" / "tables" / "main.csv")["label"]) == [
+        "ce (temperature=0.1)"]
+
+
+def test_an_unknown_baseline_is_refused_naming_the_rows(tmp_path, capsys):
+    results = tmp_path / "results"
+    for method in ("ce", "focal"):
+        write_run(results, method=method, top1=70.0, per_class=False)
+    error = refused(results, tmp_path / "out", capsys, "--baseline", "nosuch")
+    assert "--baseline nosuch: no selected finished run is this method or row" in error
+    assert "rows: ce, focal; or --baseline none" in error
 
 
 # --- filters ----------------------------------------------------------------------------
@@ -607,8 +669,8 @@ def grid(tmp_path):
 
 def test_filters_select_rows_and_columns(grid):
     runs = load_results(grid).runs
-    picked = tables.filter_runs(runs, methods=["ce", "focal"], datasets=["cifar100_lt"],
-                                imbalance_factors=["10"])
+    picked = filter_runs(runs, methods=["ce", "focal"], datasets=["cifar100_lt"],
+                         imbalance_factors=["10"])
     assert sorted(zip(picked["method"], picked["dataset"], picked["imbalance_factor"])) == [
         ("ce", "cifar100_lt", 10.0), ("focal", "cifar100_lt", 10.0)]
 
@@ -624,35 +686,50 @@ def test_filters_on_the_command_line(grid, tmp_path):
     assert len(read_csv(out / "tables" / "cost.csv")) == 2
     # Figures follow the filter, and a narrower report leaves no stale files behind.
     assert report(grid, out, "--methods", "ce", "focal", "--if", "10") == 0
-    assert sorted(p.name for p in (out / "figures").glob("*.png")) == [
-        "critical_difference.png", "many_medium_few.png"]
+    assert sorted(p.name for p in (out / "figures").glob("*.png")) == ["many_medium_few.png"]
     main = read_csv(out / "tables" / "main.csv")
     assert set(main["method"]) == {"ce", "focal"} and set(main["imbalance_factor"]) == {10}
+
+
+def test_critical_differences_only_where_friedman_rejects(grid, tmp_path):
+    # 3 methods in the same order over 8 cells: Friedman rejects, Nemenyi groups and diagram
+    out = tmp_path / "out"
+    build(grid, out)
+    ranking = (out / "tables" / "ranking.md").read_text()
+    assert "Nemenyi critical difference" in ranking
+    with Image.open(out / "figures" / "critical_difference.png") as image:
+        assert image.size[0] >= 500 and image.size[1] >= 100  # a strip: names under an axis
+    assert "drawn because Friedman rejects equal ranks" in (out / "report.md").read_text()
+    # one cell: no Friedman test, so neither groups nor a diagram, and the note says why
+    build(grid, out, "--datasets", "cifar10_lt", "--if", "100")
+    ranking = (out / "tables" / "ranking.md").read_text()
+    assert "no Friedman test" in ranking and "not significantly apart" not in ranking
+    assert "Nemenyi critical difference" not in ranking and "no Nemenyi groups" in ranking
+    assert not (out / "figures" / "critical_difference.png").exists()
 
 
 # --- bad input --------------------------------------------------------------------------
 
 def test_no_results_directory(tmp_path, capsys):
-    assert report(tmp_path / "missing", tmp_path / "out") == 2
-    assert "No results directory" in capsys.readouterr().out
-    assert not (tmp_path / "out").exists()
+    assert "does not exist" in refused(tmp_path / "missing", tmp_path / "out", capsys)
+    with pytest.raises(UserError, match="no results directory"):
+        report(tmp_path / "missing", tmp_path / "out")
 
 
 def test_no_finished_runs(tmp_path, capsys):
     results = tmp_path / "results"
     results.mkdir()
-    assert report(results, tmp_path / "out") == 2
-    assert "No finished runs" in capsys.readouterr().out
+    error = refused(results, tmp_path / "out", capsys)
+    assert f"ltbench: error: no finished runs in '{results}'" in error
+    assert "hint: a run counts once its folder holds a result.csv with status done" in error
     write_run(results, status="failed", error="diverged: loss is nan")
-    assert report(results, tmp_path / "out") == 2
-    printed = capsys.readouterr().out
-    assert "No finished runs" in printed and "1 failed" in printed and "loss is nan" in printed
+    error = refused(results, tmp_path / "out", capsys)
+    assert "no finished runs" in error and "1 failed" in error and "loss is nan" in error
 
 
 def test_filters_that_match_nothing(grid, tmp_path, capsys):
-    assert report(grid, tmp_path / "out", "--methods", "crt") == 2
-    printed = capsys.readouterr().out
-    assert "matches the filters" in printed and "Available: methods ce, focal, ldam_drw" in printed
+    error = refused(grid, tmp_path / "out", capsys, "--methods", "crt")
+    assert "matches the filters" in error and "available: methods ce, focal, ldam_drw" in error
 
 
 def test_unusable_files_never_stop_the_report(tmp_path):
@@ -758,7 +835,7 @@ def test_paper_comparison_uses_the_sources_epoch_rule(tmp_path):
     for seed, (last, best) in enumerate([(76.0, 78.0), (77.0, 79.0)]):
         write_run(results, method="ldam_drw", seed=seed, top1=last, top1_best=best, per_class=False)
         write_run(results, seed=seed, top1=last - 6, top1_best=best - 6, per_class=False)
-    data = tables.paper_comparison(_labelled(results), load_published()).data
+    data = paper_comparison(_labelled(results), load_published()).data
     ldam = one(data, label="ldam_drw")  # Cao et al.: best test epoch
     assert ldam["ours_mean"] == pytest.approx(78.5) and ldam["difference"] == pytest.approx(78.5 - 77.03)
     cui = one(data, label="ce", published_top1=70.36)  # not stated: our last epoch
@@ -768,7 +845,7 @@ def test_paper_comparison_uses_the_sources_epoch_rule(tmp_path):
 def test_a_recorded_setting_that_differs_keeps_a_figure_out_of_the_comparison(tmp_path):
     results = tmp_path / "results"
     write_run(results, top1=71.0, per_class=False, params={"lr": 0.1, "weight_decay": 2e-4})
-    data = tables.paper_comparison(_labelled(results), load_published()).data.set_index("published_top1")
+    data = paper_comparison(_labelled(results), load_published()).data.set_index("published_top1")
     assert data.loc[70.36, "status"] == "compared"  # Cui et al. do not state a weight decay
     assert data.loc[72.84, "status"] == "different protocol"  # Menon et al.: 1e-4
     assert "weight_decay 0.0002 vs 0.0001" in data.loc[72.84, "differs"]
@@ -788,6 +865,78 @@ def test_unconfirmed_leads_are_shown_apart_and_never_compared(tmp_path):
     assert "### Unconfirmed leads, not compared" in text and "81.40†" in text
     assert "same protocol" not in text  # no main comparison table without a confirmed figure
     assert "Δ" not in text
+
+
+# --- the long format and the files' modes ---------------------------------------------
+
+def test_long_format_has_one_row_per_run_and_metric(sweep, tmp_path, capsys):
+    results, _ = sweep
+    out = tmp_path / "long"
+    assert report(results, out, "--long") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["runs_long.csv"]  # no tables, no figures
+    assert "runs_long.csv" in capsys.readouterr().out
+    long = read_csv(out / "runs_long.csv")
+    runs = load_results(results).runs
+    assert set(long["run_id"]) == set(runs["run_id"])
+    assert not long.duplicated(["run_id", "metric"]).any()
+    for run in runs.itertuples():
+        mine = long[long["run_id"] == run.run_id].set_index("metric")
+        for metric in ("top1", "top1_best", "many", "medium", "few", "wall_s", "images_per_s",
+                       "peak_mem_mb"):
+            value = getattr(run, metric)
+            if pd.isna(value):  # an empty shot group has no row, not a 0
+                assert metric not in mine.index
+            else:
+                assert mine.loc[metric, "value"] == pytest.approx(value)
+        assert set(mine["method"]) == {run.method} and set(mine["seed"]) == {run.seed}
+    assert one(long, run_id=runs["run_id"].iloc[0], metric="top1")["unit"] == "%"
+    # the wide table back from the long one, as pandas users would
+    wide = long.pivot_table(index="run_id", columns="metric", values="value")
+    assert wide.loc[runs["run_id"], "top1"].to_numpy() == pytest.approx(runs["top1"].to_numpy())
+
+
+def test_report_files_take_the_stores_modes_whatever_the_umask(sweep, tmp_path):
+    from ltbench.file_modes import DIR_MODE, FILE_MODE
+
+    results, _ = sweep
+    out = tmp_path / "out"
+    before = os.umask(0o002)  # a group-writable umask, common on shared machines
+    try:
+        build(results, out)
+        assert report(results, tmp_path / "long", "--long") == 0
+    finally:
+        os.umask(before)
+    paths = [out, *out.rglob("*"), tmp_path / "long", *(tmp_path / "long").iterdir()]
+    modes = {p.relative_to(tmp_path).as_posix(): p.stat().st_mode & 0o777 for p in paths}
+    assert len(modes) > 20
+    wanted = {p: DIR_MODE if (tmp_path / p).is_dir() else FILE_MODE for p in modes}
+    assert modes == wanted  # 755 folders and 644 files: no one but the owner writes
+
+
+# --- imports ----------------------------------------------------------------------------
+
+TORCH_BLOCKED = (
+    "import sys, importlib.abc\n"
+    "class NoTorch(importlib.abc.MetaPathFinder):\n"
+    "    def find_spec(self, name, path, target=None):\n"
+    "        if name.split('.')[0] in ('torch', 'timm'):\n"
+    "            raise ImportError('the report imported ' + name)\n"
+    "sys.meta_path.insert(0, NoTorch())\n")
+
+
+@pytest.mark.parametrize("extra", [[], ["--long"]])
+def test_the_report_itself_never_imports_torch(sweep, tmp_path, extra):
+    """Building every table and figure with torch and timm unimportable."""
+    results, _ = sweep
+    code = TORCH_BLOCKED + (
+        "import argparse; import ltbench.report.cli as cli\n"
+        "parser = argparse.ArgumentParser(); cli.add_arguments(parser)\n"
+        f"args = parser.parse_args(['--results-dir', {str(results)!r}, '--out', "
+        f"{str(tmp_path / 'out')!r}] + {extra!r})\n"
+        "assert cli.run(args) == 0\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 # --- per-class figures ------------------------------------------------------------------

@@ -65,6 +65,68 @@ def test_curves_and_hybrid_components_are_drawn(tmp_path):
     assert ("Feature loss, Classifier loss, \u03b1 (weight of the feature loss)" in page)
 
 
+def test_sparse_evaluation_is_said_on_the_figure_and_in_its_caption(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    for seed in range(2):
+        write_history(write_run(results, seed=seed, top1=70.0 + seed), seed, evaluate_every=3)
+    build(results, out)
+    markdown = (out / "report.md").read_text()
+    assert "Top-1 only where the runs evaluated on the test set, at epochs 3, 6" in markdown
+    assert "so its line joins those points" in markdown
+    texts = [t.get_text() for ax in _saved_axes(out, "curves_cifar10_lt_if100") for t in [ax.title]]
+    assert "evaluated at epochs 3, 6 only" in texts
+    # every epoch evaluated: nothing to warn of
+    for seed in range(2):
+        write_history(write_run(results, method="focal", seed=seed, top1=71.0 + seed), seed,
+                      evaluate_every=1)
+    build(results, out, "--methods", "focal")
+    assert "Top-1 at every epoch." in (out / "report.md").read_text()
+
+
+def _saved_axes(out, name):
+    """The axes of a figure as the report drew it (drawn again: PNGs keep no text)."""
+    from ltbench.report import curves as curves_module
+    from ltbench.report.figures import label_colours
+    from ltbench.report.labels import label_runs
+
+    loaded = load_results(out.parent / "results")
+    runs = label_runs(loaded.runs)
+    figures = []
+    original = curves_module.save_figure
+
+    def keep(fig, *args, **kwargs):
+        figures.append((args[1], fig))
+        return original(fig, *args, **kwargs)
+    curves_module.save_figure = keep
+    try:
+        curves_module.training_curves(runs, loaded.history, label_colours(runs["label"]),
+                                      out / "again")
+    finally:
+        curves_module.save_figure = original
+    return [ax for n, fig in figures if n == name for ax in fig.axes]
+
+
+def test_stage_two_epochs_are_drawn_apart_from_stage_one_runs(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    for seed in range(2):
+        ce = write_run(results, seed=seed, top1=70.0 + seed)
+        write_history(ce, seed)
+        write_history(write_run(results, method="crt", seed=seed, top1=72.0 + seed,
+                                stage1_run_id=ce.name, stage1_reused=True, stage1_wall_s=600.0),
+                      seed)
+    build(results, out)
+    figures = out / "figures"
+    assert (figures / "curves_cifar10_lt_if100.png").is_file()
+    assert (figures / "curves_cifar10_lt_if100_stage2.png").is_file()
+    markdown = (out / "report.md").read_text()
+    assert "Training curves (CIFAR-10-LT, IF 100, stage 2)" in markdown
+    assert "epoch 1 is the first epoch after their stage-1 run" in markdown
+    # each figure holds its own stage's rows only
+    stage1 = _saved_axes(out, "curves_cifar10_lt_if100")
+    stage2 = _saved_axes(out, "curves_cifar10_lt_if100_stage2")
+    assert len(stage1[0].get_lines()) == len(stage2[0].get_lines()) == 1
+
+
 def test_a_line_is_the_mean_over_seeds_and_the_band_their_range(tmp_path):
     results = tmp_path / "results"
     for seed in range(3):

@@ -231,11 +231,25 @@ def test_a_dataset_declaring_terciles_is_trained_and_reported_under_it(tmp_path,
 
 # --- LaTeX ------------------------------------------------------------------------------
 
+def test_latex_prints_comparison_signs_in_any_font_encoding():
+    from ltbench.report.render import tex
+
+    # in OT1, the default encoding, a bare ">" prints as an inverted question mark
+    assert tex("> 100") == r"\textgreater{} 100" and tex("< 0.001") == r"\textless{} 0.001"
+    assert tex("a | b") == r"a \textbar{} b"
+
+
 @pytest.mark.skipif(shutil.which("pdflatex") is None,
                     reason="pdflatex not installed (apt-get install texlive-latex-base "
                            "texlive-latex-recommended)")
-def test_every_latex_table_compiles(tmp_path):
-    """Each tables/*.tex, \\input into a document with the packages its header names."""
+@pytest.mark.parametrize("width, document_class, extra", [
+    (None, "{article}", ""),  # the default, --latex-width column
+    ("page", "[twocolumn]{article}", ""),
+    ("landscape", "{article}", "\\usepackage{rotating}\n"),
+])
+def test_every_latex_table_compiles(tmp_path, width, document_class, extra):
+    """Each tables/*.tex, \\input into an article with the packages its header names: no
+    error, no missing character, and no box wider than the article's column or page."""
     from test_report import write_bench
     from test_report_history import fake_predictions, write_predictions
 
@@ -249,18 +263,19 @@ def test_every_latex_table_compiles(tmp_path):
     write_run(results, method="cb_focal", seed=0, top1=74.5, preset="quick")
     write_run(results, seed=9, status="failed", error="CUDA out of memory: 50% & $5 #1 ~ ^_^")
     write_bench(results / "bench" / "feature_loss_memory.csv")
-    build(results, out)
+    build(results, out, *(["--latex-width", width] if width else []))
     tex_files = sorted((out / "tables").glob("*.tex"))
     assert {"main", "calibration", "provenance", "many_medium_few", "baseline"} <= {
         p.stem for p in tex_files}
     packages = set()
     for path in tex_files:
         packages |= set(re.findall(r"\\usepackage\{(\w+)\}", path.read_text()))
-    assert packages <= {"booktabs"}, packages
+    assert packages <= {"booktabs", "graphicx"} | ({"rotating"} if extra else set()), packages
     document = tmp_path / "all_tables.tex"
-    document.write_text("\\documentclass{article}\n\\usepackage[T1]{fontenc}\n"
+    # no T1 font encoding: "> 100" must print right in the default OT1 too
+    document.write_text("\\documentclass" + document_class + "\n"
                         "\\usepackage[utf8]{inputenc}\n\\usepackage{booktabs}\n"
-                        "\\usepackage[margin=1cm,landscape]{geometry}\n\\begin{document}\n"
+                        "\\usepackage{graphicx}\n" + extra + "\\begin{document}\n"
                         + "".join(f"\\input{{{p.as_posix()}}}\n\\clearpage\n" for p in tex_files)
                         + "\\end{document}\n")
     done = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error",
@@ -270,4 +285,7 @@ def test_every_latex_table_compiles(tmp_path):
     assert done.returncode == 0, log
     assert (tmp_path / "all_tables.pdf").stat().st_size > 1000
     assert "Undefined control sequence" not in done.stdout
-    assert "Missing character" not in (tmp_path / "all_tables.log").read_text()
+    log = (tmp_path / "all_tables.log").read_text()
+    assert "Missing character" not in log
+    overfull = [line for line in log.splitlines() if line.startswith("Overfull \\hbox")]
+    assert not overfull, overfull

@@ -50,7 +50,7 @@ def test_report_keeps_the_rows_of_one_tag(tagged, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "1 finished run" in out and "tag second sweep" in out
     assert main(["report", "--results-dir", str(results), "--out", str(tmp_path / "none"), "--tag", "third"]) == 2
-    assert "Tags present: first-sweep, second sweep" in capsys.readouterr().out
+    assert "tags present: first-sweep, second sweep" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value, message", [

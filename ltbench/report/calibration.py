@@ -11,10 +11,11 @@ import pandas as pd
 import seaborn as sns
 
 from .load import LeftOut
-from .plots import _grid, _legend, _save
+from .figures import legend, panel_grid, save_figure
 from .render import FigureFile
-from .tables import (PM, Section, Table, cell_order, dataset_name, fmt_factor, fmt_mean_std,
-                     grid, in_cell, plural, shown_label, table_cells)
+from .aggregate import cell_order, grid, in_cell, table_cells
+from .formats import PM, dataset_name, fmt_factor, fmt_mean_std, plural, shown_label
+from .model import Section, Table
 
 ECE_BINS = 15  # Guo et al. 2017's choice, which most calibration tables since follow
 CONFUSION_MAX_CLASSES = 10  # beyond this a confusion matrix is too dense to read
@@ -189,7 +190,7 @@ def reliability_diagram(calibration: Calibration, colours: dict, out_dir: Path) 
     bins = calibration.bins.merge(per_run[["run_id", "label", "dataset", "imbalance_factor"]],
                                   on="run_id")
     cells = table_cells(per_run)
-    fig, axes = _grid(len(cells), 4.2, 4.0)
+    fig, axes = panel_grid(len(cells), 4.2, 4.0)
     shown = set()
     for ax, (dataset, factor) in zip(axes, cells):
         here = in_cell(bins, dataset, factor)
@@ -211,8 +212,8 @@ def reliability_diagram(calibration: Calibration, colours: dict, out_dir: Path) 
         ax.set_xlabel("Mean confidence in the bin (%)")
         ax.set_ylabel("Accuracy in the bin (%)")
         ax.set_title(f"{dataset_name(dataset)}, IF {fmt_factor(factor)}")
-    _legend(fig, colours, shown, marker="o")
-    return _save(fig, out_dir, "reliability", "Reliability diagram",
+    legend(fig, colours, shown, marker="o")
+    return save_figure(fig, out_dir, "reliability", "Reliability diagram",
                  f"Reliability diagram: test images in {ECE_BINS} equal-width bins of top-class "
                  "confidence, seeds pooled; a point per non-empty bin at its mean confidence and "
                  "accuracy. On the dashed diagonal a method is calibrated; below it, "
@@ -231,7 +232,7 @@ def confusion_matrices(calibration: Calibration, per_class: dict, colours: dict,
         labels = [label for label in colours if label in set(cell["label"])]
         n = max(calibration.confusion[r].shape[0] for r in cell["run_id"])
         names = _class_names(cell["run_id"], per_class, n)
-        fig, axes = _grid(len(labels), 3.2 + 0.22 * n, 3.0 + 0.2 * n)
+        fig, axes = panel_grid(len(labels), 3.2 + 0.22 * n, 3.0 + 0.2 * n)
         seeds = []
         for ax, label in zip(axes, labels):
             ids = cell.loc[cell["label"] == label, "run_id"]
@@ -254,7 +255,7 @@ def confusion_matrices(calibration: Calibration, per_class: dict, colours: dict,
                  + ("" if plain else f", {profile} profile"))
         name = f"confusion_{dataset}_if{fmt_factor(factor)}" + ("" if plain else f"_{profile}")
         named = any(not str(c).isdigit() for c in names)
-        figures.append(_save(fig, out_dir, name, f"Confusion matrices: {title}",
+        figures.append(save_figure(fig, out_dir, name, f"Confusion matrices: {title}",
                              f"Confusion matrices on the test set ({title}): row = true class, "
                              "column = predicted class, each row normalised to 100 % (the "
                              "diagonal is the per-class accuracy), mean over the seeds that "

@@ -36,10 +36,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="settings that split a method into separate rows, e.g. "
                              "--group-by temperature gives 'psc_hybrid (temperature=0.1)'; "
                              "any params key, or epochs, batch_size, backbone, profile, preset")
+    parser.add_argument("--latex-width", choices=["column", "page", "landscape"], default="column",
+                        help="how wide tables may be in the .tex files: column (default; a wide table is "
+                             "scaled down to one article column), page (table* across both columns of a "
+                             "two-column paper, scaled to fit it) or landscape (a sideways page, needs "
+                             "the rotating package)")
+    parser.add_argument("--long", action="store_true",
+                        help="write only <out>/runs_long.csv: one row per finished run and metric "
+                             "(top-1, many/medium/few, cost, ECE where predictions were saved), for "
+                             "pandas; no tables or figures")
 
 
 def run(args) -> int:
-    """Build the report; 0 on success, 2 when no finished run matches."""
+    """Build the report (or, with --long, only the long-format CSV); 0 on success. Bad
+    filters and a results dir with nothing to report raise UserError (exit 2)."""
     from datetime import datetime
     from pathlib import Path
 
@@ -47,84 +57,66 @@ def run(args) -> int:
     from rich.markup import escape
 
     from .. import __version__
-    from . import calibration as calibration_, curves, plots, render, significance, tables
-    from .load import load_results
+    from . import (calibration as calibration_, comparison, cost, curves, plots, ranks, render,
+                   significance, tables)
+    from .aggregate import aggregate
+    from .formats import plural
+    from .labels import label_runs
+    from .left_out import left_out_section, left_out_summary
     from .provenance import Provenance
     from .reference import load_published
-    from .shots import regroup
+    from .selection import select, split
 
     # Soft wrap: messages carry paths that must stay whole to be copied.
     console = Console(highlight=False, soft_wrap=True)
     if not console.is_terminal:
         console.width = max(console.width, 200)  # a log has no edge to fit the table to
-    results_dir = Path(args.results_dir)
     out = Path(args.out)
-    methods, datasets = _split(args.methods), _split(args.datasets)
-    group_by = _split(args.group_by)
-    try:
-        factors = [float(f) for f in _split(args.imbalance_factors)]
-    except ValueError as error:
-        console.print(f"[red]--if takes numbers, e.g. --if 100,10: {escape(str(error))}[/]")
-        return 2
-    if not results_dir.is_dir():
-        console.print(f"[red]No results directory '{escape(str(results_dir))}'.[/] Run "
-                      "`ltbench run` first, or point --results-dir at the folder that holds "
-                      "the run folders.")
-        return 2
-
-    results = load_results(results_dir)
-    if args.tag is not None:
-        from ltbench.tag import check_tag
-        tag = check_tag(args.tag)
-        present = sorted(t for t in results.runs["tag"].unique() if t)
-        if tag not in present:
-            console.print(f"No finished run in '{results_dir}' has the tag {tag!r}. Tags present: "
-                          f"{', '.join(present) or 'none'}.", style="red", markup=False)
-            return 2
-        results.runs = results.runs[results.runs["tag"] == tag]
-    runs = tables.filter_runs(regroup(results.runs, results.per_class, args.shot_rule), methods, datasets, factors)
-    left_out = tables.filter_left_out(results.left_out, methods, datasets, factors)
-    filters = _describe_filters(methods, datasets, factors, group_by, args.tag)
-    if not len(runs):
-        _explain_nothing(console, results.runs, results_dir, filters, left_out)
-        return 2
-    for warning in _unmatched(runs, methods, datasets, factors, group_by):
-        console.print(warning, style="yellow", markup=False)
-
-    labelled = tables.label_runs(runs, group_by)
-    agg = tables.aggregate(labelled)
+    chosen = select(args)
+    results, filters = chosen.results, chosen.filters
+    labelled = label_runs(chosen.runs, split(args.group_by))
     baseline, warning = significance.resolve_baseline(labelled, args.baseline)
-    if warning:
-        console.print(warning, style="yellow", markup=False)
-    assessment = significance.assess(labelled, baseline)
-    rankings = significance.ranking_section(agg)
-    provenance = Provenance(labelled)
+    for line in chosen.warnings + ([warning] if warning else []):
+        console.print(line, style="yellow", markup=False)
     calibration = calibration_.collect(labelled, results.predictions)
-    left_out = left_out + calibration.left_out
+    if args.long:
+        from .long_format import write_long
+
+        path = write_long(out, labelled, calibration)
+        console.print(f"{plural(len(labelled), 'finished run')}{filters}: one row per run "
+                      f"and metric in [bold]{escape(str(path))}[/].")
+        return 0
+
+    agg = aggregate(labelled)
+    assessment = significance.assess(labelled, baseline)
+    rankings = ranks.ranking_section(agg)
+    provenance = Provenance(labelled)
+    left_out = chosen.left_out + calibration.left_out
     sections = [tables.main_table(agg, assessment),
                 significance.interval_section(agg, assessment),
                 significance.baseline_section(assessment), rankings.section,
                 tables.many_medium_few_tables(agg, assessment),
                 calibration_.ece_section(calibration, list(dict.fromkeys(agg["label"]))),
-                tables.paper_comparison(agg, load_published()), tables.cost_table(labelled),
-                provenance.section(), tables.left_out_section(left_out)]
+                comparison.paper_comparison(agg, load_published()), cost.cost_table(labelled, results.runs),
+                provenance.section(), left_out_section(left_out)]
     sections = [s for s in sections if s is not None]
     render.clear_generated(out)
-    figures = plots.draw_all(agg, labelled, results.per_class, _bench_for(results, methods),
-                             out / "figures", ranking=rankings.by_metric["top1"],
-                             history=results.history, calibration=calibration)
-    summary = tables.left_out_summary(left_out)
-    meta = render.Meta(results_dir=str(results_dir), runs=len(labelled), specs=len(agg),
+    figures = plots.draw_all(agg, labelled, results.per_class,
+                             _bench_for(results, split(args.methods)), out / "figures",
+                             ranking=rankings.by_metric["top1"], history=results.history,
+                             calibration=calibration)
+    summary = left_out_summary(left_out)
+    meta = render.Meta(results_dir=str(args.results_dir), runs=len(labelled), specs=len(agg),
                        filters=filters, generated=datetime.now().strftime("%Y-%m-%d %H:%M"),
                        version=__version__, left_out=summary)
-    page = render.write_report(out, sections, figures, meta, provenance)
+    page = render.write_report(out, sections, figures, meta, provenance, args.latex_width)
 
     # the headline tables: top-1, its comparison with the baseline, the ranks
     for section in sections:
         if section.name in ("main", "baseline", "ranking") and section.tables:
             _print_table(console, section.tables[0])
-    console.print(f"{tables.plural(len(labelled), 'finished run')}, "
-                  f"{tables.plural(len(agg), 'spec')}{filters}.", markup=False)
+    console.print(f"{plural(len(labelled), 'finished run')}, "
+                  f"{plural(len(agg), 'spec')}{filters}.", markup=False)
     if any(e.kind != "unused file" for e in left_out):
         console.print(f"[yellow]{escape(summary)}[/] See 'Left out' in the report.")
     no_curves = curves.no_history_line(labelled, results.history)
@@ -143,39 +135,6 @@ def run(args) -> int:
 MIXES_PRINTED = 10  # the report lists every cell that mixes runs; the terminal the first few
 
 
-def _split(values) -> list[str]:
-    """`--methods ce focal`, `--methods ce,focal` and repeated flags all mean the same."""
-    return [part.strip() for value in values or [] for part in str(value).split(",")
-            if part.strip()]
-
-
-def _describe_filters(methods, datasets, factors, group_by, tag=None) -> str:
-    parts = [f"tag {tag.strip()}" if tag else "",
-             f"methods {', '.join(methods)}" if methods else "",
-             f"datasets {', '.join(datasets)}" if datasets else "",
-             f"IF {', '.join(f'{f:g}' for f in factors)}" if factors else "",
-             f"grouped by {', '.join(group_by)}" if group_by else ""]
-    parts = [p for p in parts if p]
-    return f" ({'; '.join(parts)})" if parts else ""
-
-
-def _unmatched(runs, methods, datasets, factors, group_by) -> list[str]:
-    """A typo in one filter value should be said out loud, not silently drop a row."""
-    from .tables import SETTING_COLUMNS
-
-    warnings = [f"{flag}: no finished run has {column} {value!r}."
-                for flag, wanted, column in [("--methods", methods, "method"),
-                                             ("--datasets", datasets, "dataset"),
-                                             ("--if", factors, "imbalance_factor")]
-                for value in wanted if value not in set(runs[column])]
-    params = set().union(*runs["params_dict"].map(set))
-    for key in group_by:
-        if key not in params and key not in SETTING_COLUMNS:
-            known = ", ".join(sorted(params)) or "none"
-            warnings.append(f"--group-by {key}: no run has this setting (params keys: {known}).")
-    return warnings
-
-
 def _bench_for(results, methods):
     """The feature-loss memory curve belongs with the contrastive methods; leave it out when they are."""
     from .names import has_feature_branch
@@ -183,30 +142,6 @@ def _bench_for(results, methods):
     if methods and not any(has_feature_branch(m) for m in methods):
         return None
     return results.bench
-
-
-def _explain_nothing(console, all_runs, results_dir, filters, left_out) -> None:
-    from .names import method_rank
-    from .tables import left_out_summary, table_cells
-
-    if len(all_runs):
-        methods = sorted(all_runs["method"].unique(), key=method_rank)
-        datasets = [d for d, _ in table_cells(all_runs.drop_duplicates("dataset"))]
-        factors = sorted(all_runs["imbalance_factor"].dropna().unique())
-        console.print(f"No finished run in '{results_dir}' matches the filters{filters}.",
-                      style="red", markup=False)
-        console.print(f"Available: methods {', '.join(methods)}; datasets "
-                      f"{', '.join(datasets)}; IF {', '.join(f'{f:g}' for f in factors)}.",
-                      markup=False)
-    else:
-        console.print(f"No finished runs in '{results_dir}'.", style="red", markup=False)
-        console.print("A run counts once its folder holds a result.csv with status done.")
-    if left_out:
-        console.print(left_out_summary(left_out))
-        for entry in left_out[:10]:
-            console.print(f"  {entry.path}: {entry.kind}: {entry.reason}", markup=False)
-        if len(left_out) > 10:
-            console.print(f"  ... and {len(left_out) - 10} more")
 
 
 def _print_table(console, table) -> None:
@@ -223,6 +158,7 @@ def _print_table(console, table) -> None:
     for i, row in enumerate(table.rows):
         rich_table.add_row(*[Text(t, style=" ".join(
             s for s, on in (("bold green", (i, j) in table.bold),
+                            ("underline", (i, j) in table.underline),
                             ("italic", (i, j) in table.italic)) if on))
             for j, t in enumerate(row)])
     console.print(rich_table)

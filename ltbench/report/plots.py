@@ -1,35 +1,27 @@
-"""Figures, each saved as PNG (for the page) and PDF (for the paper).
+"""The report's figures: accuracy against imbalance, many / medium / few bars, per-class
+accuracy, the feature-loss memory curve and the critical-difference diagram; `draw_all`
+also draws the training curves (curves) and the calibration figures (calibration)."""
 
-Figures are built on `matplotlib.figure.Figure` rather than pyplot, so no GUI backend is
-ever touched and nothing is left open; legends sit outside the axes so they hide no data.
-"""
-
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from .render import FigureFile
-from .tables import (cell_order, dataset_name, fmt_device, fmt_factor, in_cell, shown_label,
-                     table_cells)
+from ltbench.file_modes import make_dirs
 
-DPI = 150
+from . import calibration as calibration_figures, curves
+from .aggregate import cell_order, in_cell, table_cells
+from .figures import label_colours, legend, panel_grid, save_figure
+from .formats import dataset_name, fmt_device, fmt_factor, shown_label
+from .model import FigureFile
+
 COUNT_GREY = "0.88"
 CATEGORICAL_MAX = 30  # up to this many classes, each is a named category on the x axis
 _STYLE = {"axes.spines.top": False, "axes.spines.right": False}
-
-
-def label_colours(labels) -> dict[str, tuple]:
-    """One colour per table row, the same in every figure."""
-    labels = list(dict.fromkeys(labels))
-    name = "tab10" if len(labels) <= 10 else "tab20" if len(labels) <= 20 else "husl"
-    return dict(zip(labels, sns.color_palette(name, len(labels))))
 
 
 def draw_all(agg, runs, per_class, bench, out_dir: Path, ranking=None, history=None,
@@ -37,9 +29,7 @@ def draw_all(agg, runs, per_class, bench, out_dir: Path, ranking=None, history=N
     """`ranking`: the top-1 `stats.Ranking` for the critical-difference diagram (None: none);
     `history`: history.csv by run id, for the training curves; `calibration`: a
     `calibration.Calibration`, for the reliability diagram and confusion matrices."""
-    from . import calibration as calibration_figures, curves
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(out_dir)
     colours = label_colours(agg["label"])
     history = history or {}
     with sns.axes_style("whitegrid", _STYLE), sns.plotting_context("notebook", font_scale=0.9):
@@ -58,49 +48,17 @@ def draw_all(agg, runs, per_class, bench, out_dir: Path, ranking=None, history=N
 
 
 def critical_difference(ranking, out_dir) -> FigureFile | None:
-    """Demšar's diagram of the top-1 average ranks, methods by their display names."""
+    """Demšar's diagram of the top-1 average ranks, methods by their display names; only
+    where Friedman ran and rejects equal ranks, as the Nemenyi test that draws it assumes."""
     from .cd_diagram import cd_figure
-    from .significance import cd_caption
+    from .ranks import cd_caption
 
-    if ranking is None or ranking.n_cells < 1 or len(ranking.average_ranks) < 2:
+    if ranking is None or not ranking.rejects:
         return None
     ranks = ranking.average_ranks.rename(index=shown_label)
     fig = cd_figure(ranks, ranking.cd)
-    return _save(fig, out_dir, "critical_difference", "Critical-difference diagram (top-1)",
+    return save_figure(fig, out_dir, "critical_difference", "Critical-difference diagram (top-1)",
                  cd_caption(ranking), "ranking")
-
-
-def _save(fig: Figure, out_dir: Path, name: str, title: str, caption: str,
-          section: str) -> FigureFile:
-    png, pdf = out_dir / f"{name}.png", out_dir / f"{name}.pdf"
-    # Constrained layout already makes room for the outside legend; "tight" would redo it.
-    fig.savefig(png, dpi=DPI)
-    fig.savefig(pdf)
-    return FigureFile(name, title, caption, section, png, pdf)
-
-
-def _grid(n: int, width: float, height: float, ncols_max: int = 3):
-    ncols = min(ncols_max, n)
-    nrows = math.ceil(n / ncols)
-    fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False).ravel())
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
-
-
-def _legend(fig: Figure, colours: dict, shown, title="Method", extra=(), marker=None,
-            line=True):
-    """Patches for bars; lines (with `marker`, "" for none) when `marker` is given, markers
-    alone when `line` is False."""
-    def handle(label):
-        if marker is not None:
-            return Line2D([], [], color=colours[label], marker=marker or None, markersize=4,
-                          linestyle="-" if line else "none", label=shown_label(label))
-        return Patch(color=colours[label], label=shown_label(label))
-    handles = [handle(label) for label in colours if label in shown]
-    fig.legend(handles=[*handles, *extra], loc="outside right upper", title=title,
-               frameon=False)
 
 
 def accuracy_vs_imbalance(agg, colours, out_dir) -> FigureFile | None:
@@ -109,7 +67,7 @@ def accuracy_vs_imbalance(agg, colours, out_dir) -> FigureFile | None:
                 if agg.loc[agg["dataset"] == d, "imbalance_factor"].nunique() > 1]
     if not datasets:
         return None
-    fig, axes = _grid(len(datasets), 4.4, 3.4)
+    fig, axes = panel_grid(len(datasets), 4.4, 3.4)
     shown = set()
     for ax, dataset in zip(axes, datasets):
         rows = agg[agg["dataset"] == dataset].sort_values("imbalance_factor")
@@ -125,8 +83,8 @@ def accuracy_vs_imbalance(agg, colours, out_dir) -> FigureFile | None:
         ax.set_title(dataset_name(dataset))
         ax.set_xlabel("Imbalance factor (log scale)")
         ax.set_ylabel("Top-1 accuracy (%)")
-    _legend(fig, colours, shown, marker="o")
-    return _save(fig, out_dir, "accuracy_vs_imbalance", "Top-1 accuracy against imbalance factor",
+    legend(fig, colours, shown, marker="o")
+    return save_figure(fig, out_dir, "accuracy_vs_imbalance", "Top-1 accuracy against imbalance factor",
                  "Top-1 accuracy (%) at the last epoch against the imbalance factor "
                  "(n_max / n_min, log scale); error bars: sample std over seeds.", "main")
 
@@ -136,7 +94,7 @@ def many_medium_few_bars(agg, colours, out_dir) -> FigureFile | None:
     if not cells:
         return None
     groups = ["many", "medium", "few", "top1"]
-    fig, axes = _grid(len(cells), 4.8, 3.4)
+    fig, axes = panel_grid(len(cells), 4.8, 3.4)
     shown = set()
     for ax, (dataset, factor) in zip(axes, cells):
         cell = in_cell(agg, dataset, factor)
@@ -165,8 +123,8 @@ def many_medium_few_bars(agg, colours, out_dir) -> FigureFile | None:
         ax.set_ylabel("Accuracy (%)")
         ax.set_xlabel("Class group (number of classes)")
         ax.set_title(f"{dataset_name(dataset)}, IF {fmt_factor(factor)}")
-    _legend(fig, colours, shown)
-    return _save(fig, out_dir, "many_medium_few", "Many / medium / few accuracy",
+    legend(fig, colours, shown)
+    return save_figure(fig, out_dir, "many_medium_few", "Many / medium / few accuracy",
                  "Accuracy (%) on many-, medium- and few-shot classes and on all classes, "
                  "mean over seeds; error bars: sample std.", "many_medium_few")
 
@@ -242,7 +200,7 @@ def per_class_accuracy(agg, runs, per_class, colours, out_dir) -> list[FigureFil
         suffix = "" if profile in ("exp", "") else f", {profile} profile"
         title = f"{dataset_name(dataset)}, IF {fmt_factor(factor)}{suffix}"
         ax.set_title(title, pad=16)
-        _legend(fig, colours, set(by_label), marker="o" if categorical else "",
+        legend(fig, colours, set(by_label), marker="o" if categorical else "",
                 line=not categorical, extra=[Patch(color=COUNT_GREY, label="Training images\n(right axis)")])
         name = f"per_class_{dataset}_if{fmt_factor(factor)}" + (
             "" if profile in ("exp", "") else f"_{profile}")
@@ -254,7 +212,7 @@ def per_class_accuracy(agg, runs, per_class, colours, out_dir) -> list[FigureFil
             how = ("line: mean over seeds" + (f", a moving average over {smooth} classes"
                                               if smooth > 1 else "")
                    + "; band: range over seeds, along classes ranked by training images")
-        figures.append(_save(fig, out_dir, name, f"Per-class accuracy: {title}",
+        figures.append(save_figure(fig, out_dir, name, f"Per-class accuracy: {title}",
                              f"Per-class test accuracy (%) ({title}), classes sorted by "
                              f"training images; {how}; grey: training images per class "
                              "(log scale, right axis).", "per_class"))
@@ -302,7 +260,7 @@ def memory_curve(bench: pd.DataFrame, out_dir) -> FigureFile | None:
     panels = [("peak_mem_mb", "Peak memory (MB)")]
     if data["step_ms"].notna().any():
         panels.append(("step_ms", "Time per step (ms)"))
-    fig, axes = _grid(len(panels), 4.6, 3.4)
+    fig, axes = panel_grid(len(panels), 4.6, 3.4)
     several_devices = data["device"].nunique() > 1
     hue_order = sorted(data["loss"].unique(), key=lambda name: (name != "SC", name))
     for ax, (column, ylabel) in zip(axes, panels):
@@ -320,7 +278,7 @@ def memory_curve(bench: pd.DataFrame, out_dir) -> FigureFile | None:
     fig.legend(handles, labels, loc="outside right upper", frameon=False,
                title=None if several_devices else "Feature loss")
     devices = ", ".join(sorted(fmt_device(str(d)) for d in data["device"].unique()))
-    return _save(fig, out_dir, "feature_loss_memory", "Feature-loss memory: SC vs PSC",
+    return save_figure(fig, out_dir, "feature_loss_memory", "Feature-loss memory: SC vs PSC",
                  "Peak device memory and time per step of the supervised-contrastive (SC) "
                  "and prototype (PSC) feature losses against batch size; SC compares every "
                  f"pair in the batch, PSC each sample with one prototype per class ({devices}).",

@@ -9,7 +9,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from .tables import Section, Table, plural
+from ltbench.file_modes import atomic_write_bytes, make_dirs
+
+from .formats import plural
+from .model import FigureFile, Section, Table
 
 # Figure-only sections, placed among the table sections in reading order.
 SECTION_ORDER = ["main", "intervals", "baseline", "ranking", "many_medium_few", "per_class",
@@ -19,16 +22,6 @@ SECTION_TITLES = {"per_class": "Per-class accuracy", "memory": "Feature-loss mem
                   "curves": "Training curves"}
 PROVENANCE_SUFFIX = ".provenance.csv"  # tables/<section><suffix>: the runs behind each cell
 FIGURE_SCALE = 0.75  # CSS pixels per PNG pixel (figures are saved at 150 dpi)
-
-
-@dataclass
-class FigureFile:
-    name: str
-    title: str
-    caption: str
-    section: str  # the Section it is shown beside
-    png: Path
-    pdf: Path
 
 
 @dataclass
@@ -77,6 +70,8 @@ def markdown_table(table: Table) -> str:
     def cell(text, i, j):
         text = md_cell(text)
         text = f"*{text}*" if text and (i, j) in table.italic else text
+        # Markdown has no underline of its own; <u> is the inline HTML renderers keep
+        text = f"<u>{text}</u>" if text and (i, j) in table.underline else text
         return f"**{text}**" if text and (i, j) in table.bold else text
 
     lines = [f"### {md_text(table.title)}", ""] if table.title else []
@@ -106,9 +101,11 @@ def markdown_section(section: Section, figures: list[FigureFile], figure_dir: st
 
 # --- LaTeX ------------------------------------------------------------------------------
 
+# < > | are ligature slots in OT1, the default font encoding: "> 100" would print "¿ 100"
 _TEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#",
                 "_": r"\_", "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}",
-                "^": r"\textasciicircum{}"}
+                "^": r"\textasciicircum{}", "<": r"\textless{}", ">": r"\textgreater{}",
+                "|": r"\textbar{}"}
 _TEX_UNICODE = {"\u00b1": r"$\pm$", "\u2212": r"$-$", "\u2020": r"$^\dagger$",
                 "\u2021": r"$^\ddagger$", "\u0394": r"$\Delta$", "\u2014": "---",
                 "\u2013": "--", "\u00d7": r"$\times$", "\u2192": r"$\rightarrow$",
@@ -134,17 +131,33 @@ def _tex_cell(text: str) -> str:
     return tex(value) + (r" {\scriptsize " + seeds + "}" if seeds else "")
 
 
-def _tex_emphasis(cell: str, bold: bool, italic: bool) -> str:
+def _tex_emphasis(cell: str, bold: bool, underline: bool, italic: bool) -> str:
     cell = r"\textit{" + cell + "}" if italic else cell
+    cell = r"\underline{" + cell + "}" if underline else cell
     return r"\textbf{" + cell + "}" if bold else cell
 
 
-def latex_table(table: Table, label: str) -> str:
-    lines = ["% needs \\usepackage{booktabs}", r"\begin{table}[htbp]", r"\centering", r"\small"]
+# --latex-width: the float, the width a table is scaled down to when wider, and the package
+# each needs beyond booktabs and graphicx
+LATEX_WIDTHS = {"column": ("table", r"\columnwidth", None),
+                "page": ("table*", r"\textwidth", None),
+                "landscape": ("sidewaystable", r"\linewidth", "rotating")}
+
+
+def latex_table(table: Table, label: str, width: str = "column") -> str:
+    """A booktabs table in a float of `width` (LATEX_WIDTHS): a caption of the title alone,
+    the tabular scaled down where it is wider than the float (never up), the explanations
+    as a note below it."""
+    environment, line_width, package = LATEX_WIDTHS[width]
+    needs = r"\usepackage{booktabs}, \usepackage{graphicx}" + (
+        r", \usepackage{" + package + "}" if package else "")
+    lines = ["% needs " + needs, r"\begin{" + environment + "}[htbp]", r"\centering", r"\small"]
     if table.title:
         lines.append(r"\caption{" + tex(table.title) + "}")
-    lines += [r"\label{tab:" + label + "}", r"\begin{tabular}{" + "".join(aligns(table)) + "}",
-              r"\toprule"]
+    lines += [r"\label{tab:" + label + "}",
+              # \width is the tabular's natural width: shrink to the line only when wider
+              r"\resizebox{\ifdim\width>" + line_width + line_width + r"\else\width\fi}{!}{%",
+              r"\begin{tabular}{" + "".join(aligns(table)) + "}", r"\toprule"]
     if table.groups:
         spans, rules, start = [], [], 1
         for name, span in table.groups:
@@ -157,13 +170,15 @@ def latex_table(table: Table, label: str) -> str:
     lines += [" & ".join(tex(h) for h in table.header) + r" \\", r"\midrule"]
     for i, row in enumerate(table.rows):
         cells = [_tex_emphasis(_tex_cell(t), t and (i, j) in table.bold,
-                               t and (i, j) in table.italic) for j, t in enumerate(row)]
+                               t and (i, j) in table.underline, t and (i, j) in table.italic)
+                 for j, t in enumerate(row)]
         lines.append(" & ".join(cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}"]
+    lines += [r"\bottomrule", r"\end{tabular}}"]
     if table.notes:
-        lines.append(r"\par\smallskip{\footnotesize " +
+        # sloppy: a note names run ids and files, words too long to justify a narrow column
+        lines.append(r"\par\smallskip{\footnotesize\sloppy " +
                      r"\\ ".join(tex(note) for note in table.notes) + r"\par}")
-    lines.append(r"\end{table}")
+    lines.append(r"\end{" + environment + "}")
     return "\n".join(lines) + "\n"
 
 
@@ -217,6 +232,7 @@ def html_table(table: Table, provenance=None) -> str:
         value, seeds = _seed_count(text)
         body = html.escape(value) + (f' <span class="n">{seeds}</span>' if seeds else "")
         body = f"<em>{body}</em>" if text and (i, j) in table.italic else body
+        body = f"<u>{body}</u>" if text and (i, j) in table.underline else body
         body = f"<strong>{body}</strong>" if text and (i, j) in table.bold else body
         mixed, title = attributes(i, j)
         classes = (["l" if align[j] == "l" else ""] + (["wrap-text"] if len(text) > 60 else [])
@@ -288,29 +304,29 @@ def html_page(sections: list[tuple[str, str, Section | None, list[FigureFile]]],
 # --- the report directory ---------------------------------------------------------------
 
 def write_report(out: Path, sections: list[Section], figures: list[FigureFile],
-                 meta: Meta, provenance=None) -> Path:
+                 meta: Meta, provenance=None, latex_width: str = "column") -> Path:
     """Write tables/*.{md,tex,csv}, report.md and index.html under `out`; return the page.
     With `provenance` (a provenance.Provenance), each table whose cells name their runs
-    gets tables/<name>.provenance.csv, and the HTML a tooltip per cell."""
+    gets tables/<name>.provenance.csv, and the HTML a tooltip per cell. `latex_width`: a
+    key of LATEX_WIDTHS, for the .tex tables."""
     tables_dir = out / "tables"
-    tables_dir.mkdir(parents=True, exist_ok=True)
+    make_dirs(tables_dir)
     for section in sections:
+        _write(tables_dir / f"{section.name}.csv", section.data.to_csv(index=False))
         if section.name == "left_out":
-            section.data.to_csv(tables_dir / "left_out.csv", index=False)
             continue
-        section.data.to_csv(tables_dir / f"{section.name}.csv", index=False)
         companion = provenance.companion(section) if provenance is not None else None
         if companion is not None:
-            companion.to_csv(tables_dir / f"{section.name}{PROVENANCE_SUFFIX}", index=False)
+            _write(tables_dir / f"{section.name}{PROVENANCE_SUFFIX}", companion.to_csv(index=False))
         _write(tables_dir / f"{section.name}.md",
                "\n".join(markdown_table(t) for t in section.tables) or section.intro + "\n")
         _write(tables_dir / f"{section.name}.tex", "\n".join(
-            latex_table(t, f"ltbench-{section.name}" + (f"-{k}" if k else ""))
+            latex_table(t, f"ltbench-{section.name}" + (f"-{k}" if k else ""), latex_width)
             for k, t in enumerate(section.tables)) or "% " + section.intro + "\n")
 
     ordered = _ordered(sections, figures)
     figure_dir = figures[0].png.parent.relative_to(out).as_posix() if figures else "figures"
-    markdown = [f"# ltbench report\n", f"{_counts(meta)} from "
+    markdown = ["# ltbench report\n", f"{_counts(meta)} from "
                 f"`{meta.results_dir}`{meta.filters}. {meta.left_out}\n",
                 f"Generated {meta.generated} by ltbench {meta.version}.\n"]
     for name, title, section, figs in ordered:
@@ -341,7 +357,8 @@ def _counts(meta: Meta) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    path.write_text(text, encoding="utf-8")
+    """Whole or not at all, with the results store's modes (not the umask's 664 at 002)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def _ordered(sections, figures):

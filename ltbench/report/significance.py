@@ -1,30 +1,35 @@
 """Which differences hold up: the marks the main and many/medium/few tables carry, and the
-report's statistics sections (intervals, paired comparisons with a baseline, ranks).
+report's sections on them (intervals, paired comparisons with a baseline; ranks are in
+ranks).
 
 The numbers come from `stats`; this module decides what a table says about them:
 
-- bold: every method in a column that no other method beats significantly (paired t-tests
-  over the seeds both have, between all pairs of the column's methods, Holm over those
-  pairs). With all methods truly equal, a method loses its bold with probability at most
-  alpha; ties stay bold together; a clear winner is bold alone.
+- bold: the best mean in a column; underlined: every other method that the best does not
+  beat significantly (paired t-tests over the seeds both have, between all pairs of the
+  column's methods, Holm over those pairs). With all methods truly equal, some method loses
+  its underline with probability at most alpha; a clear winner is bold with nothing
+  underlined. Readers take bold as "best", so "not significantly worse" has its own style.
 - up / down arrow: the method differs from the baseline in that cell (paired t-test, Holm over
   every comparison the table shows: one family per table).
-- italic: fewer than `FEW_SEEDS` seeds. Such a cell is never bold and never marked: a
+- italic: fewer than `FEW_SEEDS` seeds. Such a cell is never bold, underlined or marked: a
   t-test on one or two differences leans wholly on a normality nothing can check.
 """
 
+import difflib
 import itertools
 import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy.stats import chi2
+
+from ltbench.errors import UserError
 
 from . import stats
 from .names import method_rank, method_title
-from .tables import (MINUS, NO_GROUP, Section, Table, cell_order, dataset_name, fmt_factor,
-                     fmt_number, plural, shown_label, table_cells)
+from .aggregate import cell_order
+from .formats import MINUS, NO_GROUP, dataset_name, fmt_factor, fmt_number, shown_label
+from .model import Section, Table
 
 UP, DOWN = "\u2191", "\u2193"
 METRIC_TITLES = {"top1": "Top-1", "many": "Many", "medium": "Medium", "few": "Few"}
@@ -42,11 +47,13 @@ def key(label, dataset, factor, metric) -> tuple:
 @dataclass
 class Assessment:
     """Per (label, dataset, IF, metric): the cell's statistics, its comparison with the
-    baseline and whether it is bold; built once by `assess`, read by every table."""
+    baseline and whether it is the column's best or tied with it; built once by `assess`,
+    read by every table."""
     baseline: str | None  # the baseline's label, None for no comparison
     cells: pd.DataFrame  # label, dataset, imbalance_factor, metric, n, mean, std, ci_*, few_seeds
     comparisons: pd.DataFrame  # compare_to_baseline's columns + metric, family, tested
-    bold: set = field(default_factory=set)
+    best: set = field(default_factory=set)  # cell keys with their column's best mean
+    tied: set = field(default_factory=set)  # cell keys not significantly below the best
     alpha: float = 0.05
     # (label, dataset, IF) -> {seed: run_id}: the runs behind each comparison (provenance)
     run_ids: dict = field(default_factory=dict)
@@ -69,8 +76,11 @@ class Assessment:
             return ""
         return UP if row.diff > 0 else DOWN
 
-    def is_bold(self, label, dataset, factor, metric) -> bool:
-        return key(label, dataset, factor, metric) in self.bold
+    def is_best(self, label, dataset, factor, metric) -> bool:
+        return key(label, dataset, factor, metric) in self.best
+
+    def is_tied(self, label, dataset, factor, metric) -> bool:
+        return key(label, dataset, factor, metric) in self.tied
 
     def few_seeds(self, label, dataset, factor, metric) -> bool:
         row = self.cell(label, dataset, factor, metric)
@@ -87,8 +97,8 @@ class Assessment:
         return self.comparisons[self.comparisons["family"] == name]
 
     def table_notes(self, family: str, any_italic: bool) -> list[str]:
-        """The caption lines saying what a table's bold, arrows and italic mean."""
-        notes = [bold_note(self.alpha)]
+        """The caption lines saying what a table's bold, underline, arrows and italic mean."""
+        notes = [best_note(self.alpha)]
         compared = self.baseline is not None and len(self.family(family))
         if self.baseline is not None and not compared:
             notes.append(f"No other method ran where {shown_label(self.baseline)} did: "
@@ -98,8 +108,7 @@ class Assessment:
         if any_italic:
             notes.append(italic_note())
         if compared:
-            notes.append(seeds_needed_line(self.family(family), self.baseline,
-                                           alpha=self.alpha))
+            notes.append(seeds_needed_line(self.family(family), self.baseline))
         return notes
 
     def columns(self, agg: pd.DataFrame, metrics) -> pd.DataFrame:
@@ -120,19 +129,20 @@ def assess(runs: pd.DataFrame, baseline: str | None, metrics=("top1", *SHOT_METR
                 families.append(_holm_family(pd.concat(parts, ignore_index=True), family, alpha))
     columns = ["label", "dataset", "imbalance_factor", "n_pairs", "seeds", "diff", "diff_std",
                "ci_low", "ci_high", "p_value", "p_holm", "significant", "seeds_needed",
-               "metric", "family", "tested"]
+               "power_alpha", "metric", "family", "tested"]
     comparisons = (pd.concat(families, ignore_index=True) if families
                    else pd.DataFrame(columns=columns))
-    bold = set()
+    best, tied = set(), set()
     for (dataset, factor), cell in runs.groupby(["dataset", "imbalance_factor"], dropna=False):
         for metric in metrics:
-            bold |= {key(label, dataset, factor, metric)
-                     for label in not_beaten(cell, metric, alpha)}
+            top, level = best_and_tied(cell, metric, alpha)
+            best |= {key(label, dataset, factor, metric) for label in top}
+            tied |= {key(label, dataset, factor, metric) for label in level}
     run_ids = {}
     for r in runs.itertuples() if "run_id" in runs else []:
         run_ids.setdefault(key(r.label, r.dataset, r.imbalance_factor, None)[:3], {})[
             str(r.seed)] = r.run_id
-    return Assessment(baseline, cells, comparisons[columns], bold, alpha, run_ids)
+    return Assessment(baseline, cells, comparisons[columns], best, tied, alpha, run_ids)
 
 
 def _holm_family(table: pd.DataFrame, family: str, alpha: float) -> pd.DataFrame:
@@ -144,36 +154,47 @@ def _holm_family(table: pd.DataFrame, family: str, alpha: float) -> pd.DataFrame
     tested = table["p_value"].where(table["tested"])
     table["p_holm"] = stats.holm(tested) if len(table) else []
     table["significant"] = (table["p_holm"] <= alpha).astype(bool)
+    # Seeds needed at the level the marks test: Holm's first step, alpha over the family's
+    # comparisons (all of them, as they stand once every one has enough seeds).
+    table["power_alpha"] = alpha / max(1, int(table["diff"].notna().sum()))
+    table["seeds_needed"] = [stats.seeds_needed(d, s, alpha=a) for d, s, a in
+                             zip(table["diff"], table["diff_std"], table["power_alpha"])]
     # The report tests nothing below FEW pairs, so no fewer seeds can be "enough".
     table["seeds_needed"] = table["seeds_needed"].clip(lower=FEW)
     return table
 
 
-def not_beaten(cell: pd.DataFrame, metric: str, alpha: float = 0.05) -> set:
-    """Labels of one (dataset, IF) cell that no other label beats significantly on `metric`.
+def best_and_tied(cell: pd.DataFrame, metric: str, alpha: float = 0.05) -> tuple[set, set]:
+    """In one (dataset, IF) cell: the label with the best mean `metric` (a set of one, or
+    empty), and the labels the best does not beat significantly.
 
     Only labels with at least FEW seeds take part, and only pairs with FEW common seeds are
-    tested; with fewer than two such labels nothing is bold. Holm over all the tested pairs
-    bounds the chance that, with every method truly equal, any of them loses its bold.
+    tested (an untested pair is not a significant one); with fewer than two such labels
+    nothing is marked. Holm runs over all pairs of the cell, not only those with the best,
+    which was chosen by looking at the means: so with every method truly equal, the chance
+    that any of them loses its mark stays at most alpha.
     """
     values = {label: group.set_index("seed")[metric].dropna()
               for label, group in cell.groupby("label", sort=False)}
     eligible = {label: v for label, v in values.items() if len(v) >= FEW}
     if len(eligible) < 2:
-        return set()
+        return set(), set()
+    best = max(eligible, key=lambda label: eligible[label].mean())
     pairs = list(itertools.combinations(eligible, 2))
     diffs = [stats.paired_difference(eligible[a], eligible[b]) for a, b in pairs]
     adjusted = stats.holm([d.p_value if d.n_pairs >= FEW else math.nan for d in diffs])
-    beaten = {(b if d.mean > 0 else a) for (a, b), d, p in zip(pairs, diffs, adjusted)
-              if p <= alpha}
-    return set(eligible) - beaten
+    below_best = {(b if d.mean > 0 else a) for (a, b), d, p in zip(pairs, diffs, adjusted)
+                  if p <= alpha and best in (a, b)}
+    return {best}, set(eligible) - below_best - {best}
 
 
 def resolve_baseline(runs: pd.DataFrame, wanted: str | None) -> tuple[str | None, str | None]:
-    """The baseline's label, and a warning when a named baseline cannot be used.
+    """The baseline's label, and a warning when the default cannot be used.
 
-    `wanted` None means the default: CE where it ran, silently nothing otherwise. A method
-    name stands for its row when the method has exactly one row (label).
+    `wanted` None means the default: CE where it ran, silently nothing otherwise, and a
+    warning when CE has several rows. A method name stands for its row when the method has
+    exactly one row (label); a name given that is no row, or stands for several, is a
+    UserError naming the rows.
     """
     explicit = wanted is not None
     wanted = "ce" if wanted is None else wanted
@@ -186,12 +207,16 @@ def resolve_baseline(runs: pd.DataFrame, wanted: str | None) -> tuple[str | None
     if len(rows) == 1:
         return rows[0], None
     if len(rows) > 1:
-        return None, (f"--baseline {wanted}: {len(rows)} rows are {wanted} ("
-                      + "; ".join(rows) + f"); name one, e.g. --baseline '{rows[0]}'. "
-                      "No paired comparison.")
+        several = f"--baseline {wanted}: {len(rows)} rows are {wanted} (" + "; ".join(rows) + ")"
+        if explicit:
+            raise UserError(several, hint=f"name one, e.g. --baseline '{rows[0]}'")
+        return None, f"{several}; name one, e.g. --baseline '{rows[0]}'. No paired comparison."
     if explicit:
-        return None, (f"--baseline {wanted}: no finished run of it (rows: "
-                      + ", ".join(labels) + "). No paired comparison.")
+        close = difflib.get_close_matches(wanted, labels, n=1, cutoff=0.6)
+        raise UserError(f"--baseline {wanted}: no selected finished run is this method or row"
+                        + (f"; did you mean '{close[0]}'?" if close else ""),
+                        hint="rows: " + ", ".join(labels) + "; or --baseline none for no "
+                             "paired comparison")
     return None, None
 
 
@@ -219,11 +244,10 @@ def cell_name(dataset, factor, several_datasets: bool = True) -> str:
     return (f"{dataset_name(dataset)} " if several_datasets else "") + f"IF {fmt_factor(factor)}"
 
 
-def bold_note(alpha: float) -> str:
-    return (f"Bold: not significantly below any other method in the column (paired t-tests "
-            f"over the seeds both have, between every pair of methods with \u2265 {FEW} "
-            f"seeds, Holm-corrected over the column's pairs, \u03b1 = {alpha:g}): a tie "
-            "leaves several bold; a column with fewer than two such methods has none.")
+def best_note(alpha: float) -> str:
+    return (f"Bold: best mean in the column; underlined: not significantly below it (paired "
+            f"t-tests, Holm over the column's pairs, \u03b1 = {alpha:g}; methods with "
+            f"\u2265 {FEW} seeds, and none in a column with fewer than two).")
 
 
 def marks_note(assessment: Assessment, family: str) -> str:
@@ -238,17 +262,26 @@ def marks_note(assessment: Assessment, family: str) -> str:
 
 
 def italic_note() -> str:
-    return (f"Italic: fewer than {FEW} seeds, too few to test a difference on: never bold "
-            "or marked.")
+    return (f"Italic: fewer than {FEW} seeds, too few to test a difference on: never bold, "
+            "underlined or marked.")
+
+
+def power_note(comparisons: pd.DataFrame) -> str:
+    """At which level the seeds needed are computed, and why to read them as a floor."""
+    alpha = comparisons["power_alpha"].iloc[0] if len(comparisons) else math.nan
+    m = len(comparisons[comparisons["diff"].notna()])
+    return (f"paired t-test at \u03b1 = {alpha:.3g} (Holm's first step over the table's {m} "
+            f"comparison{'s' * (m != 1)}, as the marks); from each difference's observed size "
+            "and seed spread, which is optimistic: a difference that looks large on few seeds "
+            "is often smaller, so read the count as a floor")
 
 
 def seeds_needed_line(comparisons: pd.DataFrame, baseline: str, power: float = 0.8,
-                      alpha: float = 0.05, listed: int = 6) -> str:
+                      listed: int = 6) -> str:
     """One line: how many seeds the shown differences to the baseline would need."""
     name = method_title(_method_of(baseline))
     usable = comparisons[comparisons["seeds_needed"].notna()]
-    head = (f"Seeds for {power * 100:.0f} % power (paired t-test at \u03b1 = {alpha:g} before "
-            "correction, from each difference's observed size and seed spread): ")
+    head = f"Seeds for {power * 100:.0f} % power ({power_note(comparisons)}): "
     if not len(usable):
         return head + (f"no difference to {name} has a spread to go on (it needs "
                        "\u2265 2 common seeds).")
@@ -335,8 +368,11 @@ def cell_columns(agg: pd.DataFrame, assessment: Assessment, metrics) -> pd.DataF
         for column in ("n", "mean", "std", "ci_low", "ci_high", "few_seeds"):
             data[f"{metric}_{column}"] = [getattr(s, column) if s is not None else math.nan
                                           for s in stats_rows]
-        data[f"{metric}_bold"] = [assessment.is_bold(r.label, r.dataset, r.imbalance_factor,
+        data[f"{metric}_best"] = [assessment.is_best(r.label, r.dataset, r.imbalance_factor,
                                                      metric) for r in agg.itertuples()]
+        data[f"{metric}_tied_with_best"] = [
+            assessment.is_tied(r.label, r.dataset, r.imbalance_factor, metric)
+            for r in agg.itertuples()]
         if assessment.baseline is not None:
             for column in ("diff", "p_value", "p_holm", "significant"):
                 data[f"{metric}_vs_baseline_{column}"] = [
@@ -389,120 +425,10 @@ def baseline_section(assessment: Assessment) -> Section:
                    f"(none below {FEW} pairs or when every difference is equal).",
                    marks_note(assessment, family),
                    "Seeds for 80 % power: how many paired seeds a true difference of the "
-                   "observed size would need to be detected 80 % of the time, from the "
-                   f"observed spread (a rough guide: the spread itself is uncertain); "
+                   f"observed size would need to be detected 80 % of the time ({power_note(rows_of)}); "
                    f"> {stats.MAX_SEEDS}: too small against the seed noise to chase."]))
     return Section("baseline", title, tables, assessment.comparisons)
 
 
 def _signed(value) -> str:
     return "" if pd.isna(value) else f"{value:+.2f}".replace("-", MINUS)
-
-
-@dataclass
-class Rankings:
-    by_metric: dict  # metric -> stats.Ranking (index: labels)
-    section: Section
-
-
-def ranking_section(agg: pd.DataFrame, metrics=("top1", *SHOT_METRICS),
-                    alpha: float = 0.05) -> Rankings:
-    """Average rank of each row over the (dataset, IF) cells, per metric; Friedman; CD."""
-    labels = list(dict.fromkeys(agg["label"]))
-    cells = table_cells(agg)
-    rankings, notes, records = {}, [], []
-    for metric in metrics:
-        column = f"{metric}_mean"
-        scores = pd.DataFrame(math.nan, index=labels, columns=pd.MultiIndex.from_tuples(
-            cells, names=["dataset", "imbalance_factor"]))
-        for r in agg.itertuples():
-            scores.loc[r.label, (r.dataset, r.imbalance_factor)] = getattr(r, column)
-        empty = [c for c in scores.columns if scores[c].isna().all()]
-        ranking = stats.rank_methods(scores.drop(columns=empty), alpha)
-        rankings[metric] = ranking
-        notes.append(_ranking_note(metric, ranking, empty, scores))
-        for label, rank in ranking.average_ranks.items():
-            records.append(dict(label=label, metric=metric, average_rank=rank,
-                                n_cells=ranking.n_cells, friedman_chi2=ranking.statistic,
-                                friedman_p=ranking.p_value, cd=ranking.cd, alpha=alpha,
-                                cells_left_out="; ".join(
-                                    cell_name(d, f) for d, f in ranking.dropped_cells)))
-    order = list(rankings["top1"].average_ranks.index) if "top1" in rankings else labels
-    rows = [[shown_label(label)] + [_rank_text(rankings[m], label) for m in metrics]
-            for label in order]
-    sources = {(i, j): _ranked_runs(agg, label, metric, rankings[metric])
-               for i, label in enumerate(order) for j, metric in enumerate(metrics, start=1)}
-    table = Table(header=["Method"] + [METRIC_TITLES[m] for m in metrics], rows=rows,
-                  sources=sources, title="Average rank over (dataset, IF) cells (1 = best)",
-                  notes=["In each (dataset, IF) cell the method with the highest mean is "
-                         "ranked 1 (ties share the average rank); a method's figure is its "
-                         "mean rank over the cells every method ran (Demšar 2006)."] + notes
-                  + ["Friedman treats the cells as independent; several IFs of one dataset "
-                     "share its test set, so read p as optimistic when cells are few."])
-    data = pd.DataFrame(records, columns=["label", "metric", "average_rank", "n_cells",
-                                          "friedman_chi2", "friedman_p", "cd", "alpha",
-                                          "cells_left_out"])
-    return Rankings(rankings, Section("ranking", "Ranks across settings", [table], data))
-
-
-def _ranked_runs(agg: pd.DataFrame, label, metric, ranking) -> tuple[str, ...]:
-    """The runs behind a label's average rank: its runs in the cells the ranking used
-    (where it has a value and no cell was left out for a method that did not run)."""
-    dropped = {key(None, d, f, None)[1:3] for d, f in ranking.dropped_cells}
-    rows = agg[(agg["label"] == label) & agg[f"{metric}_mean"].notna()]
-    return tuple(run for r in rows.itertuples()
-                 if key(None, r.dataset, r.imbalance_factor, None)[1:3] not in dropped
-                 for run in getattr(r, "run_ids", ()))
-
-
-def _rank_text(ranking, label) -> str:
-    value = ranking.average_ranks.get(label, math.nan)
-    return fmt_number(value)
-
-
-def _ranking_note(metric, ranking, empty, scores) -> str:
-    name = METRIC_TITLES[metric]
-    k = len(scores)
-    if ranking.n_cells == 0:
-        return f"{name}: no cell where every method ran" + (
-            " (the group has no classes)" if empty else "") + "."
-    text = f"{name}: {plural(ranking.n_cells, 'cell')}"
-    if math.isnan(ranking.p_value):
-        why = ("fewer than 3 methods" if k < 3 else "fewer than 2 cells"
-               if ranking.n_cells < 2 else "every cell tied")
-        text += f"; no Friedman test ({why})"
-    else:
-        text += (f"; Friedman \u03c7\u00b2 = {ranking.statistic:.2f}, p = "
-                 f"{fmt_p(ranking.p_value)}")
-        # the same order in every cell gives chi2 = n (k - 1), Friedman's largest
-        floor = chi2.sf(ranking.n_cells * (k - 1), k - 1)
-        if floor > ranking.alpha:
-            text += (f" (with {plural(ranking.n_cells, 'cell')} and {k} methods no ordering "
-                     f"reaches p < {ranking.alpha:g}: the smallest possible p is "
-                     f"{fmt_p(floor)}; more settings would be needed)")
-    if not math.isnan(ranking.cd):
-        text += f"; Nemenyi critical difference {ranking.cd:.2f} at \u03b1 = {ranking.alpha:g}"
-        groups = ranking.groups
-        if groups:
-            text += ("; not significantly apart: " + "; ".join(
-                "{" + ", ".join(shown_label(g) for g in group) + "}" for group in groups))
-    if ranking.dropped_cells:
-        text += "; left out: " + ", ".join(
-            f"{cell_name(*cell)} ({', '.join(shown_label(l) for l in scores.index[scores[cell].isna()])} "
-            "not run)" for cell in ranking.dropped_cells)
-    if empty:
-        text += "; no classes in the group: " + ", ".join(cell_name(d, f) for d, f in empty)
-    return text + "."
-
-
-def cd_caption(ranking) -> str:
-    verdict = ("Friedman rejects equal ranks" if ranking.p_value <= ranking.alpha else
-               "Friedman does not reject equal ranks, so the groups are for scale only"
-               if not math.isnan(ranking.p_value) else
-               "no Friedman test here, so the groups are for scale only")
-    return (f"Critical-difference diagram (Demšar 2006) of top-1 average ranks over "
-            f"{plural(ranking.n_cells, 'cell')}: rank 1 (best) on the left; a bar joins "
-            f"methods whose average ranks differ by less than the Nemenyi critical difference "
-            f"(CD = {ranking.cd:.2f}, \u03b1 = {ranking.alpha:g}); {verdict} (p = "
-            f"{fmt_p(ranking.p_value) or 'n/a'}).")
-

@@ -174,12 +174,17 @@ def _by_seed(group: pd.DataFrame, seed: str, metric: str, name) -> pd.Series:
 # --- seeds needed -----------------------------------------------------------------------
 
 def paired_power(effect_size, n, alpha: float = 0.05):
-    """Power of the two-sided paired t-test with n pairs at effect size d / s_d."""
+    """Power of the two-sided paired t-test with n pairs at effect size d / s_d.
+
+    Both tails as survival functions: P(T < -c) for noncentrality delta is P(T > c) for
+    -delta. scipy's `nct.cdf` returns NaN far out in the lower tail (effect 9.6 at n = 4),
+    where `nct.sf` stays finite.
+    """
     n = np.asarray(n, dtype=float)
     df = n - 1
-    critical = stats.t.ppf(1 - alpha / 2, df)
+    critical = stats.t.isf(alpha / 2, df)
     shift = effect_size * np.sqrt(n)
-    return stats.nct.sf(critical, df, shift) + stats.nct.cdf(-critical, df, shift)
+    return stats.nct.sf(critical, df, shift) + stats.nct.sf(critical, df, -shift)
 
 
 def seeds_needed(diff: float, std: float, power: float = 0.8, alpha: float = 0.05,
@@ -212,8 +217,14 @@ class Ranking:
     alpha: float = 0.05
 
     @property
+    def rejects(self) -> bool:
+        """Friedman ran and rejects equal ranks: only then do Nemenyi's pairs mean anything."""
+        return not math.isnan(self.p_value) and self.p_value <= self.alpha
+
+    @property
     def groups(self) -> list[tuple]:
-        return nemenyi_groups(self.average_ranks, self.cd)
+        """The CD diagram's bars; none unless Friedman rejects (Demšar's post-hoc order)."""
+        return nemenyi_groups(self.average_ranks, self.cd) if self.rejects else []
 
 
 def rank_methods(scores: pd.DataFrame, alpha: float = 0.05) -> Ranking:

@@ -1,0 +1,147 @@
+"""Our paper-protocol rows beside the published figures for their cells, like with like."""
+
+import math
+
+import pandas as pd
+
+from .formats import DAGGER, PM, dataset_name, fmt_factor, fmt_mean_std, fmt_number, fmt_signed
+from .model import Section, Table
+
+
+COLUMNS = ["label", "method", "dataset", "imbalance_factor", "seeds", "status", "selection",
+           "our_column", "ours_mean", "ours_std", "top1_mean", "top1_std", "top1_best_mean",
+           "top1_best_std", "published_top1", "published_confirmed", "difference", "differs",
+           "source", "backbone", "epochs", "code"]
+# One table per status, in this order: header, title, the notes that say what it holds.
+TABLES = {
+    "compared": (
+        ["Method", "Dataset", "IF", "Seeds", "Epoch rule", "Ours", "Published", "\u0394", "Source"],
+        "Published top-1 (%) beside ours: confirmed figures, same protocol",
+        ["Only figures checked against their paper's own table and obtained with the run's "
+         "backbone, epochs and recorded settings are compared.",
+         "Epoch rule: which epoch the source reports, and ours is taken the same way. 'best "
+         "test epoch': the best test accuracy over the evaluated epochs (our top1_best; chosen "
+         "on the test set, as the source's code does). 'last epoch' and 'not stated': our last "
+         "epoch (top1), the headline.",
+         "\u0394 = our mean \u2212 published top-1 (percentage points); mean" + PM
+         + "sample std over seeds."]),
+    "different protocol": (
+        ["Method", "Dataset", "IF", "Seeds", "Ours", "Published", "Differs (ours vs published)",
+         "Source"],
+        "Confirmed figures under another protocol: shown, not compared",
+        ["Confirmed figures whose backbone, epochs, recorded settings or loss differ from the "
+         "run's; ours is taken under the figure's epoch rule, and no difference is computed."]),
+    "unconfirmed lead": (
+        ["Method", "Dataset", "IF", "Lead", "Source"], "Unconfirmed leads, not compared",
+        [DAGGER + " not seen in its paper's own table (published.csv says why): a lead to "
+         "check, never compared with ours."]),
+}
+
+
+def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
+    """Paper-protocol rows beside every published figure for their cell, like with like.
+
+    Each published figure is compared with our value under the figure's own epoch rule (our
+    best test epoch, top1_best, where the source's code reports the best test accuracy; our
+    last epoch, top1, otherwise). Three tables: confirmed figures obtained under the run's
+    protocol (compared, with the difference); confirmed figures under another protocol
+    (backbone, epochs, a recorded setting or the loss itself differs: shown, not compared);
+    unconfirmed leads (shown apart, never compared).
+    """
+    paper = agg[agg["preset"] == "paper"]
+    pairs, missing = _pair_with_published(paper, published)
+    cites = {}  # a paper's table -> its number, in order of first use
+    for pair in pairs:
+        cites.setdefault(_published_cite(pair["source"]), len(cites) + 1)
+    section = Section("paper_comparison", "Compared with published results", [],
+                      pd.DataFrame(pairs, columns=COLUMNS))
+    for status in TABLES:
+        of_status = [pair for pair in pairs if pair["status"] == status]
+        if of_status:
+            section.tables.append(_table(status, of_status, cites))
+    closing = _closing(len(agg) - len(paper), missing)
+    if section.tables:
+        section.tables[-1].notes += closing
+    else:
+        section.intro = " ".join(["No run under the paper protocol has a published figure "
+                                  "to compare with."] + closing)
+    return section
+
+
+def _pair_with_published(paper: pd.DataFrame, published: pd.DataFrame) -> tuple[list, dict]:
+    """One record per (row of ours, published figure for its cell), with COLUMNS and the
+    row's run_ids; and label -> dataset -> factors of the rows with no figure."""
+    from .reference import SELECTIONS, matches, protocol_differences
+
+    pairs, missing = [], {}
+    for r in paper.to_dict("records"):
+        refs = matches(published, r["method"], r["dataset"], r["imbalance_factor"])
+        if not len(refs):
+            factors = missing.setdefault(r["label"], {}).setdefault(dataset_name(r["dataset"]), [])
+            factors.append(fmt_factor(r["imbalance_factor"]))
+        for ref in refs.to_dict("records"):
+            column = SELECTIONS[ref["selection"]]
+            mean, std = r[f"{column}_mean"], r[f"{column}_std"]
+            differs = protocol_differences(ref, r)
+            status = ("unconfirmed lead" if not ref["confirmed"] else
+                      "different protocol" if differs else "compared")
+            pairs.append(dict(
+                label=r["label"], method=r["method"], dataset=r["dataset"],
+                imbalance_factor=r["imbalance_factor"], seeds=r["seeds"], status=status,
+                selection=ref["selection"], our_column=column, ours_mean=mean, ours_std=std,
+                top1_mean=r["top1_mean"], top1_std=r["top1_std"],
+                top1_best_mean=r["top1_best_mean"], top1_best_std=r["top1_best_std"],
+                published_top1=ref["top1"], published_confirmed=ref["confirmed"],
+                difference=mean - ref["top1"] if status == "compared" else math.nan,
+                differs="; ".join(differs), source=ref["source"], backbone=ref["backbone"],
+                epochs=ref["epochs"], code=ref["code"], run_ids=r.get("run_ids", ())))
+    return pairs, missing
+
+
+def _table(status: str, pairs: list[dict], cites: dict) -> Table:
+    header, title, notes = TABLES[status]
+    rows = [_row(status, pair, cites[_published_cite(pair["source"])]) for pair in pairs]
+    used = {_published_cite(pair["source"]) for pair in pairs}
+    # the leads' table shows no value of ours, so no runs stand behind its rows
+    sources = ({} if status == "unconfirmed lead" else
+               {(i, None): pair["run_ids"] for i, pair in enumerate(pairs)})
+    return Table(header=header, rows=rows, title=title, sources=sources,
+                 notes=notes + [f"[{n}] {cite}" for cite, n in cites.items() if cite in used])
+
+
+def _row(status: str, pair: dict, number: int) -> list[str]:
+    from .reference import SELECTION_NAMES
+
+    cell = [pair["label"], dataset_name(pair["dataset"]), fmt_factor(pair["imbalance_factor"])]
+    ours, published = fmt_mean_std(pair["ours_mean"], pair["ours_std"]), fmt_number(pair["published_top1"])
+    if status == "compared":
+        return cell + [str(pair["seeds"]), _rule_name(pair["selection"], SELECTION_NAMES), ours,
+                       published, fmt_signed(pair["difference"]), f"[{number}]"]
+    if status == "different protocol":
+        return cell + [str(pair["seeds"]), ours, published, pair["differs"], f"[{number}]"]
+    return cell + [published + DAGGER, f"[{number}]"]
+
+
+def _closing(others: int, missing: dict) -> list[str]:
+    """What the comparison leaves out: runs under other protocols, rows with no figure."""
+    closing = []
+    if others:
+        closing.append(f"{others} result(s) under other protocols (preset other than paper) "
+                       "are not compared with published figures.")
+    if missing:
+        def cells_of(where):
+            return ", ".join(f"{dataset} IF {'/'.join(factors)}"
+                             for dataset, factors in where.items())
+        closing.append("No published figure for: " + "; ".join(
+            f"{label} ({cells_of(where)})" for label, where in missing.items()) + ".")
+    return closing
+
+
+def _published_cite(source: str) -> str:
+    """The paper and table of a published.csv source, without its row and column."""
+    return source.split(": row ")[0]
+
+
+def _rule_name(selection: str, names: dict) -> str:
+    name = names[selection]
+    return name if selection in ("best_on_test", "last_epoch") else f"{name} (ours: last epoch)"
