@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
-from ltbench.settings import Setting, as_settings, with_default
+from ltbench.settings import Setting, Stage2Plan, as_settings, with_default
 
 if TYPE_CHECKING:
     from ltbench.data.datasets import DatasetInfo
@@ -26,6 +26,15 @@ class Draw:
     views: int = 1
     augment: str = "standard"  # a name in ltbench.data.loader.AUGMENTATIONS
     augment_options: dict = field(default_factory=dict, hash=False)  # keyword arguments of that augmentation
+    # class_balanced only: images of a class per class draw (decoupling's ClassAwareSampler
+    # num_samples_cls; 4 in its stage 2)
+    per_class: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.per_class, bool) or not isinstance(self.per_class, int) or self.per_class < 1:
+            raise ValueError(f"Draw.per_class must be an int >= 1, got {self.per_class!r}")
+        if self.per_class != 1 and self.sampler != "class_balanced":
+            raise ValueError(f"Draw.per_class is the class_balanced sampler's; the {self.sampler} sampler has none")
 
 
 @dataclass
@@ -151,10 +160,10 @@ class Method(nn.Module):
     def load_stage1(self, stage1: "Method") -> None:
         """Take what stage 2 starts from out of the trained stage-1 method (e.g. its classifier)."""
 
-    def stage2(self) -> dict:
-        """How stage 2 trains: `epochs`, `batch_size`, and trainer settings that replace the
-        spec's (lr, schedule, ...); `bn_train` keeps the frozen backbone's BatchNorm in train mode;
-        `lr_step_first` steps the schedule before each epoch (ltbench.train.learning_rate)."""
+    def stage2(self) -> Stage2Plan:
+        """How stage 2 trains (ltbench.settings.Stage2Plan): its epochs and batch size, the
+        trainer settings that replace the spec's (lr, schedule, ...), whether the schedule steps
+        before each epoch and whether the frozen backbone's BatchNorm stays in train mode."""
         raise NotImplementedError
 
 

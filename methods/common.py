@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltbench.errors import UserError
-from ltbench.settings import Setting, with_default
+from ltbench.settings import Setting, Stage2Plan, with_default
 
 
 def effective_number_weights(class_counts: torch.Tensor, beta: float) -> torch.Tensor:
@@ -113,6 +113,12 @@ def classifier_stage2_settings(prefix: str, epochs: int, config: str) -> dict[st
     }
 
 
+# The stage 2 of a post-hoc method (tau-norm, post-hoc logit adjustment): no epoch trains; the
+# method adjusts the stage-1 classifier (calibrating on training images where it chooses a value)
+# and is evaluated. The batch size only sizes the loader the trainer builds and never draws from.
+POST_HOC = Stage2Plan(epochs=0, batch_size=512)
+
+
 def dataset_stage2_settings(own: dict[str, Setting], prefix: str, dataset, by_dataset: dict) -> dict[str, Setting]:
     """`own` with a dataset's own stage-2 values: by_dataset = {dataset name: {key: (value, source)}}."""
     for key, (value, source) in by_dataset.get(dataset.name, {}).items():
@@ -120,10 +126,11 @@ def dataset_stage2_settings(own: dict[str, Setting], prefix: str, dataset, by_da
     return own
 
 
-def classifier_stage2(hp: dict, prefix: str) -> dict:
+def classifier_stage2(hp: dict, prefix: str) -> Stage2Plan:
     """Decoupling's classifier stage (Kang et al. 2020, classifier-balancing configs): SGD with
-    momentum, cosine lr to 0 with no warm-up, class-balanced batches of `per_class` images per
-    class draw; read from the method's `<prefix>_*` hyperparameters.
+    momentum, cosine lr to 0 with no warm-up, read from the method's `<prefix>_*`
+    hyperparameters; its class-balanced draw of `<prefix>_per_class` images a class is the
+    method's Draw (ltbench_methods.decoupling).
 
     The original keeps the stage-2 epoch, and the stage-1 checkpoint it starts from, that did
     best on its validation split (run_networks.py L342, L357-362, L376; load_model L665-674
@@ -133,10 +140,9 @@ def classifier_stage2(hp: dict, prefix: str) -> dict:
     is the rule the report's headline uses for every method. The test set is evaluated once,
     after the last epoch."""
     epochs = hp[f"{prefix}_epochs"]
-    return {
-        "epochs": epochs, "batch_size": hp[f"{prefix}_batch_size"], "lr": hp[f"{prefix}_lr"],
-        "momentum": hp[f"{prefix}_momentum"], "weight_decay": hp[f"{prefix}_weight_decay"],
-        "schedule": "cosine", "warmup_epochs": 0, "cb_per_class": hp[f"{prefix}_per_class"], "eval_every": epochs,
-        "lr_step_first": hp[f"{prefix}_lr_step_first"], "bn_train": hp[f"{prefix}_bn_train"],
-    }
-
+    return Stage2Plan(
+        epochs=epochs, batch_size=hp[f"{prefix}_batch_size"],
+        settings={"lr": hp[f"{prefix}_lr"], "momentum": hp[f"{prefix}_momentum"],
+                  "weight_decay": hp[f"{prefix}_weight_decay"], "schedule": "cosine", "warmup_epochs": 0,
+                  "eval_every": epochs},
+        lr_step_first=hp[f"{prefix}_lr_step_first"], bn_train=hp[f"{prefix}_bn_train"])

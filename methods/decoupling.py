@@ -30,6 +30,11 @@ class ClassifierStage(Method):
     def settings(cls, dataset):
         return dataset_stage2_settings(super().settings(dataset), cls.name, dataset, cls.by_dataset)
 
+    def __init__(self, hp, class_counts, feature_dim):
+        super().__init__(hp, class_counts, feature_dim)
+        # ClassAwareSampler's num_samples_cls images of a class per class draw
+        self.draws = {"main": Draw(sampler="class_balanced", per_class=hp[f"{self.name}_per_class"])}
+
     def stage2(self):
         return classifier_stage2(self.hp, self.name)
 

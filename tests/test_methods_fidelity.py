@@ -93,11 +93,16 @@ def test_stage2_runs_as_classifier_balancing_runs_it(name):
     trainer = toy_trainer(toy_spec(name), toy_data())
     assert trainer.backbone.bn_train  # run_networks.py L247-249
     p, epochs = trainer.params, trainer.epochs
-    assert p["schedule"] == "cosine" and p["lr_step_first"]
+    assert p["schedule"] == "cosine" and trainer.lr_step_first
     # CosineAnnealingLR stepped before each epoch (run_networks.py L255): epoch e trains at (e + 1) / E
     want = [p["lr"] * 0.5 * (1 + math.cos(math.pi * (e + 1) / epochs)) for e in range(epochs)]
-    assert [learning_rate(e, epochs, p) for e in range(epochs)] == pytest.approx(want)
-    assert learning_rate(epochs - 1, epochs, p) == 0
+    assert [learning_rate(e, epochs, p, step_first=True) for e in range(epochs)] == pytest.approx(want)
+    assert learning_rate(epochs - 1, epochs, p, step_first=True) == 0
+    # the lr the trainer sets each epoch is the one the plan asks for
+    seen = []
+    trainer.step_hook = lambda epoch, step, loss: seen.append(trainer.optimizer.param_groups[0]["lr"])
+    trainer.fit()
+    assert sorted(set(seen), reverse=True) == pytest.approx(want)
 
 
 def test_stage2_values_follow_the_datasets_own_configs():
