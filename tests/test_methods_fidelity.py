@@ -111,6 +111,10 @@ def test_stage2_values_follow_the_datasets_own_configs():
     crt = resolve("crt", "imagenet_lt", 256, 0, "paper").own_hyperparameters
     assert (crt["crt_epochs"], crt["crt_weight_decay"], crt["crt_lr"], crt["crt_batch_size"]) == (10, 5e-4, 0.2, 512)
     assert resolve("lws", "inat2018", 500, 0, "paper").own_hyperparameters["lws_weight_decay"] == 1e-4
+    for name in ("crt", "lws"):  # config/Places_LT/cls_crt.yaml and cls_lws.yaml: lr 0.1, batch 256
+        own = resolve(name, "places_lt", 996, 0, "paper").own_hyperparameters
+        assert (own[f"{name}_lr"], own[f"{name}_batch_size"], own[f"{name}_weight_decay"]) == (0.1, 256, 5e-4), name
+    assert resolve("lws", "places_lt", 996, 0, "paper").own_hyperparameters["lws_epochs"] == 5
 
 
 # ---------------------------------------------------------------------- item 5: smaller differences
