@@ -335,17 +335,21 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
     (backbone, epochs, a recorded setting or the loss itself differs: shown, not compared);
     unconfirmed leads (shown apart, never compared).
     """
-    from .reference import SELECTION_NAMES, SELECTIONS, matches, protocol_differences
+    from .reference import SELECTION_NAMES, SELECTIONS, protocol_differences, references_for
 
-    paper = agg[agg["preset"] == "paper"]
-    others = len(agg) - len(paper)
+    others = 0
     rows = {"compared": [], "different protocol": [], "unconfirmed lead": []}
     ours_from = {status: {} for status in rows}  # the runs behind each of our values
     used = {status: [] for status in rows}  # the source numbers each table cites
     records, cites, missing = [], {}, {}
-    for r in paper.to_dict("records"):
-        refs = matches(published, r["method"], r["dataset"], r["imbalance_factor"])
+    for r in agg.to_dict("records"):
+        # a paper-protocol run beside every figure of its cell; another only beside a
+        # confirmed figure whose protocol it has (reference.references_for)
+        refs = references_for(published, r)
         if not len(refs):
+            if r["preset"] != "paper":
+                others += 1
+                continue
             factors = missing.setdefault(r["label"], {}).setdefault(dataset_name(r["dataset"]), [])
             factors.append(fmt_factor(r["imbalance_factor"]))
             continue
@@ -385,8 +389,8 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
 
     closing = []
     if others:
-        closing.append(f"{others} result(s) under other protocols (preset other than paper) "
-                       "are not compared with published figures.")
+        closing.append(f"{others} result(s) under other protocols (preset other than paper, and no "
+                       "confirmed figure with their settings) are not compared with published figures.")
     if missing:
         def cells_of(where):
             return ", ".join(f"{dataset} IF {'/'.join(factors)}"
