@@ -74,6 +74,14 @@ class Method(nn.Module):
     # Where each of trainer_defaults' values comes from (paper section, original file and line),
     # by setting name; `ltbench list METHOD` prints it beside the value.
     trainer_sources: ClassVar[dict[str, str]] = {}
+    # Where a paper gives one dataset its own trainer values for this method (Cao et al.'s
+    # iNaturalist schedule, say): {dataset name: {setting: (value, source)}}. They win over
+    # trainer_defaults on that dataset.
+    dataset_trainer_defaults: ClassVar[dict[str, dict[str, tuple]]] = {}
+    # Datasets on which this method's paper protocol is not confirmed from its source: {dataset
+    # name: why}. A run there is labelled custom, never paper (ltbench.sweep.resolve), so no
+    # report compares it with a paper's figure as a reproduction; `ltbench list METHOD` says why.
+    unconfirmed_protocol: ClassVar[dict[str, str]] = {}
     draws: ClassVar[dict[str, Draw]] = {"main": Draw()}
     # Two-stage methods (decoupling, Kang et al. 2020) name the method whose finished run with
     # the same spec is their stage 1. The launcher reuses that run (or trains it as a run of
@@ -111,11 +119,28 @@ class Method(nn.Module):
         return {name: setting.default for name, setting in schema.items()}
 
     @classmethod
-    def protocol_defaults(cls) -> dict:
-        """The trainer settings this method's paper protocol changes; a two-stage method's
-        include its stage 1's, which are part of what defines the run."""
-        first = cls.stage1.protocol_defaults() if cls.stage1 is not None else {}
-        return {**first, **cls.trainer_defaults}
+    def protocol_defaults(cls, dataset: "DatasetInfo | None" = None) -> dict:
+        """The trainer settings this method's paper protocol changes (on `dataset`, where
+        given); a two-stage method's include its stage 1's, which are part of what defines the run."""
+        first = cls.stage1.protocol_defaults(dataset) if cls.stage1 is not None else {}
+        own = cls.dataset_trainer_defaults.get(dataset.name, {}) if dataset is not None else {}
+        return {**first, **cls.trainer_defaults, **{key: value for key, (value, _) in own.items()}}
+
+    @classmethod
+    def trainer_source(cls, key: str, dataset: "DatasetInfo") -> str | None:
+        """Where this method's own paper value of trainer setting `key` on `dataset` comes
+        from; None where the method sets none (a stage 1's are that method's own)."""
+        own = cls.dataset_trainer_defaults.get(dataset.name, {})
+        if key in own:
+            return own[key][1]
+        if key in cls.trainer_defaults:
+            return cls.trainer_sources.get(key, f"{cls.name}: no source given")
+        return None
+
+    @classmethod
+    def paper_protocol_confirmed(cls, dataset: "DatasetInfo") -> bool:
+        """Whether a paper-preset run on `dataset` follows a confirmed protocol (its chain's)."""
+        return all(dataset.name not in c.unconfirmed_protocol for c in cls.chain())
 
     @classmethod
     def chain(cls) -> list[type["Method"]]:
