@@ -3,7 +3,8 @@
 A preset only changes how long and how big a run is (epochs, backbone, head-class size,
 batch size, how often to evaluate); losses stay the method's paper defaults, and so does
 the learning rate per image: where a preset changes the batch size, the sweep scales the
-paper's learning rate linearly with it.
+paper's learning rate linearly with it. A preset is a function of the dataset and of the
+method's full protocol there (`protocol_base`), which it shrinks.
 """
 
 from ltbench.data.datasets import DatasetInfo
