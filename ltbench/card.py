@@ -10,16 +10,22 @@ dataset's `protocol_source`), and which of those applies follows resolve's order
 from dataclasses import dataclass
 
 from ltbench import registry
-from ltbench.presets import preset_values
+from ltbench.presets import preset_values, protocol_base
 from ltbench.settings import EXECUTION, SETTINGS, SPEC_FIELDS, show_value
 from ltbench.sweep import TRAINER, resolve
 
 # one dataset of each family the papers report on: CIFAR-LT (10 and 100 classes, where
-# per-dataset defaults differ), ImageNet-LT, iNaturalist
-CARD_DATASETS = ("cifar10_lt", "cifar100_lt", "imagenet_lt", "inat2018")
+# per-dataset defaults differ), ImageNet-LT, iNaturalist; and Fashion-MNIST-LT, the one a
+# machine without downloads runs
+CARD_DATASETS = ("fashion_mnist_lt", "cifar10_lt", "cifar100_lt", "imagenet_lt", "inat2018")
 UNSOURCED = "no source given"
 EXECUTION_SOURCE = "execution setting: how the run is computed, not part of the protocol"
-PRESET_SOURCE = "ltbench's paper preset (ltbench.presets)"
+SCALED_LR_SOURCE = ("the protocol's lr scaled linearly to the {preset} preset's batch size (Goyal et al. 2017; "
+                    "ltbench.sweep.resolve)")
+
+
+def preset_source(preset: str) -> str:
+    return f"ltbench's {preset} preset (ltbench.presets)"
 
 
 @dataclass(frozen=True)
@@ -45,17 +51,17 @@ def card_datasets() -> list[str]:
     return [name for name in CARD_DATASETS if name in registered] or list(registered)
 
 
-def protocol_card(method: str, datasets: list[str] | None = None) -> list[CardRow]:
+def protocol_card(method: str, datasets: list[str] | None = None, preset: str = "paper") -> list[CardRow]:
     """Every trainer setting, then every setting of each method of `method`'s chain (stage 1
-    first), as a paper-protocol run of `method` resolves them on each of `datasets`."""
+    first), as a run of `method` under `preset` resolves them on each of `datasets`."""
     cls = registry.method(method)
     names = list(datasets or card_datasets())
     infos = {d: registry.dataset(d) for d in names}
-    specs = {d: resolve(method, d, _imbalance_factor(info), 0, "paper") for d, info in infos.items()}
+    specs = {d: resolve(method, d, _imbalance_factor(info), 0, preset) for d, info in infos.items()}
     rows = []
     for key, setting in SETTINGS.items():
         values = {d: show_value(_trainer_value(spec, key)) for d, spec in specs.items()}
-        sources = {d: trainer_source(cls, info, key) for d, info in infos.items()}
+        sources = {d: trainer_source(cls, info, key, preset) for d, info in infos.items()}
         rows.append(CardRow(TRAINER, key, setting.kind, values, sources))
     for owner in cls.chain():
         schemas = {d: owner.settings(info) for d, info in infos.items()}
@@ -66,20 +72,25 @@ def protocol_card(method: str, datasets: list[str] | None = None) -> list[CardRo
     return rows
 
 
-def trainer_source(cls, dataset, key: str) -> str:
-    """Where a paper-protocol run's value of trainer setting `key` comes from, in
-    ltbench.sweep.resolve's order: the preset, else the method's (or its stage 1's) paper
-    values, else the dataset's protocol, else the setting's own default."""
+def trainer_source(cls, dataset, key: str, preset_name: str = "paper") -> str:
+    """Where the value of trainer setting `key` of a run under `preset_name` comes from, in
+    ltbench.sweep.resolve's order: the preset (or the linear lr scaling to its batch size),
+    else the method's (or its stage 1's) paper values, else the dataset's protocol, else the
+    setting's own default."""
     setting = SETTINGS[key]
     if setting.kind == EXECUTION:
         return EXECUTION_SOURCE
-    preset = preset_values("paper", dataset)
+    base = protocol_base(cls, dataset)
+    preset = preset_values(preset_name, dataset, base)
+    if key == "lr" and {**base, **preset}["batch_size"] != base["batch_size"]:
+        return SCALED_LR_SOURCE.format(preset=preset_name)
     if key in preset and preset[key] != setting.default:
-        return PRESET_SOURCE
+        return preset_source(preset_name)
     if key not in preset:
         for owner in reversed(cls.chain()):
-            if key in owner.trainer_defaults:
-                return owner.trainer_sources.get(key, f"{owner.name}: {UNSOURCED}")
+            source = owner.trainer_source(key, dataset)
+            if source is not None:
+                return source
         if key in dataset.protocol:
             return dataset.protocol_source or f"{dataset.name}'s protocol: {UNSOURCED}"
     return setting.source or UNSOURCED
@@ -94,3 +105,16 @@ def _trainer_value(spec, key: str):
 def _imbalance_factor(dataset) -> float:
     # the card's values do not depend on the factor; a constructed dataset takes the usual 100
     return dataset.fixed_imbalance_factor or 100.0
+
+
+def card_notes(method: str, datasets: list[str] | None = None, preset: str = "paper") -> list[str]:
+    """What a reader of the card must know besides the values: the datasets on which the
+    method's paper protocol is not confirmed, whose runs are labelled custom."""
+    if preset != "paper":
+        return []
+    notes = []
+    for owner in registry.method(method).chain():
+        for name in datasets or card_datasets():
+            if name in owner.unconfirmed_protocol:
+                notes.append(f"{registry.dataset(name).title}: {owner.unconfirmed_protocol[name]}.")
+    return notes

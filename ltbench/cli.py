@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("method", nargs="?", metavar="METHOD",
                          help="a method's protocol card: every setting of its paper protocol on each dataset family, "
                          "and where each value comes from")
+    listing.add_argument("--preset", default="paper", help="the preset whose values a METHOD's card shows (default: paper)")
     listing.add_argument("--settings", action="store_true",
                          help="every setting with its kind (protocol or execution), type, default and help")
 
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "list":
             from ltbench.commands import list_everything, list_settings, show_method
             if args.method:
-                return show_method(args.method)
+                return show_method(args.method, args.preset)
             return list_settings() if args.settings else list_everything()
         if args.command == "run":
             from ltbench.commands import run

@@ -52,12 +52,12 @@ def list_settings() -> int:
     return 0
 
 
-def show_method(name: str) -> int:
-    """`ltbench list METHOD`: the method's protocol card (ltbench.card)."""
-    from ltbench.card import protocol_card
+def show_method(name: str, preset: str = "paper") -> int:
+    """`ltbench list METHOD [--preset P]`: the method's protocol card (ltbench.card)."""
+    from ltbench.card import card_notes, protocol_card
 
     cls = registry.method(name)
-    rows = protocol_card(name)
+    rows = protocol_card(name, preset=preset)
     datasets = list(rows[0].values)
     titles = {d: registry.dataset(d).title for d in datasets}
     table = Table(title=f"{cls.title()}: {cls.summary}")
@@ -70,8 +70,10 @@ def show_method(name: str) -> int:
     if cls.stage1 is not None:
         console.print(f"Two stages: the trainer settings are stage 1's (a {cls.stage1.name} run of the same spec); "
                       f"stage 2 is {name}'s own settings.")
-    console.print("The paper preset's values; --set KEY=VALUE or METHOD.KEY=VALUE changes one (the run is then "
+    console.print(f"The {preset} preset's values; --set KEY=VALUE or METHOD.KEY=VALUE changes one (the run is then "
                   "labelled custom).")
+    for note in card_notes(name, datasets, preset):
+        console.print(f"Not a paper protocol on {note}", markup=False)
     return 0
 
 

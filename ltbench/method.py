@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
-from ltbench.settings import Setting, as_settings, with_default
+from ltbench.settings import Setting, Stage2Plan, as_settings, with_default
 
 if TYPE_CHECKING:
     from ltbench.data.datasets import DatasetInfo
@@ -26,6 +26,15 @@ class Draw:
     views: int = 1
     augment: str = "standard"  # a name in ltbench.data.loader.AUGMENTATIONS
     augment_options: dict = field(default_factory=dict, hash=False)  # keyword arguments of that augmentation
+    # class_balanced only: images of a class per class draw (decoupling's ClassAwareSampler
+    # num_samples_cls; 4 in its stage 2)
+    per_class: int = 1
+
+    def __post_init__(self):
+        if isinstance(self.per_class, bool) or not isinstance(self.per_class, int) or self.per_class < 1:
+            raise ValueError(f"Draw.per_class must be an int >= 1, got {self.per_class!r}")
+        if self.per_class != 1 and self.sampler != "class_balanced":
+            raise ValueError(f"Draw.per_class is the class_balanced sampler's; the {self.sampler} sampler has none")
 
 
 @dataclass
@@ -65,6 +74,14 @@ class Method(nn.Module):
     # Where each of trainer_defaults' values comes from (paper section, original file and line),
     # by setting name; `ltbench list METHOD` prints it beside the value.
     trainer_sources: ClassVar[dict[str, str]] = {}
+    # Where a paper gives one dataset its own trainer values for this method (Cao et al.'s
+    # iNaturalist schedule, say): {dataset name: {setting: (value, source)}}. They win over
+    # trainer_defaults on that dataset.
+    dataset_trainer_defaults: ClassVar[dict[str, dict[str, tuple]]] = {}
+    # Datasets on which this method's paper protocol is not confirmed from its source: {dataset
+    # name: why}. A run there is labelled custom, never paper (ltbench.sweep.resolve), so no
+    # report compares it with a paper's figure as a reproduction; `ltbench list METHOD` says why.
+    unconfirmed_protocol: ClassVar[dict[str, str]] = {}
     draws: ClassVar[dict[str, Draw]] = {"main": Draw()}
     # Two-stage methods (decoupling, Kang et al. 2020) name the method whose finished run with
     # the same spec is their stage 1. The launcher reuses that run (or trains it as a run of
@@ -102,11 +119,28 @@ class Method(nn.Module):
         return {name: setting.default for name, setting in schema.items()}
 
     @classmethod
-    def protocol_defaults(cls) -> dict:
-        """The trainer settings this method's paper protocol changes; a two-stage method's
-        include its stage 1's, which are part of what defines the run."""
-        first = cls.stage1.protocol_defaults() if cls.stage1 is not None else {}
-        return {**first, **cls.trainer_defaults}
+    def protocol_defaults(cls, dataset: "DatasetInfo | None" = None) -> dict:
+        """The trainer settings this method's paper protocol changes (on `dataset`, where
+        given); a two-stage method's include its stage 1's, which are part of what defines the run."""
+        first = cls.stage1.protocol_defaults(dataset) if cls.stage1 is not None else {}
+        own = cls.dataset_trainer_defaults.get(dataset.name, {}) if dataset is not None else {}
+        return {**first, **cls.trainer_defaults, **{key: value for key, (value, _) in own.items()}}
+
+    @classmethod
+    def trainer_source(cls, key: str, dataset: "DatasetInfo") -> str | None:
+        """Where this method's own paper value of trainer setting `key` on `dataset` comes
+        from; None where the method sets none (a stage 1's are that method's own)."""
+        own = cls.dataset_trainer_defaults.get(dataset.name, {})
+        if key in own:
+            return own[key][1]
+        if key in cls.trainer_defaults:
+            return cls.trainer_sources.get(key, f"{cls.name}: no source given")
+        return None
+
+    @classmethod
+    def paper_protocol_confirmed(cls, dataset: "DatasetInfo") -> bool:
+        """Whether a paper-preset run on `dataset` follows a confirmed protocol (its chain's)."""
+        return all(dataset.name not in c.unconfirmed_protocol for c in cls.chain())
 
     @classmethod
     def chain(cls) -> list[type["Method"]]:
@@ -151,10 +185,10 @@ class Method(nn.Module):
     def load_stage1(self, stage1: "Method") -> None:
         """Take what stage 2 starts from out of the trained stage-1 method (e.g. its classifier)."""
 
-    def stage2(self) -> dict:
-        """How stage 2 trains: `epochs`, `batch_size`, and trainer settings that replace the
-        spec's (lr, schedule, ...); `bn_train` keeps the frozen backbone's BatchNorm in train mode;
-        `lr_step_first` steps the schedule before each epoch (ltbench.train.learning_rate)."""
+    def stage2(self) -> Stage2Plan:
+        """How stage 2 trains (ltbench.settings.Stage2Plan): its epochs and batch size, the
+        trainer settings that replace the spec's (lr, schedule, ...), whether the schedule steps
+        before each epoch and whether the frozen backbone's BatchNorm stays in train mode."""
         raise NotImplementedError
 
 

@@ -78,21 +78,32 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
 
 
-def register_cifar_resnet(depth: int) -> str:
-    """Register `resnet{depth}_cifar` with timm and return that name. timm names a model by its
-    entry point's __name__ and lists it in the entry point's module's __all__, so the entry
-    point gets that name and stays an attribute of this module, as a decorated def would."""
-
-    def entry_point(pretrained=False, **kwargs):
-        return CifarResNet(depth, **kwargs)
-
-    entry_point.__name__ = entry_point.__qualname__ = f"resnet{depth}_cifar"
-    globals()[entry_point.__name__] = register_model(entry_point)
-    return entry_point.__name__
+# He et al.'s CIFAR depths 20, 32 (the CIFAR-LT papers' backbone since LDAM-DRW) and 56; 8 for
+# quick runs. One registered function per model, as timm registers its own: the function's name
+# is the name users type.
 
 
-# He et al.'s CIFAR depths 20, 32 (the CIFAR-LT papers' backbone since LDAM-DRW) and 56; 8 for quick runs
-CIFAR_BACKBONES = [register_cifar_resnet(depth) for depth in (8, 20, 32, 56)]
+@register_model
+def resnet8_cifar(pretrained=False, **kwargs):
+    return CifarResNet(8, **kwargs)
+
+
+@register_model
+def resnet20_cifar(pretrained=False, **kwargs):
+    return CifarResNet(20, **kwargs)
+
+
+@register_model
+def resnet32_cifar(pretrained=False, **kwargs):
+    return CifarResNet(32, **kwargs)
+
+
+@register_model
+def resnet56_cifar(pretrained=False, **kwargs):
+    return CifarResNet(56, **kwargs)
+
+
+CIFAR_BACKBONES = [model.__name__ for model in (resnet8_cifar, resnet20_cifar, resnet32_cifar, resnet56_cifar)]
 
 
 def check_backbone(name: str) -> None:

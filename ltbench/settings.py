@@ -263,6 +263,46 @@ SPEC_FIELDS = ("profile", "backbone", "epochs", "batch_size", "n_max")
 RETIRED = ("fused_bn_relu", "mmf_convention")
 
 
+# ---------------------------------------------------------------------- a two-stage method's stage 2
+
+
+@dataclass(frozen=True)
+class Stage2Plan:
+    """How a two-stage method's stage 2 trains on its frozen stage-1 backbone (`Method.stage2`).
+
+    `settings` replaces the spec's trainer settings for stage 2 only (SETTINGS names, each
+    checked against its declaration); the other fields are what a stage 2 has that a one-stage
+    run has not. Which images a class-balanced draw takes per class is the method's `Draw`'s."""
+
+    epochs: int  # 0: nothing trains; the method calibrates (if it does) and is evaluated
+    batch_size: int
+    settings: dict = field(default_factory=dict)
+    # step the schedule before each epoch's steps, as decoupling's run_networks.py does: epoch
+    # e (0-based) of E trains at the lr the schedule gives epoch e + 1, a cosine's last at 0
+    lr_step_first: bool = False
+    # keep the frozen backbone's BatchNorm in train mode: it normalises with stage 2's batch
+    # statistics and its running statistics follow them (classifier-balancing's stage 2)
+    bn_train: bool = False
+
+    def __post_init__(self):
+        for name, kind, low in (("epochs", int, 0), ("batch_size", int, 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, kind) or value < low:
+                raise ValueError(f"Stage2Plan.{name} must be an int >= {low}, got {value!r}")
+        for name in ("lr_step_first", "bn_train"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"Stage2Plan.{name} must be a bool, got {getattr(self, name)!r}")
+        allowed = {k for k, s in SETTINGS.items() if s.kind == PROTOCOL and k not in SPEC_FIELDS}
+        if set(self.settings) - allowed:
+            raise ValueError(f"Stage2Plan.settings takes the trainer's protocol settings other than the spec's "
+                             f"own fields ({', '.join(SPEC_FIELDS)}): not {sorted(set(self.settings) - allowed)}")
+        check_all(SETTINGS, self.settings, "stage 2 ")
+
+    def trainer_params(self, params: dict) -> dict:
+        """The trainer's settings for stage 2: the spec's, with this plan's replacing them."""
+        return {**params, **self.settings}
+
+
 def defaults(schema: dict[str, Setting]) -> dict:
     return {name: _copy(s.default) for name, s in schema.items()}
 

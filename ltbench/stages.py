@@ -13,6 +13,7 @@ from torch import nn
 
 from ltbench import registry
 from ltbench.errors import UserError
+from ltbench.settings import Stage2Plan
 from ltbench.spec import RunSpec
 
 
@@ -65,12 +66,14 @@ class FrozenBackbone(nn.Module):
 
 def stage2_setup(backbone: nn.Module, method, stage1: Stage1, params: dict, class_counts) -> tuple[nn.Module, dict]:
     """Load the stage-1 weights into `backbone` and `method`; returns the frozen backbone and
-    the Trainer's params, epochs and batch size for stage 2."""
+    the Trainer's arguments for stage 2, as the method's Stage2Plan says."""
     backbone.load_state_dict(stage1.state["backbone"])
     first = method.stage1(stage1.spec.own_hyperparameters, class_counts, backbone.num_features)
     first.load_state_dict(stage1.state["method"])
     method.load_stage1(first)
-    settings = dict(method.stage2())
-    frozen = FrozenBackbone(backbone, bn_train=settings.pop("bn_train", False))
-    epochs, batch_size = settings.pop("epochs"), settings.pop("batch_size")
-    return frozen, {"params": {**params, **settings}, "epochs": epochs, "batch_size": batch_size}
+    plan = method.stage2()
+    if not isinstance(plan, Stage2Plan):
+        raise TypeError(f"{method.name}.stage2() must return a ltbench.settings.Stage2Plan, not {type(plan).__name__}")
+    return FrozenBackbone(backbone, bn_train=plan.bn_train), {
+        "params": plan.trainer_params(params), "epochs": plan.epochs, "batch_size": plan.batch_size,
+        "lr_step_first": plan.lr_step_first}

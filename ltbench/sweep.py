@@ -17,7 +17,7 @@ from ltbench import registry
 from ltbench.data.profiles import check_imbalance_factor
 from ltbench.errors import UserError, unknown_name
 from ltbench.models import check_backbone
-from ltbench.presets import PRESETS, preset_values
+from ltbench.presets import PRESETS, preset_values, protocol_base
 from ltbench.settings import (
     EXECUTION, SETTINGS, SPEC_FIELDS, UNSET_WORDS, Setting, as_settings, check_all, check_relations, defaults, show_value,
 )
@@ -160,8 +160,8 @@ def resolve(method: str, dataset: str, imbalance_factor: float, seed: int, prese
     plain keys to values for a single method."""
     method_cls, ds = registry.method(method), registry.dataset(dataset)
     schemas = schemas_for(method, dataset)
-    base = {**defaults(SETTINGS), **ds.protocol, **method_cls.protocol_defaults()}
-    pure = {**base, **preset_values(preset, ds)}
+    base = protocol_base(method_cls, ds)
+    pure = {**base, **preset_values(preset, ds, base)}
     if pure["batch_size"] != base["batch_size"]:
         # a preset shrinks the protocol, not its recipe: the linear scaling rule (Goyal et al.
         # 2017) keeps the step per image, e.g. lr 0.5 at batch 512 -> 0.125 at batch 128
@@ -187,6 +187,8 @@ def resolve(method: str, dataset: str, imbalance_factor: float, seed: int, prese
     spec_values = {k: values.pop(k) for k in SPEC_FIELDS}
     same = values == {k: v for k, v in pure.items() if k not in SPEC_FIELDS} and hp == pure_hp and all(
         spec_values[k] == pure[k] for k in SPEC_FIELDS)
+    # a paper preset whose protocol on this dataset is not confirmed is not called paper
+    same = same and (preset != "paper" or method_cls.paper_protocol_confirmed(ds))
     return RunSpec(method=method, dataset=dataset, imbalance_factor=float(imbalance_factor), seed=int(seed),
                    preset=preset if same else "custom", params=values, hyperparameters=hp, execution=execution,
                    **spec_values)

@@ -22,15 +22,15 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
-def learning_rate(epoch: int, epochs: int, p: dict) -> float:
+def learning_rate(epoch: int, epochs: int, p: dict, step_first: bool = False) -> float:
     """Learning rate for a 0-based epoch, set once at the start of the epoch (as LDAM-DRW does).
-    With `lr_step_first` (decoupling's stage 2, whose code steps its scheduler before each
-    epoch's steps) epoch e trains at the lr the schedule gives epoch e + 1: a cosine's last
-    epoch at 0."""
+    With `step_first` (Stage2Plan.lr_step_first: decoupling's stage 2, whose code steps its
+    scheduler before each epoch's steps) epoch e trains at the lr the schedule gives epoch
+    e + 1: a cosine's last epoch at 0."""
     warmup = p["warmup_epochs"]
     if epoch < warmup:
         return p["lr"] * (epoch + 1) / warmup
-    if p.get("lr_step_first", False):
+    if step_first:
         epoch += 1
     if p["schedule"] == "cosine":
         return p["lr"] * 0.5 * (1 + math.cos(math.pi * (epoch - warmup) / max(epochs - warmup, 1)))
@@ -78,6 +78,7 @@ class Trainer:
     label: str = ""
     shot_rule: str = "cb"  # how history rows group classes into many / medium / few
     step_hook: callable = None  # (epoch, step, loss tensor) -> None; used by tests to watch the loss
+    lr_step_first: bool = False  # a stage 2's Stage2Plan.lr_step_first (ltbench.stages.stage2_setup)
 
     def __post_init__(self):
         p = self.params
@@ -197,7 +198,7 @@ class Trainer:
 
     def _train_epoch(self, epoch: int, steps: int) -> float:
         for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(epoch, self.epochs, self.params)
+            group["lr"] = learning_rate(epoch, self.epochs, self.params, self.lr_step_first)
         self.backbone.train()
         self.method.train()
         total = torch.zeros((), device=self.device)

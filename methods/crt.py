@@ -9,7 +9,7 @@ before each epoch, so the last epoch trains at lr 0 (`crt_lr_step_first`).
 from torch import nn
 
 from ltbench_methods.common import classifier_stage2_settings
-from ltbench_methods.decoupling import ClassifierStage
+from ltbench_methods.decoupling import ClassifierStage, places_lt_stage2
 
 
 class ClassifierRetraining(ClassifierStage):
@@ -23,8 +23,7 @@ class ClassifierRetraining(ClassifierStage):
         "inat2018": {"epochs": (30, "classifier-balancing config/iNaturalist18/cls_crt.yaml L34: num_epochs 30"),
                      "weight_decay": (1e-4, "classifier-balancing config/iNaturalist18/cls_crt.yaml L15: "
                                       "weight_decay 0.0001")},
-        "places_lt": {"lr": (0.1, "classifier-balancing config/Places_LT/cls_crt.yaml L15: lr 0.1"),
-                      "batch_size": (256, "classifier-balancing config/Places_LT/cls_crt.yaml L25: batch_size 256")},
+        "places_lt": places_lt_stage2("config/Places_LT/cls_crt.yaml"),
     }
 
     def __init__(self, hp, class_counts, feature_dim):

@@ -16,6 +16,13 @@ from ltbench_methods.ce import CrossEntropy
 from ltbench_methods.common import classifier_stage2, dataset_stage2_settings
 
 
+def places_lt_stage2(config: str) -> dict[str, tuple]:
+    """classifier-balancing's Places-LT classifier stage (`config`, e.g. config/Places_LT/cls_lws.yaml),
+    where it differs from its ImageNet-LT one: lr 0.1, batch 256 (cRT's and LWS's alike)."""
+    source = f"classifier-balancing {config}"
+    return {"lr": (0.1, f"{source} L15: lr 0.1"), "batch_size": (256, f"{source} L25: batch_size 256")}
+
+
 class ClassifierStage(Method):
     """The stage-2 settings live under `<name>_*` (ltbench_methods.common.classifier_stage2_settings),
     so a subclass's `hyperparameters` are classifier_stage2_settings(name, ...)."""
@@ -29,6 +36,11 @@ class ClassifierStage(Method):
     @classmethod
     def settings(cls, dataset):
         return dataset_stage2_settings(super().settings(dataset), cls.name, dataset, cls.by_dataset)
+
+    def __init__(self, hp, class_counts, feature_dim):
+        super().__init__(hp, class_counts, feature_dim)
+        # ClassAwareSampler's num_samples_cls images of a class per class draw
+        self.draws = {"main": Draw(sampler="class_balanced", per_class=hp[f"{self.name}_per_class"])}
 
     def stage2(self):
         return classifier_stage2(self.hp, self.name)

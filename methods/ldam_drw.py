@@ -7,7 +7,8 @@ from torch import nn
 
 from ltbench.method import LinearClassifierMethod
 from ltbench.settings import Setting
-from ltbench_methods.common import DRW_SETTINGS, NormedLinear, deferred_weights
+from ltbench_methods.common import (CAO_INAT_DRW, CAO_INAT_MARGIN, CAO_INAT_TRAINER, DRW_SETTINGS, NormedLinear,
+                                    deferred_weights, with_dataset_defaults)
 
 
 class LDAMLoss(nn.Module):
@@ -37,6 +38,12 @@ class LDAM(LinearClassifierMethod):
                          source="LDAM-DRW cifar_train.py: LDAMLoss(max_m=0.5, s=30)"),
     }
 
+    dataset_trainer_defaults = CAO_INAT_TRAINER
+
+    @classmethod
+    def settings(cls, dataset):
+        return with_dataset_defaults(super().settings(dataset), dataset, CAO_INAT_MARGIN)
+
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
         self.classifier = NormedLinear(feature_dim, self.num_classes)
@@ -51,6 +58,10 @@ class LDAMDRW(LDAM):
 
     name, display_name = "ldam_drw", "LDAM-DRW"
     hyperparameters = {**LDAM.hyperparameters, **DRW_SETTINGS}
+
+    @classmethod
+    def settings(cls, dataset):
+        return with_dataset_defaults(super().settings(dataset), dataset, CAO_INAT_DRW)
 
     def criterion(self, logits, labels, progress):
         weight = deferred_weights(self, progress)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from ltbench.method import LinearClassifierMethod, Method
 from ltbench_methods.ce import CrossEntropy
 from ltbench.settings import Setting
-from ltbench_methods.common import log_prior
+from ltbench_methods.common import POST_HOC, log_prior
 
 # tau = 1 is the Bayes-optimal correction for the balanced error (the paper's Theorem 1)
 TAU = Setting(1.0, "weight of the log prior: added to the logits in training (loss), subtracted at test (post hoc)",
@@ -40,7 +40,7 @@ class PostHocLogitAdjustment(Method):
         self.classifier = stage1.classifier.requires_grad_(False)
 
     def stage2(self):
-        return {"epochs": 0, "batch_size": 512}
+        return POST_HOC
 
     def logits(self, features):
         return self.classifier(features) - self.hp["tau"] * log_prior(self.class_counts)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ltbench_methods.common import classifier_stage2_settings
-from ltbench_methods.decoupling import ClassifierStage
+from ltbench_methods.decoupling import ClassifierStage, places_lt_stage2
 
 
 class LearnableWeightScaling(ClassifierStage):
@@ -18,7 +18,8 @@ class LearnableWeightScaling(ClassifierStage):
     # classifier-balancing's ImageNet-LT cls_lws.yaml: as cRT but 5 epochs
     hyperparameters = classifier_stage2_settings("lws", epochs=5, config="config/ImageNet_LT/cls_lws.yaml")
     by_dataset = {"inat2018": {"weight_decay": (1e-4, "classifier-balancing config/iNaturalist18/cls_lws.yaml L15: "
-                                                "weight_decay 0.0001")}}
+                                                "weight_decay 0.0001")},
+                  "places_lt": places_lt_stage2("config/Places_LT/cls_lws.yaml")}
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)

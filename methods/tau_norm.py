@@ -18,7 +18,7 @@ from ltbench.method import Method
 from ltbench.metrics import ClassCounts
 from ltbench_methods.ce import CrossEntropy
 from ltbench.settings import Setting
-from ltbench_methods.common import require
+from ltbench_methods.common import POST_HOC, require
 
 
 def calibration_images(data, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray, float]:
@@ -71,7 +71,7 @@ class TauNormalisation(Method):
         self.classifier.load_state_dict(stage1.classifier.state_dict())
 
     def stage2(self):
-        return {"epochs": 0, "batch_size": 512}
+        return POST_HOC
 
     def normalised_weights(self, tau) -> torch.Tensor:
         weight = self.classifier.weight

@@ -93,11 +93,16 @@ def test_stage2_runs_as_classifier_balancing_runs_it(name):
     trainer = toy_trainer(toy_spec(name), toy_data())
     assert trainer.backbone.bn_train  # run_networks.py L247-249
     p, epochs = trainer.params, trainer.epochs
-    assert p["schedule"] == "cosine" and p["lr_step_first"]
+    assert p["schedule"] == "cosine" and trainer.lr_step_first
     # CosineAnnealingLR stepped before each epoch (run_networks.py L255): epoch e trains at (e + 1) / E
     want = [p["lr"] * 0.5 * (1 + math.cos(math.pi * (e + 1) / epochs)) for e in range(epochs)]
-    assert [learning_rate(e, epochs, p) for e in range(epochs)] == pytest.approx(want)
-    assert learning_rate(epochs - 1, epochs, p) == 0
+    assert [learning_rate(e, epochs, p, step_first=True) for e in range(epochs)] == pytest.approx(want)
+    assert learning_rate(epochs - 1, epochs, p, step_first=True) == 0
+    # the lr the trainer sets each epoch is the one the plan asks for
+    seen = []
+    trainer.step_hook = lambda epoch, step, loss: seen.append(trainer.optimizer.param_groups[0]["lr"])
+    trainer.fit()
+    assert sorted(set(seen), reverse=True) == pytest.approx(want)
 
 
 def test_stage2_values_follow_the_datasets_own_configs():
@@ -106,6 +111,10 @@ def test_stage2_values_follow_the_datasets_own_configs():
     crt = resolve("crt", "imagenet_lt", 256, 0, "paper").own_hyperparameters
     assert (crt["crt_epochs"], crt["crt_weight_decay"], crt["crt_lr"], crt["crt_batch_size"]) == (10, 5e-4, 0.2, 512)
     assert resolve("lws", "inat2018", 500, 0, "paper").own_hyperparameters["lws_weight_decay"] == 1e-4
+    for name in ("crt", "lws"):  # config/Places_LT/cls_crt.yaml and cls_lws.yaml: lr 0.1, batch 256
+        own = resolve(name, "places_lt", 996, 0, "paper").own_hyperparameters
+        assert (own[f"{name}_lr"], own[f"{name}_batch_size"], own[f"{name}_weight_decay"]) == (0.1, 256, 5e-4), name
+    assert resolve("lws", "places_lt", 996, 0, "paper").own_hyperparameters["lws_epochs"] == 5
 
 
 # ---------------------------------------------------------------------- item 5: smaller differences
@@ -172,3 +181,55 @@ def test_runs_of_the_previous_version_record_the_values_they_ran_with():
     assert spec.method == "crt" and spec.preset == "custom"
     assert spec.hyperparameters["ce"]["classifier_init"] == "default"
     assert not spec.own_hyperparameters["crt_bn_train"] and not spec.own_hyperparameters["crt_lr_step_first"]
+
+
+# ---------------------------------------------------------------------- iNaturalist, quick, the card
+
+
+@pytest.mark.parametrize("name", ["ldam", "ldam_drw", "ce_drw"])
+def test_cao_et_al_inaturalist_rows_are_compared_with_the_paper_runs(name):
+    from ltbench.report.reference import has_protocol, load_published
+
+    # App. B: 90 epochs, lr 0.1 annealed at 30 and 60, re-balancing from 60, largest margin 0.3
+    spec = resolve(name, "inat2018", 500, 0, "paper")
+    assert spec.preset == "paper"
+    p = spec.params
+    assert (spec.epochs, p["lr"], p["schedule"], p["warmup_epochs"]) == (90, 0.1, "step", 0)
+    assert [round(m * spec.epochs) for m in p["milestones"]] == [30, 60]
+    own = spec.own_hyperparameters
+    if "drw_start" in own:
+        assert round(own["drw_start"] * spec.epochs) == 60
+    if "max_margin" in own:
+        assert own["max_margin"] == 0.3
+    published = load_published()
+    row = published[(published["method"] == name) & (published["dataset"] == "inat2018")].iloc[0]
+    run = {"backbone": spec.backbone, "epochs": spec.epochs, "profile": spec.profile,
+           "params_key": json.dumps(spec.flat_params())}
+    assert row["source"].startswith("Cao et al. 2019") and has_protocol(run, row)
+
+
+def test_an_unconfirmed_paper_protocol_is_not_called_paper(capsys):
+    assert resolve("cb_focal", "inat2018", 500, 0, "paper").preset == "custom"
+    assert resolve("cb_focal", "cifar10_lt", 100, 0, "paper").preset == "paper"
+    assert main(["list", "cb_focal"]) == 0
+    assert "Not a paper protocol on iNaturalist 2018" in capsys.readouterr().out
+
+
+def test_quick_keeps_a_warm_up_only_where_the_protocol_has_one():
+    for name in ["ce", "ldam_drw", "crt"]:
+        assert resolve(name, "cifar10_lt", 100, 0, "quick").params["warmup_epochs"] == 1, name
+    for name in HYBRIDS:  # Wang et al. describe no warm-up
+        assert resolve(name, "cifar10_lt", 100, 0, "quick").params["warmup_epochs"] == 0, name
+    assert resolve("ce", "imagenet_lt", 256, 0, "quick").params["warmup_epochs"] == 0  # decoupling: none
+
+
+def test_the_card_has_a_fashion_mnist_column_and_takes_a_preset(capsys):
+    assert "fashion_mnist_lt" in card_datasets()
+    quick = {r.name: r for r in protocol_card("sc_hybrid", preset="quick")}
+    assert quick["epochs"].values["fashion_mnist_lt"] == "12" and quick["warmup_epochs"].values["cifar10_lt"] == "0"
+    assert "quick preset" in quick["epochs"].sources["cifar10_lt"]
+    assert "scaled linearly" in quick["lr"].sources["cifar10_lt"]  # 0.5 at batch 512 -> 0.125 at 128
+    assert main(["list", "ce", "--preset", "quick"]) == 0
+    out = capsys.readouterr().out
+    assert "Fashion-MNIST-LT" in out and "The quick preset's values" in out
+    assert main(["list", "ce", "--preset", "nosuch"]) == 2

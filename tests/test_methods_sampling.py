@@ -68,8 +68,7 @@ def test_every_stage2_batch_is_close_to_balanced():
     x = np.zeros((sum(counts), 1, 32, 32), dtype=np.uint8)
     y = labels_for(counts).numpy()
     data = LongTailData("toy", x, y, x[:10], y[:10], counts, (0.5,), (0.5,))
-    loader = DeviceLoader(data, {"main": Draw(sampler="class_balanced")}, 512, "cpu", seed=0,
-                          sampler_options={"class_balanced": {"per_class": 4}})
+    loader = DeviceLoader(data, {"main": Draw(sampler="class_balanced", per_class=4)}, 512, "cpu", seed=0)
     for _ in range(3):
         for batches in loader.epoch():
             per_class = torch.bincount(batches["main"].labels, minlength=10)
@@ -101,9 +100,11 @@ def test_crt_stage2_trains_only_a_fresh_classifier_the_papers_way():
     assert not torch.equal(trainer.method.classifier.weight, ce.classifier.weight)  # re-initialised
     assert (trainer.epochs, trainer.batch_size) == (10, 512)
     p = trainer.params
-    assert (p["lr"], p["momentum"], p["weight_decay"], p["warmup_epochs"], p["cb_per_class"]) == (0.2, 0.9, 5e-4, 0, 4)
+    assert (p["lr"], p["momentum"], p["weight_decay"], p["warmup_epochs"]) == (0.2, 0.9, 5e-4, 0)
     # the cosine steps before each epoch, as classifier-balancing's: the last epoch trains at lr 0
-    assert learning_rate(0, 10, p) == pytest.approx(0.1 * (1 + math.cos(math.pi / 10))) and learning_rate(9, 10, p) == 0
+    assert trainer.lr_step_first
+    assert learning_rate(0, 10, p, step_first=True) == pytest.approx(0.1 * (1 + math.cos(math.pi / 10)))
+    assert learning_rate(9, 10, p, step_first=True) == 0
     assert trainer.backbone.bn_train  # BatchNorm in train mode, as classifier-balancing's stage 2
     sampler = trainer.loader.samplers["main"]
     assert isinstance(sampler, ClassBalancedSampler) and sampler.per_class == 4

@@ -119,3 +119,18 @@ def test_tau_is_chosen_on_held_out_images_never_on_the_test_set():
     assert chosen["balanced_accuracy"] == 100.0
 
 
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"epochs": -1, "batch_size": 8}, "epochs must be an int >= 0"),
+    ({"epochs": 2, "batch_size": 8, "settings": {"batch_size": 4}}, "other than the spec's own fields"),
+    ({"epochs": 2, "batch_size": 8, "settings": {"cb_per_class": 4}}, "not \\['cb_per_class'\\]"),
+    ({"epochs": 2, "batch_size": 8, "lr_step_first": 1}, "lr_step_first must be a bool"),
+])
+def test_a_stage2_plan_refuses_what_the_trainer_does_not_know(fields, message):
+    from ltbench.settings import Stage2Plan
+
+    with pytest.raises(ValueError, match=message):
+        Stage2Plan(**fields)
+    with pytest.raises(UserError, match="stage 2 lr=-1.0 is out of range"):
+        Stage2Plan(epochs=1, batch_size=8, settings={"lr": -1.0})

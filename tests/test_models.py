@@ -38,3 +38,13 @@ def test_unknown_backbone_names_the_closest():
         assert "resnet" in str(exc) and "resnet32_cifar" in str(exc)
     else:
         raise AssertionError("expected a UserError")
+
+
+def test_each_cifar_resnet_is_a_registered_function_of_its_depth():
+    import ltbench.models as models
+
+    for name in models.CIFAR_BACKBONES:
+        entry = timm.models.model_entrypoint(name)
+        assert entry is getattr(models, name) and entry.__module__ == "ltbench.models"
+        depth = int(name.removeprefix("resnet").removesuffix("_cifar"))
+        assert len(timm.create_model(name, num_classes=0).layers) == 3 * (depth - 2) // 6

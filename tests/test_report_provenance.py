@@ -289,3 +289,42 @@ def test_every_latex_table_compiles(tmp_path, width, document_class, extra):
     assert "Missing character" not in log
     overfull = [line for line in log.splitlines() if line.startswith("Overfull \\hbox")]
     assert not overfull, overfull
+
+
+# --- which published figures a run is compared with ---------------------------------------
+
+def test_a_custom_run_with_a_figures_protocol_is_compared_with_it(tmp_path):
+    from ltbench.report.comparison import paper_comparison
+    from ltbench.report.reference import load_published
+
+    from test_report import _labelled
+
+    results = tmp_path / "results"
+    # Ren et al.'s Balanced Softmax on CIFAR-100-LT IF 100 as the paper preset gives it, and
+    # the same run set (custom) to Cui et al.'s LDAM-DRW row's settings, and one that is not
+    cao = {"drw_beta": 0.9999, "drw_start": 0.8, "lr": 0.1, "lr_factors": [0.01, 0.0001], "max_margin": 0.5,
+           "milestones": [0.8, 0.9], "scale": 30.0, "warmup_epochs": 5, "weight_decay": 0.0002}
+    write_run(results, method="ldam_drw", dataset="cifar100_lt", preset="custom", top1=41.0, top1_best=42.0,
+              params=cao, per_class=False)
+    write_run(results, method="ldam_drw", dataset="cifar10_lt", preset="custom", top1=70.0,
+              params={**cao, "max_margin": 0.3}, per_class=False)
+    write_run(results, method="ce", dataset="cifar10_lt", preset="quick", top1=60.0, epochs=12, per_class=False)
+    data = paper_comparison(_labelled(results), load_published()).data
+    matched = data[data["method"] == "ldam_drw"]
+    assert list(zip(matched["dataset"], matched["status"], matched["published_top1"])) == [
+        ("cifar100_lt", "compared", 42.04)]
+    assert matched["difference"].iloc[0] == pytest.approx(42.0 - 42.04)  # best test epoch, as Cao et al.'s code
+    assert "ce" not in set(data["method"])  # a quick run has no figure's protocol
+
+
+def test_published_rows_name_their_code_base_and_data_split_and_epoch_rule():
+    from ltbench.report.reference import load_published
+
+    published = load_published()
+    cui = published[published["code"].str.startswith("Cui et al.'s TensorFlow")]
+    assert len(cui) and cui["mismatch"].str.contains("code: Cui et al.'s TensorFlow").all()
+    on_cifar = cui["dataset"].str.startswith("cifar")
+    assert cui[on_cifar]["mismatch"].str.contains("own long-tailed subsample").all()
+    assert not cui[~on_cifar]["mismatch"].str.contains("subsample").any()  # iNaturalist's own split
+    bbn = published[published["source"].str.startswith("Zhou et al. 2020 (BBN")]
+    assert len(bbn) == 8 and set(bbn["selection"]) == {"best_on_test"}

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset
 from ltbench import distributed
 from ltbench.data import augment
 from ltbench.data.image_transforms import CONTRASTIVE_SCALE, STANDARD_SCALE, eval_view, train_view
-from ltbench.data.samplers import sampler_options, samplers_for
+from ltbench.data.samplers import samplers_for
 from ltbench.data.split_files import SHOWN
 from ltbench.errors import UserError
 from ltbench.method import Batch, Draw
@@ -118,7 +118,7 @@ class ImageLoader:
         self.device = torch.device(device)
         self.draws, self.batch_size = draws, batch_size
         self.steps_per_epoch = distributed.steps_per_epoch(len(data.train_y), batch_size)
-        self.samplers = samplers_for(draws, torch.from_numpy(data.train_y), data.num_classes, sampler_options(params))
+        self.samplers = samplers_for(draws, torch.from_numpy(data.train_y), data.num_classes)
         self.sample_gen = torch.Generator().manual_seed(seed)
         self.mean = torch.tensor(data.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(data.std, device=self.device).view(1, -1, 1, 1)

@@ -19,7 +19,7 @@ AUGMENTATIONS = {"standard": augment.standard, "contrastive": augment.contrastiv
 
 class DeviceLoader:
     def __init__(self, data: LongTailData, draws: dict[str, Draw], batch_size: int, device, seed: int,
-                 padding: int = 4, flip: bool = True, sampler_options: dict | None = None):
+                 padding: int = 4, flip: bool = True):
         self.device = torch.device(device)
         self.x = torch.from_numpy(data.train_x).to(self.device)
         self.y = torch.from_numpy(data.train_y).to(self.device)
@@ -28,7 +28,7 @@ class DeviceLoader:
         self.draws = draws
         self.batch_size = batch_size
         self.padding, self.flip = padding, flip
-        self.samplers = samplers_for(draws, torch.from_numpy(data.train_y), data.num_classes, sampler_options)
+        self.samplers = samplers_for(draws, torch.from_numpy(data.train_y), data.num_classes)
         self.sample_gen = torch.Generator().manual_seed(seed)
         self.augment_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
 

@@ -4,7 +4,7 @@ path, ReferenceLoader); image files go through DataLoader workers (ImageLoader).
 {draw name: Batch} per step, so a method never knows which one it is fed by."""
 
 from ltbench import distributed
-from ltbench.data import image_loader, loader, reference_loader, samplers
+from ltbench.data import image_loader, loader, reference_loader
 from ltbench.data.image_datasets import ImageFileData
 from ltbench.errors import UserError
 
@@ -16,8 +16,7 @@ def make_loader(data, draws: dict, batch_size: int, device, seed: int, params: d
         raise UserError(f"{data.name} is a CIFAR-sized dataset: its runs take one device, not {distributed.world_size()}",
                         hint="launch it as one process; data-parallel runs are for imagenet_lt, places_lt, inat2018")
     kind = reference_loader.ReferenceLoader if params["loader"] == "dataloader" else loader.DeviceLoader
-    return kind(data, draws, batch_size, device, seed, padding=params["crop_padding"], flip=params["flip"],
-                sampler_options=samplers.sampler_options(params))
+    return kind(data, draws, batch_size, device, seed, padding=params["crop_padding"], flip=params["flip"])
 
 
 def eval_batches(data, x, y, device, batch_size: int, params: dict):

@@ -73,13 +73,12 @@ class ReferenceLoader:
     """DeviceLoader's interface (epoch, steps_per_epoch, samplers, state) over DataLoaders."""
 
     def __init__(self, data: LongTailData, draws: dict[str, Draw], batch_size: int, device, seed: int,
-                 padding: int = 4, flip: bool = True, sampler_options: dict | None = None,
-                 workers: int | None = None):
+                 padding: int = 4, flip: bool = True, workers: int | None = None):
         self.device = torch.device(device)
         self.batch_size, self.seed = batch_size, seed
         self.n_images = len(data.train_y)
         self.workers = os.cpu_count() if workers is None else workers
-        self.samplers = samplers_for(draws, torch.from_numpy(data.train_y), data.num_classes, sampler_options)
+        self.samplers = samplers_for(draws, torch.from_numpy(data.train_y), data.num_classes)
         self.datasets = {name: PilDataset(data.train_x, data.train_y, pil_transform(data, d, padding, flip), d.views)
                          for name, d in draws.items()}
         self.sample_gen = torch.Generator().manual_seed(seed)

@@ -77,20 +77,15 @@ class SquareRootSampler(Sampler):
 SAMPLERS = {"instance": InstanceSampler, "class_balanced": ClassBalancedSampler, "sqrt": SquareRootSampler}
 
 
-def make_sampler(name: str, labels: torch.Tensor, num_classes: int, **options) -> Sampler:
-    if name not in SAMPLERS:
-        raise UserError(f"unknown sampler '{name}'", hint=f"use one of: {', '.join(SAMPLERS)}")
-    return SAMPLERS[name](labels, num_classes, **options)
+def make_sampler(draw, labels: torch.Tensor, num_classes: int) -> Sampler:
+    """The sampler of one of a method's draws (ltbench.method.Draw)."""
+    if draw.sampler not in SAMPLERS:
+        raise UserError(f"unknown sampler '{draw.sampler}'", hint=f"use one of: {', '.join(SAMPLERS)}")
+    if draw.sampler == "class_balanced":
+        return ClassBalancedSampler(labels, num_classes, per_class=draw.per_class)
+    return SAMPLERS[draw.sampler](labels, num_classes)
 
 
-def sampler_options(params: dict) -> dict:
-    """Per-sampler keyword arguments from a run's settings: `cb_per_class`, the images per
-    class draw of the class-balanced sampler."""
-    return {"class_balanced": {"per_class": params.get("cb_per_class", 1)}}
-
-
-def samplers_for(draws: dict, labels: torch.Tensor, num_classes: int, options: dict | None = None) -> dict[str, Sampler]:
-    """One sampler per draw of a method; `options` maps a sampler name to its keyword arguments."""
-    options = options or {}
-    return {name: make_sampler(d.sampler, labels, num_classes, **options.get(d.sampler, {}))
-            for name, d in draws.items()}
+def samplers_for(draws: dict, labels: torch.Tensor, num_classes: int) -> dict[str, Sampler]:
+    """One sampler per draw of a method."""
+    return {name: make_sampler(d, labels, num_classes) for name, d in draws.items()}

@@ -48,8 +48,7 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
     (backbone, epochs, a recorded setting or the loss itself differs: shown, not compared);
     unconfirmed leads (shown apart, never compared).
     """
-    paper = agg[agg["preset"] == "paper"]
-    pairs, missing = _pair_with_published(paper, published)
+    pairs, missing, others = _pair_with_published(agg, published)
     cites = {}  # a paper's table -> its number, in order of first use
     for pair in pairs:
         cites.setdefault(_published_cite(pair["source"]), len(cites) + 1)
@@ -59,7 +58,7 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
         of_status = [pair for pair in pairs if pair["status"] == status]
         if of_status:
             section.tables.append(_table(status, of_status, cites))
-    closing = _closing(len(agg) - len(paper), missing)
+    closing = _closing(others, missing)
     if section.tables:
         section.tables[-1].notes += closing
     else:
@@ -68,15 +67,20 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
     return section
 
 
-def _pair_with_published(paper: pd.DataFrame, published: pd.DataFrame) -> tuple[list, dict]:
-    """One record per (row of ours, published figure for its cell), with COLUMNS and the
-    row's run_ids; and label -> dataset -> factors of the rows with no figure."""
-    from .reference import SELECTIONS, matches, protocol_differences
+def _pair_with_published(agg: pd.DataFrame, published: pd.DataFrame) -> tuple[list, dict, int]:
+    """One record per (row of ours, published figure it is set beside), with COLUMNS and the
+    row's run_ids; label -> dataset -> factors of the paper-protocol rows with no figure; and
+    how many other rows have none. A paper-protocol row stands beside every figure of its
+    cell, another only beside a confirmed figure whose protocol it has
+    (reference.references_for)."""
+    from .reference import SELECTIONS, protocol_differences, references_for
 
-    pairs, missing = [], {}
-    for r in paper.to_dict("records"):
-        refs = matches(published, r["method"], r["dataset"], r["imbalance_factor"])
-        if not len(refs):
+    pairs, missing, others = [], {}, 0
+    for r in agg.to_dict("records"):
+        refs = references_for(published, r)
+        if not len(refs) and r["preset"] != "paper":
+            others += 1
+        elif not len(refs):
             factors = missing.setdefault(r["label"], {}).setdefault(dataset_name(r["dataset"]), [])
             factors.append(fmt_factor(r["imbalance_factor"]))
         for ref in refs.to_dict("records"):
@@ -95,7 +99,7 @@ def _pair_with_published(paper: pd.DataFrame, published: pd.DataFrame) -> tuple[
                 difference=mean - ref["top1"] if status == "compared" else math.nan,
                 differs="; ".join(differs), source=ref["source"], backbone=ref["backbone"],
                 epochs=ref["epochs"], code=ref["code"], run_ids=r.get("run_ids", ())))
-    return pairs, missing
+    return pairs, missing, others
 
 
 def _table(status: str, pairs: list[dict], cites: dict) -> Table:
@@ -126,8 +130,8 @@ def _closing(others: int, missing: dict) -> list[str]:
     """What the comparison leaves out: runs under other protocols, rows with no figure."""
     closing = []
     if others:
-        closing.append(f"{others} result(s) under other protocols (preset other than paper) "
-                       "are not compared with published figures.")
+        closing.append(f"{others} result(s) under other protocols (preset other than paper, and no "
+                       "confirmed figure with their settings) are not compared with published figures.")
     if missing:
         def cells_of(where):
             return ", ".join(f"{dataset} IF {'/'.join(factors)}"

@@ -74,6 +74,30 @@ def lookup(published: pd.DataFrame, method: str, dataset: str, imbalance_factor:
     return (confirmed if len(confirmed) else rows).iloc[0]
 
 
+def references_for(published: pd.DataFrame, run: dict) -> pd.DataFrame:
+    """The published rows a run (an aggregated result row as a dict) is set beside. A
+    paper-protocol run: every row of its cell, compared or shown apart. Any other run: the
+    confirmed rows of its cell whose protocol it has, so that a run set to match a figure
+    (CB-focal's beta and gamma per cell, say, which labels it custom) is compared with it."""
+    rows = matches(published, run["method"], run["dataset"], run["imbalance_factor"])
+    if run.get("preset") == "paper":
+        return rows
+    return rows[[ref["confirmed"] and has_protocol(run, ref) for ref in rows.to_dict("records")]]
+
+
+def has_protocol(run: dict, ref) -> bool:
+    """Whether a run was set up as the figure `ref` was: it records every setting the row
+    names (backbone, epochs, profile, params), with the row's value, and nothing else the row
+    names (its loss, code base, data split: `mismatch`) differs."""
+    try:
+        params = json.loads(run.get("params_key") or "{}")
+    except (TypeError, ValueError):
+        return False
+    recorded = all(key in params for key in ref["params"]) and all(
+        not ref[key] or (isinstance(run.get(key), str) or pd.notna(run.get(key))) for key in ("backbone", "epochs"))
+    return recorded and not protocol_differences(ref, run)
+
+
 def protocol_differences(ref, run) -> list[str]:
     """How a run's protocol differs from the one behind a published figure, in words; empty
     when nothing recorded differs. `ref` is a published row, `run` an aggregated result row
