@@ -74,6 +74,7 @@ def plugins(tmp_path, monkeypatch):
         sys.modules.pop(module, None)
 
 
+@pytest.mark.slow
 def test_plugins_are_listed_run_and_reported(plugins, tmp_path, capsys):
     assert {"ce", "label_smoothing"} <= set(registry.methods())
     assert registry.dataset("stripes_lt").title == "Stripes-LT"

@@ -35,6 +35,7 @@ def tagged(tmp_path_factory, fashion_mnist):
 
 # ---------------------------------------------------------------------------- the tag
 
+@pytest.mark.slow
 def test_a_tag_is_recorded_and_a_reused_run_keeps_its_own(tagged):
     _, codes, rows = tagged
     assert codes == [0, 0]
@@ -42,6 +43,7 @@ def test_a_tag_is_recorded_and_a_reused_run_keeps_its_own(tagged):
     assert rows["focal"]["tag"] == "second sweep"
 
 
+@pytest.mark.slow
 def test_report_keeps_the_rows_of_one_tag(tagged, tmp_path, capsys):
     results, _, rows = tagged
     assert main(["report", "--results-dir", str(results), "--out", str(tmp_path / "out"),
@@ -83,6 +85,7 @@ def test_the_tag_comes_from_the_config_file_and_the_flag_wins(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- ltbench show
 
+@pytest.mark.slow
 def test_show_prints_spec_provenance_result_and_history(tagged, capsys):
     results, _, rows = tagged
     row = rows["focal"]
