@@ -204,7 +204,8 @@ def check_resume_gives_the_uninterrupted_result(name: str) -> None:
 
 
 CHECKS = [check_defaults_resolve, check_defaults_cite_a_source, check_every_default_is_settable,
-          check_one_step_is_finite, check_logits_shape, check_state_dict_round_trips, check_two_stage_declarations, check_resume_gives_the_uninterrupted_result]
+          check_one_step_is_finite, check_logits_shape, check_state_dict_round_trips,
+          check_two_stage_declarations, check_resume_gives_the_uninterrupted_result]
 
 
 def parametrize_with_checks(names: list[str] | None = None):
