@@ -91,6 +91,7 @@ def test_folder_names_only_where_folders_and_classes_match_one_to_one(tmp_path, 
     assert folder_class_names(tmp_path / "split.txt") == names
 
 
+@pytest.mark.slow
 def test_per_class_csv_names_the_classes_and_the_report_reads_them(tmp_path, fashion_mnist):
     import csv
 

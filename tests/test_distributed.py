@@ -101,6 +101,7 @@ def two_ranks(data_root, tmp_path_factory):
     return out, spec
 
 
+@pytest.mark.slow
 def test_supcon_over_ranks_is_the_one_device_loss_and_gradient(two_ranks):
     from ltbench_methods.sc_hybrid import supervised_contrastive_loss
 
@@ -116,6 +117,7 @@ def test_supcon_over_ranks_is_the_one_device_loss_and_gradient(two_ranks):
     assert torch.allclose(torch.cat([ranks[0]["grad"], ranks[1]["grad"]]) / 2, embeddings.grad, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_ranks_evaluate_what_one_process_evaluates_from_their_checkpoint(two_ranks, data_root):
     out, spec = two_ranks
     results = out / "uninterrupted"
@@ -127,6 +129,7 @@ def test_two_ranks_evaluate_what_one_process_evaluates_from_their_checkpoint(two
     assert not list(results.glob("*/error*.log"))
 
 
+@pytest.mark.slow
 def test_interrupted_distributed_run_resumes_to_the_uninterrupted_result(two_ranks):
     out, spec = two_ranks
     assert "resuming from epoch 1 of 2" in (out / "log0.txt").read_text()
@@ -139,6 +142,7 @@ def test_interrupted_distributed_run_resumes_to_the_uninterrupted_result(two_ran
 # ----------------------------------------------------------------------------- torchrun
 
 
+@pytest.mark.slow
 def test_torchrun_runs_the_sweep_data_parallel(data_root, tmp_path):
     results = tmp_path / "results"
     torchrun = Path(sys.executable).with_name("torchrun")
@@ -166,6 +170,7 @@ def test_torchrun_runs_the_sweep_data_parallel(data_root, tmp_path):
 # ----------------------------------------------------------------------------- Slurm
 
 
+@pytest.mark.slow
 @pytest.mark.slurm
 def test_two_task_slurm_job_is_one_data_parallel_run(slurm_cluster, data_root, tmp_path, monkeypatch):
     monkeypatch.setenv("LTBENCH_WORKERS", "0")

@@ -138,6 +138,7 @@ def test_reference_loader_augments_repeatably_whatever_the_workers(setup):
     assert torch.equal(next(one.epoch())["main"].views[0], next(resumed.epoch())["main"].views[0])
 
 
+@pytest.mark.slow
 def test_a_run_on_the_slow_path_is_the_same_experiment(tmp_path, fashion_mnist):
     from ltbench.cli import main
     from ltbench.store import RunStore

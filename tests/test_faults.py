@@ -24,6 +24,8 @@ from ltbench.store import SET_ASIDE
 
 from finished_runs import finished_runs
 
+pytestmark = pytest.mark.slow  # each test trains real runs and kills them
+
 ARGS = ["run", "--methods", "ce,crt", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
         "--set", "crt.crt_epochs=2", "--device", "cpu"]
 

@@ -18,6 +18,8 @@ from ltbench.store import RunStore
 from ltbench.sweep import Sweep, expand
 from ltbench.train import Reporter
 
+pytestmark = pytest.mark.slow  # each test trains real runs
+
 SMOKE = ["run", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke", "--device", "cpu"]
 
 

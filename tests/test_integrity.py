@@ -143,6 +143,7 @@ def test_a_checkpoint_of_other_data_is_not_resumed_from(tmp_path):
         check_same_data(tmp_path / "checkpoint.pt", state, data(True))
 
 
+@pytest.mark.slow
 def test_a_folder_whose_files_name_another_run_is_corrupt_and_set_aside(tmp_path, fashion_mnist, capsys):
     results, ce, focal = tmp_path / "results", smoke_spec("ce"), smoke_spec("focal")
     store = RunStore(results)

@@ -56,6 +56,7 @@ def one_after_another(tmp_path_factory, fashion_mnist):
     return outcome(results)
 
 
+@pytest.mark.slow
 def test_jobs_2_gives_the_rows_of_jobs_1(tmp_path, one_after_another):
     results = tmp_path / "jobs2"
     proc = ltbench(*SWEEP, "--jobs", "2", "--results-dir", str(results))
@@ -70,6 +71,7 @@ def test_jobs_2_gives_the_rows_of_jobs_1(tmp_path, one_after_another):
         assert got[run_id][1] == per_class, run_id
 
 
+@pytest.mark.slow
 def test_two_sweeps_on_one_results_dir_train_every_run_once(tmp_path, one_after_another):
     results = tmp_path / "shared"
     first, second = (ltbench(*SWEEP, "--results-dir", str(results)) for _ in range(2))
@@ -129,6 +131,7 @@ def test_status_names_the_process_training_a_partial_run(tmp_path, capsys):
         holder.wait()
 
 
+@pytest.mark.slow
 def test_a_failed_run_does_not_stop_the_other_jobs(tmp_path, fashion_mnist):
     results = tmp_path / "results"
     # a learning rate that makes focal's loss non-finite: that run fails, the others finish
@@ -141,6 +144,7 @@ def test_a_failed_run_does_not_stop_the_other_jobs(tmp_path, fashion_mnist):
     assert states == {"ce": "done", "crt": "done", "focal": "failed"}
 
 
+@pytest.mark.slow
 def test_a_job_killed_mid_run_does_not_stop_the_others(tmp_path, fashion_mnist):
     results = tmp_path / "results"
     proc = ltbench("run", "--methods", "ce,focal", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
@@ -161,6 +165,7 @@ def test_a_job_killed_mid_run_does_not_stop_the_others(tmp_path, fashion_mnist):
     assert sorted(store.state(run_id) for run_id in store.run_ids()) == ["done", "partial"]
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_every_job_and_each_resumes(tmp_path, fashion_mnist, one_thread, capfd):
     args = ["run", "--methods", "ce,focal", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
             "--epochs", "4", "--set", "eval_every=4", "--device", "cpu"]
@@ -223,6 +228,7 @@ def test_the_plan_divides_threads_and_deals_devices_in_turn(monkeypatch):
     assert visible_gpu("cuda:1") == "1"
 
 
+@pytest.mark.slow
 def test_the_sweep_benchmark_times_both_settings(tmp_path, fashion_mnist):
     out = tmp_path / "sweep_jobs.csv"
     script = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "sweep_jobs.py")
@@ -238,6 +244,7 @@ def test_the_sweep_benchmark_times_both_settings(tmp_path, fashion_mnist):
     assert rows[0]["mean_top1"] == rows[1]["mean_top1"]  # one thread each: the same sweep, the same numbers
 
 
+@pytest.mark.slow
 def test_on_a_terminal_each_job_has_a_line_and_its_output_a_file(tmp_path, fashion_mnist):
     """Run under a pseudo-terminal, as a user types it: the terminal shows a line per running
     job (its latest epoch), each job's own lines go to <results>/jobs/<run_id>.log."""

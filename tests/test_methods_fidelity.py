@@ -34,15 +34,6 @@ def test_every_protocol_setting_of_the_trainer_says_where_it_comes_from():
 
 
 @pytest.mark.parametrize("name", BUILT_IN)
-def test_every_setting_of_a_built_in_method_says_where_it_comes_from(name):
-    cls = registry.method(name)
-    assert set(cls.trainer_defaults) <= set(cls.trainer_sources), f"{name}: trainer_defaults without a source"
-    for dataset in card_datasets():
-        unsourced = [k for k, s in cls.settings(registry.dataset(dataset)).items() if not s.source]
-        assert unsourced == [], f"{name} on {dataset}: no source for {unsourced}"
-
-
-@pytest.mark.parametrize("name", BUILT_IN)
 def test_protocol_card_has_every_setting_on_every_family_with_its_source(name):
     rows = protocol_card(name)
     cls = registry.method(name)

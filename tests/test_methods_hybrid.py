@@ -165,6 +165,7 @@ def test_two_contrastive_views_and_a_class_balanced_batch_per_step(fashion_mnist
     assert classifier.max() - classifier.min() <= 1  # class-balanced
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_complete_rows(fashion_mnist, tmp_path):
     code = main(["run", "--methods", "sc_hybrid,psc_hybrid", "--dataset", "fashion_mnist_lt", "--if", "100",
                  "--preset", "smoke", "--device", "cpu", "--results-dir", str(tmp_path)])

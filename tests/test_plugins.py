@@ -1,9 +1,13 @@
 """Another installed package adds a method (`ltbench.methods` entry points) or a dataset
-(`ltbench.datasets`): it is listed, runs, passes the conformance checks and appears in the
-report under its own display name."""
+(`ltbench.datasets`), or a new file under methods/ adds a method: it is listed, runs, passes
+the conformance checks and appears in the report under its own display name. The method is
+the README's example, and every package is built under the test's tmp_path, never in the
+source tree."""
 
+import re
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -12,26 +16,16 @@ from ltbench.cli import main
 from ltbench.errors import UserError
 from ltbench.testing import CHECKS
 
-METHOD_MODULE = '''
-import torch.nn.functional as F
-from ltbench.method import LinearClassifierMethod
-from ltbench.settings import Setting
-
-SMOOTHING = Setting(0.1, "probability mass spread over the other classes", low=0, below=1)
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-class LabelSmoothing(LinearClassifierMethod):
-    """CE with label smoothing (Szegedy et al., CVPR 2016).
+def readme_example(first_line: str) -> str:
+    """The README's Python block that starts with `first_line`: the tests run what a reader copies."""
+    blocks = re.findall(r"^```python\n(.*?)^```", README.read_text(), re.M | re.S)
+    return next(block for block in blocks if block.startswith(first_line))
 
-    A method from another package."""
 
-    hyperparameters = {"smoothing": SMOOTHING}
-    name, display_name = "label_smoothing", "Label smoothing"
-
-    def criterion(self, logits, labels, progress):
-        smoothing = self.hp["smoothing"]
-        return F.cross_entropy(logits, labels, label_smoothing=smoothing)
-'''
+METHOD_MODULE = readme_example("# methods/label_smoothing.py")
 
 DATASET_MODULE = '''
 import numpy as np
@@ -80,6 +74,7 @@ def plugins(tmp_path, monkeypatch):
         sys.modules.pop(module, None)
 
 
+@pytest.mark.slow
 def test_plugins_are_listed_run_and_reported(plugins, tmp_path, capsys):
     assert {"ce", "label_smoothing"} <= set(registry.methods())
     assert registry.dataset("stripes_lt").title == "Stripes-LT"
@@ -115,21 +110,25 @@ def test_a_plugin_that_is_not_a_method_or_dataset_is_refused(tmp_path, monkeypat
         sys.modules.pop("bad_plugin", None)
 
 
-def test_a_new_file_in_methods_is_a_new_method_without_reinstalling(tmp_path):
+def test_a_new_file_in_methods_is_a_new_method_without_reinstalling(tmp_path, monkeypatch):
     import ltbench_methods
 
-    folder = ltbench_methods.__path__[0]
-    path = f"{folder}/zz_conformance_probe.py"
-    with open(path, "w") as fh:
-        fh.write(METHOD_MODULE.replace("label_smoothing", "zz_probe"))
+    from ltbench.testing import check_defaults_cite_a_source, check_defaults_resolve
+
+    # the folder as the built-in discovery walks it, with one more file than the source tree has
+    (tmp_path / "label_smoothing.py").write_text(METHOD_MODULE)
+    monkeypatch.setattr(ltbench_methods, "__path__", [*ltbench_methods.__path__, str(tmp_path)])
     registry.clear()
     try:
-        assert registry.method("zz_probe").title() == "Label smoothing"
-        assert list(registry.methods())[-1] == "zz_probe"  # after the ordered built-ins
+        cls = registry.method("label_smoothing")
+        assert cls.__module__ == "ltbench_methods.label_smoothing" and cls.title() == "Label smoothing"
+        assert list(registry.methods())[-1] == "label_smoothing"  # after the ordered built-ins
+        check_defaults_resolve("label_smoothing")
+        check_defaults_cite_a_source("label_smoothing")  # held to what a built-in method must say
     finally:
-        import os
-        os.remove(path)
-        sys.modules.pop("ltbench_methods.zz_conformance_probe", None)
+        monkeypatch.undo()
+        sys.modules.pop("ltbench_methods.label_smoothing", None)
+        vars(ltbench_methods).pop("label_smoothing", None)
         registry.clear()
 
 

@@ -30,8 +30,8 @@ from ltbench.results_schema import RESULT_COLUMNS
 from ltbench.report.reference import load_published
 
 
-# n_max, classes, test images per class
 REPO = Path(__file__).resolve().parents[1]
+# n_max, classes, test images per class
 DATASETS = {"cifar10_lt": (5000, 10, 1000), "cifar100_lt": (500, 100, 100),
             "imagenet_lt": (1280, 1000, 50), "tiny_lt": (100, 5, 20)}
 

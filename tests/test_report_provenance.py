@@ -193,6 +193,7 @@ def test_report_under_terciles_names_the_rule_and_fills_every_group(tmp_path):
     assert "—" not in text.split("### ")[1].split("\n\n")[1]  # no empty group in the rows
 
 
+@pytest.mark.slow
 def test_a_dataset_declaring_terciles_is_trained_and_reported_under_it(tmp_path, monkeypatch):
     """A dataset plugin whose rule is terciles: the run records it and fills every group,
     and the report's caption names it, with no --shot-rule."""

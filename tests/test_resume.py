@@ -15,6 +15,8 @@ from ltbench.cli import main
 from ltbench.results_schema import HISTORY_FILE
 from ltbench.store import RunStore
 
+pytestmark = pytest.mark.slow  # each test trains real runs and interrupts them
+
 ARGS = ["run", "--methods", "ce", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
         "--epochs", "4", "--set", "eval_every=4", "--device", "cpu"]
 

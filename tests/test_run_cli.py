@@ -26,6 +26,7 @@ def rows(results):
     return {r["method"]: r for r in (store.read_result(i) for i in store.run_ids()) if r}
 
 
+@pytest.mark.slow
 def test_smoke_run_writes_complete_results(finished):
     results, code = finished
     assert code == 0
@@ -49,6 +50,7 @@ def test_smoke_run_writes_complete_results(finished):
         assert (folder / "spec.json").exists() and (folder / "checkpoint.pt").exists()
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_sweep_trains_nothing(finished, capsys):
     results, _ = finished
     before = {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()}
@@ -57,6 +59,7 @@ def test_rerunning_a_finished_sweep_trains_nothing(finished, capsys):
     assert {p: p.stat().st_mtime_ns for p in results.rglob("*") if p.is_file()} == before
 
 
+@pytest.mark.slow
 def test_nan_loss_fails_that_run_and_the_sweep_goes_on(finished, capsys):
     results, _ = finished
     code = main(SMOKE + ["--methods", "ce,focal", "--set", "focal.lr=1e30", "--results-dir", str(results)])
@@ -75,6 +78,7 @@ def test_nan_loss_fails_that_run_and_the_sweep_goes_on(finished, capsys):
     assert "failed (retry)" in out and out.count("done (skip)") == 1
 
 
+@pytest.mark.slow
 def test_corrupt_result_is_rerun(finished, capsys, tmp_path):
     results, _ = finished
     store = RunStore(results)

@@ -29,6 +29,7 @@ def tagged(tmp_path_factory, fashion_mnist):
 
 # ---------------------------------------------------------------------------- the tag
 
+@pytest.mark.slow
 def test_a_tag_is_recorded_and_a_reused_run_keeps_its_own(tagged):
     _, codes, rows = tagged
     assert codes == [0, 0]
@@ -36,6 +37,7 @@ def test_a_tag_is_recorded_and_a_reused_run_keeps_its_own(tagged):
     assert rows["focal"]["tag"] == "second sweep"
 
 
+@pytest.mark.slow
 def test_a_sweep_without_a_tag_does_not_take_the_one_before(tagged, tmp_path):
     """`tagged` ran two tagged sweeps in this process; an untagged one after them stays untagged."""
     assert main(SMOKE + ["--methods", "ce", "--seeds", "1", "--results-dir", str(tmp_path)]) == 0
@@ -43,6 +45,7 @@ def test_a_sweep_without_a_tag_does_not_take_the_one_before(tagged, tmp_path):
     assert [store.read_result(run_id)["tag"] for run_id in store.run_ids()] == [""]
 
 
+@pytest.mark.slow
 def test_report_keeps_the_rows_of_one_tag(tagged, tmp_path, capsys):
     results, _, rows = tagged
     assert main(["report", "--results-dir", str(results), "--out", str(tmp_path / "out"),
@@ -84,6 +87,7 @@ def test_the_tag_comes_from_the_config_file_and_the_flag_wins(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- ltbench show
 
+@pytest.mark.slow
 def test_show_prints_spec_provenance_result_and_history(tagged, capsys):
     results, _, rows = tagged
     row = rows["focal"]

@@ -16,7 +16,7 @@ from ltbench.cli import main
 from ltbench.launch.slurm import scheduler_states
 from ltbench.store import RunStore
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # real runs on the Slurm cluster the session starts
 
 SMOKE = ["--dataset", "fashion_mnist_lt", "--if", "10", "--preset", "smoke", "--n-max", "30", "--device", "cpu"]
 

@@ -7,7 +7,7 @@ import time
 import pytest
 import submitit
 
-pytestmark = pytest.mark.slurm
+pytestmark = [pytest.mark.slurm, pytest.mark.slow]  # the session starts a Slurm cluster; a requeued job waits 10 s
 
 
 def test_submitit_job_runs_on_the_cluster(slurm_cluster, tmp_path):

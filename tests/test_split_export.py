@@ -53,6 +53,7 @@ def test_the_header_comes_first_one_key_a_line(tmp_path, capsys):
     assert doc["profile"] == "step" and doc["class_counts"] == [20] * 5 + [4] * 5
 
 
+@pytest.mark.slow
 def test_a_run_trains_on_the_exported_images(tmp_path, fashion_mnist):
     results = tmp_path / "results"
     assert main(["run", "--methods", "ce", "--dataset", "fashion_mnist_lt", "--if", "10", "--preset", "smoke",
