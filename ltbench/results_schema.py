@@ -19,6 +19,8 @@ RESULT_COLUMNS = [
     # the experiment tag of the sweep that trained the run (`ltbench run --tag`): an annotation,
     # never part of the run id
     "tag",
+    # what peak_mem_mb measured (ltbench.environment.PeakMemory): cuda_allocated, rss, rss_lifetime
+    "peak_mem_measure",
 ]
 # A run's files besides result.csv and per_class.csv
 HISTORY_FILE = "history.csv"  # one row per finished epoch (ltbench.train.Trainer.history)
