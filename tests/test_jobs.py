@@ -161,6 +161,38 @@ def test_a_job_killed_mid_run_does_not_stop_the_others(tmp_path, fashion_mnist):
     assert sorted(store.state(run_id) for run_id in store.run_ids()) == ["done", "partial"]
 
 
+def test_the_jobs_end_with_a_killed_launcher_and_the_sweep_resumes(tmp_path, fashion_mnist, capfd):
+    args = ["run", "--methods", "ce,focal", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
+            "--epochs", "6", "--set", "eval_every=6", "--device", "cpu"]
+    results = tmp_path / "results"
+    proc = ltbench(*args, "--jobs", "2", "--results-dir", str(results))
+    deadline = time.time() + 300
+    while not list(results.glob("*/checkpoint.pt")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the jobs wrote no checkpoints"
+        time.sleep(0.02)
+    children = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    assert len(children) == 2
+    proc.kill()  # kill -9: the launcher has no chance to stop its jobs itself
+    proc.communicate(timeout=30)
+    gone_by = time.time() + 5
+    while any(Path(f"/proc/{pid}").exists() and "State:\tZ" not in _status(pid) for pid in children):
+        assert time.time() < gone_by, "the jobs outlived their launcher"
+        time.sleep(0.05)
+    store = RunStore(results)
+    assert "partial" in {store.state(run_id) for run_id in store.run_ids()}
+    assert main(args + ["--jobs", "2", "--results-dir", str(results)]) == 0
+    assert "resuming from epoch" in capfd.readouterr().out
+    assert sorted(store.state(run_id) for run_id in store.run_ids()) == ["done", "done"]
+
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # ended meanwhile
+        return "State:\tZ"
+
+
 def test_ctrl_c_stops_every_job_and_each_resumes(tmp_path, fashion_mnist, one_thread, capfd):
     args = ["run", "--methods", "ce,focal", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
             "--epochs", "4", "--set", "eval_every=4", "--device", "cpu"]

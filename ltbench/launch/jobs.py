@@ -114,7 +114,8 @@ def start(spec: RunSpec, number: int, slot: int, plan: JobPlan, results_dir, wai
         env["CUDA_VISIBLE_DEVICES"] = visible_gpu(device)
         job_device = "cuda:0"  # the only GPU the job sees
     command = [sys.executable, "-m", "ltbench.launch.job_worker", json.dumps(spec.to_dict()),
-               "--results-dir", str(results_dir), "--device", job_device, "--threads", threads]
+               "--results-dir", str(results_dir), "--device", job_device, "--threads", threads,
+               "--launcher-pid", str(os.getpid())]
     # the job's output (one line per epoch) goes to `output`, else where this process's goes
     with open(output, "ab") if output is not None else nullcontext() as sink:
         process = subprocess.Popen(command + (["--wait"] if wait else []), env=env, stdout=sink,
