@@ -6,6 +6,7 @@ import os
 import pty
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -279,7 +280,8 @@ def test_on_a_terminal_each_job_has_a_line_and_its_output_a_file(tmp_path, fashi
     proc = subprocess.Popen([sys.executable, "-m", "ltbench.cli", "run", "--methods", "ce,focal", "--dataset",
                              "fashion_mnist_lt", "--if", "100", "--preset", "smoke", "--epochs", "4", "--device", "cpu",
                              "--jobs", "2", "--results-dir", str(results)],
-                            stdin=job_end, stdout=job_end, stderr=job_end, env=env)
+                            stdin=job_end, stdout=job_end, stderr=job_end, env=env,
+                            preexec_fn=lambda: os.umask(0o002))  # a umask that lets the group write
     os.close(job_end)
     chunks = []
 
@@ -304,6 +306,8 @@ def test_on_a_terminal_each_job_has_a_line_and_its_output_a_file(tmp_path, fashi
     for run_id in store.run_ids():
         log = (results / "jobs" / f"{run_id}.log").read_text()
         assert "epoch 4/4" in log and store.read_spec(run_id).label in log  # the job's own lines
+        assert stat.S_IMODE((results / "jobs" / f"{run_id}.log").stat().st_mode) == 0o644  # the store's modes
+    assert stat.S_IMODE((results / "jobs").stat().st_mode) == 0o755
     assert re.search(r"\[\d/2\] (ce|focal) fashion_mnist_lt IF100 seed0\s+cpu\s+\d+:\d\d:\d\d\s+(starting|\S)", screen), screen
     assert "running; each job's output is in" in screen, screen
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ltbench import stages
 from ltbench.launch.job_plan import JobPlan, visible_gpu
-from ltbench.launch.job_view import PassThrough
+from ltbench.launch.job_view import PassThrough, open_output
 from ltbench.launch.job_worker import EXIT_CODES, INTERRUPTED
 from ltbench.spec import RunSpec
 from ltbench.store import RunStore
@@ -117,7 +117,7 @@ def start(spec: RunSpec, number: int, slot: int, plan: JobPlan, results_dir, wai
                "--results-dir", str(results_dir), "--device", job_device, "--threads", threads,
                "--launcher-pid", str(os.getpid())]
     # the job's output (one line per epoch) goes to `output`, else where this process's goes
-    with open(output, "ab") if output is not None else nullcontext() as sink:
+    with open_output(output) if output is not None else nullcontext() as sink:
         process = subprocess.Popen(command + (["--wait"] if wait else []), env=env, stdout=sink,
                                    stderr=subprocess.STDOUT if output is not None else None)
     return Job(spec, number, slot, device, process, output)
