@@ -106,7 +106,10 @@ def git_sha() -> str:
     """The commit ltbench's code came from, with `-dirty` when its tracked files had changes
     not committed: such a run's code is not the commit's, and the report says so."""
     def git(*args):
-        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        # no optional locks: `git status` would otherwise refresh the index under index.lock,
+        # and a run killed meanwhile (or one that cannot write) leaves that lock in the user's way
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+                              env=dict(os.environ, GIT_OPTIONAL_LOCKS="0"))
 
     try:
         head = git("rev-parse", "--short", "HEAD")

@@ -79,8 +79,13 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, data_root, 
         raise
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        store.write_text(spec.run_id, distributed.rank_file("error.log"), traceback.format_exc())
-        store.write_result(result_row(spec, status="failed", error=detail, started=started, device=torch_device))
+        try:
+            store.write_text(spec.run_id, distributed.rank_file("error.log"), traceback.format_exc())
+            store.write_result(result_row(spec, status="failed", error=detail, started=started, device=torch_device))
+        except OSError:
+            # the folder takes no writes (a full disk, a read-only folder): the error that ended
+            # the run says why, not the error log's own
+            raise exc from None
         if distributed.is_distributed():
             raise
         return "failed"
