@@ -175,7 +175,9 @@ def test_the_jobs_end_with_a_killed_launcher_and_the_sweep_resumes(tmp_path, fas
     children = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
     assert len(children) == 2
     proc.kill()  # kill -9: the launcher has no chance to stop its jobs itself
-    proc.communicate(timeout=30)
+    out, _ = proc.communicate(timeout=30)
+    # two jobs under OMP_NUM_THREADS=1 take a thread each, and the sweep says so
+    assert "1 CPU thread(s) each, 2 in all: more than the 1 this process was given (OMP_NUM_THREADS)" in out, out
     gone_by = time.time() + 5
     while any(Path(f"/proc/{pid}").exists() and "State:\tZ" not in _status(pid) for pid in children):
         assert time.time() < gone_by, "the jobs outlived their launcher"

@@ -3,6 +3,7 @@ the process ran before it; a write that fails names the file or folder it was fo
 
 import errno
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -16,12 +17,15 @@ from ltbench.sweep import resolve
 SMOKE = ["run", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke", "--device", "cpu"]
 
 
-def test_each_run_of_a_sweep_records_its_own_peak_memory(tmp_path, fashion_mnist):
+def test_each_run_of_a_sweep_records_its_own_peak_memory(tmp_path, fashion_mnist, capsys):
     results = tmp_path / "results"
     # ce, then a hybrid at four times the batch (two views each: far more activations), then ce
     # again, in this one process
     for method, seed, extra in [("ce", 0, []), ("psc_hybrid", 0, ["--batch-size", "256"]), ("ce", 1, [])]:
         assert main(SMOKE + ["--methods", method, "--seeds", str(seed), "--results-dir", str(results), *extra]) == 0
+        out = capsys.readouterr().out
+        assert re.search(r"\n  done, top-1 \d+\.\d\d %\n", out), out  # --jobs 1 says each run's end
+        assert f"next: ltbench report --results-dir {results}" in out.replace("\n", ""), out
     store = RunStore(results)
     rows = {(row["method"], int(row["seed"])): row for row in map(store.read_result, store.run_ids())}
     assert {row["peak_mem_measure"] for row in rows.values()} == {"rss"}  # Linux: the peak since the run began

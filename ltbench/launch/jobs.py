@@ -19,6 +19,8 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ltbench import stages
 from ltbench.launch.job_plan import JobPlan, visible_gpu
 from ltbench.launch.job_view import PassThrough, open_output
@@ -59,7 +61,7 @@ def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view) -> di
     queue = [(spec, False) for spec in specs]  # (spec, wait for its lock)
     running: dict[int, Job] = {}
     statuses = {}
-    log(f"{plan.jobs} jobs at once on {', '.join(dict.fromkeys(plan.devices))}, {plan.threads} CPU thread(s) each")
+    log(f"{plan.jobs} jobs at once on {', '.join(dict.fromkeys(plan.devices))}, {threads_said(plan, torch.get_num_threads())}")
     try:
         while queue or running:
             while len(running) < plan.jobs:
@@ -93,6 +95,16 @@ def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view) -> di
         stop(list(running.values()), log)
         raise
     return statuses
+
+
+def threads_said(plan: JobPlan, cores: int) -> str:
+    """The jobs' CPU threads, and where there are fewer cores (the threads this process was
+    given, OMP_NUM_THREADS) than jobs, that they take more in all: a job needs one at least."""
+    said = f"{plan.threads} CPU thread(s) each"
+    if plan.threads * plan.jobs > cores:
+        said += (f", {plan.threads * plan.jobs} in all: more than the {cores} this process was given "
+                 f"(OMP_NUM_THREADS), since a job needs one at least; --jobs {cores} keeps to them")
+    return said
 
 
 def next_ready(queue: list[tuple[RunSpec, bool]], stage1_of: dict[str, str], running: set[str]) -> int | None:
