@@ -97,3 +97,29 @@ def test_a_read_only_run_folder_is_named(tmp_path, fashion_mnist):
         folder.chmod(0o755)
     assert done.returncode == 2 and f"Permission denied: {folder}" in done.stderr, done.stderr
     assert ".tmp" not in done.stderr
+
+
+def test_evaluate_adds_predictions_to_finished_runs_once(tmp_path, fashion_mnist, capsys):
+    from ltbench.report.calibration import collect
+    from ltbench.report.load import load_results
+
+    results = tmp_path / "results"
+    assert main(SMOKE + ["--methods", "ce,crt", "--results-dir", str(results)]) == 0  # no save_predictions
+    assert load_results(results).predictions == {}
+    capsys.readouterr()
+    assert main(["evaluate", "--results-dir", str(results), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "2 finished runs, 0 with predictions already, 2 to evaluate" in out, out
+    assert out.count("predictions written, top-1") == 2, out
+    store = RunStore(results)
+    written = {run_id: (store.run_dir(run_id) / "predictions.npz").stat().st_mtime_ns for run_id in store.run_ids()}
+    loaded = load_results(results)
+    assert sorted(loaded.predictions) == sorted(written)
+    # the report's calibration, from what evaluate wrote: accuracy as each result row has it
+    per_run = collect(loaded.runs.assign(label=loaded.runs["method"]), loaded.predictions).per_run.set_index("run_id")
+    for run_id in written:
+        assert per_run.loc[run_id, "accuracy"] == pytest.approx(float(store.read_result(run_id)["top1"]), abs=0.01)
+        assert 0 <= per_run.loc[run_id, "ece"] <= 100
+    assert main(["evaluate", "--results-dir", str(results), "--device", "cpu"]) == 0  # again: nothing to do
+    assert "2 with predictions already, 0 to evaluate" in capsys.readouterr().out
+    assert {run_id: (store.run_dir(run_id) / "predictions.npz").stat().st_mtime_ns for run_id in written} == written
