@@ -117,6 +117,12 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--out", metavar="FILE", help="the JSON file to write (default split_<dataset>_if<IF>"
                        "[_<profile>]_nmax<N>.json here; - for standard output)")
 
+    evaluate = sub.add_parser("evaluate", help="add test-set predictions (for calibration) to finished runs from "
+                              "their checkpoints, without training them again")
+    evaluate.add_argument("--results-dir", default=DEFAULT_RESULTS)
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    evaluate.add_argument("--data-root", help="where datasets live (default $LTBENCH_DATA or ~/.cache/ltbench/data)")
+
     fetch = sub.add_parser("fetch-data", help="make a dataset available offline")
     fetch.add_argument("dataset", help="a dataset that can be fetched").help_from = (
         lambda: "a dataset that can be fetched: " + ", ".join(_fetchable()))
@@ -203,6 +209,9 @@ def main(argv: list[str] | None = None) -> int:
             from ltbench.sweep_args import data_root_of
             args.data_root = data_root_of(args.data_root)  # --data-root, else $LTBENCH_DATA
             return export_split(args, console)
+        if args.command == "evaluate":
+            from ltbench.evaluate import evaluate_runs
+            return evaluate_runs(args.results_dir, args.device, args.data_root, log=lambda line: print(line, flush=True))
         if args.command == "fetch-data":
             from ltbench.commands import fetch_data
             return fetch_data(args.dataset, args.data_root, args.allow_apt)

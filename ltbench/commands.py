@@ -44,7 +44,8 @@ def list_settings() -> int:
         table.add_column(col, overflow="fold", no_wrap=col in ("setting", "kind"))
     schemas = {name: as_settings(cls.hyperparameters) for name, cls in registry.methods().items()}
     for row in settings.listing(schemas):
-        table.add_row(row.name, row.kind, row.type, row.default, row.allowed, row.help)
+        # text, not markup: a help line may hold brackets, as in pip install 'ltbench[tensorboard]'
+        table.add_row(*map(escape, (row.name, row.kind, row.type, row.default, row.allowed, row.help)))
     _wide().print(table)
     console.print("protocol: defines the experiment, part of the run id; execution: how it runs, recorded in the "
                   "result row, never part of the run id. Some defaults depend on the dataset (a method's paper "
@@ -206,6 +207,8 @@ def _run(args, sweep: Sweep, where: dict) -> int:
     failed = [rid for rid, s in statuses.items() if s == "failed"]
     if failed:
         console.print(f"[red]{len(failed)} run(s) failed[/red]; see `ltbench status --results-dir {where['results_dir']}`")
+    if len(failed) < len(statuses):
+        console.print(escape(f"next: ltbench report --results-dir {where['results_dir']}"))
     return 1 if failed else 0
 
 

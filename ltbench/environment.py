@@ -1,6 +1,8 @@
 """Facts about where a run happened, recorded with its result."""
 
 import contextlib
+import ctypes
+import gc
 import os
 import resource
 import subprocess
@@ -38,10 +40,62 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak device memory on CUDA; peak resident memory of the process on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
+class PeakMemory:
+    """The peak memory of one run, from when it is made to when `mb` is read, in the unit
+    `measure` names: a sweep runs many runs in one process, and a process-lifetime peak would
+    give each run the largest of those before it.
+
+    - cuda_allocated: torch.cuda.max_memory_allocated, reset when the run starts (tensors
+      only: neither the caching allocator's reserve nor the CUDA context).
+    - rss: the process's peak resident memory since the run started (Linux's VmHWM, reset
+      through /proc/self/clear_refs), so it includes the interpreter, torch and whatever the
+      process held when the run started; freed heap is handed back to the system first.
+    - rss_lifetime: where VmHWM cannot be reset, the process's lifetime peak (ru_maxrss), kept
+      only when the run raised it, which makes it the run's own; None when it did not.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            self.measure = "cuda_allocated"
+        elif _reset_rss_peak():
+            self.measure = "rss"
+        else:
+            self.measure, self.maxrss_before = "rss_lifetime", _maxrss_mb()
+
+    def mb(self) -> float | None:
+        if self.measure == "cuda_allocated":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        if self.measure == "rss":
+            return _status_kib("VmHWM") / 1024
+        peak = _maxrss_mb()
+        return peak if peak > self.maxrss_before else None
+
+
+def _reset_rss_peak() -> bool:
+    """Resets the process's peak resident memory to what it holds now; False where Linux's
+    /proc/self/clear_refs is not there or refuses it."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        # glibc keeps freed heap mapped: what an earlier run freed would count as this one's
+        ctypes.CDLL(None).malloc_trim(0)
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")  # 5: reset the peak RSS (proc(5))
+        return _status_kib("VmHWM") is not None
+    except OSError:
+        return False
+
+
+def _status_kib(field: str) -> int | None:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def _maxrss_mb() -> float:
     # ru_maxrss is KiB on Linux, bytes on macOS
     scale = 1 if sys.platform == "darwin" else 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
@@ -52,7 +106,10 @@ def git_sha() -> str:
     """The commit ltbench's code came from, with `-dirty` when its tracked files had changes
     not committed: such a run's code is not the commit's, and the report says so."""
     def git(*args):
-        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        # no optional locks: `git status` would otherwise refresh the index under index.lock,
+        # and a run killed meanwhile (or one that cannot write) leaves that lock in the user's way
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5,
+                              env=dict(os.environ, GIT_OPTIONAL_LOCKS="0"))
 
     try:
         head = git("rev-parse", "--short", "HEAD")

@@ -58,7 +58,10 @@ def make_dirs(path: Path) -> None:
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     make_dirs(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:  # the folder takes no new file
+        raise failed_write(exc, path.parent) from None
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -67,6 +70,14 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fchmod(fh.fileno(), FILE_MODE & ~umask())
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise failed_write(exc, path) from None
         raise
+
+
+def failed_write(exc: OSError, path: Path) -> OSError:
+    """`exc` naming the file or folder whose write failed: a full disk's error names none, a
+    refused one the temporary file, which is gone by the time anyone reads the message."""
+    return type(exc)(exc.errno, exc.strerror, str(path)) if exc.errno else exc

@@ -51,18 +51,40 @@ class PlainReporter(Reporter):
         self.stream = stream
 
     def start(self, label, epochs, steps, start_epoch):
-        self.label, self.epochs, self.start_epoch = label, epochs, start_epoch
-        self.started = time.perf_counter()
+        self.label, self.epochs = label, epochs
+        self.last = time.perf_counter()
+        self.plain, self.evaluated = [], {}  # seconds of epochs without a test evaluation; epoch -> seconds
 
     def epoch_end(self, record):
-        epoch = record["epoch"]
-        done = epoch - self.start_epoch  # epochs this process trained, for the ETA
-        eta = (time.perf_counter() - self.started) / max(done, 1) * (self.epochs - epoch)
+        epoch, now = record["epoch"], time.perf_counter()
+        spent, self.last = now - self.last, now
+        if record.get("top1") is not None:
+            self.evaluated[epoch] = spent
+        else:
+            self.plain.append(spent)
         parts = [f"{self.label}  epoch {epoch}/{self.epochs}", f"loss {record['loss']:.4f}", f"lr {record['lr']:.4g}"]
         if record.get("top1") is not None:
             parts.append(f"top-1 {record['top1']:.2f}%")
-        parts += [f"{record['images_per_s']:,.0f} img/s", f"ETA {duration(eta)}"]
+        left, complete = remaining_seconds(epoch, self.epochs, self.plain, self.evaluated)
+        parts += [f"{record['images_per_s']:,.0f} img/s", f"ETA {duration(left)}" + ("" if complete else " + evaluation")]
         print("  ".join(parts), file=self.stream or sys.stdout, flush=True)
+
+
+def remaining_seconds(epoch: int, epochs: int, plain: list[float], evaluated: dict[int, float]) -> tuple[float, bool]:
+    """Seconds left after `epoch`, from this process's epochs so far: each epoch left at the
+    mean of those without a test evaluation, and each evaluation left (every k-th epoch, k
+    the first evaluated epoch seen, and always the last) at what one added. False with it
+    where no evaluation has been timed yet: the figure is then training only."""
+    if epoch >= epochs:
+        return 0.0, True
+    per_epoch = sum(plain) / len(plain) if plain else min(evaluated.values())
+    left = (epochs - epoch) * per_epoch
+    if not evaluated:
+        return left, False
+    every = min(evaluated)
+    evaluations = epochs // every - epoch // every + (epochs % every != 0)
+    per_evaluation = max(0.0, sum(evaluated.values()) / len(evaluated) - per_epoch)
+    return left + evaluations * per_evaluation, True
 
 
 def duration(seconds: float) -> str:

@@ -21,6 +21,8 @@ RESULT_COLUMNS = [
     "tag",
     # the method's display name when it ran, so the report names it without importing it
     "method_title",
+    # what peak_mem_mb measured (ltbench.environment.PeakMemory): cuda_allocated, rss, rss_lifetime
+    "peak_mem_measure",
 ]
 # A run's files besides result.csv and per_class.csv
 HISTORY_FILE = "history.csv"  # one row per finished epoch (ltbench.train.Trainer.history)

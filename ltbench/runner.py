@@ -65,6 +65,7 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: Ru
     try:
         torch_device = environment.resolve_device(device)
         stage1 = ensure_stage1(spec, results_dir, device, reporter, context, log)
+        memory = environment.PeakMemory(torch_device)  # this run's own, after its stage 1's
         trainer = build_trainer(spec, torch_device, store, reporter, context, stage1)
         try:
             state = store.load_checkpoint(spec.run_id)
@@ -82,9 +83,14 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: Ru
         raise
     except Exception as exc:
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        store.write_text(spec.run_id, distributed.rank_file("error.log"), traceback.format_exc())
-        store.write_result(result_row(spec, status="failed", error=detail, started=started, device=torch_device,
-                                      tag=context.tag))
+        try:
+            store.write_text(spec.run_id, distributed.rank_file("error.log"), traceback.format_exc())
+            store.write_result(result_row(spec, status="failed", error=detail, started=started, device=torch_device,
+                                          tag=context.tag))
+        except OSError:
+            # the folder takes no writes (a full disk, a read-only folder): the error that ended
+            # the run says why, not the error log's own
+            raise exc from None
         if distributed.is_distributed():
             raise
         return "failed"
@@ -102,11 +108,12 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: Ru
     groups = group_accuracy(counts, data.class_counts, convention)
     sizes = group_sizes(data.class_counts, convention)
     seconds, images = outcome.train_seconds, outcome.images_seen
-    peak_mb = environment.peak_memory_mb(torch_device)
+    peak_mb = memory.mb()
     staged = {}
     if stage1 is not None:  # the run's cost is both stages', a reused stage 1 at its recorded cost
         seconds, images = seconds + stage1.state["seconds"], images + stage1.state["images"]
-        peak_mb = max(peak_mb, float(stage1.result["peak_mem_mb"] or 0))
+        if peak_mb is not None and stage1.result.get("peak_mem_mb"):
+            peak_mb = max(peak_mb, float(stage1.result["peak_mem_mb"]))
         staged = dict(stage1_run_id=stage1.spec.run_id, stage1_reused=stage1.reused,
                       stage1_wall_s=round(stage1.state["seconds"], 2))
     row = result_row(
@@ -115,7 +122,7 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: Ru
         **{g: (None if acc is None else round(acc, 4)) for g, acc in groups.items()},
         **{f"n_{g}": n for g, n in sizes.items()},
         n_train=len(data.train_y), n_classes=data.num_classes, wall_s=round(seconds, 2),
-        images_per_s=round(images / max(seconds, 1e-9), 1), peak_mem_mb=round(peak_mb, 1),
+        images_per_s=round(images / max(seconds, 1e-9), 1), peak_mem_mb=None if peak_mb is None else round(peak_mb, 1), peak_mem_measure=memory.measure,
         split_fingerprint=data.split_fingerprint,
         calibration=json.dumps(outcome.calibration, sort_keys=True) if outcome.calibration else "", **staged,
     )

@@ -31,6 +31,7 @@ from ltbench.spec import RunSpec
 SET_ASIDE = ".corrupt"  # run folders whose files disagree, moved here rather than deleted
 
 
+
 def csv_bytes(columns: list[str], rows: list[dict]) -> bytes:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")

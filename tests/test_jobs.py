@@ -6,6 +6,7 @@ import os
 import pty
 import re
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -166,6 +167,41 @@ def test_a_job_killed_mid_run_does_not_stop_the_others(tmp_path, fashion_mnist):
 
 
 @pytest.mark.slow
+def test_the_jobs_end_with_a_killed_launcher_and_the_sweep_resumes(tmp_path, fashion_mnist, capfd):
+    args = ["run", "--methods", "ce,focal", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
+            "--epochs", "6", "--set", "eval_every=6", "--device", "cpu"]
+    results = tmp_path / "results"
+    proc = ltbench(*args, "--jobs", "2", "--results-dir", str(results))
+    deadline = time.time() + 300
+    while not list(results.glob("*/checkpoint.pt")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() < deadline, "the jobs wrote no checkpoints"
+        time.sleep(0.02)
+    children = [int(pid) for pid in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
+    assert len(children) == 2
+    proc.kill()  # kill -9: the launcher has no chance to stop its jobs itself
+    out, _ = proc.communicate(timeout=30)
+    # two jobs under OMP_NUM_THREADS=1 take a thread each, and the sweep says so
+    assert "1 CPU thread(s) each, 2 in all: more than the 1 this process was given (OMP_NUM_THREADS)" in out, out
+    gone_by = time.time() + 5
+    while any(Path(f"/proc/{pid}").exists() and "State:\tZ" not in _status(pid) for pid in children):
+        assert time.time() < gone_by, "the jobs outlived their launcher"
+        time.sleep(0.05)
+    store = RunStore(results)
+    assert "partial" in {store.state(run_id) for run_id in store.run_ids()}
+    assert main(args + ["--jobs", "2", "--results-dir", str(results)]) == 0
+    assert "resuming from epoch" in capfd.readouterr().out
+    assert sorted(store.state(run_id) for run_id in store.run_ids()) == ["done", "done"]
+
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text()
+    except OSError:  # ended meanwhile
+        return "State:\tZ"
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_every_job_and_each_resumes(tmp_path, fashion_mnist, one_thread, capfd):
     args = ["run", "--methods", "ce,focal", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke",
             "--epochs", "4", "--set", "eval_every=4", "--device", "cpu"]
@@ -254,7 +290,8 @@ def test_on_a_terminal_each_job_has_a_line_and_its_output_a_file(tmp_path, fashi
     proc = subprocess.Popen([sys.executable, "-m", "ltbench.cli", "run", "--methods", "ce,focal", "--dataset",
                              "fashion_mnist_lt", "--if", "100", "--preset", "smoke", "--epochs", "4", "--device", "cpu",
                              "--jobs", "2", "--results-dir", str(results)],
-                            stdin=job_end, stdout=job_end, stderr=job_end, env=env)
+                            stdin=job_end, stdout=job_end, stderr=job_end, env=env,
+                            preexec_fn=lambda: os.umask(0o002))  # a umask that lets the group write
     os.close(job_end)
     chunks = []
 
@@ -279,6 +316,8 @@ def test_on_a_terminal_each_job_has_a_line_and_its_output_a_file(tmp_path, fashi
     for run_id in store.run_ids():
         log = (results / "jobs" / f"{run_id}.log").read_text()
         assert "epoch 4/4" in log and store.read_spec(run_id).label in log  # the job's own lines
+        assert stat.S_IMODE((results / "jobs" / f"{run_id}.log").stat().st_mode) == 0o644  # the store's modes
+    assert stat.S_IMODE((results / "jobs").stat().st_mode) == 0o755
     assert re.search(r"\[\d/2\] (ce|focal) fashion_mnist_lt IF100 seed0\s+cpu\s+\d+:\d\d:\d\d\s+(starting|\S)", screen), screen
     assert "running; each job's output is in" in screen, screen
 

@@ -53,6 +53,8 @@ def test_list_settings_prints_every_setting_with_kind_type_default_and_help(caps
     for method, cls in registry.methods().items():
         for key in cls.hyperparameters:
             assert f"{method}.{key}" in out
+    # a help line is shown as written, brackets and all (rich would take them for markup)
+    assert "ltbench[tensorboard]" in "".join(part.strip() for part in out.replace("│", "").split())
 
 
 def test_version(capsys):

@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ltbench.progress import duration
-from ltbench.store import make_dirs
+from ltbench.store import make_dirs, owner_writes_only
 
 LOG_DIR = "jobs"
 TAIL_BYTES = 4096  # enough for a job's last line
@@ -84,6 +84,14 @@ class LiveView(PassThrough):
             table.add_row(Text(f"[{job.number}/{self.total}] {job.spec.label}"), Text(job.device),
                           duration(time.monotonic() - since), Text(last_line(job.output) or "starting"))
         return Group(table, summary)
+
+
+def open_output(path: Path):
+    """A job's output file, for appending, with the store's modes: writable by its owner only,
+    whatever the umask."""
+    with owner_writes_only():
+        return open(path, "ab")
+
 
 def last_line(path: Path | None) -> str:
     """The last non-empty line of a job's output file, without its run label (the table has it)."""

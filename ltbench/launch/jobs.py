@@ -19,9 +19,11 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from ltbench import stages
 from ltbench.launch.job_plan import JobPlan, visible_gpu
-from ltbench.launch.job_view import PassThrough
+from ltbench.launch.job_view import PassThrough, open_output
 from ltbench.launch.job_worker import EXIT_CODES, INTERRUPTED
 from ltbench.run_context import RunContext
 from ltbench.spec import RunSpec
@@ -62,7 +64,7 @@ def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view, conte
     queue = [(spec, False) for spec in specs]  # (spec, wait for its lock)
     running: dict[int, Job] = {}
     statuses = {}
-    log(f"{plan.jobs} jobs at once on {', '.join(dict.fromkeys(plan.devices))}, {plan.threads} CPU thread(s) each")
+    log(f"{plan.jobs} jobs at once on {', '.join(dict.fromkeys(plan.devices))}, {threads_said(plan, torch.get_num_threads())}")
     try:
         while queue or running:
             while len(running) < plan.jobs:
@@ -98,6 +100,16 @@ def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view, conte
     return statuses
 
 
+def threads_said(plan: JobPlan, cores: int) -> str:
+    """The jobs' CPU threads, and where there are fewer cores (the threads this process was
+    given, OMP_NUM_THREADS) than jobs, that they take more in all: a job needs one at least."""
+    said = f"{plan.threads} CPU thread(s) each"
+    if plan.threads * plan.jobs > cores:
+        said += (f", {plan.threads * plan.jobs} in all: more than the {cores} this process was given "
+                 f"(OMP_NUM_THREADS), since a job needs one at least; --jobs {cores} keeps to them")
+    return said
+
+
 def next_ready(queue: list[tuple[RunSpec, bool]], stage1_of: dict[str, str], running: set[str]) -> int | None:
     """The first queued run that can start: one whose stage-1 run is neither queued nor
     running here (else it would wait for it in a job slot, or train it a second time)."""
@@ -119,9 +131,9 @@ def start(spec: RunSpec, number: int, slot: int, plan: JobPlan, results_dir, wai
         job_device = "cuda:0"  # the only GPU the job sees
     command = [sys.executable, "-m", "ltbench.launch.job_worker", json.dumps(spec.to_dict()),
                "--results-dir", str(results_dir), "--device", job_device, "--threads", threads,
-               "--context", json.dumps(context.to_dict())]
+               "--context", json.dumps(context.to_dict()), "--launcher-pid", str(os.getpid())]
     # the job's output (one line per epoch) goes to `output`, else where this process's goes
-    with open(output, "ab") if output is not None else nullcontext() as sink:
+    with open_output(output) if output is not None else nullcontext() as sink:
         process = subprocess.Popen(command + (["--wait"] if wait else []), env=env, stdout=sink,
                                    stderr=subprocess.STDOUT if output is not None else None)
     return Job(spec, number, slot, device, process, output)

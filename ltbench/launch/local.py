@@ -36,4 +36,6 @@ def _execute(spec: RunSpec, results_dir, device: str, reporter_factory, log, con
     if status == "failed":
         row = RunStore(results_dir).read_result(spec.run_id)
         log(f"  failed: {row['error']} (see {RunStore(results_dir).run_dir(spec.run_id) / 'error.log'})")
+    elif status == "done":
+        log(f"  done, top-1 {float(RunStore(results_dir).read_result(spec.run_id)['top1']):.2f} %")
     return status
