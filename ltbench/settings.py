@@ -12,7 +12,8 @@ A setting's *kind* decides what it means for a run:
 Methods declare their own hyperparameters with the same `Setting` (``Method.hyperparameters``);
 they live under the method's name in a spec, so two plugins never share a key.
 Validation, ``--set`` coercion, ``ltbench run --help`` and ``ltbench list --settings`` all
-read this module.
+read this module. A setting may also declare the range an equal-budget search draws it from
+(``Search``; the space of a run: ltbench.search_space).
 """
 
 import math
@@ -177,7 +178,7 @@ class Setting:
             for choice in search.choices:
                 if kind is not None and (type(choice) is not kind and not (kind is float and type(choice) is int)):
                     raise UserError(f"{name}: the search choice {show_value(choice)} is not {_article(kind.__name__)}")
-                self._check_searched(name, choice, search)
+                self._check_searched(name, choice, search, "declare choices the setting allows")
             return search
         if kind not in (int, float):
             raise UserError(f"{name}: only a number has a range to search; give choices=(...) instead")
@@ -191,19 +192,21 @@ class Setting:
             raise UserError(f"{name}: an int setting's search range needs whole ends, got "
                             f"{search.low:g} .. {search.high:g}")
         absolute = search.around(value)
+        hint = (f"the range is {search.low:.4g} .. {search.high:.4g} times the run's {name}, "
+                f"{show_value(value)}: a value nearer the protocol's keeps it inside" if search.relative
+                else "declare a range inside it")
         for end in (absolute.low, absolute.high):
-            self._check_searched(name, int(end) if kind is int else end, absolute)
+            self._check_searched(name, int(end) if kind is int else end, absolute, hint)
         return absolute
 
-    def _check_searched(self, name: str, value, search: Search) -> None:
+    def _check_searched(self, name: str, value, search: Search, hint: str) -> None:
         try:
             self.check(name, value)
         except UserError:
             shown = ", ".join(map(show_value, search.choices)) if search.choices else \
                 f"{search.low:.4g} .. {search.high:.4g}"
             raise UserError(f"{name}: the search range {shown} leaves what the setting allows "
-                            f"({self.describe_allowed()})", hint="keep the range inside it, or change the run's "
-                            "value it is relative to") from None
+                            f"({self.describe_allowed()})", hint=hint) from None
 
     # ------------------------------------------------------------------ values
 
