@@ -122,3 +122,20 @@ def test_dataset_defaults_follow_the_papers_table_7():
     from ltbench.registry import dataset
     values = {name: LADELoss.defaults(dataset(name)) for name in ["cifar100_lt", "imagenet_lt", "inat2018"]}
     assert [(v["alpha"], v["remine_lambda"]) for v in values.values()] == [(0.1, 0.01), (0.05, 0.5), (0.05, 0.5)]
+
+
+def test_published_figures_as_hong_et_al_print_them():
+    from ltbench.report.reference import load_published
+    published = load_published()
+    lade = published[published["method"] == "lade"]
+    assert lade["source"].str.startswith("Hong et al. 2021 (CVPR, arXiv:2012.00321v2), Table ").all()
+    assert lade["confirmed"].all()
+    cifar = lade[lade["dataset"] == "cifar100_lt"].set_index("imbalance_factor")
+    assert cifar["top1"].to_dict() == {100: 45.4, 50: 50.5, 10: 61.7}
+    # Table 7: alpha 0.1 at IB 100, 0.01 at IB 50 and 10; lambda 0.01 throughout
+    assert {f: (p["alpha"], p["remine_lambda"]) for f, p in cifar["params"].items()} == {
+        100: (0.1, 0.01), 50: (0.01, 0.01), 10: (0.01, 0.01)}
+    others = lade[lade["dataset"] != "cifar100_lt"]
+    natural = sorted(zip(others["dataset"], others["epochs"], others["top1"]))
+    assert natural == [("imagenet_lt", "180", 53.0), ("imagenet_lt", "90", 51.9), ("inat2018", "200", 70.0),
+                       ("places_lt", "30", 38.8)]
