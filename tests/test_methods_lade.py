@@ -10,26 +10,15 @@ import torch
 from ltbench.method import Progress
 from ltbench.registry import method as method_class
 from ltbench_methods.lade import LADELoss, lader, prior_ce_loss
+from test_methods_losses import CASES, COUNTS
+from test_methods_losses import batch as losses_batch
 
-COUNTS = [500, 200, 60, 9, 1]
-C = len(COUNTS)
 STEP = Progress(epoch=0, epochs=200, step=0, steps=10)
 
 
 def batch(n=16, seed=0, labels=None, scale=3.0):
-    gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(n, C, generator=gen, dtype=torch.float64) * scale
-    if labels is None:
-        labels = torch.randint(0, C, (n,), generator=gen)
-    return logits, labels
-
-
-CASES = {
-    "random": dict(),
-    "one class in the batch": dict(labels=torch.full((16,), 2)),
-    "only the one-image class": dict(labels=torch.full((16,), 4)),
-    "one sample": dict(n=1, labels=torch.tensor([4])),
-}
+    """test_methods_losses' batches, in float64: the re-derivation below is in plain floats."""
+    return losses_batch(n, seed, labels, scale, dtype=torch.float64)
 
 
 def ref_lader(logits, labels, counts, lam, weight_of="class"):
