@@ -46,25 +46,44 @@ def check_imbalance_factor(value) -> float:
     return factor
 
 
-def select_long_tail(labels: np.ndarray, counts: list[int], seed: int = 0) -> np.ndarray:
-    """Indices of the kept images, exactly as LDAM-DRW picks them.
-
-    LDAM-DRW seeds numpy's global RNG with 0 once, then for each class in order shuffles that
-    class's indices and keeps the first n_i; a RandomState replays the same sequence without
-    touching global state.
-    """
+def class_permutations(labels: np.ndarray, num_classes: int, seed: int = 0) -> list[np.ndarray]:
+    """Each class's indices in the order LDAM-DRW shuffles them: numpy's global RNG seeded
+    with 0 once, then each class's indices shuffled in class order (a RandomState replays the
+    same sequence without touching global state). A shuffle draws according to the class's
+    size only, so the permutations are the same at every imbalance factor, profile and n_max."""
     rng = np.random.RandomState(seed)
-    kept = []
-    for cls, n in enumerate(counts):
+    permutations = []
+    for cls in range(num_classes):
         idx = np.where(labels == cls)[0]
+        rng.shuffle(idx)
+        permutations.append(idx)
+    return permutations
+
+
+def select_long_tail(labels: np.ndarray, counts: list[int], seed: int = 0) -> np.ndarray:
+    """Indices of the kept images, exactly as LDAM-DRW picks them: the first n_i of each
+    class's permutation (class_permutations)."""
+    kept = []
+    for cls, (idx, n) in enumerate(zip(class_permutations(labels, len(counts), seed), counts)):
         if len(idx) < n:
             raise UserError(
                 f"class {cls} has {len(idx)} images but the profile asks for {n}",
                 hint="lower --n-max to at most the smallest class size of the full dataset",
             )
-        rng.shuffle(idx)
         kept.append(idx[:n])
     return np.concatenate(kept)
+
+
+def left_out_validation(labels: np.ndarray, counts: list[int], per_class: int, seed: int = 0) -> np.ndarray:
+    """A validation split among the images the long-tailed construction leaves out: the last
+    `per_class` of each class's permutation, where the class keeps fewer than all its images.
+    The first n_i are the training images, so the two never meet; and as the permutations do
+    not depend on the construction, a class gives the same validation images at every
+    imbalance factor where it leaves that many out. A class kept whole (the head class at
+    the paper's n_max) has none to give."""
+    chosen = [idx[max(n, len(idx) - per_class):]
+              for idx, n in zip(class_permutations(labels, len(counts), seed), counts)]
+    return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
 SHOT_RULES = ("cb", "oltr", "terciles")
