@@ -179,10 +179,13 @@ def test_data_options_point_at_files_elsewhere(data_root, tmp_path, capsys):
     splits.mkdir()
     shutil.copy(data_root / "imagenet_lt/ImageNet_LT_train.txt", splits / "train.txt")
     shutil.copy(data_root / "imagenet_lt/ImageNet_LT_test.txt", splits / "test.txt")
+    shutil.copy(data_root / "imagenet_lt/ImageNet_LT_val.txt", splits / "val.txt")
     options = {"image_root": str(data_root / "imagenet_lt"), "split_dir": "splits", "train_file": "train.txt",
-               "eval_file": "test.txt"}
+               "eval_file": "test.txt", "val_file": "val.txt"}
     train_x, train_y, test_x, _ = registry.dataset("imagenet_lt").located(options).read(tmp_path)
     assert len(train_x) == sum(image_data.TRAIN_COUNTS) and len(test_x) == N_EVAL
+    val_y = registry.dataset("imagenet_lt").located(options).build(tmp_path).val_y
+    assert len(val_y) == image_data.VAL_PER_CLASS * len(image_data.TRAIN_COUNTS)
     assert main(["run", "--methods", "ce", "--dataset", "imagenet_lt", "--data-option", "imagenet_lt.image_rot=x"]) == 2
     assert "unknown data option imagenet_lt.image_rot; did you mean imagenet_lt.image_root?" in capsys.readouterr().err
 

@@ -106,7 +106,12 @@ def test_image_file_datasets_export_their_file_list(tmp_path):
     assert [int(lines[i][1]) for i in doc["train_indices"]] == doc["train_labels"]
     assert doc["class_counts"] == [10, 10, 10, 10, 8, 5] and doc["imbalance_factor"] == 256.0
     assert doc["split_fingerprint"] == IMAGE_DATASETS["imagenet_lt"].build(tmp_path, n_max=10).split_fingerprint
-    assert "holdout_indices" not in doc and doc["profile"] is None
+    assert doc["profile"] is None
+    # the official validation list, by its lines
+    val_lines = [line.split() for line in (root / "ImageNet_LT_val.txt").read_text().splitlines()]
+    assert [val_lines[i][0] for i in doc["val_indices"]] == doc["val_paths"] and doc["val_per_class"] == 20
+    assert [int(val_lines[i][1]) for i in doc["val_indices"]] == doc["val_labels"]
+    assert "ImageNet_LT_val.txt" in doc["val_indices_into"] and not set(doc["val_paths"]) & set(doc["train_paths"])
     whole = export(tmp_path, "imagenet_lt", "--data-root", str(tmp_path))
     assert whole["train_indices"] == list(range(len(lines))) and whole["n_max"] is None
 

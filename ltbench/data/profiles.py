@@ -86,6 +86,17 @@ def left_out_validation(labels: np.ndarray, counts: list[int], per_class: int, s
     return np.sort(np.concatenate(chosen)).astype(np.int64)
 
 
+def carved_validation(labels: np.ndarray, num_classes: int, per_class: int, keep_at_least: int,
+                      seed: int = 0) -> np.ndarray:
+    """A validation split carved from a published training split that leaves nothing out
+    (iNaturalist 2018): the last `per_class` of each class's permutation (class_permutations),
+    from the classes that keep at least `keep_at_least` training images after giving them;
+    the smaller classes give none and keep every image."""
+    chosen = [idx[len(idx) - per_class:] for idx in class_permutations(labels, num_classes, seed)
+              if len(idx) - per_class >= keep_at_least]
+    return np.sort(np.concatenate([np.zeros(0, dtype=np.int64), *chosen])).astype(np.int64)
+
+
 SHOT_RULES = ("cb", "oltr", "terciles")
 
 
