@@ -8,7 +8,7 @@ RESULT_COLUMNS = [
     "wall_s", "images_per_s", "peak_mem_mb", "device", "torch", "ltbench_version", "git_sha",
     "started_at", "finished_at", "status", "error", "slurm_job_id",
     # two-stage methods: the stage-1 run, whether it was reused, its recorded training time
-    # (wall_s is the sum of both stages); post-hoc choices made on training data (JSON)
+    # (wall_s is the sum of both stages); post-hoc choices, made on the validation split (JSON)
     "stage1_run_id", "stage1_reused", "stage1_wall_s", "calibration",
     # how the run was computed (ltbench.settings' execution settings, JSON) and on how many
     # CPU threads: recorded, never part of the run id

@@ -69,7 +69,7 @@ class PostHocLogitAdjustment(Method):
 
     def calibrate(self, trainer):
         if self.hp.get("tau_grid") is None:
-            return {}
+            return {"tau": self.hp["tau"], "selection": "fixed (tau_grid unset)"}
         chosen = choose_on_validation(trainer, self, "tau", self.hp["tau_grid"],
                                       lambda features, tau: self.adjusted(self.classifier(features).float(), tau))
         self.tau.fill_(chosen["tau"])

@@ -122,7 +122,7 @@ def test_posthoc_logit_adjustment_keeps_tau_1_unless_asked_to_choose_on_validati
     with torch.no_grad():  # the prior's pull towards class 0, and the evidence for each class
         m.classifier.weight.copy_(torch.eye(4) * 3 + torch.tensor([[4.0] * 4, [1.0] * 4, [0.0] * 4, [0.0] * 4]))
     trainer = FakeTrainer(data)
-    assert m.calibrate(trainer) == {} and m.tau.item() == 1.0 and not trainer.asked
+    assert m.calibrate(trainer)["tau"] == 1.0 and m.tau.item() == 1.0 and not trainer.asked
     m.hp = {**m.hp, "tau_grid": [0.0, 1.0, 2.0]}
     chosen = m.calibrate(trainer)
     # tau 0 leaves class 0 winning everywhere; tau 1 corrects enough (ties go to the first)
