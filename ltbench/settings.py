@@ -232,8 +232,9 @@ SETTINGS: dict[str, Setting] = {
                           low=0, high=1, source=LDAM_SCHEDULE),
     "lr_factors": Setting([0.01, 0.0001], "step schedule: the lr multiplier from each milestone on", above=0, high=1,
                           source=LDAM_SCHEDULE),
-    # eval_every is protocol: the best-on-test figure (top1_best) is chosen among the epochs it evaluates
-    "eval_every": Setting(1, "epochs between test evaluations (the last epoch is always evaluated)", low=1,
+    # eval_every is protocol: top1_bestval (and top1_best, on test) are chosen among the epochs it evaluates
+    "eval_every": Setting(1, "epochs between evaluations on test and validation (the last epoch is always evaluated)",
+                          low=1,
                           high=100_000, source=f"{LDAM_CODE} validates after every epoch"),
     "crop_padding": Setting(4, "random-crop padding in pixels (CIFAR-sized data)", low=0, high=64,
                             source=LDAM_AUGMENT),

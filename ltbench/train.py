@@ -274,8 +274,8 @@ class Trainer:
 
     @torch.no_grad()
     def features(self, x, y) -> torch.Tensor:
-        """Backbone features (fp32) of the given uint8 images, un-augmented, in eval mode; for
-        post-hoc calibration on training images."""
+        """Backbone features (fp32) of the given images, un-augmented, in eval mode; for
+        post-hoc choices on the validation split."""
         self.backbone.eval()
         batch_size = 1024 if self.cuda else 256
         chunks = []

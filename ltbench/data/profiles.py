@@ -52,9 +52,16 @@ def class_permutations(labels: np.ndarray, num_classes: int, seed: int = 0) -> l
     same sequence without touching global state). A shuffle draws according to the class's
     size only, so the permutations are the same at every imbalance factor, profile and n_max."""
     rng = np.random.RandomState(seed)
+    labels = np.asarray(labels)
+    # each class's indices in ascending order, as np.where gives them, in one sort rather
+    # than one pass over the labels per class (iNaturalist: 8142 classes, 437k labels)
+    order = np.argsort(labels, kind="stable")
+    sizes = np.bincount(labels[(labels >= 0) & (labels < num_classes)], minlength=num_classes)[:num_classes]
+    start = np.searchsorted(labels[order], 0)
     permutations = []
-    for cls in range(num_classes):
-        idx = np.where(labels == cls)[0]
+    for size in sizes:
+        idx = order[start:start + size].copy()
+        start += size
         rng.shuffle(idx)
         permutations.append(idx)
     return permutations
