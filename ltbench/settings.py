@@ -212,8 +212,9 @@ SETTINGS: dict[str, Setting] = {
                      dtype=int, optional=True, low=1, source="the dataset's construction (Cao et al. 2019: 5000, 500)"),
     "val_per_class": Setting(None, "validation images per class, the split every choice is made on (epoch, tau); "
                              "unset: the dataset's own, 50 (CIFAR-10-LT, Fashion-MNIST-LT), 20 (CIFAR-100-LT; "
-                             "ImageNet-LT's official list), 10 (Places-LT's), 3 (iNaturalist 2018)", dtype=int, optional=True, low=1,
-                             high=100_000, source="ltbench's protocol: a validation split apart from training and test"),
+                             "ImageNet-LT's and Places-LT's official lists, whole), 3 (iNaturalist 2018)",
+                             dtype=int, optional=True, low=1, high=100_000,
+                             source="ltbench's protocol: a validation split apart from training and test"),
     "image_size": Setting(None, "training and test image side in pixels (image-file datasets); unset: the "
                           "dataset's own", dtype=int, optional=True, low=8, high=4096,
                           source="unset: the dataset's own (32 px CIFAR-LT; 224 px in the image datasets' protocols)"),

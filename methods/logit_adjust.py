@@ -33,7 +33,7 @@ class LogitAdjustedLoss(LinearClassifierMethod):
 
 
 class PostHocLogitAdjustment(Method):
-    """Post-hoc logit adjustment of a CE model, f(x) - tau log pi_j, tau = 1 or chosen on validation (Menon et al., ICLR 2021)."""
+    """Post-hoc logit adjustment of a CE model, f(x) - tau log pi_j, tau 1 or chosen on validation (Menon et al. 2021)."""
 
     name, display_name = "logit_adjust_posthoc", "LA post-hoc"
     stage1 = CrossEntropy

@@ -9,8 +9,8 @@ with the data root in the run's context (ltbench.run_context), to jobs and to ev
 They say where files are, not what a run is, so they are not part of the run's spec.
 
 The validation split every choice is made on: ImageNet-LT's and Places-LT's official lists
-(`*_val.txt`, 20 and 10 images a class from the source's training images, none in the
-long-tailed training list), which OLTR ships beside the training and test lists. iNaturalist
+(`*_val.txt`, 20 images a class, 20k and 7.3k images, from the source's training images
+and none in the long-tailed training list), which OLTR ships beside the training and test lists. iNaturalist
 2018 has none: its `val2018.json` is the split every paper reports as the test set, so a
 validation split is carved from the training images instead (`INAT_VAL_KEEPS`).
 """
@@ -314,7 +314,7 @@ IMAGE_DATASETS = {
               256.0, IMAGENET_LT_PROTOCOL, IMAGENET_LT_SOURCE, val_per_class=20),
         _oltr("places_lt", "Places-LT", "Places-LT (Liu et al. 2019): 365 classes, 62.5k training images (4980 to 5 "
               "a class), evaluated on the 36.5k test split, validated on the 7.3k val split", 365, 4980, 996.0,
-              PLACES_LT_PROTOCOL, PLACES_LT_SOURCE, val_per_class=10),
+              PLACES_LT_PROTOCOL, PLACES_LT_SOURCE, val_per_class=20),
         ImageFileDataset(
             "inat2018", "iNaturalist 2018: 8142 classes, 437.5k training images (1000 to 2 a class), "
             "evaluated on the 24.4k val split, validated on 3 training images a class carved from the classes "
