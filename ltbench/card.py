@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from ltbench import registry
 from ltbench.presets import preset_values, protocol_base
-from ltbench.settings import EXECUTION, SETTINGS, SPEC_FIELDS, show_value
+from ltbench.search_space import search_space, setting_value
+from ltbench.settings import EXECUTION, SETTINGS, show_value
 from ltbench.sweep import TRAINER, resolve
 
 # one dataset of each family the papers report on: CIFAR-LT (10 and 100 classes, where
@@ -32,7 +33,7 @@ def preset_source(preset: str) -> str:
 class CardRow:
     owner: str  # "trainer", or the method of the chain (the method, its stage 1) that owns the setting
     name: str
-    kind: str
+    kind: str  # protocol or execution; in the search space, the scale the search draws on
     values: dict  # dataset name -> the value, as `--set` would write it
     sources: dict  # dataset name -> where that value comes from
 
@@ -57,10 +58,10 @@ def protocol_card(method: str, datasets: list[str] | None = None, preset: str = 
     cls = registry.method(method)
     names = list(datasets or card_datasets())
     infos = {d: registry.dataset(d) for d in names}
-    specs = {d: resolve(method, d, _imbalance_factor(info), 0, preset) for d, info in infos.items()}
+    specs = {d: card_spec(method, d, preset) for d in names}
     rows = []
     for key, setting in SETTINGS.items():
-        values = {d: show_value(_trainer_value(spec, key)) for d, spec in specs.items()}
+        values = {d: show_value(setting_value(spec, TRAINER, key)) for d, spec in specs.items()}
         sources = {d: trainer_source(cls, info, key, preset) for d, info in infos.items()}
         rows.append(CardRow(TRAINER, key, setting.kind, values, sources))
     for owner in cls.chain():
@@ -96,15 +97,23 @@ def trainer_source(cls, dataset, key: str, preset_name: str = "paper") -> str:
     return setting.source or UNSOURCED
 
 
-def _trainer_value(spec, key: str):
-    if key in SPEC_FIELDS:
-        return getattr(spec, key)
-    return spec.execution[key] if SETTINGS[key].kind == EXECUTION else spec.params[key]
+def card_spec(method: str, dataset: str, preset: str = "paper"):
+    """The run of `method` on `dataset` the card describes: seed 0, and a constructed dataset's
+    usual imbalance factor, 100 (the card's values do not depend on either)."""
+    return resolve(method, dataset, registry.dataset(dataset).fixed_imbalance_factor or 100.0, 0, preset)
 
 
-def _imbalance_factor(dataset) -> float:
-    # the card's values do not depend on the factor; a constructed dataset takes the usual 100
-    return dataset.fixed_imbalance_factor or 100.0
+def search_card(method: str, datasets: list[str] | None = None, preset: str = "paper") -> list[CardRow]:
+    """The search space of `method` (ltbench.search_space): each searched setting, its scale,
+    the range it is drawn from on each of `datasets` under `preset`, and what motivates it."""
+    names = list(datasets or card_datasets())
+    spaces = {d: {(dim.owner, dim.key): dim for dim in search_space(card_spec(method, d, preset))} for d in names}
+    rows = []
+    for (owner, key), first in spaces[names[0]].items():
+        dims = {d: space[owner, key] for d, space in spaces.items()}
+        rows.append(CardRow(owner, key, first.scale, {d: dim.describe() for d, dim in dims.items()},
+                            {d: dim.search.source or UNSOURCED for d, dim in dims.items()}))
+    return rows
 
 
 def card_notes(method: str, datasets: list[str] | None = None, preset: str = "paper") -> list[str]:

@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--results-dir", default=DEFAULT_RESULTS)
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--data-root", help="where datasets live (default $LTBENCH_DATA or ~/.cache/ltbench/data)")
+    evaluate.add_argument("--data-option", dest="data_options", action="append", default=[],
+                          metavar="DATASET.KEY=VALUE", help="where an image dataset's files are, as for run")
 
     fetch = sub.add_parser("fetch-data", help="make a dataset available offline")
     fetch.add_argument("dataset", help="a dataset that can be fetched").help_from = (
@@ -213,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             return export_split(args, console)
         if args.command == "evaluate":
             from ltbench.evaluate import evaluate_runs
-            return evaluate_runs(args.results_dir, args.device, args.data_root, log=lambda line: print(line, flush=True))
+            from ltbench.run_context import RunContext
+            from ltbench.sweep_args import data_options_from, data_root_of
+            context = RunContext(data_root_of(args.data_root), data_options_from({}, args.data_options))
+            return evaluate_runs(args.results_dir, args.device, context, log=lambda line: print(line, flush=True))
         if args.command == "fetch-data":
             from ltbench.commands import fetch_data
             return fetch_data(args.dataset, args.data_root, args.allow_apt)

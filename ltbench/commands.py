@@ -55,19 +55,15 @@ def list_settings() -> int:
 
 def show_method(name: str, preset: str = "paper") -> int:
     """`ltbench list METHOD [--preset P]`: the method's protocol card (ltbench.card)."""
-    from ltbench.card import card_notes, protocol_card
+    from ltbench.card import card_notes, protocol_card, search_card
 
     cls = registry.method(name)
     rows = protocol_card(name, preset=preset)
     datasets = list(rows[0].values)
     titles = {d: registry.dataset(d).title for d in datasets}
-    table = Table(title=f"{cls.title()}: {cls.summary}")
-    for col in ("setting", "kind", *titles.values(), "source"):
-        table.add_column(col, overflow="fold", no_wrap=col in ("setting", "kind"))
-    for row in rows:
-        label = row.name if row.owner == "trainer" else f"{row.owner}.{row.name}"
-        table.add_row(label, row.kind, *(row.values[d] for d in datasets), row.source_text(titles))
-    _wide().print(table)
+    _wide().print(_card_table(f"{cls.title()}: {cls.summary}", "kind", rows, titles))
+    _wide().print(_card_table("Search space: the range an equal-budget search draws each setting from",
+                              "scale", search_card(name, datasets, preset), titles))
     if cls.stage1 is not None:
         console.print(f"Two stages: the trainer settings are stage 1's (a {cls.stage1.name} run of the same spec); "
                       f"stage 2 is {name}'s own settings.")
@@ -76,6 +72,16 @@ def show_method(name: str, preset: str = "paper") -> int:
     for note in card_notes(name, datasets, preset):
         console.print(f"Not a paper protocol on {note}", markup=False)
     return 0
+
+
+def _card_table(title: str, second: str, rows, titles: dict) -> Table:
+    table = Table(title=title)
+    for col in ("setting", second, *titles.values(), "source"):
+        table.add_column(col, overflow="fold", no_wrap=col in ("setting", second))
+    for row in rows:
+        label = row.name if row.owner == "trainer" else f"{row.owner}.{row.name}"
+        table.add_row(label, row.kind, *(row.values[d] for d in titles), row.source_text(titles))
+    return table
 
 
 def fetch_data(name: str, data_root, allow_apt: bool) -> int:

@@ -11,11 +11,14 @@ has its predictions is left as it is, so running the command again changes nothi
 
 from ltbench import environment, runner, stages
 from ltbench.results_schema import PREDICTIONS_FILE
+from ltbench.run_context import RunContext
 from ltbench.shared_store import open_store
 
 
-def evaluate_runs(results_dir, device: str = "auto", data_root=None, log=print) -> int:
-    """Adds predictions to every finished run of `results_dir` that has none; the exit status."""
+def evaluate_runs(results_dir, device: str = "auto", context: RunContext | None = None, log=print) -> int:
+    """Adds predictions to every finished run of `results_dir` that has none, reading their
+    data where `context` says; the exit status."""
+    context = context or RunContext()
     store = open_store(results_dir)
     store.ensure_readable()
     done = [run_id for run_id in store.run_ids() if store.state(run_id) == "done"]
@@ -36,8 +39,8 @@ def evaluate_runs(results_dir, device: str = "auto", data_root=None, log=print) 
             log(f"{head}: its stage-1 run {first.run_id} is not in the store with a checkpoint; skipped")
             failed += 1
             continue
-        stage1 = runner.ensure_stage1(spec, results_dir, device, data_root=data_root, log=log)
-        trainer = runner.build_trainer(spec, torch_device, store, data_root=data_root, stage1=stage1)
+        stage1 = runner.ensure_stage1(spec, results_dir, device, context=context, log=log)
+        trainer = runner.build_trainer(spec, torch_device, store, context=context, stage1=stage1)
         state = store.load_checkpoint(run_id)
         runner.check_same_data(store.checkpoint_path(run_id), state, trainer.data)
         trainer.load_state_dict(state)

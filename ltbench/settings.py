@@ -12,7 +12,8 @@ A setting's *kind* decides what it means for a run:
 Methods declare their own hyperparameters with the same `Setting` (``Method.hyperparameters``);
 they live under the method's name in a spec, so two plugins never share a key.
 Validation, ``--set`` coercion, ``ltbench run --help`` and ``ltbench list --settings`` all
-read this module.
+read this module. A setting may also declare the range an equal-budget search draws it from
+(``Search``; the space of a run: ltbench.search_space).
 """
 
 import math
@@ -31,6 +32,65 @@ class _Same:
 
 SAME = _Same()  # Setting.earlier: runs made before the setting existed ran with its default
 UNSET_WORDS = ("", "none", "null", "unset")  # an optional setting given as one of these is unset
+
+
+CATEGORICAL = (type(None), bool, int, float, str)  # what a search's choices may be (as Optuna's)
+
+
+@dataclass(frozen=True)
+class Search:
+    """The range an equal-budget search draws a setting from, declared beside the setting
+    (`Setting(..., search=Search(...))`), as DomainBed declares each random range beside its default.
+
+    Numbers from `low` to `high` (inclusive), log-uniform where `log`, or one of `choices`. An
+    int setting draws ints. `relative`: low and high are factors of the run's own value (the
+    paper's on its dataset, after the preset), for a range that moves with the protocol as the
+    learning rate does with the batch size. `source` says what motivates the range: a paper's
+    table or section, or "ltbench default" and why."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple | None = None
+    relative: bool = False
+    source: str = ""
+
+    def __post_init__(self):
+        problem = self._problem()
+        if problem:
+            raise ValueError(f"Search: {problem}")
+
+    def _problem(self) -> str | None:
+        if self.choices is not None:
+            if (self.low, self.high, self.log, self.relative) != (None, None, False, False):
+                return "give choices, or low and high (with log, relative), not both"
+            if not isinstance(self.choices, tuple) or len(self.choices) < 2:
+                return f"choices must be a tuple of two or more values, got {self.choices!r}"
+            if any(type(c) not in CATEGORICAL for c in self.choices):
+                return f"choices must be None, bools, ints, floats or strings, got {self.choices!r}"
+            if len({(type(c), c) for c in self.choices}) != len(self.choices):
+                return f"choices repeat a value: {self.choices!r}"
+            return None
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+               for v in (self.low, self.high)):
+            return f"needs finite numbers low and high (or choices), got low={self.low!r}, high={self.high!r}"
+        if not self.low < self.high:
+            return f"low must be below high, got {self.low:g} .. {self.high:g}"
+        if self.log and self.low <= 0:
+            return f"a log scale needs a positive range, got {self.low:g} .. {self.high:g}"
+        if self.relative and self.low <= 0:
+            return f"relative bounds are positive factors of the run's value, got {self.low:g} .. {self.high:g}"
+        return None
+
+    @property
+    def scale(self) -> str:
+        return "choice" if self.choices is not None else "log" if self.log else "linear"
+
+    def around(self, value) -> "Search":
+        """The absolute range for a run whose own value of the setting is `value`."""
+        if not self.relative:
+            return self
+        return replace(self, low=self.low * value, high=self.high * value, relative=False)
 
 
 @dataclass(frozen=True)
@@ -52,10 +112,17 @@ class Setting:
     # the value runs of an earlier ltbench, made before this setting existed, were trained with
     # (their migrated spec records it); SAME where that is the default
     earlier: Any = SAME
+    # the range `ltbench tune` draws this setting from; None: the search keeps its value
+    search: Search | None = None
 
     def __post_init__(self):
         if self.kind not in (PROTOCOL, EXECUTION):
             raise ValueError(f"kind must be {PROTOCOL} or {EXECUTION}, got {self.kind!r}")
+        if self.search is not None:
+            try:
+                self.searched("the setting", self.default)
+            except UserError as e:
+                raise ValueError(f"{e} ({e.hint})" if e.hint else str(e)) from None
 
     @property
     def value_before(self):
@@ -96,6 +163,50 @@ class Setting:
         if self.below is not None:
             parts.append(f"< {self.below:g}")
         return " and ".join(parts)
+
+    def searched(self, name: str, value) -> Search:
+        """This setting's search range for a run whose own value is `value`, in absolute terms;
+        a UserError where it is not one the setting can take (a declaration is checked against
+        its default, a run against its value)."""
+        search = self.search
+        if search is None:
+            raise UserError(f"{name} has no search range")
+        if self.kind != PROTOCOL:
+            raise UserError(f"{name} is an execution setting: a search draws only what defines the experiment")
+        kind = None if self.choices is not None else self.value_type
+        if search.choices is not None:
+            for choice in search.choices:
+                if kind is not None and (type(choice) is not kind and not (kind is float and type(choice) is int)):
+                    raise UserError(f"{name}: the search choice {show_value(choice)} is not {_article(kind.__name__)}")
+                self._check_searched(name, choice, search, "declare choices the setting allows")
+            return search
+        if kind not in (int, float):
+            raise UserError(f"{name}: only a number has a range to search; give choices=(...) instead")
+        if search.relative:
+            if kind is int:
+                raise UserError(f"{name}: an int setting's search range is absolute (relative=False)")
+            if value is None or value <= 0:
+                raise UserError(f"{name}: a range relative to the run's value needs a positive value, got "
+                                f"{show_value(value)}", hint=f"give {name} a positive value, or an absolute range")
+        elif kind is int and (search.low != int(search.low) or search.high != int(search.high)):
+            raise UserError(f"{name}: an int setting's search range needs whole ends, got "
+                            f"{search.low:g} .. {search.high:g}")
+        absolute = search.around(value)
+        hint = (f"the range is {search.low:.4g} .. {search.high:.4g} times the run's {name}, "
+                f"{show_value(value)}: a value nearer the protocol's keeps it inside" if search.relative
+                else "declare a range inside it")
+        for end in (absolute.low, absolute.high):
+            self._check_searched(name, int(end) if kind is int else end, absolute, hint)
+        return absolute
+
+    def _check_searched(self, name: str, value, search: Search, hint: str) -> None:
+        try:
+            self.check(name, value)
+        except UserError:
+            shown = ", ".join(map(show_value, search.choices)) if search.choices else \
+                f"{search.low:.4g} .. {search.high:.4g}"
+            raise UserError(f"{name}: the search range {shown} leaves what the setting allows "
+                            f"({self.describe_allowed()})", hint=hint) from None
 
     # ------------------------------------------------------------------ values
 
@@ -202,6 +313,15 @@ LDAM_CODE = "LDAM-DRW cifar_train.py"
 LDAM_SCHEDULE = (f"{LDAM_CODE} adjust_learning_rate: lr * epoch / 5 up to epoch 5, x0.01 after 160, "
                  "x0.0001 after 180")
 LDAM_AUGMENT = f"{LDAM_CODE} transform_train: RandomCrop(32, padding=4), RandomHorizontalFlip, no colour jitter"
+# What an equal-budget search draws for every method, centred on the run's own (paper) value, so
+# that a method's protocol is the middle of its range whatever its batch size or dataset
+DOMAINBED = "DomainBed hparams_registry.py"
+LR_SEARCH = Search(10**-0.5, 10**0.5, log=True, relative=True,
+                   source=f"{DOMAINBED}: lr 10**U(-5, -3.5) around its 5e-5 (10**U(-4.5, -2.5) on small images); here "
+                   "a decade, log-uniform, centred on the protocol's lr")
+WEIGHT_DECAY_SEARCH = Search(0.1, 10.0, log=True, relative=True,
+                             source=f"{DOMAINBED}: weight_decay 10**U(-6, -2); here two decades, log-uniform, centred "
+                             "on the protocol's weight decay (DomainBed's default, 0, has no log centre)")
 SETTINGS: dict[str, Setting] = {
     # what is trained, on what data
     "profile": Setting("exp", "imbalance profile: exp (Cao et al.) or step (Buda et al.)", choices=("exp", "step"),
@@ -222,9 +342,10 @@ SETTINGS: dict[str, Setting] = {
     "epochs": Setting(200, "training epochs", low=1, high=100_000, source=f"{LDAM_CODE} --epochs 200"),
     "batch_size": Setting(128, "images per step (per draw, for methods that draw several batches)", low=1,
                           high=1_000_000, source=f"{LDAM_CODE} --batch-size 128"),
-    "lr": Setting(0.1, "peak learning rate (SGD)", above=0, source=f"{LDAM_CODE} --lr 0.1"),
+    "lr": Setting(0.1, "peak learning rate (SGD)", above=0, source=f"{LDAM_CODE} --lr 0.1", search=LR_SEARCH),
     "momentum": Setting(0.9, "SGD momentum", low=0, below=1, source=f"{LDAM_CODE} --momentum 0.9"),
-    "weight_decay": Setting(2e-4, "L2 weight decay", low=0, high=1, source=f"{LDAM_CODE} --wd 2e-4"),
+    "weight_decay": Setting(2e-4, "L2 weight decay", low=0, high=1, source=f"{LDAM_CODE} --wd 2e-4",
+                            search=WEIGHT_DECAY_SEARCH),
     "schedule": Setting("step", "learning-rate schedule after the warm-up", choices=("step", "cosine"),
                         source=LDAM_SCHEDULE),
     "warmup_epochs": Setting(5, "linear warm-up epochs, lr * (epoch + 1) / warmup_epochs", low=0, high=100_000,

@@ -105,6 +105,28 @@ def check_defaults_cite_a_source(name: str) -> None:
         assert not unsourced, f"{name} on {dataset}: no source for {unsourced} (give each Setting a source=)"
 
 
+def check_search_space_is_valid_and_sourced(name: str) -> None:
+    """Every setting a search draws (the trainer's lr and weight decay, each `Setting(search=...)`
+    of the method's chain) says what motivates its range, and on every dataset of the protocol
+    card, under the presets a study runs (paper, quick), the range lies inside what the setting
+    allows around the run's value and each end (or choice) resolves to a run that has it."""
+    from ltbench.card import card_datasets, card_spec
+    from ltbench.search_space import search_space, setting_value
+    from ltbench.sweep import resolve
+
+    for dataset in card_datasets():
+        for preset in ("paper", "quick"):
+            spec = card_spec(name, dataset, preset)
+            space = search_space(spec)  # a UserError where a range leaves what its setting allows
+            assert {"lr", "weight_decay"} <= {d.name for d in space}, f"{name}: the trainer's searched settings"
+            for d in space:
+                assert d.search.source, f"{name}: no source for the search range of {d.name} (give Search a source=)"
+                ends = d.search.choices or [int(end) if d.draws_ints else end for end in (d.search.low, d.search.high)]
+                for value in ends:
+                    drawn = resolve(name, dataset, spec.imbalance_factor, 0, preset, {(d.owner, d.key): value})
+                    assert setting_value(drawn, d.owner, d.key) == value, f"{name} on {dataset}: {d.name}={value}"
+
+
 def check_every_default_is_settable(name: str) -> None:
     """Each hyperparameter set to its own default leaves the run as it is; set to another
     allowed value it makes another, custom run."""
@@ -200,7 +222,8 @@ def check_resume_gives_the_uninterrupted_result(name: str) -> None:
         assert torch.equal(a, b), f"{name}: {key} differs after resuming"
 
 
-CHECKS = [check_defaults_resolve, check_defaults_cite_a_source, check_every_default_is_settable,
+CHECKS = [check_defaults_resolve, check_defaults_cite_a_source, check_search_space_is_valid_and_sourced,
+          check_every_default_is_settable,
           check_one_step_is_finite, check_logits_shape, check_state_dict_round_trips,
           check_two_stage_declarations, check_resume_gives_the_uninterrupted_result]
 

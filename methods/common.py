@@ -1,5 +1,7 @@
 """Pieces several long-tailed methods share: class weights, class priors, the cosine classifier."""
 
+from dataclasses import replace
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -8,7 +10,7 @@ from torch import nn
 from ltbench.data.datasets import has_validation
 from ltbench.errors import UserError
 from ltbench.metrics import ClassCounts
-from ltbench.settings import Setting, Stage2Plan, with_default
+from ltbench.settings import LR_SEARCH, Search, Setting, Stage2Plan, with_default
 
 
 def effective_number_weights(class_counts: torch.Tensor, beta: float) -> torch.Tensor:
@@ -99,7 +101,10 @@ DRW_SETTINGS = {
     "drw_beta": Setting(0.9999, "effective-number beta of the re-weighting (Cui et al.)", low=0, below=1,
                         source="LDAM-DRW cifar_train.py train_rule DRW: betas = [0, 0.9999]"),
     "drw_start": Setting(0.8, "fraction of the epochs after which re-weighting starts (160 of 200)", low=0, high=1,
-                         source="LDAM-DRW cifar_train.py train_rule DRW: idx = epoch // 160"),
+                         source="LDAM-DRW cifar_train.py train_rule DRW: idx = epoch // 160",
+                         search=Search(0.5, 0.9, source="ltbench default: Cao et al. start at the first lr decay (160 "
+                                       "of 200); from half the run to the second decay (0.9), so re-weighting always "
+                                       "has epochs to act")),
 }
 
 
@@ -116,7 +121,9 @@ def classifier_stage2_settings(prefix: str, epochs: int, config: str) -> dict[st
     cb = f"classifier-balancing {config}"
     return {
         f"{prefix}_lr": Setting(0.2, "stage-2 learning rate (cosine to 0)", above=0, high=1e3,
-                                source=f"{cb} L15: lr 0.2; L1, L8: coslr, endlr 0.0"),
+                                source=f"{cb} L15: lr 0.2; L1, L8: coslr, endlr 0.0",
+                                search=replace(LR_SEARCH, source="ltbench default, as the trainer's lr: a decade, "
+                                               "log-uniform, centred on the config's stage-2 lr")),
         f"{prefix}_epochs": Setting(epochs, "stage-2 epochs", low=1, high=100_000,
                                     source=f"{cb} L34: num_epochs {epochs}"),
         f"{prefix}_batch_size": Setting(512, "stage-2 batch size", low=1, high=1_000_000,

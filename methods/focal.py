@@ -3,7 +3,7 @@
 import torch.nn.functional as F
 
 from ltbench.method import LDAM_INIT, LinearClassifierMethod, classifier_init
-from ltbench.settings import Setting
+from ltbench.settings import Search, Setting
 
 
 def focal_loss(logits, labels, gamma: float):
@@ -17,7 +17,9 @@ class Focal(LinearClassifierMethod):
     name, display_name = "focal", "Focal"
     hyperparameters = {
         "gamma": Setting(1.0, "focusing parameter: (1 - p_t)^gamma down-weights easy examples", low=0, high=100,
-                         source="LDAM-DRW cifar_train.py: FocalLoss(weight=per_cls_weights, gamma=1)"),
+                         source="LDAM-DRW cifar_train.py: FocalLoss(weight=per_cls_weights, gamma=1)",
+                         search=Search(0.0, 5.0, source="Lin et al. ICCV 2017 Table 1b: gamma 0 (cross-entropy), "
+                                       "0.1, 0.2, 0.5, 1, 2, 5 on COCO")),
         "classifier_init": classifier_init("kaiming_normal", LDAM_INIT),
     }
 

@@ -24,7 +24,7 @@ from torch import nn
 from ltbench.data.augment import CONTRASTIVE_CROPS
 from ltbench.data.samplers import SAMPLERS
 from ltbench.method import Draw, Method, Progress
-from ltbench.settings import Setting
+from ltbench.settings import Search, Setting
 
 PAPER = "Wang et al. CVPR 2021, implementation details (long-tailed CIFAR)"
 NOT_GIVEN = "not given in the paper; "
@@ -39,6 +39,10 @@ ALPHA_SCHEDULES = {
     # 0, i.e. what the class-balanced classifier branch achieves on its own
     "classifier_only": lambda t: 0.0,
 }
+
+# the paper's two temperatures, 0.1 (SC and PSC on CIFAR-100) and 1 (PSC on CIFAR-10), both inside
+TEMPERATURE_SEARCH = Search(0.05, 1.0, log=True, source=f"ltbench default: log-uniform over 0.05 .. 1, which holds "
+                            f"{PAPER}'s tau = 0.1 (SC; PSC on CIFAR-100) and tau = 1 (PSC on CIFAR-10)")
 
 
 class ProjectionHead(nn.Module):
@@ -58,7 +62,10 @@ class HybridNetwork(Method):
     hyperparameters = {
         "alpha_schedule": Setting("parabolic", "alpha over training: the paper's 1 - (T/T_max)^2, linear, or "
                                   "classifier_only (an ablation)", choices=tuple(ALPHA_SCHEDULES),
-                                  source=f"{PAPER}: alpha = 1 - (T / T_max)^2"),
+                                  source=f"{PAPER}: alpha = 1 - (T / T_max)^2",
+                                  search=Search(choices=("parabolic", "linear"), source="ltbench default: the paper's "
+                                                "parabolic decay and a linear one, both moving from the feature loss to "
+                                                "the classifier; classifier_only is an ablation, not a configuration")),
         "feature_sampler": Setting("instance", "sampler of the feature branch's batch", choices=tuple(SAMPLERS),
                                    source="Wang et al. CVPR 2021, the hybrid network: instance-balanced B_SC"),
         "classifier_sampler": Setting("class_balanced", "sampler of the classifier branch's batch",

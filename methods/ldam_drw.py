@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltbench.method import LinearClassifierMethod
-from ltbench.settings import Setting
+from ltbench.settings import Search, Setting
 from ltbench_methods.common import (CAO_INAT_DRW, CAO_INAT_MARGIN, CAO_INAT_TRAINER, DRW_SETTINGS, NormedLinear,
                                     deferred_weights, with_dataset_defaults)
 
@@ -33,7 +33,10 @@ class LDAM(LinearClassifierMethod):
     name, display_name = "ldam", "LDAM"
     hyperparameters = {
         "max_margin": Setting(0.5, "the largest class margin (the rarest class's)", above=0, high=10,
-                              source="LDAM-DRW cifar_train.py: LDAMLoss(max_m=0.5, s=30)"),
+                              source="LDAM-DRW cifar_train.py: LDAMLoss(max_m=0.5, s=30)",
+                              search=Search(0.1, 1.0, log=True, source="ltbench default: Cao et al. tune C to a largest "
+                                            "margin of 0.5 (CIFAR-LT, cifar_train.py max_m=0.5) and of 0.3 (iNaturalist, "
+                                            "App. B); log-uniform over the decade 0.1 .. 1 that holds both")),
         "scale": Setting(30.0, "s, the scale of the cosine logits", above=0, high=1000,
                          source="LDAM-DRW cifar_train.py: LDAMLoss(max_m=0.5, s=30)"),
     }

@@ -8,13 +8,14 @@ import torch.nn.functional as F
 
 from ltbench.method import LinearClassifierMethod, Method
 from ltbench_methods.ce import CrossEntropy
-from ltbench.settings import Setting
+from ltbench.settings import Search, Setting
 from ltbench_methods.common import POST_HOC, choose_on_validation, log_prior, require
 
 # tau = 1 is the Bayes-optimal correction for the balanced error (the paper's Theorem 1)
 TAU = Setting(1.0, "weight of the log prior: added to the logits in training (loss), subtracted at test (post hoc)",
               low=0, high=100, source="Menon et al. ICLR 2021, Theorem 1: tau = 1 is Bayes-optimal for the "
-              "balanced error")
+              "balanced error", search=Search(0.0, 2.0, source="ltbench default: from 0 (no adjustment) to 2, "
+                                              "around Menon et al.'s Bayes-optimal tau = 1"))
 
 
 def logit_adjusted_loss(logits, labels, class_counts, tau: float):

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltbench.settings import Setting, with_default
-from ltbench_methods.hybrid import PAPER, HybridNetwork
+from ltbench_methods.hybrid import PAPER, TEMPERATURE_SEARCH, HybridNetwork
 
 
 def prototypical_supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor,
@@ -48,7 +48,8 @@ class PSCHybrid(HybridNetwork):
     hyperparameters = {
         **HybridNetwork.hyperparameters,
         "temperature": Setting(0.1, "temperature of the prototypical contrastive loss (1.0 on 10-class data)",
-                               above=0, high=100, source=f"{PAPER}: tau = 0.1 on CIFAR-100 in the PSC loss"),
+                               above=0, high=100, source=f"{PAPER}: tau = 0.1 on CIFAR-100 in the PSC loss",
+                               search=TEMPERATURE_SEARCH),
         "positive_in_denominator": Setting(False, "keep the positive prototype in the softmax's denominator",
                                            source="Wang et al. CVPR 2021, the PSC loss: the denominator runs over "
                                            "j != y_i"),

@@ -21,7 +21,7 @@ from torch import nn
 
 from ltbench import distributed
 from ltbench.settings import Setting
-from ltbench_methods.hybrid import PAPER, HybridNetwork
+from ltbench_methods.hybrid import PAPER, TEMPERATURE_SEARCH, HybridNetwork
 
 
 def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -90,7 +90,7 @@ class SCHybrid(HybridNetwork):
     hyperparameters = {
         **HybridNetwork.hyperparameters,
         "temperature": Setting(0.1, "temperature of the supervised contrastive loss", above=0, high=100,
-                               source=f"{PAPER}: tau = 0.1 in the SC loss"),
+                               source=f"{PAPER}: tau = 0.1 in the SC loss", search=TEMPERATURE_SEARCH),
         # see the module docstring for why unset is the default
         "base_temperature": Setting(None, "SupContrast's base temperature: the loss is scaled by temperature / "
                                     "base_temperature; unset: not scaled, as the paper's equation", dtype=float,

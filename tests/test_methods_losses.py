@@ -21,9 +21,9 @@ COUNTS = [500, 200, 60, 9, 1]
 C = len(COUNTS)
 
 
-def batch(n=16, seed=0, labels=None, scale=3.0):
+def batch(n=16, seed=0, labels=None, scale=3.0, dtype=torch.float32):
     gen = torch.Generator().manual_seed(seed)
-    logits = torch.randn(n, C, generator=gen) * scale
+    logits = torch.randn(n, C, generator=gen, dtype=dtype) * scale
     if labels is None:
         labels = torch.randint(0, C, (n,), generator=gen)
     return logits, labels

@@ -278,8 +278,17 @@ def test_a_bad_predictions_file_is_left_out_with_its_reason(tmp_path, arrays, re
     build(results, out)
     left = read_csv(out / "tables" / "left_out.csv")
     assert reason in left.iloc[0]["reason"] and left.iloc[0]["kind"] == "skipped file"
-    assert not (out / "tables" / "calibration.csv").exists()
+    assert len(read_csv(out / "tables" / "calibration.csv")) == 0
     assert len(read_csv(out / "tables" / "main.csv")) == 1
+
+
+def test_an_empty_calibration_section_names_the_command_that_fills_it(tmp_path):
+    results, out = tmp_path / "results", tmp_path / "out"
+    write_run(results, seed=0)  # no predictions.npz
+    build(results, out)
+    assert len(read_csv(out / "tables" / "calibration.csv")) == 0
+    for page in ("index.html", "report.md"):
+        assert "ltbench evaluate --results-dir" in (out / page).read_text(), page
 
 
 def test_lt_counts_helper_matches_the_profile():

@@ -2,7 +2,6 @@
 uninterrupted run with the same seed would (CPU, deterministic)."""
 
 import csv
-import os
 import signal
 import subprocess
 import sys

@@ -133,10 +133,15 @@ def _n_classes(recorded, arrays) -> int:
 
 def ece_section(calibration: Calibration, labels: list[str]) -> Section | None:
     """Methods x (dataset, IF): ECE (%) mean +- std over the seeds that saved predictions;
-    None when no run did. `labels`: the table rows in the main table's order."""
+    where no run did, a section that says which command fills it. `labels`: the table rows in
+    the main table's order."""
     per_run = calibration.per_run
     if not len(per_run):
-        return None
+        return Section("calibration", "Calibration", [], pd.DataFrame(columns=["label", "ece_mean"]),
+                       intro="No run saved its test-set predictions, so there is no calibration to "
+                             "show: `ltbench evaluate --results-dir RESULTS` adds them to finished runs "
+                             "from their checkpoints without training (or train with `--set "
+                             "save_predictions=true`).")
     groups = per_run.groupby(["label", "dataset", "imbalance_factor"], dropna=False, sort=False)
     agg = groups.agg(seeds=("run_id", "size"), ece_mean=("ece", "mean"),
                      ece_std=("ece", lambda v: v.std(ddof=1)),
@@ -171,8 +176,8 @@ def ece_section(calibration: Calibration, labels: list[str]) -> Section | None:
                f"{ECE_BINS} equal-width bins over [0, 1]; ECE = \u03a3 |bin| / N \u00d7 "
                "|accuracy of the bin \u2212 its mean confidence| (Guo et al. 2017), in %. "
                "Mean" + PM + f"sample std over the seeds that saved predictions ({seeds}; "
-               "a single seed has no \u00b1). Blank: no saved predictions (the execution "
-               "setting save_predictions)."])
+               "a single seed has no \u00b1). Blank: no saved predictions (`ltbench evaluate` "
+               "adds them to finished runs)."])
     data = agg[["label", "method", "dataset", "imbalance_factor", "seeds", "seed_list",
                 "ece_mean", "ece_std", "accuracy_mean", "mean_confidence_mean"]]
     order = sorted(range(len(data)), key=lambda i: (rows_of.index(data.iloc[i]["label"]),
