@@ -110,8 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     split.add_argument("--n-max", dest="n_max", metavar="N",
                        help="head-class size (default: the dataset's paper value; the smoke and quick presets "
                        "use smaller ones: `ltbench show RUN_ID` gives a run's, or use --run)")
+    split.add_argument("--val-per-class", dest="val_per_class", metavar="N",
+                       help="validation images per class (default: the dataset's own, as a run's val_per_class)")
     split.add_argument("--run", metavar="RUN_ID", help="the split a run of --results-dir trained on (its dataset, "
-                       "IF, profile and n_max), checked against the fingerprint the run recorded")
+                       "IF, profile, n_max and val_per_class), checked against the fingerprint the run recorded")
     split.add_argument("--results-dir", default=DEFAULT_RESULTS, help="with --run: where the run is")
     split.add_argument("--data-root", help="where datasets live (default $LTBENCH_DATA or ~/.cache/ltbench/data)")
     split.add_argument("--out", metavar="FILE", help="the JSON file to write (default split_<dataset>_if<IF>"

@@ -176,8 +176,9 @@ class Method(nn.Module):
         return set()
 
     def calibrate(self, trainer) -> dict:
-        """Post-hoc choices made on the training set just before the final evaluation (e.g.
-        tau-normalisation's tau); returns what the result should record. Never sees the test set."""
+        """Post-hoc choices made on the validation split (`trainer.data.val_x` / `val_y`) just
+        before the final evaluation (e.g. tau-normalisation's tau); returns what the result
+        should record. Never sees the test set."""
         return {}
 
     # ---------------------------------------------------------------- two-stage methods

@@ -119,6 +119,7 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: Ru
     row = result_row(
         spec, status="done", started=started, device=torch_device, tag=context.tag,
         top1=round(counts.top1, 4), top1_best=round(outcome.best_top1, 4), top1_best_epoch=outcome.best_epoch + 1,
+        **validation_columns(outcome, data, convention),
         **{g: (None if acc is None else round(acc, 4)) for g, acc in groups.items()},
         **{f"n_{g}": n for g, n in sizes.items()},
         n_train=len(data.train_y), n_classes=data.num_classes, wall_s=round(seconds, 2),
@@ -128,6 +129,21 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: Ru
     )
     store.write_result(row, per_class)
     return "done"
+
+
+def validation_columns(outcome, data, convention: str) -> dict:
+    """The result row's validation columns: the final model's top-1 and many / medium / few
+    on the validation split, its size, and the test top-1 at the epoch best on validation
+    (top1_bestval, the model selection that never reads the test set). Empty where the data
+    has no validation image."""
+    if outcome.validation is None:
+        return {"n_val": 0}
+    groups = group_accuracy(outcome.validation, data.class_counts, convention)
+    return {"val_top1": round(outcome.validation.top1, 4),
+            **{f"val_{g}": (None if acc is None else round(acc, 4)) for g, acc in groups.items()},
+            "n_val": int(outcome.validation.total.sum()),
+            "top1_bestval": None if outcome.top1_bestval is None else round(outcome.top1_bestval, 4),
+            "top1_bestval_epoch": outcome.bestval_epoch + 1}
 
 
 def ensure_stage1(spec: RunSpec, results_dir, device: str, reporter=None, context: RunContext | None = None,
@@ -162,7 +178,8 @@ def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter
                   context: RunContext | None = None, stage1: stages.Stage1 | None = None) -> Trainer:
     context = context or RunContext()
     dataset = registry.dataset(spec.dataset).located(context.options_of(spec.dataset))
-    data = dataset.build(context.data_root, spec.imbalance_factor, spec.profile, spec.n_max)
+    data = dataset.build(context.data_root, spec.imbalance_factor, spec.profile, spec.n_max,
+                         val_per_class=spec.params.get("val_per_class"))
     label = spec.label if stage1 is None else f"{spec.label} stage 2"
     if stage1 is not None:
         check_same_data(store.checkpoint_path(stage1.spec.run_id), stage1.state, data)

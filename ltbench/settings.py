@@ -330,6 +330,11 @@ SETTINGS: dict[str, Setting] = {
                         source=f"{LDAM_CODE} --arch resnet32; models/resnet_cifar.py"),
     "n_max": Setting(None, "head-class size; unset: the dataset's paper value (a smaller one runs a reduced set)",
                      dtype=int, optional=True, low=1, source="the dataset's construction (Cao et al. 2019: 5000, 500)"),
+    "val_per_class": Setting(None, "validation images per class, the split every choice is made on (epoch, tau); "
+                             "unset: the dataset's own, 50 (CIFAR-10-LT, Fashion-MNIST-LT), 20 (CIFAR-100-LT; "
+                             "ImageNet-LT's and Places-LT's official lists, whole), 3 (iNaturalist 2018)",
+                             dtype=int, optional=True, low=1, high=100_000,
+                             source="ltbench's protocol: a validation split apart from training and test"),
     "image_size": Setting(None, "training and test image side in pixels (image-file datasets); unset: the "
                           "dataset's own", dtype=int, optional=True, low=8, high=4096,
                           source="unset: the dataset's own (32 px CIFAR-LT; 224 px in the image datasets' protocols)"),
@@ -349,8 +354,9 @@ SETTINGS: dict[str, Setting] = {
                           low=0, high=1, source=LDAM_SCHEDULE),
     "lr_factors": Setting([0.01, 0.0001], "step schedule: the lr multiplier from each milestone on", above=0, high=1,
                           source=LDAM_SCHEDULE),
-    # eval_every is protocol: the best-on-test figure (top1_best) is chosen among the epochs it evaluates
-    "eval_every": Setting(1, "epochs between test evaluations (the last epoch is always evaluated)", low=1,
+    # eval_every is protocol: top1_bestval (and top1_best, on test) are chosen among the epochs it evaluates
+    "eval_every": Setting(1, "epochs between evaluations on test and validation (the last epoch is always evaluated)",
+                          low=1,
                           high=100_000, source=f"{LDAM_CODE} validates after every epoch"),
     "crop_padding": Setting(4, "random-crop padding in pixels (CIFAR-sized data)", low=0, high=64,
                             source=LDAM_AUGMENT),

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ltbench import distributed
-from ltbench.data.datasets import LongTailData
+from ltbench.data.datasets import LongTailData, has_validation
 from ltbench.data.pipeline import eval_batches, make_loader
 from ltbench.method import Method, Progress
 from ltbench.metrics import ClassCounts, group_accuracy
@@ -61,6 +61,10 @@ class TrainOutcome:
     history: list[dict] = field(default_factory=list)  # Trainer.history
     calibration: dict = field(default_factory=dict)  # what Method.calibrate chose, e.g. {"tau": 0.9}
     predictions: dict | None = None  # test-set predictions (Trainer.evaluate_test_set), where asked for
+    validation: ClassCounts | None = None  # the final model's, on the validation split; None where there is none
+    # the test top-1 at the evaluated epoch best on validation, and that epoch (0-based); -1 where none
+    top1_bestval: float | None = None
+    bestval_epoch: int = -1
 
 
 @dataclass
@@ -102,6 +106,9 @@ class Trainer:
         self.loader = make_loader(self.data, self.method.draws, self.batch_size, self.device, self.seed, p)
         self.data_parallel = distributed.data_parallel(self.backbone, self.method)
         self.start_epoch, self.best_top1, self.best_epoch = 0, -1.0, -1
+        # model selection on validation: the best validation top-1 so far, its epoch, and the
+        # test top-1 there (reported as top1_bestval; top1_best is chosen on test)
+        self.best_val_top1, self.bestval_epoch, self.top1_bestval = -1.0, -1, None
         self.seconds_before, self.images_before = 0.0, 0
         # one row per finished epoch: epoch (1-based), lr, loss, the method's recorded parts,
         # images/s, training seconds so far, and top-1 / many / medium / few where evaluated
@@ -128,6 +135,9 @@ class Trainer:
             "cuda_rng": torch.cuda.get_rng_state_all() if self.cuda else None,
             "best_top1": self.best_top1,
             "best_epoch": self.best_epoch,
+            "best_val_top1": self.best_val_top1,
+            "bestval_epoch": self.bestval_epoch,
+            "top1_bestval": self.top1_bestval,
             "seconds": seconds,
             "images": images,
             "history": self.history,
@@ -143,6 +153,9 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.start_epoch = state["epoch"] + 1
         self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
+        # checkpoints of earlier versions chose nothing on validation
+        self.best_val_top1 = state.get("best_val_top1", -1.0)
+        self.bestval_epoch, self.top1_bestval = state.get("bestval_epoch", -1), state.get("top1_bestval")
         self.seconds_before, self.images_before = state["seconds"], state["images"]
         # checkpoints of earlier versions kept the mean loss per epoch only
         self.history = [dict(row) for row in state["history"]] if "history" in state else [
@@ -154,7 +167,7 @@ class Trainer:
         steps = self.loader.steps_per_epoch
         self.reporter.start(self.label, self.epochs, steps, self.start_epoch)
         seconds, images = self.seconds_before, self.images_before
-        final, calibration, predictions = None, {}, None
+        final, calibration, predictions, validation = None, {}, None, None
         keep_predictions = bool(self.params.get("save_predictions"))
         for epoch in range(self.start_epoch, self.epochs):
             start = time.perf_counter()
@@ -173,10 +186,13 @@ class Trainer:
             record["wall_s"] = seconds
             if last or (epoch + 1) % self.params["eval_every"] == 0:
                 final, predictions = self.evaluate_test_set(predictions=last and keep_predictions)
+                validation = self.evaluate_validation()
                 # plain floats: checkpoints hold plain data only
-                record.update(top1=float(final.top1), **group_accuracy(final, self.data.class_counts, self.shot_rule))
+                record.update(top1=float(final.top1), **group_accuracy(final, self.data.class_counts, self.shot_rule),
+                              **self._validation_record(validation))
                 if record["top1"] > self.best_top1:
                     self.best_top1, self.best_epoch = record["top1"], epoch
+                self._select_on_validation(validation, record["top1"], epoch)
             self.history.append(record)
             if self.save_checkpoint is not None:
                 self.save_checkpoint(self.state_dict(epoch, seconds, images))
@@ -186,10 +202,26 @@ class Trainer:
             calibration, spent = self._calibrate()
             seconds += spent
             final, predictions = self.evaluate_test_set(predictions=keep_predictions)
+            validation = self.evaluate_validation()
             if self.best_top1 < 0:
                 self.best_top1 = float(final.top1)
+            if self.top1_bestval is None:
+                self._select_on_validation(validation, float(final.top1), self.best_epoch)
         return TrainOutcome(final, self.best_top1, self.best_epoch, seconds, images, self.history, calibration,
-                            predictions)
+                            predictions, validation, self.top1_bestval, self.bestval_epoch)
+
+    def _validation_record(self, counts: ClassCounts | None) -> dict:
+        """A history row's validation columns: top-1 and many / medium / few (grouped by the
+        classes' training counts); empty where there is no validation split."""
+        if counts is None:
+            return {}
+        groups = group_accuracy(counts, self.data.class_counts, self.shot_rule)
+        return {"val_top1": float(counts.top1), **{f"val_{g}": acc for g, acc in groups.items()}}
+
+    def _select_on_validation(self, counts: ClassCounts | None, top1: float, epoch: int) -> None:
+        # the first epoch of the best validation top-1, as top1_best takes the first best on test
+        if counts is not None and counts.top1 > self.best_val_top1:
+            self.best_val_top1, self.bestval_epoch, self.top1_bestval = float(counts.top1), epoch, float(top1)
 
     def _calibrate(self) -> tuple[dict, float]:
         start = time.perf_counter()
@@ -242,8 +274,8 @@ class Trainer:
 
     @torch.no_grad()
     def features(self, x, y) -> torch.Tensor:
-        """Backbone features (fp32) of the given uint8 images, un-augmented, in eval mode; for
-        post-hoc calibration on training images."""
+        """Backbone features (fp32) of the given images, un-augmented, in eval mode; for
+        post-hoc choices on the validation split."""
         self.backbone.eval()
         batch_size = 1024 if self.cuda else 256
         chunks = []
@@ -273,6 +305,13 @@ class Trainer:
             if keep is not None:
                 keep.append(top_predictions(logits.float(), labels))
         return distributed.sum_class_counts(counts)
+
+    def evaluate_validation(self) -> ClassCounts | None:
+        """Counts on the validation split (the test transform, as the test set), or None where
+        the data has no validation image."""
+        if not has_validation(self.data):
+            return None
+        return self.evaluate(self.data.val_x, self.data.val_y)
 
     def evaluate_test_set(self, predictions: bool) -> tuple[ClassCounts, dict | None]:
         """Counts on the test set, and with `predictions` its per-image predictions in order."""

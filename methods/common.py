@@ -1,12 +1,15 @@
 """Pieces several long-tailed methods share: class weights, class priors, the cosine classifier."""
 
+from dataclasses import replace
+
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ltbench.data.datasets import has_validation
 from ltbench.errors import UserError
-from dataclasses import replace
-
+from ltbench.metrics import ClassCounts
 from ltbench.settings import LR_SEARCH, Search, Setting, Stage2Plan, with_default
 
 
@@ -43,6 +46,33 @@ def log_prior(class_counts: torch.Tensor) -> torch.Tensor:
     """log pi_j, the training label distribution (Menon et al. 2021)."""
     counts = class_counts.float()
     return (counts / counts.sum()).log()
+
+
+@torch.no_grad()
+def choose_on_validation(trainer, method, name: str, grid: list, logits_of) -> dict:
+    """A post-hoc parameter chosen from `grid` by balanced accuracy (the mean over the classes
+    it has images of) on the validation split, never the test set or the training images the
+    model has fit; ties go to the first in grid order. `logits_of(features, value)` scores the
+    backbone's features with the parameter at `value`. One value in the grid is no choice, and
+    needs no validation image. Returns what the result row records, the choice under `name`."""
+    if len(grid) == 1:
+        return {name: grid[0], "selection": "fixed (one value in the grid)"}
+    data = trainer.data
+    if not has_validation(data):
+        raise UserError(f"{method.name} chooses {name} on the validation split, and {data.name} has no validation "
+                        "image here (the construction keeps every image: imbalance factor 1?)",
+                        hint=f"fix it with one value, e.g. --set {method.name}.{name}_grid=1.0")
+    features = trainer.features(data.val_x, data.val_y)
+    labels = torch.from_numpy(np.asarray(data.val_y)).to(features.device)
+    scores = []
+    for value in grid:
+        predictions = logits_of(features, value).argmax(1)
+        per_class = ClassCounts.from_predictions(predictions, labels, method.num_classes).per_class
+        scores.append(float(np.nanmean(per_class)))
+    best = int(np.argmax(scores))
+    return {name: grid[best], "selection": "balanced accuracy on the validation split",
+            "val_images": len(labels), "val_classes": int(torch.unique(labels).numel()),
+            "balanced_accuracy": round(scores[best], 2)}
 
 
 class NormedLinear(nn.Module):

@@ -12,6 +12,7 @@ from PIL import Image
 
 TRAIN_COUNTS = [60, 36, 22, 13, 8, 5]  # a long tail over six classes
 EVAL_PER_CLASS = 8
+VAL_PER_CLASS = 4  # the official validation lists' images a class, in the OLTR datasets
 SIDE = 40
 OLTR_PREFIX = {"imagenet_lt": "ImageNet_LT", "places_lt": "Places_LT"}
 
@@ -34,13 +35,14 @@ def _write_images(root: Path, folder: str, counts: list[int], rng) -> list[tuple
 
 
 def make_oltr(data_root: Path, name: str = "imagenet_lt", counts=TRAIN_COUNTS, per_class: int = EVAL_PER_CLASS) -> Path:
-    """<data_root>/<name>/ with train/ and test/ images and the three split files."""
+    """<data_root>/<name>/ with train/, test/ and val/ images and the three split files. As in
+    OLTR's lists, the validation images are neither training nor test images."""
     root = data_root / name
     rng = np.random.default_rng(0)
     prefix = OLTR_PREFIX[name]
     splits = {"train": _write_images(root, "train", counts, rng),
-              "test": _write_images(root, "test", [per_class] * len(counts), rng)}
-    splits["val"] = splits["test"][::2]
+              "test": _write_images(root, "test", [per_class] * len(counts), rng),
+              "val": _write_images(root, "val", [VAL_PER_CLASS] * len(counts), rng)}
     for split, entries in splits.items():
         (root / f"{prefix}_{split}.txt").write_text("".join(f"{p} {y}\n" for p, y in entries))
     return root

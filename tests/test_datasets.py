@@ -102,20 +102,28 @@ def test_fashion_mnist_from_idx_files_padded_to_32(tmp_path):
     assert sum(data.class_counts) == len(data.train_y) and data.class_counts[0] == 6000
     assert data.train_x.shape[1:] == (1, 32, 32)
     assert data.train_x[0, 0, 0, 0] == 0 and data.train_x[0, 0, 2, 2] == 7  # 2-pixel zero border
-    # held out: what the construction left out, up to 100 a class; class 0 kept all 6000
-    assert np.bincount(data.holdout_y, minlength=10).tolist() == [0] + [100] * 9
-    assert data.holdout_x.shape[1:] == (1, 32, 32)
+    # validation: 50 a class of what the construction left out; class 0 kept all 6000, so has none
+    assert np.bincount(data.val_y, minlength=10).tolist() == [0] + [50] * 9
+    assert data.val_x.shape[1:] == (1, 32, 32) and not np.isin(data.val_indices, data.train_indices).any()
 
 
-def test_holdout_is_disjoint_from_the_training_set_and_fixed():
-    from ltbench.data.datasets import holdout_indices
+def test_the_validation_split_is_the_end_of_each_class_permutation_at_every_imbalance_factor():
+    from ltbench.data.profiles import class_counts, left_out_validation, select_long_tail
 
     labels = np.repeat(np.arange(3), [10, 10, 10])
-    keep = np.array([0, 1, 2, 10, 11, 20])
-    held = holdout_indices(labels, keep, per_class=4)
-    assert not np.isin(held, keep).any() and np.bincount(labels[held]).tolist() == [4, 4, 4]
-    assert np.array_equal(held, holdout_indices(labels, keep, per_class=4))
-    assert np.bincount(labels[holdout_indices(labels, keep, per_class=9)]).tolist() == [7, 8, 9]
+    keep = select_long_tail(labels, [10, 6, 2])
+    val = left_out_validation(labels, [10, 6, 2], per_class=4)
+    assert not np.isin(val, keep).any() and np.bincount(labels[val], minlength=3).tolist() == [0, 4, 4]
+    # a class leaving out fewer than per_class gives what it leaves out
+    assert np.bincount(labels[left_out_validation(labels, [10, 8, 2], per_class=4)]).tolist() == [0, 2, 4]
+    # the same images whatever the imbalance factor, where a class leaves them out
+    other = left_out_validation(labels, [10, 3, 1], per_class=4)
+    assert np.array_equal(other, val)
+    labels = np.repeat(np.arange(10), 100)
+    for factor in (1, 10, 90):
+        counts = class_counts(10, 90, factor)
+        kept, val = select_long_tail(labels, counts), left_out_validation(labels, counts, per_class=10)
+        assert not np.isin(val, kept).any() and np.bincount(labels[val], minlength=10).tolist() == [10] * 10
 
 
 def test_missing_fashion_mnist_is_explained(tmp_path):

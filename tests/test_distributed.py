@@ -136,6 +136,11 @@ def test_interrupted_distributed_run_resumes_to_the_uninterrupted_result(two_ran
     assert "resuming from epoch 1 of 2" in (out / "log1.txt").read_text()
     got, want = RunStore(out / "interrupted"), RunStore(out / "uninterrupted")
     assert got.read_result(spec.run_id)["top1"] == want.read_result(spec.run_id)["top1"]
+    # the ranks' validation counts add up as the test set's do, and resume alike
+    validation = ("val_top1", "n_val", "top1_bestval", "top1_bestval_epoch")
+    assert [got.read_result(spec.run_id)[c] for c in validation] == [want.read_result(spec.run_id)[c]
+                                                                     for c in validation]
+    assert int(want.read_result(spec.run_id)["n_val"]) == image_data.VAL_PER_CLASS * len(image_data.TRAIN_COUNTS)
     assert got.read_per_class(spec.run_id) == want.read_per_class(spec.run_id)
 
 

@@ -35,7 +35,8 @@ def test_history_has_a_row_per_epoch_with_the_hybrids_parts(tmp_path, fashion_mn
     store, run_id = only_run(tmp_path)
     history = store.read_history(run_id)
     assert list(history[0]) == ["epoch", "lr", "loss", "loss_feature", "loss_classifier", "alpha", "images_per_s",
-                                "wall_s", "top1", "many", "medium", "few"]
+                                "wall_s", "top1", "many", "medium", "few", "val_top1", "val_many", "val_medium",
+                                "val_few"]
     assert [row["epoch"] for row in history] == ["1", "2", "3", "4"]
     # alpha = 1 - (T / T_max)^2 at the end of each epoch; the loss is its mix of both parts
     assert [float(row["alpha"]) for row in history] == pytest.approx([1 - (e / 4) ** 2 for e in (1, 2, 3, 4)],
@@ -48,6 +49,22 @@ def test_history_has_a_row_per_epoch_with_the_hybrids_parts(tmp_path, fashion_mn
     assert [bool(row["top1"]) for row in history] == [False, True, False, True]
     assert float(history[-1]["top1"]) == pytest.approx(float(store.read_result(run_id)["top1"]), abs=0.01)
     assert all(float(b["wall_s"]) > float(a["wall_s"]) for a, b in zip(history, history[1:]))
+
+
+def test_every_evaluated_epoch_is_scored_on_validation_and_the_best_chooses_top1_bestval(tmp_path, fashion_mnist):
+    assert main(SMOKE + ["--methods", "ce", "--epochs", "4", "--set", "eval_every=1", "--results-dir",
+                         str(tmp_path)]) == 0
+    store, run_id = only_run(tmp_path)
+    history, row = store.read_history(run_id), store.read_result(run_id)
+    val = [float(r["val_top1"]) for r in history]
+    assert len(val) == 4 and all(r["val_many"] != "" for r in history)
+    # the smoke preset keeps 200 to 2 images a class of 6000: every class gives 50 to validation
+    assert int(row["n_val"]) == 500 and float(row["val_top1"]) == pytest.approx(val[-1], abs=0.01)
+    best = val.index(max(val))  # the first epoch of the best validation top-1
+    assert int(row["top1_bestval_epoch"]) == best + 1
+    assert float(row["top1_bestval"]) == pytest.approx(float(history[best]["top1"]), abs=0.01)
+    # top1_best, chosen on test, stays beside it
+    assert float(row["top1_best"]) == pytest.approx(max(float(r["top1"]) for r in history), abs=0.01)
 
 
 def test_drw_methods_record_when_reweighting_is_on(tmp_path, fashion_mnist):

@@ -44,7 +44,7 @@ def one_worker(monkeypatch):
 # ----------------------------------------------------------------------------- whole runs
 
 
-# tau-norm's stage 1 is CE, and it picks tau on training-image features: every loader path
+# tau-norm's stage 1 is CE, and it picks tau on validation-image features: every loader path
 @pytest.mark.parametrize("dataset, method", [("imagenet_lt", "tau_norm"), ("places_lt", "crt"), ("inat2018", "sc_hybrid")])
 def test_each_dataset_trains_end_to_end(data_root, tmp_path, dataset, method):
     results = tmp_path / "results"
@@ -64,6 +64,10 @@ def test_each_dataset_trains_end_to_end(data_root, tmp_path, dataset, method):
     per_class = store.read_per_class(row["run_id"])
     assert [int(r["total"]) for r in per_class] == [image_data.EVAL_PER_CLASS] * len(image_data.TRAIN_COUNTS)
     assert 0 <= float(row["top1"]) <= 100
+    # validated on the official list (4 a class here), or on 3 a class carved from iNaturalist's
+    # classes of 23 or more training images (60 and 36 here)
+    assert int(row["n_val"]) == (6 if dataset == "inat2018" else image_data.VAL_PER_CLASS * 6)
+    assert 0 <= float(row["val_top1"]) <= 100 and row["top1_bestval"] != ""
 
 
 def test_paper_configs_resolve_to_the_published_protocols():
@@ -179,10 +183,13 @@ def test_data_options_point_at_files_elsewhere(data_root, tmp_path, capsys):
     splits.mkdir()
     shutil.copy(data_root / "imagenet_lt/ImageNet_LT_train.txt", splits / "train.txt")
     shutil.copy(data_root / "imagenet_lt/ImageNet_LT_test.txt", splits / "test.txt")
+    shutil.copy(data_root / "imagenet_lt/ImageNet_LT_val.txt", splits / "val.txt")
     options = {"image_root": str(data_root / "imagenet_lt"), "split_dir": "splits", "train_file": "train.txt",
-               "eval_file": "test.txt"}
+               "eval_file": "test.txt", "val_file": "val.txt"}
     train_x, train_y, test_x, _ = registry.dataset("imagenet_lt").located(options).read(tmp_path)
     assert len(train_x) == sum(image_data.TRAIN_COUNTS) and len(test_x) == N_EVAL
+    val_y = registry.dataset("imagenet_lt").located(options).build(tmp_path).val_y
+    assert len(val_y) == image_data.VAL_PER_CLASS * len(image_data.TRAIN_COUNTS)
     assert main(["run", "--methods", "ce", "--dataset", "imagenet_lt", "--data-option", "imagenet_lt.image_rot=x"]) == 2
     assert "unknown data option imagenet_lt.image_rot; did you mean imagenet_lt.image_root?" in capsys.readouterr().err
 

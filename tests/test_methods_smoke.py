@@ -73,9 +73,10 @@ def test_stage1_is_its_methods_run_trained_once(sweep):
 def test_post_hoc_choices_are_recorded(sweep):
     _, _, rows, _ = sweep
     chosen = json.loads(rows["tau_norm"]["calibration"])
-    assert 0 <= chosen["tau"] <= 2 and chosen["selection"] == "balanced accuracy, held-out images first"
-    # smoke keeps 200 of a class's 6000 images at most: every calibration image is held out
-    assert chosen["held_out_share"] == 1.0 and chosen["images_per_class"] == 100
+    assert 0 <= chosen["tau"] <= 2 and chosen["selection"] == "balanced accuracy on the validation split"
+    # smoke keeps 200 of a class's 6000 images at most: each class gives 50 to validation
+    assert (chosen["val_images"], chosen["val_classes"]) == (500, 10)
+    assert int(rows["tau_norm"]["n_val"]) == 500 and rows["tau_norm"]["val_top1"] != ""
     assert json.loads(rows["logit_adjust_posthoc"]["params"])["tau"] == 1.0
 
 

@@ -10,7 +10,8 @@ from ltbench.models import create_backbone
 from ltbench.stages import FrozenBackbone, stage1_spec
 from ltbench.sweep import Sweep, expand, resolve
 from ltbench.testing import two_stage_methods
-from ltbench_methods.tau_norm import TauNormalisation, calibration_images
+from ltbench_methods.logit_adjust import PostHocLogitAdjustment
+from ltbench_methods.tau_norm import TauNormalisation
 
 @pytest.mark.parametrize("name, stage1", two_stage_methods().items())
 @pytest.mark.parametrize("preset", ["paper", "quick", "smoke"])
@@ -62,38 +63,21 @@ def test_frozen_backbone_has_no_gradients_and_keeps_its_statistics(bn_train):
     assert moved == bn_train  # running statistics move only when asked to
 
 
-def _toy_data(counts, held=None):
-    """Images whose pixel value is their identity: training images 0.., held-out ones 200.."""
+def _toy_data(counts, val):
+    """Images whose pixel value is their identity: training images 0.., validation ones 200.."""
     labels = np.repeat(np.arange(len(counts)), counts)
-    data = {"train_x": np.arange(len(labels), dtype=np.uint8)[:, None].repeat(4, 1), "train_y": labels,
-            "test_x": None, "test_y": None, "num_classes": len(counts), "class_counts": list(counts)}
-    if held is not None:
-        held_y = np.repeat(np.arange(len(counts)), held)
-        data.update(holdout_x=(200 + np.arange(len(held_y), dtype=np.uint8))[:, None].repeat(4, 1), holdout_y=held_y)
+    val_y = np.repeat(np.arange(len(counts)), val)
+    data = {"name": "toy", "train_x": np.arange(len(labels), dtype=np.uint8)[:, None].repeat(4, 1), "train_y": labels,
+            "test_x": None, "test_y": None, "num_classes": len(counts), "class_counts": list(counts),
+            "val_x": (200 + np.arange(len(val_y), dtype=np.uint8))[:, None].repeat(4, 1), "val_y": val_y}
     return type("Data", (), data)()
 
 
-def test_calibration_images_are_held_out_first_then_topped_up_from_training():
-    # the head class keeps all its images (none held out); the others have some left out
-    data = _toy_data([50, 10, 3], held=[0, 2, 5])
-    x, y, held_share = calibration_images(data, per_class=4, seed=0)
-    assert np.bincount(y).tolist() == [4, 4, 4]
-    held = x[:, 0] >= 200
-    assert [int(held[y == c].sum()) for c in range(3)] == [0, 2, 4]  # every held-out image first
-    assert held_share == 6 / 12
-    # fewer than asked for in the smallest class: every class gets that many
-    x, y, _ = calibration_images(data, per_class=100, seed=0)
-    assert np.bincount(y).tolist() == [8, 8, 8]
-    # no held-out images at all (the published image-file splits): training images only
-    x, y, held_share = calibration_images(_toy_data([5, 3]), per_class=2, seed=0)
-    assert np.bincount(y).tolist() == [2, 2] and held_share == 0 and (x[:, 0] < 200).all()
-
-
 class FakeTrainer:
-    """What tau_norm.calibrate may use: training data and features of the images it asks for."""
+    """What a post-hoc choice may use: the data and the features of the images it asks for."""
 
-    def __init__(self, data, classifier, seed=0):
-        self.data, self.seed, self.classifier = data, seed, classifier
+    def __init__(self, data, seed=0):
+        self.data, self.seed = data, seed
         self.asked = []
 
     def features(self, x, y):
@@ -102,23 +86,49 @@ class FakeTrainer:
         return torch.nn.functional.one_hot(torch.from_numpy(y), 4).float()
 
 
-def test_tau_is_chosen_on_held_out_images_never_on_the_test_set():
-    data = _toy_data([500, 100, 20, 5], held=[0, 10, 10, 10])
+def test_tau_is_chosen_on_the_validation_split_never_on_training_or_test_images():
+    # the head class keeps all its images, so has no validation image
+    data = _toy_data([500, 100, 20, 5], val=[0, 10, 10, 10])
     m = TauNormalisation({**TauNormalisation.defaults(), "tau_grid": [0.0, 1.0, 2.0]}, [500, 100, 20, 5], 4)
     with torch.no_grad():
         # class 0's large weight vector wins every input at tau = 0; normalised (tau >= 1),
         # every class wins on its own images
         m.classifier.weight.copy_(torch.tensor([[8.0, 3, 3, 3], [0, 2, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0.5]]))
-    trainer = FakeTrainer(data, m.classifier)
+    trainer = FakeTrainer(data)
     chosen = m.calibrate(trainer)
     (asked,) = trainer.asked
-    known = np.concatenate([data.train_x[:, 0], data.holdout_x[:, 0]])
-    assert np.isin(asked[:, 0], known).all()  # training-split images only, no test image
+    assert np.array_equal(asked, data.val_x)  # the validation images, all of them, nothing else
     assert chosen["tau"] == 1.0 and m.tau.item() == 1.0  # ties go to the first in the grid
-    assert chosen["images_per_class"] == 15 and chosen["held_out_share"] == 0.5  # 30 of 60
-    assert chosen["balanced_accuracy"] == 100.0
+    assert (chosen["val_images"], chosen["val_classes"], chosen["balanced_accuracy"]) == (30, 3, 100.0)
+    assert chosen["selection"] == "balanced accuracy on the validation split"
 
 
+def test_without_a_validation_image_tau_is_fixed_or_the_run_says_why():
+    data = _toy_data([5, 5, 5, 5], val=[0, 0, 0, 0])
+    m = TauNormalisation({**TauNormalisation.defaults(), "tau_grid": [0.0, 1.0]}, [5, 5, 5, 5], 4)
+    with pytest.raises(UserError, match="tau_norm chooses tau on the validation split") as info:
+        m.calibrate(FakeTrainer(data))
+    assert "tau_norm.tau_grid=1.0" in info.value.hint
+    fixed = TauNormalisation({**TauNormalisation.defaults(), "tau_grid": [0.7]}, [5, 5, 5, 5], 4)
+    trainer = FakeTrainer(data)
+    assert fixed.calibrate(trainer)["tau"] == 0.7 and fixed.tau.item() == pytest.approx(0.7) and not trainer.asked
+
+
+def test_posthoc_logit_adjustment_keeps_tau_1_unless_asked_to_choose_on_validation():
+    counts = [500, 100, 20, 5]
+    data = _toy_data(counts, val=[5, 5, 5, 5])
+    m = PostHocLogitAdjustment(PostHocLogitAdjustment.defaults(), counts, 4)
+    m.classifier = torch.nn.Linear(4, 4, bias=False).requires_grad_(False)
+    with torch.no_grad():  # the prior's pull towards class 0, and the evidence for each class
+        m.classifier.weight.copy_(torch.eye(4) * 3 + torch.tensor([[4.0] * 4, [1.0] * 4, [0.0] * 4, [0.0] * 4]))
+    trainer = FakeTrainer(data)
+    assert m.calibrate(trainer)["tau"] == 1.0 and m.tau.item() == 1.0 and not trainer.asked
+    m.hp = {**m.hp, "tau_grid": [0.0, 1.0, 2.0]}
+    chosen = m.calibrate(trainer)
+    # tau 0 leaves class 0 winning everywhere; tau 1 corrects enough (ties go to the first)
+    assert chosen["tau"] == 1.0 and m.tau.item() == 1.0 and chosen["balanced_accuracy"] == 100.0
+    (asked,) = trainer.asked
+    assert np.array_equal(asked, data.val_x)
 
 
 @pytest.mark.parametrize("fields, message", [

@@ -70,6 +70,8 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, uninterrupted, sig
     straight_row, straight_per_class, straight_history, straight_weights = uninterrupted
     assert per_class == straight_per_class
     assert row["top1"] == straight_row["top1"] and row["run_id"] == straight_row["run_id"]
+    validation = ("val_top1", "val_many", "n_val", "top1_bestval", "top1_bestval_epoch")
+    assert [row[c] for c in validation] == [straight_row[c] for c in validation] and row["val_top1"] != ""
     # one row per epoch, none repeated or lost across the interruption, the same values
     assert [r["epoch"] for r in history] == ["1", "2", "3", "4"]
     assert history == straight_history

@@ -31,12 +31,16 @@ def test_cifar_indices_reproduce_the_training_set_and_its_fingerprint(tmp_path):
     assert train_y[picked].tolist() == doc["train_labels"]
     assert np.bincount(doc["train_labels"]).tolist() == doc["class_counts"]
     assert doc["class_counts"][0] == 25 and doc["class_counts"][-1] == 2
-    rebuilt = SimpleNamespace(train_x=train_x[picked], train_y=train_y[picked], test_x=test_x, test_y=test_y)
+    val = np.array(doc["val_indices"])
+    assert train_y[val].tolist() == doc["val_labels"]
+    rebuilt = SimpleNamespace(train_x=train_x[picked], train_y=train_y[picked], test_x=test_x, test_y=test_y,
+                              val_x=train_x[val], val_y=train_y[val])
     assert split_fingerprint(rebuilt) == doc["split_fingerprint"]
     data = DATASETS["cifar10_lt"].build(tmp_path, 10, n_max=25)
     assert doc["split_fingerprint"] == data.split_fingerprint and np.array_equal(train_x[picked], data.train_x)
-    assert np.array_equal(train_x[doc["holdout_indices"]], data.holdout_x)
-    assert not set(doc["holdout_indices"]) & set(doc["train_indices"])
+    assert np.array_equal(train_x[val], data.val_x) and not set(doc["val_indices"]) & set(doc["train_indices"])
+    # 30 images a class, 25 to 2 kept: 5 to 28 left out, of which up to 50 a class validate
+    assert doc["val_class_counts"] == [30 - n for n in doc["class_counts"]] and doc["val_per_class"] == 50
     assert doc["class_names"] == CIFAR10_NAMES and "data_batch_1" in doc["train_indices_into"]
     assert (doc["dataset"], doc["imbalance_factor"], doc["profile"], doc["n_max"]) == ("cifar10_lt", 10.0, "exp", 25)
 
@@ -48,7 +52,7 @@ def test_the_header_comes_first_one_key_a_line(tmp_path, capsys):
     text = capsys.readouterr().out
     lines = text.splitlines()
     assert lines[0] == "{" and lines[-1] == "}"
-    assert lines[1].startswith('  "format": ') and lines[-2].startswith('  "holdout_labels": [')
+    assert lines[1].startswith('  "format": ') and lines[-2].startswith('  "val_labels": [')
     doc = json.loads(text)
     assert doc["profile"] == "step" and doc["class_counts"] == [20] * 5 + [4] * 5
 
@@ -67,8 +71,10 @@ def test_a_run_trains_on_the_exported_images(tmp_path, fashion_mnist):
     train_x, train_y, test_x, test_y = sources.read_fashion_mnist(fashion_mnist)
     pad = ((0, 0), (0, 0), (2, 2), (2, 2))
     picked = np.array(doc["train_indices"])
+    val = np.array(doc["val_indices"])
     rebuilt = SimpleNamespace(train_x=np.pad(train_x[picked], pad), train_y=train_y[picked],
-                              test_x=np.pad(test_x, pad), test_y=test_y)
+                              test_x=np.pad(test_x, pad), test_y=test_y, val_x=np.pad(train_x[val], pad),
+                              val_y=train_y[val])
     assert split_fingerprint(rebuilt) == doc["split_fingerprint"]
     # the same split by its construction, named in full
     assert export(tmp_path, "fashion_mnist_lt", "--if", "10", "--n-max", "40")["train_indices"] == doc["train_indices"]
@@ -100,7 +106,12 @@ def test_image_file_datasets_export_their_file_list(tmp_path):
     assert [int(lines[i][1]) for i in doc["train_indices"]] == doc["train_labels"]
     assert doc["class_counts"] == [10, 10, 10, 10, 8, 5] and doc["imbalance_factor"] == 256.0
     assert doc["split_fingerprint"] == IMAGE_DATASETS["imagenet_lt"].build(tmp_path, n_max=10).split_fingerprint
-    assert "holdout_indices" not in doc and doc["profile"] is None
+    assert doc["profile"] is None
+    # the official validation list, by its lines
+    val_lines = [line.split() for line in (root / "ImageNet_LT_val.txt").read_text().splitlines()]
+    assert [val_lines[i][0] for i in doc["val_indices"]] == doc["val_paths"] and doc["val_per_class"] == 20
+    assert [int(val_lines[i][1]) for i in doc["val_indices"]] == doc["val_labels"]
+    assert "ImageNet_LT_val.txt" in doc["val_indices_into"] and not set(doc["val_paths"]) & set(doc["train_paths"])
     whole = export(tmp_path, "imagenet_lt", "--data-root", str(tmp_path))
     assert whole["train_indices"] == list(range(len(lines))) and whole["n_max"] is None
 

@@ -38,7 +38,7 @@ def test_every_protocol_setting_changes_the_run_id():
     changed = {"profile": "step", "backbone": "resnet20_cifar", "n_max": "100", "image_size": "28", "epochs": "3",
                "batch_size": "32", "lr": "0.2", "momentum": "0.8", "weight_decay": "0.001", "schedule": "cosine",
                "warmup_epochs": "1", "milestones": "0.5,0.7", "lr_factors": "0.1,0.01", "eval_every": "1",
-               "crop_padding": "2", "flip": "false", "train_color_jitter": "0.4"}
+               "crop_padding": "2", "flip": "false", "train_color_jitter": "0.4", "val_per_class": "10"}
     assert set(changed) == {k for k, s in SETTINGS.items() if s.kind != EXECUTION}
     for key, value in changed.items():
         other = resolve("ce", "fashion_mnist_lt", 10, 0, "smoke", {key: value})

@@ -8,16 +8,13 @@ from typing import Callable
 import numpy as np
 
 from ltbench.data import sources
-from ltbench.data.profiles import class_counts, select_long_tail
+from ltbench.data.profiles import class_counts, left_out_validation, select_long_tail
 from ltbench.data.split_files import SHOWN
 from ltbench.errors import UserError
 
 # LDAM-DRW normalises CIFAR-100 with CIFAR-10's statistics too; keep that for fidelity.
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 FASHION_MEAN, FASHION_STD = (0.2860,), (0.3530,)
-# Held-out images per class: the source training split's images that the long-tailed
-# construction leaves out, for choices made after training (tau-norm's tau), never the test set
-HOLDOUT_PER_CLASS = 100
 
 
 class TrainingSplitFacts:
@@ -44,25 +41,36 @@ class LongTailData(TrainingSplitFacts):
     class_counts: list[int]
     mean: tuple
     std: tuple
-    holdout_x: np.ndarray | None = None  # see HOLDOUT_PER_CLASS; None where there is none
-    holdout_y: np.ndarray | None = None
+    # the validation split every choice is made on (an epoch, tau), disjoint from both; the
+    # test transform applies to it. None where a plugin's dataset has none
+    val_x: np.ndarray | None = None
+    val_y: np.ndarray | None = None
     class_names: list[str] | None = None  # as the dataset's files name the classes; None where they do not
     # where train_x's images are in the source dataset's training split (`ltbench split`
     # exports them, so another codebase can train on the same images); None where unknown
     train_indices: np.ndarray | None = None
-    holdout_indices: np.ndarray | None = None
+    val_indices: np.ndarray | None = None  # the validation images' places in the same split
 
     @property
     def in_chans(self) -> int:
         return self.train_x.shape[1]
 
 
+def has_validation(data) -> bool:
+    """Whether `data` has a validation image to choose on (a plugin's data may have no split,
+    and a construction that keeps every image, CIFAR-LT at IF 1, leaves none over)."""
+    return getattr(data, "val_y", None) is not None and len(data.val_y) > 0
+
+
 def split_fingerprint(data) -> str:
-    """A short hash of the training and test splits as a run sees them: images (or image
-    paths) and labels, in order. Recorded in the result row and the checkpoint, so a changed
-    dataset file cannot pass for the data a run was trained on."""
+    """A short hash of the training, test and validation splits as a run sees them: images
+    (or image paths) and labels, in order. Recorded in the result row and the checkpoint, so a
+    changed dataset file cannot pass for the data a run was trained on."""
     digest = hashlib.sha256()
-    for array in (data.train_x, data.train_y, data.test_x, data.test_y):
+    arrays = [data.train_x, data.train_y, data.test_x, data.test_y]
+    if getattr(data, "val_y", None) is not None:  # a plugin's data without one hashes as before
+        arrays += [data.val_x, data.val_y]
+    for array in arrays:
         array = np.asarray(array)
         if array.dtype == object:  # a plugin's paths as Python strings
             array = np.array([str(item).encode() for item in array.ravel()])
@@ -108,15 +116,6 @@ def check_splits(name: str, num_classes: int, train_x, train_y, test_x, test_y, 
                         f"{np.asarray(test_x).shape[1:]} (C, H, W)")
 
 
-def holdout_indices(labels: np.ndarray, keep: np.ndarray, per_class: int, seed: int = 0) -> np.ndarray:
-    """Up to `per_class` indices of every class among the images `keep` leaves out, chosen by
-    a fixed shuffle, so the held-out set is the same for every run of a dataset."""
-    left = np.setdiff1d(np.arange(len(labels)), keep)
-    rng = np.random.default_rng(seed)
-    chosen = [rng.permutation(left[labels[left] == c])[:per_class] for c in np.unique(labels)]
-    return np.sort(np.concatenate(chosen))
-
-
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
@@ -139,6 +138,9 @@ class DatasetInfo:
     # how the report groups classes into many / medium / few by training count
     # (ltbench.data.profiles.SHOT_RULES)
     shot_rule: str = "cb"
+    # validation images per class (the val_per_class setting's default here): drawn from the
+    # images the long-tailed construction leaves out, the same at every imbalance factor
+    val_per_class: int = 50
     # (root, allow_apt, log) -> makes the files available under root, for `ltbench fetch-data`;
     # None where the user must bring them (the image-file datasets)
     fetch: Callable | None = field(default=None, repr=False, compare=False)
@@ -147,6 +149,8 @@ class DatasetInfo:
     # what the indices `ltbench split` exports index: the training split as `read` returns it
     train_order: str = field(default="the training split in the order the dataset's reader returns it",
                              compare=False)
+    # what its validation indices index; "": the same as the training indices (train_order)
+    val_order: str = field(default="", compare=False)
 
     @property
     def title(self) -> str:
@@ -174,14 +178,17 @@ class DatasetInfo:
             return exc
         return None
 
-    def build(self, root, imbalance_factor: float, profile: str = "exp", n_max: int | None = None) -> LongTailData:
+    def build(self, root, imbalance_factor: float, profile: str = "exp", n_max: int | None = None,
+              val_per_class: int | None = None) -> LongTailData:
+        """The long-tailed training set, the test set, and `val_per_class` (unset: the
+        dataset's own) validation images a class among the images the construction leaves out."""
         train_x, train_y, test_x, test_y = self.load(root)
         counts = class_counts(self.num_classes, n_max or self.n_max, imbalance_factor, profile)
         keep = select_long_tail(train_y, counts)
-        held = holdout_indices(train_y, keep, HOLDOUT_PER_CLASS)
+        val = left_out_validation(train_y, counts, val_per_class or self.val_per_class)
         return LongTailData(self.name, self._pad(train_x[keep]), train_y[keep], self._pad(test_x), test_y, counts,
-                            self.mean, self.std, self._pad(train_x[held]), train_y[held],
-                            class_names=self.names(root), train_indices=keep, holdout_indices=held)
+                            self.mean, self.std, self._pad(train_x[val]), train_y[val],
+                            class_names=self.names(root), train_indices=keep, val_indices=val)
 
     def names(self, root) -> list[str] | None:
         """The class names, in class-index order, or None where the dataset's files name none."""
@@ -202,24 +209,29 @@ class DatasetInfo:
         return np.pad(x, ((0, 0), (0, 0), (before, after), (before, after)))
 
 
-def cifar_lt(source: str, num_classes: int, n_max: int, title: str) -> DatasetInfo:
+def cifar_lt(source: str, num_classes: int, n_max: int, title: str, val_per_class: int) -> DatasetInfo:
     """CIFAR-10-LT or CIFAR-100-LT: LDAM-DRW's construction over the python-pickle CIFAR files."""
     return DatasetInfo(
         f"{source}_lt", f"{title} (Cao et al. 2019 construction), {num_classes} classes, n_max {n_max}",
         "cifar", num_classes, n_max, partial(sources.read_cifar, source), display_name=title,
         fetch=partial(sources.fetch_cifar, source), read_class_names=partial(sources.cifar_class_names, source), train_order=sources.CIFAR_ORDER[source],
+        val_per_class=val_per_class,
     )
 
 
 DATASETS = {
     info.name: info
     for info in [
-        cifar_lt("cifar10", 10, 5000, "CIFAR-10-LT"),
-        cifar_lt("cifar100", 100, 500, "CIFAR-100-LT"),
+        # validation: 500 images for CIFAR-10 (50 a class), 2000 for CIFAR-100 (20 a class), a
+        # twentieth and a fifth of the test set: small enough to evaluate every epoch, large
+        # enough to tell epochs and taus apart by more than a few images
+        cifar_lt("cifar10", 10, 5000, "CIFAR-10-LT", val_per_class=50),
+        cifar_lt("cifar100", 100, 500, "CIFAR-100-LT", val_per_class=20),
         DatasetInfo(
             "fashion_mnist_lt", "Fashion-MNIST-LT, same construction, 10 classes, n_max 6000, padded to 32x32",
             "cifar", 10, 6000, sources.read_fashion_mnist, FASHION_MEAN, FASHION_STD, pad_to=32,
             display_name="Fashion-MNIST-LT", fetch=sources.fetch_fashion_mnist, read_class_names=lambda root: list(sources.FASHION_CLASSES), train_order=sources.FASHION_ORDER,
+            val_per_class=50,
         ),
     ]
 }
