@@ -7,7 +7,7 @@ import pandas as pd
 from .labels import SPEC_COLUMNS, fmt_setting
 from .names import dataset_rank, method_rank
 
-METRICS = ["top1", "many", "medium", "few", "top1_best"]
+METRICS = ["top1", "many", "medium", "few", "top1_best", "top1_bestval"]
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:

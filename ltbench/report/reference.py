@@ -21,9 +21,10 @@ COLUMNS = ["method", "dataset", "imbalance_factor", "top1", "source", "backbone"
 #                 "Best Prec@1"): ltbench's top1_best
 #   last_epoch    the model after the last epoch: ltbench's top1
 #   best_on_val   the epoch with the best accuracy on a separate validation split
-#                 (classifier-balancing): ltbench records no such figure; top1 is the nearest
+#                 (classifier-balancing): ltbench's top1_bestval, the test accuracy at the
+#                 epoch best on its own validation split
 #   unknown       the source does not say: compared with top1, the headline
-SELECTIONS = {"best_on_test": "top1_best", "last_epoch": "top1", "best_on_val": "top1",
+SELECTIONS = {"best_on_test": "top1_best", "last_epoch": "top1", "best_on_val": "top1_bestval",
               "unknown": "top1"}
 SELECTION_NAMES = {"best_on_test": "best test epoch", "last_epoch": "last epoch",
                    "best_on_val": "best validation epoch", "unknown": "not stated"}
