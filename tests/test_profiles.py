@@ -3,6 +3,7 @@ import pytest
 
 from ltbench.data.profiles import check_imbalance_factor, class_counts, many_medium_few, select_long_tail
 from ltbench.errors import UserError
+from test_validation_split import ldam_drw_selection
 
 
 @pytest.mark.parametrize(
@@ -41,14 +42,7 @@ def test_selection_replays_ldam_drw():
     np.random.RandomState(7).shuffle(labels)
     counts = class_counts(5, 40, 10)
     kept = select_long_tail(labels, counts)
-    # LDAM-DRW: np.random.seed(0), then per class shuffle and keep the first n_i
-    np.random.seed(0)
-    expected = []
-    for cls, n in enumerate(counts):
-        idx = np.where(labels == cls)[0]
-        np.random.shuffle(idx)
-        expected.extend(idx[:n])
-    assert kept.tolist() == expected
+    assert kept.tolist() == ldam_drw_selection(labels, counts).tolist()
     assert np.bincount(labels[kept]).tolist() == counts
 
 
