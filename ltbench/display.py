@@ -13,12 +13,17 @@ def wide() -> Console:
     return console if console.is_terminal else Console(width=200)
 
 
-def accuracy(value) -> str:
-    """A percentage as every table shows it, two decimals ("—" where there is none: an empty
-    shot group, an epoch without evaluation); text that is not a number is shown as it is."""
+def number(value, digits: int) -> str:
+    """A figure of a table, `digits` decimals ("—" where there is none: an empty shot group,
+    an epoch without evaluation); text that is not a number is shown as it is."""
     if value in (None, ""):
         return "—"
     try:
-        return f"{float(value):.2f}"
+        return f"{float(value):.{digits}f}"
     except (TypeError, ValueError):
         return str(value)
+
+
+def accuracy(value) -> str:
+    """A percentage as every table shows it: two decimals."""
+    return number(value, 2)

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ltbench.display import console
+from ltbench.display import accuracy, console, number
 from ltbench.train import Reporter
 
 
@@ -153,13 +153,6 @@ def reporter_for_output(console: Console = console) -> Reporter:
     return RichReporter(console) if console.is_terminal else PlainReporter()
 
 
-def _fmt(value, digits=2):
-    if value in (None, ""):
-        return "—"
-    try:
-        return f"{float(value):.{digits}f}"
-    except ValueError:
-        return str(value)
 
 
 def results_table(rows: list[dict], title: str = "Results") -> Table:
@@ -170,8 +163,9 @@ def results_table(rows: list[dict], title: str = "Results") -> Table:
                           ("best* %", "right"), ("img/s", "right"), ("wall s", "right"), ("status", "left")]:
         table.add_column(name, justify=justify)
     for r in rows:
-        table.add_row(r["method"], r["dataset"], _fmt(r["imbalance_factor"], 0), str(r["seed"]), _fmt(r["top1"]),
-                      _fmt(r["many"]), _fmt(r["medium"]), _fmt(r["few"]), _fmt(r["top1_best"]),
-                      _fmt(r["images_per_s"], 0), _fmt(r["wall_s"], 1), r["status"] or "")
+        table.add_row(r["method"], r["dataset"], number(r["imbalance_factor"], 0), str(r["seed"]),
+                      accuracy(r["top1"]), accuracy(r["many"]), accuracy(r["medium"]), accuracy(r["few"]),
+                      accuracy(r["top1_best"]),
+                      number(r["images_per_s"], 0), number(r["wall_s"], 1), r["status"] or "")
     table.caption = "top-1 is the last epoch; best* is the best epoch chosen on the test set (for reference only)"
     return table
