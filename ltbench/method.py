@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
+from ltbench.mixing import check_mix, mixed_loss
 from ltbench.settings import Setting, Stage2Plan, as_settings, with_default
 
 if TYPE_CHECKING:
@@ -29,18 +30,28 @@ class Draw:
     # class_balanced only: images of a class per class draw (decoupling's ClassAwareSampler
     # num_samples_cls; 4 in its stage 2)
     per_class: int = 1
+    # mix the batch's images in pairs before the method sees them (ltbench.mixing): "mixup"
+    # (Zhang et al. 2018) or "cutmix" (Yun et al. 2019), lambda ~ Beta(mix_alpha, mix_alpha);
+    # the Batch then carries both label sets and lambda, for a loss that knows how to use them
+    mix: str = "none"
+    mix_alpha: float = 1.0
 
     def __post_init__(self):
         if isinstance(self.per_class, bool) or not isinstance(self.per_class, int) or self.per_class < 1:
             raise ValueError(f"Draw.per_class must be an int >= 1, got {self.per_class!r}")
         if self.per_class != 1 and self.sampler != "class_balanced":
             raise ValueError(f"Draw.per_class is the class_balanced sampler's; the {self.sampler} sampler has none")
+        check_mix(self.mix, self.mix_alpha)
 
 
 @dataclass
 class Batch:
     views: list[torch.Tensor]  # `Draw.views` augmented float tensors of the same images
     labels: torch.Tensor
+    # where the Draw mixes (ltbench.mixing): the views are lam * image + (1 - lam) * its partner's
+    # (or its partner's box pasted in), `labels` the images' own and `labels_b` the partners'
+    labels_b: torch.Tensor | None = None
+    lam: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -235,7 +246,8 @@ class LinearClassifierMethod(Method):
     def loss(self, backbone, batches, progress):
         batch = batches["main"]
         logits = self.logits(backbone(batch.views[0]))
-        return self.criterion(logits.float(), batch.labels, progress)
+        # a Draw that mixes (mixup, cutmix) gives two label sets: lambda-weighted criteria
+        return mixed_loss(lambda out, labels: self.criterion(out, labels, progress), logits.float(), batch)
 
     def criterion(self, logits: torch.Tensor, labels: torch.Tensor, progress: Progress) -> torch.Tensor:
         raise NotImplementedError

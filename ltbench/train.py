@@ -16,6 +16,7 @@ from ltbench.data.datasets import LongTailData, has_validation
 from ltbench.data.pipeline import eval_batches, make_loader
 from ltbench.method import Method, Progress
 from ltbench.metrics import ClassCounts, group_accuracy
+from ltbench.mixing import mix_batch
 
 
 class NonFiniteLoss(RuntimeError):
@@ -260,7 +261,8 @@ class Trainer:
 
     def train_step(self, batches: dict, progress: Progress) -> torch.Tensor:
         """One optimiser step on one step's batches; returns the detached loss."""
-        for batch in batches.values():
+        for name, batch in batches.items():
+            mix_batch(batch, self.method.draws[name])  # mixup / cutmix, where the method's Draw asks for it
             batch.views = [self._to_device_layout(v) for v in batch.views]
         with self.autocast():
             if self.data_parallel is None:
