@@ -136,3 +136,21 @@ def test_paper_defaults_per_dataset():
     assert inet.hyperparameters["ce_mixup"]["mix_alpha"] == 0.2
     assert inet.own_hyperparameters["classifier_lr_factor"] == 0.05
     assert resolve("ce_mixup", "cifar10_lt", 100, 0, "paper", {}).params["lr_factors"] == [0.1, 0.01]
+
+
+def test_published_figures_are_the_authors_readme_leads():
+    from ltbench.report.reference import load_published
+
+    published = load_published()
+    rows = published[published["method"].isin(["mislas", "ce_mixup"])]
+    # the paper's own tables could not be read: every figure is a lead, as the README prints it
+    assert len(rows) == 18 and not rows["confirmed"].any() and set(rows["selection"]) == {"best_on_test"}
+    mislas = rows[rows["method"] == "mislas"]
+    cifar = {(d, int(f)): t for d, f, t in zip(mislas["dataset"], mislas["imbalance_factor"], mislas["top1"])
+             if d.startswith("cifar")}
+    assert cifar == {("cifar10_lt", 10): 90.0, ("cifar10_lt", 50): 85.7, ("cifar10_lt", 100): 82.5,
+                     ("cifar100_lt", 10): 63.2, ("cifar100_lt", 50): 52.3, ("cifar100_lt", 100): 47.0}
+    large = dict(zip(mislas["dataset"][mislas["imbalance_factor"].isna()], mislas["top1"]))
+    assert large == {"imagenet_lt": 52.7, "inat2018": 71.6, "places_lt": 40.4}
+    c100 = mislas[(mislas["dataset"] == "cifar100_lt") & (mislas["imbalance_factor"] == 100)].iloc[0]
+    assert c100["params"]["smooth_tail"] == 0.1 and c100["params"]["mislas_bn_train"] is True
