@@ -200,7 +200,8 @@ class Method(nn.Module):
     def stage2(self) -> Stage2Plan:
         """How stage 2 trains (ltbench.settings.Stage2Plan): its epochs and batch size, the
         trainer settings that replace the spec's (lr, schedule, ...), whether the schedule steps
-        before each epoch and whether the frozen backbone's BatchNorm stays in train mode."""
+        before each epoch, whether the frozen backbone's BatchNorm stays in train mode, and which
+        parts of the stage-1 model it trains (`trains`)."""
         raise NotImplementedError
 
 
