@@ -2,6 +2,7 @@
 causal-norm logits) and Eq. 8 (the counterfactual removal of the head direction), and its
 moving average of the training features as run_networks.py accumulates it."""
 
+import dataclasses
 import math
 
 import pytest
@@ -139,9 +140,9 @@ def test_the_feature_must_split_into_equal_heads():
 def test_dataset_defaults_follow_the_paper_and_the_configs():
     values = {name: TDEClassifier.defaults(dataset(name)) for name in
               ["cifar10_lt", "cifar100_lt", "imagenet_lt", "fashion_mnist_lt"]}
-    assert {name: (v["alpha"], v["mu_follows_lr"]) for name, v in values.items()} == {
-        "cifar10_lt": (1.0, False), "cifar100_lt": (1.5, False), "imagenet_lt": (3.0, True),
-        "fashion_mnist_lt": (3.0, False)}
+    assert {name: (v["alpha"], v["alpha_grid"], v["mu_follows_lr"]) for name, v in values.items()} == {
+        "cifar10_lt": (1.0, None, False), "cifar100_lt": (1.5, None, False), "imagenet_lt": (3.0, None, True),
+        "fashion_mnist_lt": (1.0, [0.25 * i for i in range(13)], False)}  # no published alpha: chosen
     assert {(v["tau"], v["gamma"], v["num_head"], v["mu"]) for v in values.values()} == {(16.0, 0.03125, 2, 0.9)}
     imagenet = TDEClassifier.protocol_defaults(dataset("imagenet_lt"))
     assert (imagenet["epochs"], imagenet["batch_size"], imagenet["lr"], imagenet["schedule"]) == (90, 512, 0.2, "cosine")
@@ -186,3 +187,18 @@ def test_published_figures_as_tang_et_al_print_them():
     # CIFAR: the best epoch on the code's 'val', the test set; ImageNet-LT: on its own val split
     assert dict(zip(tde["dataset"], tde["selection"])) == {
         "cifar10_lt": "best_on_test", "cifar100_lt": "best_on_test", "imagenet_lt": "best_on_val"}
+
+
+def test_alpha_is_chosen_on_validation_only_where_a_grid_is_set():
+    other = toy_data(seed=1)  # images drawn apart from the toy run's, as a validation split
+    data = dataclasses.replace(toy_data(), val_x=other.test_x, val_y=other.test_y)
+    fixed_run = toy_trainer(toy_spec("tde", **{"tde.alpha": "1.5"}), data)
+    assert fixed_run.method.calibrate(fixed_run) == {"alpha": 1.5, "selection": "fixed (alpha_grid unset)"}
+    chosen_run = toy_trainer(toy_spec("tde", **{"tde.alpha_grid": "0,0.5,2"}), data)
+    chosen = chosen_run.fit().calibration
+    assert chosen["alpha"] in (0.0, 0.5, 2.0) and chosen["selection"] == "balanced accuracy on the validation split"
+    assert chosen_run.method.alpha.item() == chosen["alpha"]
+    features = chosen_run.features(data.val_x, data.val_y)
+    method = chosen_run.method
+    expected = causal_norm_logits(features, method.weight, 16.0, 1 / 32, 2, method.head_direction.value, chosen["alpha"])
+    assert torch.equal(method.logits(features), expected)
