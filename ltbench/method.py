@@ -2,7 +2,11 @@
 
 The trainer owns the loop. A method says which batches an epoch draws (`draws`), owns its
 heads (it is an nn.Module, so they train and checkpoint with the backbone), computes the
-loss of one step, and turns features into logits for evaluation.
+loss of one step, and turns features into logits for evaluation. State a method accumulates
+in training and reads at evaluation (a moving average of the features, say:
+ltbench.moving_average) is a buffer of the method, so checkpoints and resume carry it; `logits`
+is the evaluation's only entry, so a test-time step (TDE's counterfactual) goes there and the
+loss calls the training head itself.
 """
 
 import inspect
@@ -60,6 +64,9 @@ class Progress:
     epochs: int
     step: int
     steps: int
+    # the learning rate this step trains at, for statistics a method lets follow the schedule
+    # (TDE's moving-average decay); None where no optimiser steps (throughput and profile benches)
+    lr: float | None = None
 
     @property
     def fraction(self) -> float:

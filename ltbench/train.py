@@ -238,7 +238,8 @@ class Trainer:
         recorded = {}  # the method's recorded parts, summed over the epoch's steps
         tick, seen = time.perf_counter(), 0
         for step, batches in enumerate(self.loader.epoch()):
-            loss = self.train_step(batches, Progress(epoch, self.epochs, step, steps))
+            progress = Progress(epoch, self.epochs, step, steps, lr=self.optimizer.param_groups[0]["lr"])
+            loss = self.train_step(batches, progress)
             total += loss
             for name, value in self.method.take_recorded().items():
                 recorded[name] = recorded.get(name, 0.0) + value
