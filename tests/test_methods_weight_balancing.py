@@ -54,3 +54,21 @@ def test_stage_two_starts_from_the_stage_one_classifier_with_its_radius():
     assert float(method.max_norm_radius) == pytest.approx(float(expected), rel=1e-6)
     assert not any(p.requires_grad for p in trainer.backbone.parameters())
     assert trainer.params["weight_decay"] == method.hp["wb_weight_decay"]
+
+
+def test_published_figures_as_alshammari_et_al_print_them():
+    # Table 2 (CIFAR-100-LT) and Table 3 (ImageNet-LT, iNaturalist): rows 'WD' and '+ WD & Max'
+    from ltbench.report.reference import load_published
+
+    published = load_published()
+
+    def figures(method):
+        rows = published[published["method"] == method]
+        assert rows["confirmed"].all()
+        return {(d, None if f != f else int(f)): t for d, f, t in zip(rows["dataset"], rows["imbalance_factor"], rows["top1"])}
+
+    assert figures("weight_balancing") == {("cifar100_lt", 100): 53.35, ("cifar100_lt", 50): 57.71,
+                                           ("cifar100_lt", 10): 68.67, ("imagenet_lt", None): 53.9,
+                                           ("inat2018", None): 70.2}
+    assert figures("ce_wd") == {("cifar100_lt", 100): 46.08, ("cifar100_lt", 50): 52.71, ("cifar100_lt", 10): 66.03,
+                                ("imagenet_lt", None): 48.6, ("inat2018", None): 65.4}
