@@ -66,3 +66,47 @@ def test_rows_inside_the_ball_leave_a_step_as_sgd_left_them():
     assert inside.any() and not inside.all()
     assert torch.equal(method.classifier.weight.detach()[inside], unconstrained[inside])
     assert not torch.equal(method.classifier.weight.detach()[~inside], unconstrained[~inside])
+
+
+PLUGIN = '''
+import torch.nn.functional as F
+from ltbench.constraints import is_due, max_norm_, max_norm_settings
+from ltbench.method import LinearClassifierMethod
+
+class CappedCE(LinearClassifierMethod):
+    """Cross-entropy with every class weight vector capped at the smallest norm it starts with."""
+
+    name = "capped_ce"
+    hyperparameters = max_norm_settings("cap", 0.0, "step", fraction_source="the plugin's own choice",
+                                        every_source="the plugin's own choice")
+
+    def criterion(self, logits, labels, progress):
+        return F.cross_entropy(logits, labels)
+
+    def after_step(self, progress):
+        if is_due(self.hp["cap_max_norm_every"], progress):
+            max_norm_(self.classifier.weight, self.classifier.weight.norm(dim=1).min())
+'''
+
+
+@pytest.fixture
+def capped_plugin(tmp_path, monkeypatch):
+    from test_plugins import install
+
+    from ltbench import registry
+
+    install(tmp_path, monkeypatch, "capped_ce_plugin", PLUGIN, "ltbench.methods", "capped_ce = capped_ce_plugin:CappedCE")
+    registry.clear()
+    yield
+    monkeypatch.undo()
+    registry.clear()
+
+
+def test_a_plugin_constrains_its_weights_through_the_same_hook(capped_plugin):
+    trainer = toy_trainer(toy_spec("capped_ce"), toy_data())
+    weight = trainer.method.classifier.weight
+    batches = next(iter(trainer.loader.epoch()))
+    trainer.train_step(batches, Progress(0, trainer.epochs, 0, trainer.loader.steps_per_epoch))
+    norms = weight.detach().norm(dim=1)
+    # every row projected onto the smallest norm after the step: all norms equal
+    assert torch.allclose(norms, norms.min().expand_as(norms), rtol=1e-5)
