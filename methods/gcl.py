@@ -23,9 +23,15 @@ Differences from the original, and why:
   imbalance.
 - Selection: both scripts keep the checkpoint best on the test set (stage 2 starts from
   ckpt.best.pth.tar); ltbench keeps the last epoch of each stage.
-- Stage 2's sampler: BalancedDatasetSampler draws images with replacement, each with
-  probability 1 / (C n_y); ltbench's class_balanced sampler draws a class uniformly, then an
-  image of it: the same distribution.
+- Stage 2's sampler: the code's default and the README's command (--train_rule BalancedRS,
+  cifar_train_classifier.py L37, L171-173) use BalancedDatasetSampler, which draws images with
+  replacement, each with probability 1 / (C n_y); the paper's abstract names a "class-based
+  effective number sampling" (the code's EffectNumRS / CBENRS rules). ltbench follows the
+  command; its class_balanced sampler draws a class uniformly, then an image of it: the same
+  distribution as BalancedRS.
+- The noise: GCLLoss samples torch.distributions.Normal(0, 1/3); ltbench scales a standard
+  normal draw by 1/3 (the same distribution, another random stream), so a test can pass in
+  a seeded generator.
 - ImageNet-LT, iNaturalist 2018 and Places-LT: the repository's scripts cover CIFAR-LT only
   (Places-LT's fine-tune a pre-trained ResNet-152), so those protocols are marked unconfirmed.
 """
