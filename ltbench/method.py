@@ -188,6 +188,11 @@ class Method(nn.Module):
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def after_step(self, progress: Progress) -> None:
+        """Called by the trainer right after each optimiser step, without gradients: a
+        constraint on this method's own weights (MaxNorm's projection, ltbench.constraints)
+        applies here. `progress` says which step of which epoch it was."""
+
     def no_weight_decay(self) -> set[str]:
         """Names (as `named_parameters` gives them) of this method's parameters that train without
         weight decay, as timm models' `no_weight_decay()` names theirs."""

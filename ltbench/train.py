@@ -273,6 +273,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        with torch.no_grad():
+            self.method.after_step(progress)
         return loss.detach()
 
     @torch.no_grad()
