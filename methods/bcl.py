@@ -84,9 +84,9 @@ def balanced_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, pr
     positives = (labels[:, None] == contrast_labels[None, :]) & ~self_pair
     denominator_terms = logits
     if class_averaging:
-        members = torch.bincount(contrast_labels, minlength=int(contrast_labels.max()) + 1).float()
+        members = torch.bincount(contrast_labels).to(logits.dtype)
         # each term divided by the size of its class in the contrast set, less the anchor in its own
-        denominator_terms = logits - (members[contrast_labels][None, :] - positives.float()).log()
+        denominator_terms = logits - (members[contrast_labels][None, :] - positives.to(logits.dtype)).log()
     log_denominator = denominator_terms.masked_fill(self_pair, float("-inf")).logsumexp(dim=1, keepdim=True)
     log_prob = logits - log_denominator
     n_positives = positives.sum(dim=1)
