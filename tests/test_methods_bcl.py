@@ -146,3 +146,28 @@ def test_simaugment_has_a_torchvision_version_for_the_reference_loader():
     assert isinstance(crop, transforms.RandomResizedCrop) and crop.scale == (0.08, 1.0)
     assert jitter.p == 0.8 and jitter.transforms[0].hue == (-0.1, 0.1)
     assert isinstance(grey, transforms.RandomGrayscale) and grey.p == 0.2
+
+
+def test_memory_bench_measures_bcl_whose_cost_grows_with_the_classes(tmp_path, capsys):
+    import json
+
+    from ltbench.cli import main
+
+    peaks = {}
+    for classes in (10, 1000):
+        assert main(["bench", "--memory", "--losses", "psc,bcl", "--batch-sizes", "64", "--classes", str(classes),
+                     "--device", "cpu", "--out", str(tmp_path / f"m{classes}.csv"), "--plot", "", "--json"]) == 0
+        rows = json.loads(capsys.readouterr().out)
+        assert [r["loss"] for r in rows] == ["psc", "bcl"]
+        peaks[classes] = {r["loss"]: r["peak_mem_mb"] for r in rows}
+    # 128 embeddings against 128 + C rows, and the prototype head over C rows
+    assert peaks[1000]["bcl"] > 3 * peaks[10]["bcl"]
+    assert peaks[10]["bcl"] > peaks[10]["psc"]
+
+
+def test_memory_bench_refuses_an_unknown_loss(tmp_path, capsys):
+    from ltbench.cli import main
+
+    assert main(["bench", "--memory", "--losses", "psc,paco", "--out", str(tmp_path / "m.csv")]) == 2
+    assert "--losses must be a comma list of sc, psc, bcl" in capsys.readouterr().err
+    assert not (tmp_path / "m.csv").exists()
