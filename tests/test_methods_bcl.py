@@ -171,3 +171,12 @@ def test_memory_bench_refuses_an_unknown_loss(tmp_path, capsys):
     assert main(["bench", "--memory", "--losses", "psc,paco", "--out", str(tmp_path / "m.csv")]) == 2
     assert "--losses must be a comma list of sc, psc, bcl" in capsys.readouterr().err
     assert not (tmp_path / "m.csv").exists()
+
+
+def test_simaugment_has_an_image_file_version():
+    from ltbench.data.image_loader import train_view_of
+    from ltbench.method import Draw
+
+    view = train_view_of(Draw(views=2, augment="sim"), {"image_size": 224, "flip": True})
+    assert {key: view.keywords[key] for key in ("scale", "jitter", "jitter_hue", "jitter_p", "grayscale_p")} == {
+        "scale": (0.08, 1.0), "jitter": 0.4, "jitter_hue": 0.1, "jitter_p": 0.8, "grayscale_p": 0.2}
