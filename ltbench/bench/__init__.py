@@ -10,7 +10,8 @@ from ltbench.errors import UserError
 # what the feature-loss memory measurement (ltbench.bench.memory) measures: its batch sizes,
 # and each loss with the registered method whose feature loss it is
 BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
-FEATURE_LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid"}
+FEATURE_LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid", "bcl": "bcl"}
+DEFAULT_LOSSES = ("sc", "psc")
 
 
 def add_arguments(parser) -> None:
@@ -40,7 +41,10 @@ def add_arguments(parser) -> None:
                         help="instead of throughput: where ltbench's step time goes, by kind of operation")
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)),
                         help="with --memory: comma list (default 128 to 4096)")
-    parser.add_argument("--classes", type=int, default=100, help="with --memory: PSC's prototypes (default 100)")
+    parser.add_argument("--classes", type=int, default=100,
+                        help="with --memory: PSC's and BCL's prototypes (default 100)")
+    parser.add_argument("--losses", default=",".join(DEFAULT_LOSSES),
+                        help=f"with --memory: comma list of {', '.join(FEATURE_LOSSES)} (default sc,psc)")
     parser.add_argument("--plot", default="reports/feature_loss_memory.png", help="with --memory: figure path, '' for none")
     parser.add_argument("--threads", type=int, help="CPU threads (default torch's); 1 steadies timings on a busy machine")
 

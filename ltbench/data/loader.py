@@ -14,7 +14,8 @@ from ltbench.data.datasets import LongTailData
 from ltbench.data.samplers import samplers_for
 from ltbench.method import Batch, Draw
 
-AUGMENTATIONS = {"standard": augment.standard, "contrastive": augment.contrastive, "none": lambda x, gen, **_: x}
+AUGMENTATIONS = {"standard": augment.standard, "contrastive": augment.contrastive, "none": lambda x, gen, **_: x,
+                 "sim": augment.sim}
 
 
 class DeviceLoader:
