@@ -21,7 +21,7 @@ Differences from the original, and why:
   Gaussian noise, so the two terms see different clouds; stage 2 mixes its class-balanced
   batches before the frozen backbone and weights the focal GCL loss the same way. ltbench's
   trainer mixes (ltbench.mixing) and the loss is `mixed_loss` of gcl_loss, which draws its
-  noise per call too. `--set gcl_stage1.batch_mix=none` / `gcl.batch_mix=none` trains without.
+  noise per call too. `--set batch_mix=none` trains stage 1 without (`gcl_batch_mix=none` stage 2).
   The Places-LT backbone script mixes with alpha 0.2 (Places-LT/pla_train_backbone.py L294),
   the stage-1 default there.
 - Equal class counts: GCLLoss divides by max_j log(n_max / n_j), which is 0 when every class
@@ -170,16 +170,18 @@ class GCL(Method):
         "gcl_lr_step_first": Setting(False, "step the cosine schedule before each epoch",
                                      source=f"{CLASSIFIER} L274: adjust_learning_rate(epoch) with the 0-based epoch, "
                                             "epoch 0 at the peak"),
-        **mix_settings("mixup", 1.0, f"{CLASSIFIER} L47: --mixup default True; L324-336: mixup_data on the "
-                                     "class-balanced batch, mixup_criterion",
-                       f"{CLASSIFIER} L325: mixup_data(input, target), alpha default 1.0 ({UTILS} L142, L145)"),
+        # under gcl_* names as the rest of stage 2's, so a plain --set batch_mix is stage 1's
+        **{f"gcl_{key}": setting for key, setting in mix_settings(
+            "mixup", 1.0, f"{CLASSIFIER} L47: --mixup default True; L324-336: mixup_data on the class-balanced "
+                          "batch, mixup_criterion",
+            f"{CLASSIFIER} L325: mixup_data(input, target), alpha default 1.0 ({UTILS} L142, L145)").items()},
     }
     unconfirmed_protocol = UNCONFIRMED
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
         self.classifier = NormedLinear(feature_dim, self.num_classes)
-        self.draws = {"main": Draw(sampler="class_balanced", **mix_options(hp))}
+        self.draws = {"main": Draw(sampler="class_balanced", mix=hp["gcl_batch_mix"], mix_alpha=hp["gcl_mix_alpha"])}
 
     def load_stage1(self, stage1):
         # cifar_train_classifier.py L240-244 loads the stage-1 linear.weight into the classifier
