@@ -9,21 +9,24 @@ the same loss (its own margin and scale) weighted as the focal loss.
 Follows Keke921/GCLLoss at commit c2a62338ebb7753178b5c3ec5a69a4fb04069109: losses.py (GCLLoss,
 L53-83; focal_loss, L9-13), cifar_train_backbone.py (stage 1), cifar_train_classifier.py
 (stage 2), sampler.py (BalancedDatasetSampler), models/resnet_cifar.py (NormedLinear) and the
-README's commands (--batch_size 64 --learning_rate 0.1 in both stages).
+README's commands (--batch_size 64 --learning_rate 0.1 in both stages), utils.py (mixup_data
+L142-158, mixup_criterion L139-140).
+
+Both stages train on mixup batches, as both scripts do by default (--mixup default True,
+cifar_train_backbone.py L39, L290-293; cifar_train_classifier.py L47, L324-336; `type=bool`
+makes any value given on the command line True): mixup_data draws lambda ~ Beta(1, 1) and
+pairs each image with another of its batch; mixup_criterion is lambda times the criterion on
+the images' labels plus 1 - lambda times it on the partners'. Each criterion call draws its
+own Gaussian noise, so the two terms see different clouds. Stage 2 mixes its class-balanced
+batches before the frozen backbone and weights the focal GCL loss the same way. Here the
+trainer mixes (ltbench.mixing, `batch_mix` / `mix_alpha` in stage 1, `gcl_batch_mix` /
+`gcl_mix_alpha` in stage 2; `--set batch_mix=none` trains stage 1 on plain batches) and the
+loss is `mixed_loss` of gcl_loss, which draws its noise per call as GCLLoss does. The Places-LT
+backbone script mixes with alpha 0.2 (Places-LT/pla_train_backbone.py L294), stage 1's default
+there.
 
 Differences from the original, and why:
 
-- Mixup stays on: both scripts mix every batch (--mixup default True, cifar_train_backbone.py
-  L39, L290-293; cifar_train_classifier.py L47, L324-336; `type=bool` makes any value given on
-  the command line True), with utils.py's mixup_data (L142-158: lambda ~ Beta(1, 1), a random
-  pairing within the batch) and mixup_criterion (L139-140: lambda times the criterion on the
-  images' labels plus 1 - lambda times it on the partners'). Each criterion call draws its own
-  Gaussian noise, so the two terms see different clouds; stage 2 mixes its class-balanced
-  batches before the frozen backbone and weights the focal GCL loss the same way. ltbench's
-  trainer mixes (ltbench.mixing) and the loss is `mixed_loss` of gcl_loss, which draws its
-  noise per call too. `--set batch_mix=none` trains stage 1 without (`gcl_batch_mix=none` stage 2).
-  The Places-LT backbone script mixes with alpha 0.2 (Places-LT/pla_train_backbone.py L294),
-  the stage-1 default there.
 - Equal class counts: GCLLoss divides by max_j log(n_max / n_j), which is 0 when every class
   has as many images (0 / 0 = NaN); ltbench adds no noise there, the limit of a vanishing
   imbalance.
@@ -35,6 +38,8 @@ Differences from the original, and why:
   effective number sampling" (the code's EffectNumRS / CBENRS rules). ltbench follows the
   command; its class_balanced sampler draws a class uniformly, then an image of it: the same
   distribution as BalancedRS.
+- Mixup's lambda comes from torch's generator (np.random.beta in utils.py L145): the same
+  Beta(alpha, alpha), another random stream, which checkpoints save and restore.
 - The noise: GCLLoss samples torch.distributions.Normal(0, 1/3); ltbench scales a standard
   normal draw by 1/3 (the same distribution, another random stream), so a test can pass in
   a seeded generator.
