@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from ltbench import registry
 from ltbench.errors import UserError
 from ltbench.method import Batch, Draw, Progress
 from ltbench.sweep import resolve, route_overrides
@@ -155,9 +156,8 @@ def test_batch_mix_is_stage_1s_and_gcl_batch_mix_stage_2s():
         resolve("gcl", "cifar10_lt", 100, 0, "paper", route_overrides(["gcl"], {"gcl_batch_mix": "blend"})["gcl"])
     assert "cutmix" in str(refused.value) + (refused.value.hint or "")
 
-def test_places_lt_mixes_stage_1_with_alpha_0_2():
-    from ltbench import registry
 
+def test_places_lt_mixes_stage_1_with_alpha_0_2():
     # Places-LT/pla_train_backbone.py L294: mixup_data(input, target, alpha=0.2); stage 2 keeps 1.0
     assert GCLStage1.defaults(registry.dataset("places_lt"))["mix_alpha"] == 0.2
     assert GCL.defaults(registry.dataset("places_lt"))["gcl_mix_alpha"] == 1.0
