@@ -9,15 +9,24 @@ the same loss (its own margin and scale) weighted as the focal loss.
 Follows Keke921/GCLLoss at commit c2a62338ebb7753178b5c3ec5a69a4fb04069109: losses.py (GCLLoss,
 L53-83; focal_loss, L9-13), cifar_train_backbone.py (stage 1), cifar_train_classifier.py
 (stage 2), sampler.py (BalancedDatasetSampler), models/resnet_cifar.py (NormedLinear) and the
-README's commands (--batch_size 64 --learning_rate 0.1 in both stages).
+README's commands (--batch_size 64 --learning_rate 0.1 in both stages), utils.py (mixup_data
+L142-158, mixup_criterion L139-140).
+
+Both stages train on mixup batches, as both scripts do by default (--mixup default True,
+cifar_train_backbone.py L39, L290-293; cifar_train_classifier.py L47, L324-336; `type=bool`
+makes any value given on the command line True): mixup_data draws lambda ~ Beta(1, 1) and
+pairs each image with another of its batch; mixup_criterion is lambda times the criterion on
+the images' labels plus 1 - lambda times it on the partners'. Each criterion call draws its
+own Gaussian noise, so the two terms see different clouds. Stage 2 mixes its class-balanced
+batches before the frozen backbone and weights the focal GCL loss the same way. Here the
+trainer mixes (ltbench.mixing, `batch_mix` / `mix_alpha` in stage 1, `gcl_batch_mix` /
+`gcl_mix_alpha` in stage 2; `--set batch_mix=none` trains stage 1 on plain batches) and the
+loss is `mixed_loss` of gcl_loss, which draws its noise per call as GCLLoss does. The Places-LT
+backbone script mixes with alpha 0.2 (Places-LT/pla_train_backbone.py L294), stage 1's default
+there.
 
 Differences from the original, and why:
 
-- Mixup: both scripts mix every batch by default (--mixup default True, cifar_train_backbone.py
-  L39, L290-293; cifar_train_classifier.py L47, L324-336). ltbench trains without it: the
-  trainer has no batch mixing that a method can declare yet, and a copy inside one method's
-  loss would be a second implementation of the same transform. This is the largest known
-  difference; published.csv names it beside every GCL figure.
 - Equal class counts: GCLLoss divides by max_j log(n_max / n_j), which is 0 when every class
   has as many images (0 / 0 = NaN); ltbench adds no noise there, the limit of a vanishing
   imbalance.
@@ -29,6 +38,8 @@ Differences from the original, and why:
   effective number sampling" (the code's EffectNumRS / CBENRS rules). ltbench follows the
   command; its class_balanced sampler draws a class uniformly, then an image of it: the same
   distribution as BalancedRS.
+- Mixup's lambda comes from torch's generator (np.random.beta in utils.py L145): the same
+  Beta(alpha, alpha), another random stream, which checkpoints save and restore.
 - The noise: GCLLoss samples torch.distributions.Normal(0, 1/3); ltbench scales a standard
   normal draw by 1/3 (the same distribution, another random stream), so a test can pass in
   a seeded generator.
@@ -40,14 +51,16 @@ import torch
 import torch.nn.functional as F
 
 from ltbench.method import Draw, LinearClassifierMethod, Method
+from ltbench.mixing import mix_options, mix_settings, mixed_loss
 from ltbench.settings import Setting
-from ltbench_methods.common import NormedLinear, classifier_stage2
+from ltbench_methods.common import NormedLinear, classifier_stage2, with_dataset_defaults
 
 GCL = "Keke921/GCLLoss@c2a6233"
 PAPER = "Li et al. 2022 (CVPR)"
 BACKBONE = f"{GCL} cifar_train_backbone.py"
 CLASSIFIER = f"{GCL} cifar_train_classifier.py"
 README = f"{GCL} README.md"
+UTILS = f"{GCL} utils.py"
 NOT_IN_CODE = "the repository's scripts train CIFAR-LT only; no protocol for this dataset is in its code"
 UNCONFIRMED = {name: NOT_IN_CODE for name in ("imagenet_lt", "inat2018", "places_lt")}
 
@@ -88,7 +101,12 @@ class GCLStage1(LinearClassifierMethod):
                          source=f"{BACKBONE} L238: GCLLoss(s=30)"),
         "noise_mul": Setting(0.5, "amplitude of the Gaussian cloud on the rarest class's cosine", low=0, high=10,
                              source=f"{BACKBONE} L238: GCLLoss(noise_mul=0.5)"),
+        **mix_settings("mixup", 1.0, f"{BACKBONE} L39: --mixup default True; L290-293: mixup_data, mixup_criterion",
+                       f"{BACKBONE} L291: mixup_data(input, target), alpha default 1.0 ({UTILS} L142, L145)"),
     }
+    draws = {"main": Draw(mix="mixup", mix_alpha=1.0)}  # an instance's follow its hyperparameters
+    by_dataset = {"places_lt": {"mix_alpha": (0.2, f"{GCL} Places-LT/pla_train_backbone.py L294: "
+                                                   "mixup_data(input, target, alpha=0.2)")}}
     trainer_defaults = {
         "epochs": 200,
         "batch_size": 64,
@@ -113,8 +131,13 @@ class GCLStage1(LinearClassifierMethod):
     }
     unconfirmed_protocol = UNCONFIRMED
 
+    @classmethod
+    def settings(cls, dataset):
+        return with_dataset_defaults(super().settings(dataset), dataset, cls.by_dataset)
+
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
+        self.draws = {"main": Draw(**mix_options(hp))}
         # models/resnet_cifar.py L106-108: use_norm for the GCL loss, the cosine classifier
         self.classifier = NormedLinear(feature_dim, self.num_classes)
 
@@ -127,7 +150,8 @@ class GCL(Method):
 
     name, display_name = "gcl", "GCL"
     stage1 = GCLStage1
-    draws = {"main": Draw(sampler="class_balanced")}
+    # an instance's follow its hyperparameters
+    draws = {"main": Draw(sampler="class_balanced", mix="mixup", mix_alpha=1.0)}
     hyperparameters = {
         "gcl_margin": Setting(0.1, "stage-2 margin m taken off the target's cosine", low=0, high=1,
                               source=f"{CLASSIFIER} L221: GCLLoss(m=0.1)"),
@@ -151,12 +175,18 @@ class GCL(Method):
         "gcl_lr_step_first": Setting(False, "step the cosine schedule before each epoch",
                                      source=f"{CLASSIFIER} L274: adjust_learning_rate(epoch) with the 0-based epoch, "
                                             "epoch 0 at the peak"),
+        # under gcl_* names as the rest of stage 2's, so a plain --set batch_mix is stage 1's
+        **{f"gcl_{key}": setting for key, setting in mix_settings(
+            "mixup", 1.0, f"{CLASSIFIER} L47: --mixup default True; L324-336: mixup_data on the class-balanced "
+                          "batch, mixup_criterion",
+            f"{CLASSIFIER} L325: mixup_data(input, target), alpha default 1.0 ({UTILS} L142, L145)").items()},
     }
     unconfirmed_protocol = UNCONFIRMED
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
         self.classifier = NormedLinear(feature_dim, self.num_classes)
+        self.draws = {"main": Draw(sampler="class_balanced", mix=hp["gcl_batch_mix"], mix_alpha=hp["gcl_mix_alpha"])}
 
     def load_stage1(self, stage1):
         # cifar_train_classifier.py L240-244 loads the stage-1 linear.weight into the classifier
@@ -171,5 +201,10 @@ class GCL(Method):
     def loss(self, backbone, batches, progress):
         batch = batches["main"]
         hp = self.hp
-        return gcl_loss(self.logits(backbone(batch.views[0])).float(), batch.labels, self.class_counts,
-                        hp["gcl_margin"], hp["gcl_scale"], hp["gcl_noise_mul"], focal_gamma=hp["gcl_focal_gamma"])
+
+        def criterion(cosine, labels):
+            return gcl_loss(cosine, labels, self.class_counts, hp["gcl_margin"], hp["gcl_scale"], hp["gcl_noise_mul"],
+                            focal_gamma=hp["gcl_focal_gamma"])
+
+        # cifar_train_classifier.py L336: mixup_criterion of the focal GCL loss on a mixed batch
+        return mixed_loss(criterion, self.logits(backbone(batch.views[0])).float(), batch)
