@@ -104,7 +104,7 @@ def paco_loss(anchors: torch.Tensor, labels: torch.Tensor, contrast: torch.Tenso
     log_denominator = torch.cat([centre_logits, others], dim=1).logsumexp(dim=1)
     log_prob_centre = centre_logits.gather(1, labels[:, None]).squeeze(1) - log_denominator
     log_prob_samples = (sample_logits - log_denominator[:, None]).masked_fill(~positives, 0.0).sum(dim=1)
-    weights = beta + alpha * positives.sum(dim=1)
+    weights = beta + alpha * positives.sum(dim=1).to(log_prob_samples.dtype)
     return -((beta * log_prob_centre + alpha * log_prob_samples) / weights).mean()
 
 
