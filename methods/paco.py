@@ -222,25 +222,37 @@ class PaCo(Method):
         query_images, key_images = batch.views[0][:n], batch.views[0][n:]
         query_features = backbone(query_images)
         queries = self.projection(query_features)
-        if self.key_encoder is None:  # GPaCo: the keys are anchors too, with their gradient
-            key_features = backbone(key_images)
-            anchors = torch.cat([queries, self.projection(key_features)])
-            labels = batch.labels.repeat(2)
-            centre_logits = self.centre_logits(torch.cat([query_features, key_features]))
-            samples, sample_labels, keys = anchors, labels, anchors[n:]
-        else:
+        if self.key_encoder is not None:
             # MoCo moves the key encoder first, then encodes this step's keys with it
             self.key_encoder.follow(backbone, self.projection)
             keys = self.key_encoder(key_images).float()
-            anchors, labels = queries, batch.labels
-            centre_logits = self.centre_logits(query_features)
-            samples, sample_labels = torch.cat([queries, keys]), batch.labels.repeat(2)
-        # the queue as it was before this step's keys; a copy, since they are written over it below
+            return self.feature_loss(torch.cat([queries, keys]), batch.labels.repeat(2), query_features)
+        # GPaCo: the keys come from the same encoder with their gradient, and are anchors too
+        key_features = backbone(key_images)
+        anchors, labels = torch.cat([queries, self.projection(key_features)]), batch.labels.repeat(2)
+        centre_logits = self.centre_logits(torch.cat([query_features, key_features]))
+        return self.contrast(anchors, labels, anchors, labels, centre_logits, anchors[n:], batch.labels)
+
+    def feature_loss(self, embeddings: torch.Tensor, labels: torch.Tensor,
+                     features: torch.Tensor | None = None) -> torch.Tensor:
+        """PaCo's loss given a step's queries over its keys (`embeddings`, 2N x d, L2-normalised,
+        `labels` repeated as the hybrids' feature losses take two views), the centres scoring
+        `features` (default: the queries, where the method was built on features that wide, as
+        `ltbench bench --memory` builds it); the keys enter the queue after."""
+        n = len(labels) // 2
+        queries, keys = embeddings[:n], embeddings[n:].detach()
+        centre_logits = self.centre_logits(queries if features is None else features)
+        return self.contrast(queries, labels[:n], torch.cat([queries, keys]), labels, centre_logits, keys, labels[n:])
+
+    def contrast(self, anchors, labels, samples, sample_labels, centre_logits, keys, key_labels) -> torch.Tensor:
+        """The loss of the anchors (the first rows of `samples`) against the samples and the queue
+        as it was before this step, whose oldest entries the keys then replace."""
+        # a copy of the queue: the keys are written over it below
         contrast = torch.cat([samples, self.queue.features.clone()])
         contrast_labels = torch.cat([sample_labels, self.queue.labels.clone()])
-        loss = paco_loss(anchors, labels, contrast, contrast_labels, centre_logits, self.hp["alpha"],
-                         self.hp["beta"], self.hp["gamma"], self.hp["temperature"])
-        self.queue.enqueue(keys.detach(), batch.labels)
+        loss = paco_loss(anchors, labels, contrast, contrast_labels, centre_logits, self.hp["alpha"], self.hp["beta"],
+                         self.hp["gamma"], self.hp["temperature"])
+        self.queue.enqueue(keys.detach(), key_labels)
         return loss
 
     def logits(self, features):

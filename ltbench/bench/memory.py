@@ -1,8 +1,13 @@
-"""Peak memory and time per step of the hybrids' feature losses, SC against PSC, by batch size.
+"""Peak memory and time per step of the contrastive feature losses, SC against PSC (and PaCo),
+by batch size.
 
 SC compares every embedding of a batch with every other one: its similarity matrix is
 (2N)^2 for N images in two views. PSC compares each embedding with one prototype per class:
-2N x C. Wang et al. (CVPR 2021) propose PSC for this reason; this measures it.
+2N x C. Wang et al. (CVPR 2021) propose PSC for this reason; this measures it. PaCo (Cui et
+al., ICCV 2021) compares each of the N queries with the 2N queries and keys, its queue of K
+earlier keys and its C class centres: N x (2N + K + C), so its cost grows with the classes as
+PSC's does, plus a queue of fixed size (the first N embeddings are its queries, the next N its
+keys; the centres score the queries, the method being built on 128-d features here).
 
 What is measured, per loss and batch size N: forward + backward of the loss alone on 2N
 random L2-normalised embeddings of dimension 128 (two views of N images, labels drawn from
@@ -134,7 +139,8 @@ def plot(rows: list[dict], path: Path, num_classes: int | None = None) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), constrained_layout=True)
-    for loss, name in (("sc", "SC (batch x batch)"), ("psc", "PSC (batch x classes)")):
+    for loss, name in (("sc", "SC (batch x batch)"), ("psc", "PSC (batch x classes)"),
+                       ("paco", "PaCo (batch x (batch + queue + classes))")):
         mine = sorted((r for r in rows if r["loss"] == loss), key=lambda r: r["batch_size"])
         if not mine:
             continue

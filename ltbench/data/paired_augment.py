@@ -89,10 +89,12 @@ VIEWS = {"autoaugment_cutout": autoaugment_cutout, "simclr_blur": simclr_blur, "
 
 
 def query_key(x: torch.Tensor, gen: torch.Generator, padding: int = 4, flip: bool = True,
-              query: str = "autoaugment_cutout", key: str = "simclr_blur", key_options: dict | None = None) -> torch.Tensor:
+              query: str = "autoaugment_cutout", key: str = "simclr_blur",
+              key_options: dict | None = None) -> torch.Tensor:
     """The query views (rows 0..N-1) over the key views (rows N..2N-1) of the same N images;
     `key_options` are keyword arguments of the key's augmentation (simclr_blur's blur_p, say)."""
     for name in (query, key):
         if name not in VIEWS:
             raise ValueError(f"a query_key view must be one of {tuple(VIEWS)}, got {name!r}")
-    return torch.cat([VIEWS[query](x, gen, padding=padding, flip=flip), VIEWS[key](x, gen, padding=padding, flip=flip, **(key_options or {}))])
+    queries = VIEWS[query](x, gen, padding=padding, flip=flip)
+    return torch.cat([queries, VIEWS[key](x, gen, padding=padding, flip=flip, **(key_options or {}))])
