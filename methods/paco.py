@@ -67,6 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ltbench.errors import UserError
 from ltbench.method import Draw, Method
 from ltbench.momentum import FeatureQueue, MomentumEncoder
 from ltbench.settings import Search, Setting
@@ -219,6 +220,11 @@ class PaCo(Method):
         batch = batches["main"]
         n = len(batch.labels)
         # the query_key augmentation stacks the N query views over the N key views
+        if len(batch.views[0]) != 2 * n:
+            raise UserError(f"paco takes {n} query views over {n} key views from the query_key augmentation, and "
+                            f"this loader gave {len(batch.views[0])} images",
+                            hint="train it with the device loader (the torchvision reference loader of `ltbench "
+                                 "bench` and the image-file loader have no query_key views)")
         query_images, key_images = batch.views[0][:n], batch.views[0][n:]
         query_features = backbone(query_images)
         queries = self.projection(query_features)
