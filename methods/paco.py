@@ -156,7 +156,8 @@ class PaCo(Method):
         "projection_dim": Setting(32, "width of the normalised projection", low=1, high=65_536,
                                   source=f"{COMMAND} L27: --moco-dim 32"),
         "key_momentum": Setting(0.999, "momentum m of the key encoder, theta_k <- m theta_k + (1 - m) theta_q",
-                                low=0, high=1, source=f"{TRAIN} L98: --moco-m default 0.999 (the command keeps it)"),
+                                low=0, high=1, source=f"{TRAIN} L98: --moco-m default 0.999 (the command keeps "
+                                                      f"it); {BUILDER} L116-119: the update"),
         "logit_adjust": Setting(True, "shift the centre logits by the log training prior in the loss",
                                 source=f"{LOSSES} L41: sup_logits + torch.log(self.weight + 1e-9)"),
         "query_augment": Setting("autoaugment_cutout", "the query view: autoaugment_cutout (PaCo's CIFAR recipe), "
@@ -256,8 +257,10 @@ class PaCo(Method):
         # a copy of the queue: the keys are written over it below
         contrast = torch.cat([samples, self.queue.features.clone()])
         contrast_labels = torch.cat([sample_labels, self.queue.labels.clone()])
-        loss = paco_loss(anchors, labels, contrast, contrast_labels, centre_logits, self.hp["alpha"], self.hp["beta"],
-                         self.hp["gamma"], self.hp["temperature"])
+        # cosines divided by 0.05: the products stay in fp32 under autocast, as the head does
+        with torch.autocast(anchors.device.type, enabled=False):
+            loss = paco_loss(anchors.float(), labels, contrast.float(), contrast_labels, centre_logits.float(),
+                             self.hp["alpha"], self.hp["beta"], self.hp["gamma"], self.hp["temperature"])
         self.queue.enqueue(keys.detach(), key_labels)
         return loss
 
