@@ -224,8 +224,7 @@ class PaCo(Method):
         if len(batch.views[0]) != 2 * n:
             raise UserError(f"paco takes {n} query views over {n} key views from the query_key augmentation, and "
                             f"this loader gave {len(batch.views[0])} images",
-                            hint="train it with the device loader (the torchvision reference loader of `ltbench "
-                                 "bench` and the image-file loader have no query_key views)")
+                            hint="train it on a CIFAR-sized dataset (the image-file loader has no query_key views)")
         query_images, key_images = batch.views[0][:n], batch.views[0][n:]
         query_features = backbone(query_images)
         queries = self.projection(query_features)

@@ -226,3 +226,15 @@ def test_gpaco_variant_trains_one_finite_step_without_a_key_encoder():
     loss = trainer.train_step(batches, Progress(0, trainer.epochs, 0, trainer.loader.steps_per_epoch))
     assert math.isfinite(float(loss))
     assert int(trainer.method.queue.pointer) == len(batches["main"].labels)
+
+
+def test_the_reference_loader_stacks_the_same_query_and_key_views():
+    from ltbench.data.reference_loader import ReferenceLoader
+
+    trainer = toy_trainer(toy_spec("paco"), toy_data())
+    draws = trainer.method.draws
+    loader = ReferenceLoader(trainer.data, draws, batch_size=8, device="cpu", seed=0, workers=0)
+    batch = next(iter(loader.epoch()))["main"]
+    assert len(batch.views) == 1 and batch.views[0].shape == (16, 3, 16, 16) and len(batch.labels) == 8
+    again = next(iter(ReferenceLoader(trainer.data, draws, batch_size=8, device="cpu", seed=0, workers=0).epoch()))
+    assert torch.equal(again["main"].views[0], batch.views[0])
