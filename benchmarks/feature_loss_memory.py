@@ -1,4 +1,4 @@
-"""SC vs PSC (and PaCo) feature-loss memory and step time by batch size; the same as `ltbench bench --memory`."""
+"""SC vs PSC feature-loss memory and step time by batch size; the same as `ltbench bench --memory`."""
 
 import sys
 

@@ -47,12 +47,15 @@ TEMPERATURE_SEARCH = Search(0.05, 1.0, log=True, source=f"ltbench default: log-u
 
 class ProjectionHead(nn.Module):
     """SupCon's MLP head with one hidden layer; `hidden=0` keeps the backbone's width, as
-    SupCon's `Linear(dim_in, dim_in)` does."""
+    SupCon's `Linear(dim_in, dim_in)` does. `batch_norm` puts a BatchNorm1d after the hidden
+    layer, as BCL's heads have it (Linear, BatchNorm1d, ReLU, Linear)."""
 
-    def __init__(self, in_features: int, hidden: int, out_features: int):
+    def __init__(self, in_features: int, hidden: int, out_features: int, batch_norm: bool = False):
         super().__init__()
         hidden = hidden or in_features
-        self.mlp = nn.Sequential(nn.Linear(in_features, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_features))
+        norm = [nn.BatchNorm1d(hidden)] if batch_norm else []
+        self.mlp = nn.Sequential(nn.Linear(in_features, hidden), *norm, nn.ReLU(inplace=True),
+                                 nn.Linear(hidden, out_features))
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.mlp(features).float(), dim=1)

@@ -11,7 +11,8 @@ from ltbench.errors import UserError
 # and each loss with the registered method whose feature loss it is (PaCo's with its queue
 # and class centres)
 BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
-FEATURE_LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid", "paco": "paco"}
+FEATURE_LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid", "bcl": "bcl", "paco": "paco"}
+DEFAULT_LOSSES = ("sc", "psc")
 
 
 def add_arguments(parser) -> None:
@@ -35,15 +36,16 @@ def add_arguments(parser) -> None:
                                       "profile.csv with --profiler, feature_loss_memory.csv with --memory)")
     parser.add_argument("--json", action="store_true", help="print the measurements as JSON")
     parser.add_argument("--memory", action="store_true",
-                        help="measure the SC, PSC and PaCo feature losses' peak memory and step time by batch size "
-                             "instead")
+                        help="measure the SC and PSC feature losses' peak memory and step time by batch size instead")
     # not --profile: that is `ltbench run`'s imbalance profile
     parser.add_argument("--profiler", action="store_true",
                         help="instead of throughput: where ltbench's step time goes, by kind of operation")
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)),
                         help="with --memory: comma list (default 128 to 4096)")
     parser.add_argument("--classes", type=int, default=100,
-                        help="with --memory: PSC's prototypes and PaCo's centres (default 100)")
+                        help="with --memory: PSC's and BCL's prototypes, PaCo's centres (default 100)")
+    parser.add_argument("--losses", default=",".join(DEFAULT_LOSSES),
+                        help=f"with --memory: comma list of {', '.join(FEATURE_LOSSES)} (default sc,psc)")
     parser.add_argument("--plot", default="reports/feature_loss_memory.png", help="with --memory: figure path, '' for none")
     parser.add_argument("--threads", type=int, help="CPU threads (default torch's); 1 steadies timings on a busy machine")
 

@@ -1,13 +1,8 @@
-"""Peak memory and time per step of the contrastive feature losses, SC against PSC (and PaCo),
-by batch size.
+"""Peak memory and time per step of the hybrids' feature losses, SC against PSC, by batch size.
 
 SC compares every embedding of a batch with every other one: its similarity matrix is
 (2N)^2 for N images in two views. PSC compares each embedding with one prototype per class:
-2N x C. Wang et al. (CVPR 2021) propose PSC for this reason; this measures it. PaCo (Cui et
-al., ICCV 2021) compares each of the N queries with the 2N queries and keys, its queue of K
-earlier keys and its C class centres: N x (2N + K + C), so its cost grows with the classes as
-PSC's does, plus a queue of fixed size (the first N embeddings are its queries, the next N its
-keys; the centres score the queries, the method being built on 128-d features here).
+2N x C. Wang et al. (CVPR 2021) propose PSC for this reason; this measures it.
 
 What is measured, per loss and batch size N: forward + backward of the loss alone on 2N
 random L2-normalised embeddings of dimension 128 (two views of N images, labels drawn from
@@ -27,6 +22,16 @@ its paper hyperparameters for CIFAR-100-LT.
 - step_ms: median wall time of un-profiled steps after one warm-up step (synchronised on
   CUDA). On a shared CPU this moves with the machine's load; the memory does not.
 
+BCL (Zhu et al., CVPR 2022; `--losses bcl`) contrasts each embedding with the batch and with C
+prototypes, the classifier's C weight vectors through an MLP head: a 2N x (2N + C) matrix, and
+the head's forward and backward over C rows, both inside the measured step.
+
+PaCo (Cui et al., ICCV 2021; `--losses paco`) contrasts each of the N queries with the 2N
+queries and keys, its queue of K earlier keys and its C class centres: N x (2N + K + C), its
+cost growing with the classes as PSC's does, plus a queue of fixed size. The first N
+embeddings are its queries, the next N its keys (no gradient); the centres score the queries,
+the method being built on 128-d features here.
+
 Run as `ltbench bench --memory` (or `python benchmarks/feature_loss_memory.py`), or call
 `measure()` and `write()` from Python.
 """
@@ -40,7 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from ltbench import environment
-from ltbench.bench import BATCH_SIZES, FEATURE_LOSSES as LOSSES
+from ltbench.bench import BATCH_SIZES, DEFAULT_LOSSES, FEATURE_LOSSES as LOSSES
 from ltbench.bench.inputs import method_instance
 from ltbench.errors import UserError
 from ltbench.store import atomic_write_bytes, csv_bytes
@@ -109,7 +114,7 @@ def step_ms(step, device: torch.device, min_seconds: float = 0.5, max_repeats: i
     return 1000 * statistics.median(times)
 
 
-def measure(batch_sizes=BATCH_SIZES, losses=LOSSES, num_classes: int = 100, device="cpu", log=print) -> list[dict]:
+def measure(batch_sizes=BATCH_SIZES, losses=DEFAULT_LOSSES, num_classes: int = 100, device="cpu", log=print) -> list[dict]:
     """One row per (loss, batch size) with the COLUMNS of the CSV."""
     device = environment.resolve_device(device) if isinstance(device, str) else device
     label = environment.device_label(device)
@@ -140,6 +145,7 @@ def plot(rows: list[dict], path: Path, num_classes: int | None = None) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), constrained_layout=True)
     for loss, name in (("sc", "SC (batch x batch)"), ("psc", "PSC (batch x classes)"),
+                       ("bcl", "BCL (batch x (batch + classes))"),
                        ("paco", "PaCo (batch x (batch + queue + classes))")):
         mine = sorted((r for r in rows if r["loss"] == loss), key=lambda r: r["batch_size"])
         if not mine:
@@ -175,8 +181,12 @@ def run(args) -> int:
     if not batch_sizes or min(batch_sizes) < 1 or args.classes < 2:
         raise UserError("--batch-sizes must list positive sizes and --classes be at least 2",
                         hint="e.g. --batch-sizes 128,1024 --classes 100")
+    losses = [loss.strip() for loss in args.losses.split(",") if loss.strip()]
+    if not losses or set(losses) - set(LOSSES):
+        raise UserError(f"--losses must be a comma list of {', '.join(LOSSES)}, got '{args.losses}'",
+                        hint="e.g. --losses psc,bcl")
     out = args.out or "results/bench/feature_loss_memory.csv"
-    rows = measure(batch_sizes, num_classes=args.classes, device=args.device,
+    rows = measure(batch_sizes, losses, num_classes=args.classes, device=args.device,
                    log=(lambda *_: None) if args.json else print)
     write(rows, out, args.plot, args.classes)
     if args.json:

@@ -141,3 +141,19 @@ def contrastive(x: torch.Tensor, gen: torch.Generator, padding: int = 4, flip: b
     if color_jitter > 0:
         x = random_color_jitter(x, gen, color_jitter)
     return random_grayscale(x, gen, grayscale_p)
+
+
+# BCL's SimAugment: FlamieZhu/Balanced-Contrastive-Learning@f72d070 main.py L172-181
+SIM_SCALE = (0.08, 1.0)  # torchvision RandomResizedCrop's default scale, which main.py L173 keeps
+SIM_COLOR_JITTER = 0.4
+
+
+def sim(x: torch.Tensor, gen: torch.Generator, padding: int = 4, flip: bool = True) -> torch.Tensor:
+    """SimAugment, the contrastive views of BCL (Zhu et al. 2022, main.py's augmentation_sim; MoCo
+    v2's without the blur): RandomResizedCrop(scale 0.08 .. 1), horizontal flip,
+    RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p 0.8), RandomGrayscale(0.2). A resized crop
+    takes no padding: `padding` is accepted as every augmentation's is, and unused."""
+    x = random_resized_crop(x, gen, scale=SIM_SCALE)
+    if flip:
+        x = random_flip(x, gen)
+    return random_grayscale(random_color_jitter(x, gen, SIM_COLOR_JITTER), gen, 0.2)

@@ -93,9 +93,13 @@ def train_view_of(draw: Draw, params: dict):
         scale = CONTRASTIVE_SCALE if options.get("crop") == "resized" else STANDARD_SCALE
         return partial(train_view, size=size, scale=scale, flip=flip, jitter=strength, jitter_hue=strength / 4,
                        jitter_p=0.8, grayscale_p=options.get("grayscale_p", 0.2))
+    if draw.augment == "sim":
+        return partial(train_view, size=size, scale=augment.SIM_SCALE, flip=flip, jitter=augment.SIM_COLOR_JITTER,
+                       jitter_hue=augment.SIM_COLOR_JITTER / 4, jitter_p=0.8, grayscale_p=0.2)
     if draw.augment == "none":
         return partial(_eval_view, size=size)
-    raise UserError(f"augmentation '{draw.augment}' has no image-file version", hint="use standard, contrastive or none")
+    raise UserError(f"augmentation '{draw.augment}' has no image-file version",
+                    hint="use standard, contrastive, sim or none")
 
 
 class EpochPlan:

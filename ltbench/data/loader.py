@@ -15,7 +15,7 @@ from ltbench.data.samplers import samplers_for
 from ltbench.method import Batch, Draw
 
 AUGMENTATIONS = {"standard": augment.standard, "contrastive": augment.contrastive, "none": lambda x, gen, **_: x,
-                 "query_key": paired_augment.query_key}
+                 "sim": augment.sim, "query_key": paired_augment.query_key}
 
 
 class DeviceLoader:

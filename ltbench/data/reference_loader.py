@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from ltbench.data import paired_augment
+from ltbench.data import augment, paired_augment
 from ltbench.data.datasets import LongTailData
 from ltbench.data.samplers import samplers_for
 from ltbench.method import Batch, Draw
@@ -60,6 +60,8 @@ def pil_transform(data: LongTailData, draw: Draw, padding: int, flip: bool):
     if draw.augment != "none":
         if draw.augment == "contrastive" and options.get("crop", "pad") == "resized":
             steps.append(transforms.RandomResizedCrop(size, scale=(0.2, 1.0)))
+        elif draw.augment == "sim":
+            steps.append(transforms.RandomResizedCrop(size, scale=augment.SIM_SCALE))
         elif padding:
             steps.append(transforms.RandomCrop(size, padding=padding))
         if flip:
@@ -71,6 +73,9 @@ def pil_transform(data: LongTailData, draw: Draw, padding: int, flip: bool):
             steps.append(transforms.RandomApply([jitter], p=0.8))
         if options.get("grayscale_p", 0.2) > 0:
             steps.append(transforms.RandomGrayscale(p=options.get("grayscale_p", 0.2)))
+    if draw.augment == "sim":
+        jitter = transforms.ColorJitter(*(augment.SIM_COLOR_JITTER,) * 3, augment.SIM_COLOR_JITTER / 4)
+        steps += [transforms.RandomApply([jitter], p=0.8), transforms.RandomGrayscale(p=0.2)]
     return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(data.mean, data.std)])
 
 
