@@ -22,7 +22,10 @@ def paper(ds: DatasetInfo, protocol: dict) -> dict:
     # a paper run keeps its test predictions: a few hundred kB next to hours of training
     if ds.protocol:  # the dataset's own (ImageNet-LT: ResNeXt-50, 90 epochs, ...)
         return {"n_max": None, "save_predictions": True}
-    return {"epochs": 200, "backbone": "resnet32_cifar", "n_max": None, "save_predictions": True}
+    cifar = {"backbone": "resnet32_cifar", "n_max": None, "save_predictions": True}
+    # 200 epochs (LDAM-DRW's), unless the method's own protocol sets another length (PaCo's 400)
+    own_length = protocol["epochs"] != SETTINGS["epochs"].default
+    return cifar if own_length else {"epochs": 200, **cifar}
 
 
 def quick(ds: DatasetInfo, protocol: dict) -> dict:

@@ -8,9 +8,10 @@ import os
 from ltbench.errors import UserError
 
 # what the feature-loss memory measurement (ltbench.bench.memory) measures: its batch sizes,
-# and each loss with the registered method whose feature loss it is
+# and each loss with the registered method whose feature loss it is (PaCo's with its queue
+# and class centres)
 BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
-FEATURE_LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid", "bcl": "bcl"}
+FEATURE_LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid", "bcl": "bcl", "paco": "paco"}
 DEFAULT_LOSSES = ("sc", "psc")
 
 
@@ -42,7 +43,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--batch-sizes", default=",".join(map(str, BATCH_SIZES)),
                         help="with --memory: comma list (default 128 to 4096)")
     parser.add_argument("--classes", type=int, default=100,
-                        help="with --memory: PSC's and BCL's prototypes (default 100)")
+                        help="with --memory: PSC's and BCL's prototypes, PaCo's centres (default 100)")
     parser.add_argument("--losses", default=",".join(DEFAULT_LOSSES),
                         help=f"with --memory: comma list of {', '.join(FEATURE_LOSSES)} (default sc,psc)")
     parser.add_argument("--plot", default="reports/feature_loss_memory.png", help="with --memory: figure path, '' for none")

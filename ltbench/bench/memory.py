@@ -26,6 +26,12 @@ BCL (Zhu et al., CVPR 2022; `--losses bcl`) contrasts each embedding with the ba
 prototypes, the classifier's C weight vectors through an MLP head: a 2N x (2N + C) matrix, and
 the head's forward and backward over C rows, both inside the measured step.
 
+PaCo (Cui et al., ICCV 2021; `--losses paco`) contrasts each of the N queries with the 2N
+queries and keys, its queue of K earlier keys and its C class centres: N x (2N + K + C), its
+cost growing with the classes as PSC's does, plus a queue of fixed size. The first N
+embeddings are its queries, the next N its keys (no gradient); the centres score the queries,
+the method being built on 128-d features here.
+
 Run as `ltbench bench --memory` (or `python benchmarks/feature_loss_memory.py`), or call
 `measure()` and `write()` from Python.
 """
@@ -139,7 +145,8 @@ def plot(rows: list[dict], path: Path, num_classes: int | None = None) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), constrained_layout=True)
     for loss, name in (("sc", "SC (batch x batch)"), ("psc", "PSC (batch x classes)"),
-                       ("bcl", "BCL (batch x (batch + classes))")):
+                       ("bcl", "BCL (batch x (batch + classes))"),
+                       ("paco", "PaCo (batch x (batch + queue + classes))")):
         mine = sorted((r for r in rows if r["loss"] == loss), key=lambda r: r["batch_size"])
         if not mine:
             continue

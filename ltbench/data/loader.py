@@ -9,13 +9,13 @@ import math
 
 import torch
 
-from ltbench.data import augment
+from ltbench.data import augment, paired_augment
 from ltbench.data.datasets import LongTailData
 from ltbench.data.samplers import samplers_for
 from ltbench.method import Batch, Draw
 
 AUGMENTATIONS = {"standard": augment.standard, "contrastive": augment.contrastive, "none": lambda x, gen, **_: x,
-                 "sim": augment.sim}
+                 "sim": augment.sim, "query_key": paired_augment.query_key}
 
 
 class DeviceLoader:

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from ltbench.data import augment
+from ltbench.data import augment, paired_augment
 from ltbench.data.datasets import LongTailData
 from ltbench.data.samplers import samplers_for
 from ltbench.method import Batch, Draw
@@ -34,6 +34,8 @@ class PilDataset(Dataset):
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform, views: int):
         self.images, self.labels, self.transform, self.views = images, labels, transform, views
+        # a list: one transform per view, each view once (a query and a key)
+        self.per_view = transform if isinstance(transform, list) else [transform] * views
 
     def __len__(self):
         return len(self.labels)
@@ -44,14 +46,16 @@ class PilDataset(Dataset):
         pil = Image.fromarray(image[0] if image.shape[0] == 1 else image.transpose(1, 2, 0))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            views = [self.transform(pil) for _ in range(self.views)]
+            views = [transform(pil) for transform in self.per_view]
         return views, int(self.labels[i])
 
 
 def pil_transform(data: LongTailData, draw: Draw, padding: int, flip: bool):
-    """torchvision's versions of ltbench.data.augment's recipes."""
+    """torchvision's versions of ltbench.data.augment's recipes (a list of two for query_key)."""
     size = data.train_x.shape[-1]
     options = draw.augment_options
+    if draw.augment == "query_key":
+        return query_key_transforms(data, options, padding, flip)
     steps = []
     if draw.augment != "none":
         if draw.augment == "contrastive" and options.get("crop", "pad") == "resized":
@@ -75,6 +79,35 @@ def pil_transform(data: LongTailData, draw: Draw, padding: int, flip: bool):
     return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(data.mean, data.std)])
 
 
+def query_key_transforms(data: LongTailData, options: dict, padding: int, flip: bool) -> list:
+    """PaCo's CIFAR query and key recipes (ltbench.data.paired_augment) as the original's PIL
+    pipelines: torchvision's AutoAugment and GaussianBlur where paco_cifar.py has autoaug.py's
+    CIFAR10Policy and MoCo's PIL blur, and paired_augment's Cutout on the tensor."""
+    size, grey = data.train_x.shape[-1], [paired_augment.GREY] * data.train_x.shape[1]
+    flips = [transforms.RandomHorizontalFlip()] if flip else []
+    finish = [transforms.ToTensor(), transforms.Normalize(data.mean, data.std)]
+
+    def cutout(image: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+        return paired_augment.cutout(image[None], gen)[0]
+
+    crops = [transforms.RandomCrop(size, padding=padding)] if padding else []
+    views = {
+        "autoaugment_cutout": [*crops, *flips, transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10, fill=grey), transforms.ToTensor(),
+                               transforms.Lambda(cutout), transforms.Normalize(data.mean, data.std)],
+        "standard": [*crops, *flips, *finish],
+        "simclr_blur": [transforms.RandomResizedCrop(size, scale=(0.2, 1.0)), *flips,
+                        transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+                        transforms.RandomGrayscale(p=0.2),
+                        transforms.RandomApply([transforms.GaussianBlur(13, sigma=(0.1, 2.0))],
+                                               p=options.get("key_options", {}).get("blur_p", 0.5)), *finish],
+    }
+    query, key = options.get("query", "autoaugment_cutout"), options.get("key", "simclr_blur")
+    if query not in views or key not in views:
+        raise ValueError(f"the reference loader has query_key views {tuple(views)}, not {query!r} or {key!r}")
+    return [transforms.Compose(views[query]), transforms.Compose(views[key])]
+
+
 class ReferenceLoader:
     """DeviceLoader's interface (epoch, steps_per_epoch, samplers, state) over DataLoaders."""
 
@@ -87,6 +120,8 @@ class ReferenceLoader:
         self.samplers = samplers_for(draws, torch.from_numpy(data.train_y), data.num_classes)
         self.datasets = {name: PilDataset(data.train_x, data.train_y, pil_transform(data, d, padding, flip), d.views)
                          for name, d in draws.items()}
+        # query_key's two views travel stacked, queries over keys, as DeviceLoader gives them
+        self.stacked = {name for name, d in draws.items() if d.augment == "query_key"}
         self.sample_gen = torch.Generator().manual_seed(seed)
         self.epochs_drawn = 0
 
@@ -109,6 +144,7 @@ class ReferenceLoader:
             batches = {}
             for name, it in iterators.items():
                 views, labels = next(it)
+                views = [torch.cat(views)] if name in self.stacked else views
                 batches[name] = Batch([v.to(self.device, non_blocking=True) for v in views],
                                       labels.to(self.device, non_blocking=True))
             yield batches
