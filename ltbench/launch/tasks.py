@@ -13,12 +13,12 @@ from ltbench.results_schema import PREDICTIONS_FILE
 from ltbench.store import RunStore
 
 
-def _train(spec, results_dir, device, reporter, context, log, wait) -> str:
+def _train(spec, results_dir, device="auto", reporter=None, context=None, log=print, wait=False) -> str:
     from ltbench.runner import execute
     return execute(spec, results_dir, device, reporter, context, log, wait)
 
 
-def _evaluate(spec, results_dir, device, reporter, context, log, wait) -> str:
+def _evaluate(spec, results_dir, device="auto", reporter=None, context=None, log=print, wait=False) -> str:
     from ltbench.evaluate import evaluate_run
     return evaluate_run(spec, results_dir, device, context, log, wait)
 
