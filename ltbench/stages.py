@@ -106,6 +106,5 @@ def stage1_weights(stage1: Stage1, epoch: str) -> dict:
     if weights is None:
         raise UserError(f"stage1_epoch = bestval: stage-1 run {stage1.spec.run_id} ({stage1.spec.label}) kept no weights "
                         "of an epoch best on validation (its data has no validation split, or it was trained before "
-                        "checkpoints kept them)",
-                        hint="move its folder away to train it again, or leave stage1_epoch at last")
+                        "checkpoints kept them): move its folder away to train it again, or leave stage1_epoch at last")
     return weights
