@@ -2,7 +2,11 @@
 
 The trainer owns the loop. A method says which batches an epoch draws (`draws`), owns its
 heads (it is an nn.Module, so they train and checkpoint with the backbone), computes the
-loss of one step, and turns features into logits for evaluation.
+loss of one step, and turns features into logits for evaluation. State a method accumulates
+in training and reads at evaluation (a moving average of the features, say:
+ltbench.moving_average) is a buffer of the method, so checkpoints and resume carry it; `logits`
+is the evaluation's only entry, so a test-time step (TDE's counterfactual) goes there and the
+loss calls the training head itself.
 """
 
 import inspect
@@ -12,6 +16,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
+from ltbench.mixing import check_mix, mixed_loss
 from ltbench.settings import Setting, Stage2Plan, as_settings, with_default
 
 if TYPE_CHECKING:
@@ -29,18 +34,28 @@ class Draw:
     # class_balanced only: images of a class per class draw (decoupling's ClassAwareSampler
     # num_samples_cls; 4 in its stage 2)
     per_class: int = 1
+    # mix the batch's images in pairs before the method sees them (ltbench.mixing): "mixup"
+    # (Zhang et al. 2018) or "cutmix" (Yun et al. 2019), lambda ~ Beta(mix_alpha, mix_alpha);
+    # the Batch then carries both label sets and lambda, for a loss that knows how to use them
+    mix: str = "none"
+    mix_alpha: float = 1.0
 
     def __post_init__(self):
         if isinstance(self.per_class, bool) or not isinstance(self.per_class, int) or self.per_class < 1:
             raise ValueError(f"Draw.per_class must be an int >= 1, got {self.per_class!r}")
         if self.per_class != 1 and self.sampler != "class_balanced":
             raise ValueError(f"Draw.per_class is the class_balanced sampler's; the {self.sampler} sampler has none")
+        check_mix(self.mix, self.mix_alpha)
 
 
 @dataclass
 class Batch:
     views: list[torch.Tensor]  # `Draw.views` augmented float tensors of the same images
     labels: torch.Tensor
+    # where the Draw mixes (ltbench.mixing): the views are lam * image + (1 - lam) * its partner's
+    # (or its partner's box pasted in), `labels` the images' own and `labels_b` the partners'
+    labels_b: torch.Tensor | None = None
+    lam: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -49,6 +64,9 @@ class Progress:
     epochs: int
     step: int
     steps: int
+    # the learning rate this step trains at, for statistics a method lets follow the schedule
+    # (TDE's moving-average decay); None where no optimiser steps (throughput and profile benches)
+    lr: float | None = None
 
     @property
     def fraction(self) -> float:
@@ -170,6 +188,11 @@ class Method(nn.Module):
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def after_step(self, progress: Progress) -> None:
+        """Called by the trainer right after each optimiser step, without gradients: a
+        constraint on this method's own weights (MaxNorm's projection, ltbench.constraints)
+        applies here. `progress` says which step of which epoch it was."""
+
     def no_weight_decay(self) -> set[str]:
         """Names (as `named_parameters` gives them) of this method's parameters that train without
         weight decay, as timm models' `no_weight_decay()` names theirs."""
@@ -189,7 +212,8 @@ class Method(nn.Module):
     def stage2(self) -> Stage2Plan:
         """How stage 2 trains (ltbench.settings.Stage2Plan): its epochs and batch size, the
         trainer settings that replace the spec's (lr, schedule, ...), whether the schedule steps
-        before each epoch and whether the frozen backbone's BatchNorm stays in train mode."""
+        before each epoch, whether the frozen backbone's BatchNorm stays in train mode, and which
+        parts of the stage-1 model it trains (`trains`)."""
         raise NotImplementedError
 
 
@@ -235,7 +259,8 @@ class LinearClassifierMethod(Method):
     def loss(self, backbone, batches, progress):
         batch = batches["main"]
         logits = self.logits(backbone(batch.views[0]))
-        return self.criterion(logits.float(), batch.labels, progress)
+        # a Draw that mixes (mixup, cutmix) gives two label sets: lambda-weighted criteria
+        return mixed_loss(lambda out, labels: self.criterion(out, labels, progress), logits.float(), batch)
 
     def criterion(self, logits: torch.Tensor, labels: torch.Tensor, progress: Progress) -> torch.Tensor:
         raise NotImplementedError

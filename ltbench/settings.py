@@ -396,6 +396,13 @@ RETIRED = ("fused_bn_relu", "mmf_convention")
 # ---------------------------------------------------------------------- a two-stage method's stage 2
 
 
+# The parts of a stage-1 model a stage 2 can train (Stage2Plan.trains):
+#   classifier        the method's own parameters (its classifier, or what it learns on the
+#                     stage-1 one, as LWS's scales), those it leaves requiring gradients
+#   batchnorm_affine  the backbone's BatchNorm weight and bias (the rest of the backbone frozen)
+STAGE2_PARTS = ("classifier", "batchnorm_affine")
+
+
 @dataclass(frozen=True)
 class Stage2Plan:
     """How a two-stage method's stage 2 trains on its frozen stage-1 backbone (`Method.stage2`).
@@ -413,6 +420,8 @@ class Stage2Plan:
     # keep the frozen backbone's BatchNorm in train mode: it normalises with stage 2's batch
     # statistics and its running statistics follow them (classifier-balancing's stage 2)
     bn_train: bool = False
+    # what stage 2 trains (STAGE2_PARTS); everything else keeps its stage-1 value
+    trains: tuple = ("classifier",)
 
     def __post_init__(self):
         for name, kind, low in (("epochs", int, 0), ("batch_size", int, 1)):
@@ -422,6 +431,9 @@ class Stage2Plan:
         for name in ("lr_step_first", "bn_train"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"Stage2Plan.{name} must be a bool, got {getattr(self, name)!r}")
+        if not isinstance(self.trains, tuple) or not self.trains or set(self.trains) - set(STAGE2_PARTS):
+            raise ValueError(f"Stage2Plan.trains must be a non-empty tuple of {', '.join(STAGE2_PARTS)}, "
+                             f"got {self.trains!r}")
         allowed = {k for k, s in SETTINGS.items() if s.kind == PROTOCOL and k not in SPEC_FIELDS}
         if set(self.settings) - allowed:
             raise ValueError(f"Stage2Plan.settings takes the trainer's protocol settings other than the spec's "

@@ -63,13 +63,19 @@ class FrozenBackbone(nn.Module):
     """A stage-1 backbone that stage 2 does not train: no gradients, and BatchNorm in eval mode
     unless `bn_train` (then it normalises with stage 2's batch statistics and its running
     statistics follow them, as classifier-balancing's run_networks.py L247-249 has it; the
-    decoupled methods' default)."""
+    decoupled methods' default). With `trains_batchnorm` its BatchNorm weight and bias train
+    (Stage2Plan.trains "batchnorm_affine"), and only they."""
 
-    def __init__(self, backbone: nn.Module, bn_train: bool = False):
+    def __init__(self, backbone: nn.Module, bn_train: bool = False, trains_batchnorm: bool = False):
         super().__init__()
         self.backbone = backbone.requires_grad_(False)
         self.bn_train = bn_train
         self.num_features = backbone.num_features
+        if trains_batchnorm:
+            for module in backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.affine:
+                    module.requires_grad_(True)
+        self.trains = any(p.requires_grad for p in backbone.parameters())
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -77,7 +83,7 @@ class FrozenBackbone(nn.Module):
         return self
 
     def forward(self, x):
-        with torch.no_grad():
+        with torch.set_grad_enabled(self.trains and torch.is_grad_enabled()):
             return self.backbone(x)
 
 
@@ -92,7 +98,10 @@ def stage2_setup(backbone: nn.Module, method, stage1: Stage1, params: dict, clas
     plan = method.stage2()
     if not isinstance(plan, Stage2Plan):
         raise TypeError(f"{method.name}.stage2() must return a ltbench.settings.Stage2Plan, not {type(plan).__name__}")
-    return FrozenBackbone(backbone, bn_train=plan.bn_train), {
+    if "classifier" not in plan.trains:
+        method.requires_grad_(False)
+    frozen = FrozenBackbone(backbone, bn_train=plan.bn_train, trains_batchnorm="batchnorm_affine" in plan.trains)
+    return frozen, {
         "params": plan.trainer_params(params), "epochs": plan.epochs, "batch_size": plan.batch_size,
         "lr_step_first": plan.lr_step_first}
 

@@ -17,6 +17,7 @@ from ltbench.data.datasets import LongTailData, has_validation
 from ltbench.data.pipeline import eval_batches, make_loader
 from ltbench.method import Method, Progress
 from ltbench.metrics import ClassCounts, group_accuracy
+from ltbench.mixing import mix_batch
 
 
 class NonFiniteLoss(RuntimeError):
@@ -242,7 +243,8 @@ class Trainer:
         recorded = {}  # the method's recorded parts, summed over the epoch's steps
         tick, seen = time.perf_counter(), 0
         for step, batches in enumerate(self.loader.epoch()):
-            loss = self.train_step(batches, Progress(epoch, self.epochs, step, steps))
+            progress = Progress(epoch, self.epochs, step, steps, lr=self.optimizer.param_groups[0]["lr"])
+            loss = self.train_step(batches, progress)
             total += loss
             for name, value in self.method.take_recorded().items():
                 recorded[name] = recorded.get(name, 0.0) + value
@@ -265,7 +267,8 @@ class Trainer:
 
     def train_step(self, batches: dict, progress: Progress) -> torch.Tensor:
         """One optimiser step on one step's batches; returns the detached loss."""
-        for batch in batches.values():
+        for name, batch in batches.items():
+            mix_batch(batch, self.method.draws[name])  # mixup / cutmix, where the method's Draw asks for it
             batch.views = [self._to_device_layout(v) for v in batch.views]
         with self.autocast():
             if self.data_parallel is None:
@@ -275,6 +278,8 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        with torch.no_grad():
+            self.method.after_step(progress)
         return loss.detach()
 
     @torch.no_grad()
