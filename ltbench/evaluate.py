@@ -15,7 +15,7 @@ run's lock (ltbench.run_lock), so no two processes evaluate one run at once.
 
 from ltbench import environment, run_lock, runner, stages
 from ltbench.checkpoints import CheckpointRefused
-from ltbench.errors import CorruptFile
+from ltbench.errors import CorruptFile, UserError
 from ltbench.launch.tasks import EVALUATE, evaluated
 from ltbench.run_context import RunContext
 from ltbench.shared_store import open_store
@@ -67,7 +67,7 @@ def evaluate_run(spec: RunSpec, results_dir, device: str = "auto", context: RunC
             return "done"
         try:
             written, said = _evaluate(spec, store, results_dir, device, context or RunContext(), log)
-        except (CheckpointRefused, CorruptFile) as exc:
+        except (CheckpointRefused, CorruptFile, UserError) as exc:  # this run's own; the others go on
             written, said = False, str(exc)
     log(f"{head}: {said}")
     return "done" if written else "failed"
@@ -89,6 +89,6 @@ def _evaluate(spec: RunSpec, store, results_dir, device: str, context: RunContex
     recorded = float(store.read_result(spec.run_id)["top1"])
     if abs(round(counts.top1, 4) - recorded) > 0.01:
         return False, (f"its checkpoint gives top-1 {counts.top1:.2f} %, its result row {recorded:.2f} %: "
-                "not the weights the result came from; nothing written")
+                       "not the weights the result came from; nothing written")
     store.write_predictions(spec.run_id, predictions)
     return True, f"predictions written, top-1 {counts.top1:.2f} % as recorded"
