@@ -67,7 +67,9 @@ def protocol_card(method: str, datasets: list[str] | None = None, preset: str = 
     for owner in cls.chain():
         schemas = {d: owner.settings(info) for d, info in infos.items()}
         for key, setting in schemas[names[0]].items():
-            values = {d: show_value(spec.hyperparameters[owner.name][key]) for d, spec in specs.items()}
+            # a setting at its default may be kept out of the spec (Setting.omit_at_default)
+            values = {d: show_value(spec.hyperparameters[owner.name].get(key, schemas[d][key].default))
+                      for d, spec in specs.items()}
             sources = {d: schemas[d][key].source or UNSOURCED for d in names}
             rows.append(CardRow(owner.name, key, setting.kind, values, sources))
     return rows

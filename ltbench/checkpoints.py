@@ -1,5 +1,5 @@
-"""A run's checkpoint: its latest epoch (weights, optimiser, RNG and sampler state), stamped with
-the run id and spec it belongs to.
+"""A run's checkpoint: its latest epoch (weights, optimiser, RNG and sampler state) and the
+weights of its epoch best on validation, stamped with the run id and spec it belongs to.
 
 Who can write a results dir can make ltbench read what they wrote, so a checkpoint is read
 weights-only (tensors and plain data): loading one never runs code. A checkpoint that would
@@ -21,6 +21,15 @@ import torch
 
 from ltbench.errors import CorruptFile
 from ltbench.spec import RunSpec
+
+
+def weights_copy(backbone: torch.nn.Module, method: torch.nn.Module) -> dict:
+    """The weights of this moment, copied to the CPU: a checkpoint keeps those of the epoch
+    best on validation beside its latest epoch's (`bestval_weights`), for a two-stage
+    method's stage 2 that starts there (ltbench.stages)."""
+    return {name: {key: value.detach().to("cpu", copy=True) if isinstance(value, torch.Tensor) else value
+                   for key, value in module.state_dict().items()}
+            for name, module in (("backbone", backbone), ("method", method))}
 
 
 class CheckpointRefused(Exception):

@@ -126,6 +126,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-root", help="where datasets live (default $LTBENCH_DATA or ~/.cache/ltbench/data)")
     evaluate.add_argument("--data-option", dest="data_options", action="append", default=[],
                           metavar="DATASET.KEY=VALUE", help="where an image dataset's files are, as for run")
+    evaluate.add_argument("--jobs", metavar="N", help="runs evaluated at once, each in a process of its own "
+                          "(default as for run)")
+    evaluate.add_argument("--devices", action=ListArgument, metavar="DEVICE", help="where the jobs of --jobs run, "
+                          "as for run")
+    evaluate.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                          help="slurm: the evaluations as one job array")
+    if slurm is not None:
+        slurm.add_arguments(evaluate)
 
     fetch = sub.add_parser("fetch-data", help="make a dataset available offline")
     fetch.add_argument("dataset", help="a dataset that can be fetched").help_from = (
@@ -214,11 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             args.data_root = data_root_of(args.data_root)  # --data-root, else $LTBENCH_DATA
             return export_split(args, console)
         if args.command == "evaluate":
-            from ltbench.evaluate import evaluate_runs
-            from ltbench.run_context import RunContext
-            from ltbench.sweep_args import data_options_from, data_root_of
-            context = RunContext(data_root_of(args.data_root), data_options_from({}, args.data_options))
-            return evaluate_runs(args.results_dir, args.device, context, log=lambda line: print(line, flush=True))
+            from ltbench.commands import evaluate
+            return evaluate(args)
         if args.command == "fetch-data":
             from ltbench.commands import fetch_data
             return fetch_data(args.dataset, args.data_root, args.allow_apt)

@@ -133,13 +133,39 @@ def local_plan(jobs, devices: list[str] | None, device: str):
     return plan_jobs(jobs, devices, device)
 
 
-def run(args) -> int:
+def check_launcher_flags(args) -> None:
+    """Slurm options only with --launcher slurm, checked (with their config file) before
+    anything is written."""
     if args.launcher != "slurm" and slurm_flags_given(args):
         raise UserError(f"{', '.join(slurm_flags_given(args))}: Slurm option(s), read only with --launcher slurm",
                         hint="add --launcher slurm, or leave the Slurm options out")
     if args.launcher == "slurm":
         from ltbench.launch.slurm_options import options_from_args
-        options_from_args(args)  # its config file and values, checked before anything is written
+        options_from_args(args)
+
+
+def evaluate(args) -> int:
+    """`ltbench evaluate` (ltbench.evaluate), launched as `ltbench run` launches runs."""
+    from ltbench.evaluate import evaluate_runs
+    from ltbench.sweep_args import data_options_from, data_root_of
+
+    check_launcher_flags(args)
+    if args.launcher == "slurm" and (args.jobs is not None or args.devices):
+        raise UserError("--jobs and --devices are options of the local launcher",
+                        hint="under Slurm every evaluation is a job of its own: leave them out "
+                        "(--slurm-array-parallelism caps how many run at once)")
+    plan, device = None, args.device
+    if args.launcher == "local":
+        check_device_present(device)
+        plan = local_plan(args.jobs, args.devices, device)
+        device = plan.devices[0] if args.devices else device
+    context = RunContext(data_root_of(args.data_root), data_options_from({}, args.data_options))
+    return evaluate_runs(args.results_dir, device, context, log=lambda line: print(line, flush=True), plan=plan,
+                         slurm_args=args if args.launcher == "slurm" else None)
+
+
+def run(args) -> int:
+    check_launcher_flags(args)
     sweep, where = sweep_from_args(args)
     if args.launcher == "local":
         check_device_present(where["device"])

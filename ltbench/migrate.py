@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ltbench.results_dir import SPEC_FILE, is_legacy
 from ltbench.results_schema import RESULT_COLUMNS
-from ltbench.settings import EXECUTION, RETIRED, SETTINGS, SPEC_FIELDS
+from ltbench.settings import EXECUTION, RETIRED, SETTINGS, SPEC_FIELDS, in_spec
 from ltbench.spec import RunSpec
 from ltbench.store import atomic_write_bytes, csv_bytes, make_dirs
 
@@ -40,7 +40,8 @@ def upgrade_spec(data: dict) -> RunSpec:
     for owner, schema in schemas_for(data["method"], data["dataset"]).items():
         if owner == "trainer":
             continue
-        hyperparameters[owner] = {k: params.pop(k) if k in params else s.value_before for k, s in schema.items()}
+        hyperparameters[owner] = in_spec(schema, {k: params.pop(k) if k in params else s.value_before
+                                                  for k, s in schema.items()})
     execution = {k: params.pop(k, s.default) for k, s in SETTINGS.items() if s.kind == EXECUTION}
     unknown = set(params) - set(SETTINGS)
     if unknown:

@@ -68,13 +68,11 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: Ru
         memory = environment.PeakMemory(torch_device)  # this run's own, after its stage 1's
         trainer = build_trainer(spec, torch_device, store, reporter, context, stage1)
         try:
-            state = store.load_checkpoint(spec.run_id)
+            resumed = load_checkpoint_into(trainer, store, spec.run_id)
         except CorruptFile as exc:
             log(f"[{spec.run_id}] {exc}; starting the run over")
-            state = None
-        if state is not None:
-            check_same_data(store.checkpoint_path(spec.run_id), state, trainer.data)
-            trainer.load_state_dict(state)
+            resumed = False
+        if resumed:
             log(f"[{spec.run_id}] resuming from epoch {trainer.start_epoch} of {trainer.epochs}")
         else:
             log(f"[{spec.run_id}] {spec.label}: training from epoch 1 of {trainer.epochs}")
@@ -196,6 +194,17 @@ def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter
         reporter = Reporters(reporter, TensorBoardReporter(store.run_dir(spec.run_id) / "tensorboard"))
     return make_trainer(spec, data, device, stage1=stage1, reporter=reporter, label=label, save_checkpoint=save,
                         shot_rule=registry.dataset(spec.dataset).shot_rule)
+
+
+def load_checkpoint_into(trainer: Trainer, store: RunStore, run_id: str) -> bool:
+    """The run's checkpoint loaded into `trainer`, once it is known to be of the trainer's data;
+    False where the run has none."""
+    state = store.load_checkpoint(run_id)
+    if state is None:
+        return False
+    check_same_data(store.checkpoint_path(run_id), state, trainer.data)
+    trainer.load_state_dict(state)
+    return True
 
 
 def check_same_data(path, state: dict, data) -> None:

@@ -114,6 +114,9 @@ class Setting:
     earlier: Any = SAME
     # the range `ltbench tune` draws this setting from; None: the search keeps its value
     search: Search | None = None
+    # kept out of a run's spec, and so out of its run id, while it has its default: a setting
+    # added after runs existed leaves their ids as they were (ltbench.settings.in_spec)
+    omit_at_default: bool = False
 
     def __post_init__(self):
         if self.kind not in (PROTOCOL, EXECUTION):
@@ -444,6 +447,12 @@ class Stage2Plan:
 
 def defaults(schema: dict[str, Setting]) -> dict:
     return {name: _copy(s.default) for name, s in schema.items()}
+
+
+def in_spec(schema: dict[str, Setting], values: dict) -> dict:
+    """`values` as a spec records them: less the omit_at_default settings at their default."""
+    return {name: value for name, value in values.items()
+            if not (schema[name].omit_at_default and value == schema[name].default)}
 
 
 def check_all(schema: dict[str, Setting], values: dict, where: str = "") -> None:

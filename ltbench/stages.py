@@ -4,6 +4,13 @@ Decoupling (Kang et al., ICLR 2020) learns the representation with plain instanc
 cross-entropy and then re-balances only the classifier, so its stage 1 is exactly a CE run.
 When the store already holds that run it is reused; otherwise it is trained as a run of its
 own, so later CE comparisons (and the other decoupled methods) reuse it too.
+
+Stage 2 starts from stage 1's last epoch, or with `stage1_epoch = "bestval"` from its
+evaluated epoch best on the validation split, as classifier-balancing does: its stage 1
+keeps the weights of the epoch best on validation (run_networks.py L357-362) and saves them
+as `state_dict_best` (L705-714), which is what a stage 2 loads (L665-690;
+facebookresearch/classifier-balancing@f162adef63fdf592d0b8a0f6e52bc481fc08785f). Its validation
+split is ltbench's (ltbench.data), never the test set.
 """
 
 from dataclasses import dataclass, replace
@@ -13,7 +20,7 @@ from torch import nn
 
 from ltbench import registry
 from ltbench.errors import UserError
-from ltbench.settings import Stage2Plan
+from ltbench.settings import Setting, Stage2Plan
 from ltbench.spec import RunSpec
 
 
@@ -22,7 +29,17 @@ class Stage1:
     spec: RunSpec
     reused: bool  # already done in the store when the two-stage run started
     result: dict  # its result row
-    state: dict  # its last-epoch checkpoint (never the best-on-test epoch)
+    state: dict  # its last-epoch checkpoint (never the best-on-test epoch), bestval_weights included
+
+
+CLASSIFIER_BALANCING = "classifier-balancing@f162ade run_networks.py"
+# the setting each two-stage method declares among its hyperparameters; its default stays out
+# of the spec, so the runs made before it existed keep their run ids
+STAGE1_EPOCH = Setting(
+    "last", "the stage-1 epoch stage 2 starts from: last, or bestval (the evaluated epoch best on the validation "
+    "split; its stage 1 is the same run either way)", choices=("last", "bestval"), omit_at_default=True,
+    source=f"ltbench default (the last epoch, as before); bestval: {CLASSIFIER_BALANCING} L357-362, L705-714, "
+    "L665-690 (stage 2 loads the stage-1 weights best on validation)")
 
 
 def stage1_spec(spec: RunSpec) -> RunSpec | None:
@@ -73,9 +90,10 @@ class FrozenBackbone(nn.Module):
 def stage2_setup(backbone: nn.Module, method, stage1: Stage1, params: dict, class_counts) -> tuple[nn.Module, dict]:
     """Load the stage-1 weights into `backbone` and `method`; returns the frozen backbone and
     the Trainer's arguments for stage 2, as the method's Stage2Plan says."""
-    backbone.load_state_dict(stage1.state["backbone"])
+    weights = stage1_weights(stage1, method.hp.get("stage1_epoch", STAGE1_EPOCH.default))
+    backbone.load_state_dict(weights["backbone"])
     first = method.stage1(stage1.spec.own_hyperparameters, class_counts, backbone.num_features)
-    first.load_state_dict(stage1.state["method"])
+    first.load_state_dict(weights["method"])
     method.load_stage1(first)
     plan = method.stage2()
     if not isinstance(plan, Stage2Plan):
@@ -86,3 +104,16 @@ def stage2_setup(backbone: nn.Module, method, stage1: Stage1, params: dict, clas
     return frozen, {
         "params": plan.trainer_params(params), "epochs": plan.epochs, "batch_size": plan.batch_size,
         "lr_step_first": plan.lr_step_first}
+
+
+def stage1_weights(stage1: Stage1, epoch: str) -> dict:
+    """The stage-1 backbone and method weights stage 2 starts from: the last epoch's, or
+    (`epoch` bestval) those of its epoch best on validation."""
+    if epoch == "last":
+        return stage1.state
+    weights = stage1.state.get("bestval_weights")
+    if weights is None:
+        raise UserError(f"stage1_epoch = bestval: stage-1 run {stage1.spec.run_id} ({stage1.spec.label}) kept no weights "
+                        "of an epoch best on validation (its data has no validation split, or it was trained before "
+                        "checkpoints kept them): move its folder away to train it again, or leave stage1_epoch at last")
+    return weights

@@ -19,7 +19,8 @@ from ltbench.errors import UserError, unknown_name
 from ltbench.models import check_backbone
 from ltbench.presets import PRESETS, preset_values, protocol_base
 from ltbench.settings import (
-    EXECUTION, SETTINGS, SPEC_FIELDS, UNSET_WORDS, Setting, as_settings, check_all, check_relations, defaults, show_value,
+    EXECUTION, SETTINGS, SPEC_FIELDS, UNSET_WORDS, Setting, as_settings, check_all, check_relations, defaults, in_spec,
+    show_value,
 )
 from ltbench.spec import RunSpec
 
@@ -181,6 +182,7 @@ def resolve(method: str, dataset: str, imbalance_factor: float, seed: int, prese
         check_all(schemas[owner], own, f"{owner}.")
         check_relations({**values, **own}, changed | {k for k in own if own[k] != pure_hp[owner][k]}, owner)
         registry.method(owner).check(own)
+    hp, pure_hp = ({owner: in_spec(schemas[owner], own) for owner, own in d.items()} for d in (hp, pure_hp))
     execution = {k: values.pop(k) for k in list(values) if SETTINGS[k].kind == EXECUTION}
     for k in execution:
         pure.pop(k)

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ltbench import distributed
+from ltbench.checkpoints import weights_copy
 from ltbench.data.datasets import LongTailData, has_validation
 from ltbench.data.pipeline import eval_batches, make_loader
 from ltbench.method import Method, Progress
@@ -110,6 +111,7 @@ class Trainer:
         # model selection on validation: the best validation top-1 so far, its epoch, and the
         # test top-1 there (reported as top1_bestval; top1_best is chosen on test)
         self.best_val_top1, self.bestval_epoch, self.top1_bestval = -1.0, -1, None
+        self.bestval_weights = None  # that epoch's backbone and method (a stage 2 may start there)
         self.seconds_before, self.images_before = 0.0, 0
         # one row per finished epoch: epoch (1-based), lr, loss, the method's recorded parts,
         # images/s, training seconds so far, and top-1 / many / medium / few where evaluated
@@ -139,6 +141,7 @@ class Trainer:
             "best_val_top1": self.best_val_top1,
             "bestval_epoch": self.bestval_epoch,
             "top1_bestval": self.top1_bestval,
+            "bestval_weights": self.bestval_weights,
             "seconds": seconds,
             "images": images,
             "history": self.history,
@@ -157,6 +160,7 @@ class Trainer:
         # checkpoints of earlier versions chose nothing on validation
         self.best_val_top1 = state.get("best_val_top1", -1.0)
         self.bestval_epoch, self.top1_bestval = state.get("bestval_epoch", -1), state.get("top1_bestval")
+        self.bestval_weights = state.get("bestval_weights")
         self.seconds_before, self.images_before = state["seconds"], state["images"]
         # checkpoints of earlier versions kept the mean loss per epoch only
         self.history = [dict(row) for row in state["history"]] if "history" in state else [
@@ -223,6 +227,7 @@ class Trainer:
         # the first epoch of the best validation top-1, as top1_best takes the first best on test
         if counts is not None and counts.top1 > self.best_val_top1:
             self.best_val_top1, self.bestval_epoch, self.top1_bestval = float(counts.top1), epoch, float(top1)
+            self.bestval_weights = weights_copy(self.backbone, self.method)
 
     def _calibrate(self) -> tuple[dict, float]:
         start = time.perf_counter()

@@ -11,6 +11,7 @@ from ltbench.data.datasets import has_validation
 from ltbench.errors import UserError
 from ltbench.metrics import ClassCounts
 from ltbench.settings import LR_SEARCH, Search, Setting, Stage2Plan, with_default
+from ltbench.stages import STAGE1_EPOCH
 
 
 def effective_number_weights(class_counts: torch.Tensor, beta: float) -> torch.Tensor:
@@ -147,6 +148,7 @@ def classifier_stage2_settings(prefix: str, epochs: int, config: str) -> dict[st
                                            "at the lr of (e + 1) / E and the last at 0",
                                            source=f"{RUN_NETWORKS} L255: scheduler.step() before the epoch; "
                                            "L159-160: CosineAnnealingLR(num_epochs, eta_min=endlr)", earlier=False),
+        "stage1_epoch": STAGE1_EPOCH,
     }
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from ltbench.method import Method
 from ltbench_methods.ce import CrossEntropy
 from ltbench.settings import Setting
+from ltbench.stages import STAGE1_EPOCH
 from ltbench_methods.common import POST_HOC, choose_on_validation, require
 
 
@@ -27,6 +28,7 @@ class TauNormalisation(Method):
         "tau_grid": Setting([round(0.1 * i, 1) for i in range(21)], "the taus tried on validation; one value fixes "
                             "tau", low=0, high=100,
                             source="classifier-balancing tau_norm.py: for p in np.linspace(0, 2, 21)"),
+        "stage1_epoch": STAGE1_EPOCH,
     }
 
     def __init__(self, hp, class_counts, feature_dim):

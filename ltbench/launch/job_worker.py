@@ -1,7 +1,8 @@
-"""One job of `ltbench run --jobs N`: a process that trains one run and exits.
+"""One job of `ltbench run --jobs N` (or `ltbench evaluate --jobs N`): a process that trains
+(or evaluates) one run and exits.
 
     python -m ltbench.launch.job_worker --results-dir DIR --device DEV --threads T --context JSON
-        [--wait] [--launcher-pid PID] SPEC_JSON
+        [--task train|evaluate] [--wait] [--launcher-pid PID] SPEC_JSON
 
 ltbench.launch.jobs starts it; its exit status says how the run ended (EXIT_CODES), its
 output is one plain line per epoch. A process per run keeps the jobs apart: a run that
@@ -51,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", required=True)
     parser.add_argument("--threads", type=int, required=True)
     parser.add_argument("--context", required=True, help="the run's context (ltbench.run_context), as JSON")
+    parser.add_argument("--task", default="train", choices=["train", "evaluate"],
+                        help="what to do with the run (ltbench.launch.tasks)")
     parser.add_argument("--wait", action="store_true", help="wait for a run another process holds")
     parser.add_argument("--launcher-pid", type=int, help="end when this process (the launcher) ends")
     args = parser.parse_args(argv)
@@ -59,17 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import torch
 
+        from ltbench.launch.tasks import TASKS
         from ltbench.progress import PlainReporter
         from ltbench.run_context import RunContext
-        from ltbench.runner import execute
         from ltbench.spec import RunSpec
 
         # the thread count is part of a CPU run's arithmetic, and the result row records it
         torch.set_num_threads(args.threads)
         spec = RunSpec.from_dict(json.loads(args.spec))
-        status = execute(spec, args.results_dir, args.device, PlainReporter(),
-                         RunContext.from_dict(json.loads(args.context)),
-                         log=lambda line: print(line, flush=True), wait=args.wait)
+        status = TASKS[args.task].payload(spec, args.results_dir, args.device, PlainReporter(),
+                                          RunContext.from_dict(json.loads(args.context)),
+                                          log=lambda line: print(line, flush=True), wait=args.wait)
     except KeyboardInterrupt:
         # the launcher may pass Ctrl-C on after the terminal did: a second one must not cut
         # this exit short. The last epoch checkpoint is on disk; a rerun resumes from it.

@@ -1,5 +1,6 @@
 """`ltbench run --jobs N`: up to N runs at once on this machine, each a process of its own
-(ltbench.launch.job_worker), on the devices of a JobPlan in turn.
+(ltbench.launch.job_worker), on the devices of a JobPlan in turn. `ltbench evaluate --jobs N`
+evaluates finished runs the same way (a Task says which).
 
 A run's result does not depend on what ran beside it: each job is a fresh process with the
 same code path as `--jobs 1` (ltbench.runner.execute) and a fixed thread count, and the run's
@@ -25,6 +26,7 @@ from ltbench import stages
 from ltbench.launch.job_plan import JobPlan, visible_gpu
 from ltbench.launch.job_view import PassThrough, open_output
 from ltbench.launch.job_worker import EXIT_CODES, INTERRUPTED
+from ltbench.launch.tasks import TRAIN, Task
 from ltbench.run_context import RunContext
 from ltbench.spec import RunSpec
 from ltbench.store import RunStore
@@ -45,22 +47,24 @@ class Job:
     device: str
     process: subprocess.Popen
     output: Path | None  # the file its output goes to; None: this process's output
+    task: Task = TRAIN
 
 
 def run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log=print, view=None,
-             context: RunContext | None = None) -> dict:
-    """Runs `specs` as up to plan.jobs processes at once; returns run_id -> done | failed.
-    `view` (ltbench.launch.job_view) says where the jobs' output goes and shows them;
+             context: RunContext | None = None, task: Task = TRAIN) -> dict:
+    """Runs `task` on `specs` as up to plan.jobs processes at once; returns run_id -> done |
+    failed. `view` (ltbench.launch.job_view) says where the jobs' output goes and shows them;
     `context` goes to every job as an argument."""
     view = view or PassThrough()
     with view:
-        return _run_jobs(specs, results_dir, plan, log, view, context or RunContext())
+        return _run_jobs(specs, results_dir, plan, log, view, context or RunContext(), task)
 
 
-def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view, context: RunContext) -> dict:
+def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view, context: RunContext, task: Task) -> dict:
     store = RunStore(results_dir)
     numbers = {spec.run_id: i for i, spec in enumerate(specs, 1)}
-    stage1_of = {s.run_id: first.run_id for s in specs if (first := stages.stage1_spec(s)) is not None}
+    stage1_of = {s.run_id: first.run_id for s in specs
+                 if task.after_stage1 and (first := stages.stage1_spec(s)) is not None}
     queue = [(spec, False) for spec in specs]  # (spec, wait for its lock)
     running: dict[int, Job] = {}
     statuses = {}
@@ -73,13 +77,13 @@ def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view, conte
                     break
                 spec, wait = queue.pop(picked)
                 head = f"[{numbers[spec.run_id]}/{len(specs)}] {spec.label} ({spec.run_id})"
-                if store.state(spec.run_id) == "done":
+                if task.finished(store, spec.run_id):
                     log(f"{head}: done meanwhile, by another process")
                     statuses[spec.run_id] = "done"
                     continue
                 slot = min(s for s in range(plan.jobs) if s not in running)
                 running[slot] = start(spec, numbers[spec.run_id], slot, plan, results_dir, wait,
-                                      view.output_for(spec.run_id), context)
+                                      view.output_for(spec.run_id), context, task)
                 view.started(running[slot])
                 log(f"{head} on {running[slot].device}")
             time.sleep(POLL_SECONDS)
@@ -121,7 +125,7 @@ def next_ready(queue: list[tuple[RunSpec, bool]], stage1_of: dict[str, str], run
 
 
 def start(spec: RunSpec, number: int, slot: int, plan: JobPlan, results_dir, wait: bool, output: Path | None,
-          context: RunContext) -> Job:
+          context: RunContext, task: Task = TRAIN) -> Job:
     device = plan.device_for(slot)
     threads = str(plan.threads)
     env = dict(os.environ, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -131,12 +135,12 @@ def start(spec: RunSpec, number: int, slot: int, plan: JobPlan, results_dir, wai
         job_device = "cuda:0"  # the only GPU the job sees
     command = [sys.executable, "-m", "ltbench.launch.job_worker", json.dumps(spec.to_dict()),
                "--results-dir", str(results_dir), "--device", job_device, "--threads", threads,
-               "--context", json.dumps(context.to_dict()), "--launcher-pid", str(os.getpid())]
+               "--context", json.dumps(context.to_dict()), "--launcher-pid", str(os.getpid()), "--task", task.name]
     # the job's output (one line per epoch) goes to `output`, else where this process's goes
     with open_output(output) if output is not None else nullcontext() as sink:
         process = subprocess.Popen(command + (["--wait"] if wait else []), env=env, stdout=sink,
                                    stderr=subprocess.STDOUT if output is not None else None)
-    return Job(spec, number, slot, device, process, output)
+    return Job(spec, number, slot, device, process, output, task)
 
 
 
@@ -149,7 +153,9 @@ def outcome(job: Job, code: int, store: RunStore, total: int, log) -> str:
         row = store.read_result(job.spec.run_id)
         log(f"{head}: done, top-1 {float(row['top1']):.2f} %")
     elif status == "busy":
-        log(f"{head}: another process is training it; back to it after the rest of the queue")
+        log(f"{head}: another process is {job.task.doing} it; back to it after the rest of the queue")
+    elif status == "failed" and job.task is not TRAIN:
+        log(f"{head}: failed to {job.task.name}; its output says why{output}")
     elif status == "failed" and store.state(job.spec.run_id) == "failed":
         row = store.read_result(job.spec.run_id)
         log(f"{head}: failed: {row['error']} (see {store.run_dir(job.spec.run_id) / 'error.log'}{output})")

@@ -1,5 +1,6 @@
 """`ltbench run --launcher slurm`: the sweep's runs as one submitit job array (two, when
-two-stage runs wait for the stage-1 runs they reuse).
+two-stage runs wait for the stage-1 runs they reuse). `ltbench evaluate --launcher slurm`:
+the finished runs to evaluate as one array.
 
 Each job calls the same `execute` the local launcher calls. It is Checkpointable: on
 pre-emption or time-out submitit requeues it, and `execute` resumes from the run's last
@@ -17,11 +18,11 @@ from submitit.core.utils import FailedJobError, FailedSubmissionError
 from ltbench import distributed, environment, stages
 from ltbench.errors import UserError
 from ltbench.progress import PlainReporter
-from ltbench.runner import execute
 from ltbench.launch.slurm_options import SlurmOptions, add_arguments, options_from_args
 from ltbench.launch.slurm_queue import (
-    Submission, SubmissionRecord, check_cluster, job_logs, queued_states, scheduler_states,
+    EVALUATIONS, Submission, SubmissionRecord, check_cluster, job_logs, queued_states, scheduler_states,
 )
+from ltbench.launch.tasks import EVALUATE, TASKS, TRAIN, Task
 from ltbench.launch.slurm_wait import wait_for
 from ltbench.progress import console
 from ltbench.run_context import RunContext
@@ -32,13 +33,15 @@ __all__ = ["add_arguments", "launch", "scheduler_states", "job_logs", "Checkpoin
 
 
 class CheckpointableRun(submitit.helpers.Checkpointable):
-    """One run as a Slurm job. The inherited `checkpoint` resubmits this same call, which is
-    all a requeue needs: the progress lives in the run's checkpoint file, not in this object."""
+    """One run as a Slurm job (its training, or with task "evaluate" its evaluation). The
+    inherited `checkpoint` resubmits this same call, which is all a requeue needs: the progress
+    lives in the run's checkpoint file, not in this object."""
 
-    def __init__(self, results_dir: str, device: str, context: RunContext):
+    def __init__(self, results_dir: str, device: str, context: RunContext, task: str = TRAIN.name):
         self.results_dir = results_dir
         self.device = device
         self.context = context  # pickled with the call: the job reads no environment for it
+        self.task = task
 
     def __call__(self, spec: RunSpec) -> str:
         if submitit.JobEnvironment().num_tasks > 1:
@@ -52,7 +55,7 @@ class CheckpointableRun(submitit.helpers.Checkpointable):
             reporter = PlainReporter() if distributed.is_main() else None
             # a run another process holds (a local sweep on the same results dir) is waited
             # for, not skipped: the job then ends with the run's outcome, as --wait reports it
-            return execute(spec, self.results_dir, self.device, reporter, self.context, wait=True)
+            return TASKS[self.task].payload(spec, self.results_dir, self.device, reporter, self.context, wait=True)
 
 
 def launch(specs: list[RunSpec], results_dir, args, device: str | None = None,
@@ -105,19 +108,44 @@ def stage1_waits(todo: list[RunSpec], stage1_of: dict[str, str],
     return [s for s in todo if s.run_id not in waits], waits
 
 
-def _submit(specs, results_dir, options, device, record, context, after=()) -> dict[str, str]:
+def launch_evaluations(specs: list[RunSpec], results_dir, args, device: str = "auto",
+                       context: RunContext | None = None) -> int:
+    """Submit the evaluations of finished runs (`ltbench evaluate`) not already queued as one
+    job array, recorded apart from the training jobs; with --wait, follow them to the end.
+    Returns 0, or 1 when --wait saw an evaluation end without its predictions."""
+    options = options_from_args(args)
+    results_dir = Path(results_dir).resolve()
+    record = SubmissionRecord(results_dir, EVALUATIONS)
+    check_cluster(options.partition)
+    previous = record.read()
+    queued = queued_states(previous[s.run_id].job_id for s in specs if s.run_id in previous)
+    todo = [s for s in specs if s.run_id not in previous or previous[s.run_id].job_id not in queued]
+    if len(todo) < len(specs):
+        console.print(f"{len(specs) - len(todo)} evaluation(s) already queued or running in Slurm; not submitted again")
+    if todo:
+        _submit(todo, results_dir, options, device, record, context or RunContext(), task=EVALUATE)
+    else:
+        console.print("nothing to submit")
+    if not options.wait:
+        return 0
+    return wait_for([s.run_id for s in specs], results_dir, record_name=EVALUATIONS,
+                    ended=lambda store, run_id, _: "done" if EVALUATE.finished(store, run_id) else None)
+
+
+def _submit(specs, results_dir, options, device, record, context, after=(), task: Task = TRAIN) -> dict[str, str]:
     """Submits one array, records it, says so; returns run id -> job id."""
-    submitted = submit(specs, results_dir, options, device, context, after)
+    submitted = submit(specs, results_dir, options, device, context, after, task)
     record.add(submitted)
     array = next(iter(submitted.values())).job_id.split("_")[0]
     waits = f", to start once job(s) {' '.join(after)} have ended" if after else ""
-    console.print(f"submitted {len(specs)} run(s) as Slurm job {array}{waits}; logs under {results_dir / 'slurm'}\n"
+    what = "run(s)" if task is TRAIN else "evaluation(s)"
+    console.print(f"submitted {len(specs)} {what} as Slurm job {array}{waits}; logs under {results_dir / 'slurm'}\n"
                   f"follow it with: ltbench status --results-dir {results_dir}  (or squeue -j {array})")
     return {run_id: sub.job_id for run_id, sub in submitted.items()}
 
 
 def submit(specs: list[RunSpec], results_dir: Path, options: SlurmOptions, device: str, context: RunContext,
-           after: list[str] = ()) -> dict[str, Submission]:
+           after: list[str] = (), task: Task = TRAIN) -> dict[str, Submission]:
     executor = submitit.AutoExecutor(folder=results_dir / "slurm" / "%j", cluster="slurm")
     parameters = options.executor_parameters()
     if after:
@@ -130,12 +158,12 @@ def submit(specs: list[RunSpec], results_dir: Path, options: SlurmOptions, devic
         # submitit echoes sbatch's complaints to stderr; the error below says them once. Its
         # job pickles are code the jobs run: no one but the user may write them or their folders
         with contextlib.redirect_stderr(io.StringIO()), owner_writes_only():
-            jobs = executor.map_array(CheckpointableRun(str(results_dir), device, context), specs)
+            jobs = executor.map_array(CheckpointableRun(str(results_dir), device, context, task.name), specs)
     except (FailedJobError, FailedSubmissionError) as exc:
         raise UserError(f"sbatch refused the job array: {_sbatch_errors(exc)}",
                         hint="check the --slurm-* options (or the [slurm] config table) against this cluster") from None
     store = RunStore(results_dir)
-    for spec in specs:
+    for spec in specs if task is TRAIN else ():
         # a queued run is listed by `ltbench status` before its job starts; a corrupt folder's
         # files are left for its job to set aside
         if store.state(spec.run_id) != "corrupt":

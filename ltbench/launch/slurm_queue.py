@@ -99,11 +99,16 @@ def run_state(slurm_state: str, restarts: int) -> str:
     return "running"
 
 
-class SubmissionRecord:
-    """`<results>/slurm/submissions.json`: run id -> its latest Submission."""
+SUBMISSIONS, EVALUATIONS = "submissions.json", "evaluations.json"  # the training jobs', the evaluation jobs'
 
-    def __init__(self, results_dir):
-        self.path = Path(results_dir) / "slurm" / "submissions.json"
+
+class SubmissionRecord:
+    """`<results>/slurm/submissions.json`: run id -> its latest Submission (the jobs that
+    train runs; `evaluations.json` keeps those of `ltbench evaluate` apart, so a finished
+    run's evaluation is never taken for its training)."""
+
+    def __init__(self, results_dir, name: str = SUBMISSIONS):
+        self.path = Path(results_dir) / "slurm" / name
 
     def read(self) -> dict[str, Submission]:
         if not self.path.exists():
@@ -141,13 +146,13 @@ def outcome(store: RunStore, run_id: str, submission: Submission) -> str | None:
     return None
 
 
-def submission_states(submissions: dict[str, Submission], store: RunStore) -> dict[str, str]:
+def submission_states(submissions: dict[str, Submission], store: RunStore, ended=outcome) -> dict[str, str]:
     """Run id -> pending | running | requeued | suspended while its job is in the queue, then
-    done | failed from its result, or lost: the job ended without writing one (killed for
-    memory, cancelled, node failure; its log says why)."""
+    done | failed from its result (`ended`: how the store says it), or lost: the job ended
+    without writing one (killed for memory, cancelled, node failure; its log says why)."""
     queued = queued_states(s.job_id for s in submissions.values())
     return {
-        run_id: queued.get(submission.job_id) or outcome(store, run_id, submission) or "lost"
+        run_id: queued.get(submission.job_id) or ended(store, run_id, submission) or "lost"
         for run_id, submission in submissions.items()
     }
 

@@ -11,16 +11,19 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ltbench.launch.slurm_queue import SubmissionRecord, submission_states
+from ltbench.launch.slurm_queue import SUBMISSIONS, SubmissionRecord, outcome, submission_states
 from ltbench.progress import console
 from ltbench.store import RunStore
 
 POLL_SECONDS = 2.0
 
 
-def wait_for(run_ids: list[str], results_dir: Path, poll_seconds: float = POLL_SECONDS) -> int:
-    """Blocks until none of the runs is queued or running; returns 0 if all are done, else 1."""
-    record = SubmissionRecord(results_dir).read()
+def wait_for(run_ids: list[str], results_dir: Path, poll_seconds: float = POLL_SECONDS, record_name: str = SUBMISSIONS,
+             ended=outcome) -> int:
+    """Blocks until none of the runs is queued or running; returns 0 if all are done, else 1.
+    `record_name` and `ended`: which jobs (ltbench.launch.slurm_queue.SubmissionRecord), and
+    how the store says one of them ended."""
+    record = SubmissionRecord(results_dir, record_name).read()
     submissions = {run_id: record[run_id] for run_id in run_ids if run_id in record}
     store = RunStore(results_dir)
     columns = (TextColumn("[bold]Slurm"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[counts]}"),
@@ -29,7 +32,7 @@ def wait_for(run_ids: list[str], results_dir: Path, poll_seconds: float = POLL_S
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("runs", total=len(submissions), counts="")
             while True:
-                states = submission_states(submissions, store)
+                states = submission_states(submissions, store, ended)
                 finished = sum(state in ("done", "failed", "lost") for state in states.values())
                 progress.update(task, completed=finished, counts=_counts(states))
                 if finished == len(states):

@@ -88,7 +88,7 @@ def run(args) -> int:
         return 0
 
     agg = aggregate(labelled)
-    assessment = significance.assess(labelled, baseline)
+    assessment = significance.assess(labelled, baseline, metrics=tables.ASSESSED)
     rankings = ranks.ranking_section(agg)
     provenance = Provenance(labelled)
     left_out = chosen.left_out + calibration.left_out

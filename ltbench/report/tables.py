@@ -8,6 +8,7 @@ from .aggregate import grid, in_cell, table_cells
 from .formats import (NO_GROUP, PM, dataset_name, fmt_factor, fmt_mean_std, plural,
                       shown_label)
 from .model import Section, Table
+from .significance import SHOT_METRICS, best_note, italic_note
 
 
 def _groups(cells) -> list[tuple[str, int]]:
@@ -29,51 +30,82 @@ def _protocol_note(agg: pd.DataFrame) -> str:
 
 # --- the tables -------------------------------------------------------------------------
 
+# what the main tables emphasise: the headline, its variant chosen on validation, the groups
+ASSESSED = ("top1", "top1_bestval", *SHOT_METRICS)
+# the main tables' columns that were chosen on the test set, named so in the CSV
+ON_TEST = {"top1_best_mean": "top1_best_on_test_mean", "top1_best_std": "top1_best_on_test_std"}
+
+
 def main_table(agg: pd.DataFrame, assessment=None) -> Section:
-    """Methods x (dataset, factor): top-1 mean +- std over seeds; bold (best), underlined
-    (tied with the best), marked and italic as `assessment` (significance.Assessment) says;
-    without one, nothing is emphasised."""
-    cells = table_cells(agg)
-    labels = list(dict.fromkeys(agg["label"]))
-    # One seed count for the whole table goes in the caption instead of every cell.
+    """Methods x (dataset, factor): top-1 mean +- std over seeds at the last epoch, the
+    headline; beside it, where the runs recorded it, the same at the epoch best on
+    validation (top1_bestval). Bold (best), underlined (tied with the best), marked and
+    italic as `assessment` (significance.Assessment) says; without one, nothing is
+    emphasised."""
     same_n = agg["seeds"].nunique() == 1
-    rows = [[shown_label(label)] for label in labels]
-    bold, underline, italic, sources = set(), set(), set(), {}
-    for i, j, dataset, factor, label, r in grid(agg, labels, cells):
-        if r is None:
-            rows[i].append("")
-            continue
-        sources[(i, j)] = r.get("run_ids", ())
-        text = fmt_mean_std(r.top1_mean, r.top1_std)
-        if assessment is not None:
-            text += assessment.mark(label, dataset, factor, "top1")
-            if assessment.is_best(label, dataset, factor, "top1"):
-                bold.add((i, j))
-            if assessment.is_tied(label, dataset, factor, "top1"):
-                underline.add((i, j))
-            if assessment.few_seeds(label, dataset, factor, "top1"):
-                italic.add((i, j))
-        rows[i].append(text if same_n else f"{text} (n={r.seeds})")
+    # One seed count for the whole table goes in the caption instead of every cell.
     seeds = (f"{plural(agg['seeds'].iloc[0], 'seed')} in every cell" if same_n
              else "n = number of seeds")
-    notes = ["Top-1 at the last epoch, mean" + PM + f"sample standard deviation over seeds ({seeds}; "
-             "a single seed has no \u00b1). Blank: not run. Intervals: see Confidence intervals."]
-    if assessment is not None:
-        notes += assessment.table_notes("top1", bool(italic))
-    notes.append(_protocol_note(agg))
-    table = Table(header=["Method"] + [f"IF {fmt_factor(f)}" for _, f in cells],
-                  rows=rows, groups=_groups(cells), bold=bold, underline=underline,
-                  italic=italic,
-                  title="Top-1 accuracy (%)", notes=notes, sources=sources)
+    last = _top1_table(agg, "top1", assessment, "Top-1 accuracy (%)",
+                       "Top-1 at the last epoch, mean" + PM + f"sample standard deviation over seeds ({seeds}; "
+                       "a single seed has no \u00b1). Blank: not run. Intervals: see Confidence intervals.")
+    tables = [last]
+    if agg["top1_bestval_mean"].notna().any():
+        tables.append(_top1_table(
+            agg, "top1_bestval", assessment, "Top-1 accuracy at the epoch best on validation (%)",
+            "Test top-1 at the evaluated epoch whose validation top-1 is best (top1_bestval: chosen on the "
+            "validation split, never on the test set), mean" + PM + f"sample std over seeds ({seeds}). "
+            "Blank: not run, or no validation split.", compared=False))
+    else:
+        last.notes.append("No run here recorded top1_bestval (the epoch best on validation): runs of this "
+                          "version record it where the dataset has a validation split.")
+    last.notes.append(_protocol_note(agg))
     data = agg[["label", "method", "dataset", "imbalance_factor", "preset", "params_key",
-                "seeds", "seed_list", "top1_mean", "top1_std"]].copy()
+                "seeds", "seed_list", "top1_mean", "top1_std", "top1_bestval_mean", "top1_bestval_std"]].copy()
     if assessment is not None:
-        extra = assessment.columns(agg, ["top1"])
+        extra = assessment.columns(agg, ["top1", "top1_bestval"])
         data["best_in_column"] = extra.pop("top1_best")
         data = pd.concat([data, extra.drop(columns=[c for c in extra if c in data])], axis=1)
     else:
         data["best_in_column"] = False
-    return Section("main", "Main table", [table], data.rename(columns={"params_key": "params"}))
+    return Section("main", "Main table", tables, data.rename(columns={"params_key": "params"}))
+
+
+def _top1_table(agg: pd.DataFrame, metric: str, assessment, title: str, lead: str, compared: bool = True) -> Table:
+    """One methods x (dataset, factor) table of `metric`; `lead` is its first note. Without
+    `compared`, its cells are not marked against the baseline (the headline's are)."""
+    cells = table_cells(agg)
+    labels = list(dict.fromkeys(agg["label"]))
+    same_n = agg["seeds"].nunique() == 1
+    rows = [[shown_label(label)] for label in labels]
+    bold, underline, italic, sources = set(), set(), set(), {}
+    for i, j, dataset, factor, label, r in grid(agg, labels, cells):
+        if r is None or pd.isna(r[f"{metric}_mean"]):
+            rows[i].append("")
+            continue
+        sources[(i, j)] = r.get("run_ids", ())
+        text = fmt_mean_std(r[f"{metric}_mean"], r[f"{metric}_std"])
+        if assessment is not None:
+            text += assessment.mark(label, dataset, factor, metric) if compared else ""
+            if assessment.is_best(label, dataset, factor, metric):
+                bold.add((i, j))
+            if assessment.is_tied(label, dataset, factor, metric):
+                underline.add((i, j))
+            if assessment.few_seeds(label, dataset, factor, metric):
+                italic.add((i, j))
+        rows[i].append(text if same_n else f"{text} (n={r.seeds})")
+    notes = [lead]
+    if assessment is not None and compared:
+        notes += assessment.table_notes(metric, bool(italic))
+    elif assessment is not None:
+        notes.append(best_note(assessment.alpha))
+        if italic:
+            notes.append(italic_note())
+        if assessment.baseline is not None:
+            notes.append("Compared with the baseline at the last epoch only (the table above).")
+    return Table(header=["Method"] + [f"IF {fmt_factor(f)}" for _, f in cells],
+                 rows=rows, groups=_groups(cells), bold=bold, underline=underline,
+                 italic=italic, title=title, notes=notes, sources=sources)
 
 
 def many_medium_few_tables(agg: pd.DataFrame, assessment=None) -> Section:
@@ -125,8 +157,8 @@ def many_medium_few_tables(agg: pd.DataFrame, assessment=None) -> Section:
                     notes=notes, sources=sources)] if cells else []
     columns = ["label", "method", "dataset", "imbalance_factor", "seeds", "mmf_convention",
                "n_many", "n_medium", "n_few"]
-    columns += [f"{m}_{s}" for m in list(GROUPS) + ["top1", "top1_best"] for s in ("mean", "std")]
-    data = agg[columns].copy()
+    columns += [f"{m}_{s}" for m in list(GROUPS) + ["top1", "top1_bestval", "top1_best"] for s in ("mean", "std")]
+    data = agg[columns].rename(columns=ON_TEST)
     if assessment is not None:
         extra = assessment.columns(agg, GROUPS)
         data = pd.concat([data, extra.drop(columns=[c for c in extra if c in data])], axis=1)
