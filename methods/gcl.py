@@ -53,6 +53,7 @@ import torch.nn.functional as F
 from ltbench.method import Draw, LinearClassifierMethod, Method
 from ltbench.mixing import mix_options, mix_settings, mixed_loss
 from ltbench.settings import Setting
+from ltbench.stages import STAGE1_EPOCH
 from ltbench_methods.common import NormedLinear, classifier_stage2, with_dataset_defaults
 
 GCL = "Keke921/GCLLoss@c2a6233"
@@ -153,6 +154,7 @@ class GCL(Method):
     # an instance's follow its hyperparameters
     draws = {"main": Draw(sampler="class_balanced", mix="mixup", mix_alpha=1.0)}
     hyperparameters = {
+        "stage1_epoch": STAGE1_EPOCH,
         "gcl_margin": Setting(0.1, "stage-2 margin m taken off the target's cosine", low=0, high=1,
                               source=f"{CLASSIFIER} L221: GCLLoss(m=0.1)"),
         "gcl_scale": Setting(20.0, "stage-2 scale s of the cosine logits", above=0, high=1000,

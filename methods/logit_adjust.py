@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from ltbench.method import LinearClassifierMethod, Method
-from ltbench_methods.ce import CrossEntropy
 from ltbench.settings import Search, Setting
+from ltbench.stages import STAGE1_EPOCH
+from ltbench_methods.ce import CrossEntropy
 from ltbench_methods.common import POST_HOC, choose_on_validation, log_prior, require
 
 # tau = 1 is the Bayes-optimal correction for the balanced error (the paper's Theorem 1)
@@ -40,6 +41,7 @@ class PostHocLogitAdjustment(Method):
     stage1 = CrossEntropy
     hyperparameters = {
         "tau": TAU,
+        "stage1_epoch": STAGE1_EPOCH,
         # unset by default: Table 3's post-hoc row is tau = 1, which needs no choice
         "tau_grid": Setting(None, "taus to choose from by balanced accuracy on the validation split, e.g. "
                             "0,0.25,...,2; unset: tau as set", optional=True, dtype=list, item_type=float, low=0,

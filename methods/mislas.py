@@ -53,6 +53,7 @@ from torch import nn
 from ltbench.method import Draw, Method, classifier_init
 from ltbench.mixing import mix_options, mix_settings
 from ltbench.settings import Setting, Stage2Plan, with_default
+from ltbench.stages import STAGE1_EPOCH
 from ltbench_methods.ce import CrossEntropy
 from ltbench_methods.common import with_dataset_defaults
 
@@ -178,6 +179,7 @@ class MiSLAS(Method):
     stage1 = MixupCrossEntropy
     draws = {"main": Draw(sampler="class_balanced", per_class=4)}
     hyperparameters = {
+        "stage1_epoch": STAGE1_EPOCH,
         "smooth_head": Setting(0.3, "eps_1, the label smoothing of the largest class", low=0, high=1,
                                source=f"{C10} L39: smooth_head 0.3"),
         "smooth_tail": Setting(0.0, "eps_K, the label smoothing of the smallest class", low=0, high=1,

@@ -50,6 +50,7 @@ from torch import nn
 from ltbench.constraints import is_due, max_norm_, max_norm_settings, radius_between_norms
 from ltbench.method import Method, classifier_init
 from ltbench.settings import Setting
+from ltbench.stages import STAGE1_EPOCH
 from ltbench_methods.ce import CrossEntropy
 from ltbench_methods.common import classifier_stage2, effective_number_weights
 
@@ -105,6 +106,7 @@ class WeightBalancing(Method):
     stage1 = CrossEntropyWeightDecay
     # trainval.py trains stage 2 on the same shuffled loader as stage 1 (demo2 L160-164)
     hyperparameters = {
+        "stage1_epoch": STAGE1_EPOCH,
         "wb_lr": Setting(0.01, "stage-2 learning rate (cosine to 0)", above=0, high=1e3,
                          source=f"{DEMO2} L335: base_lr = 0.01; L347: CosineAnnealingLR(eta_min=0.0)"),
         "wb_epochs": Setting(10, "stage-2 epochs", low=1, high=100_000, source=f"{DEMO2} L336: total_epoch_num = 10"),
