@@ -900,8 +900,8 @@ def test_long_format_has_one_row_per_run_and_metric(sweep, tmp_path, capsys):
     assert not long.duplicated(["run_id", "metric"]).any()
     for run in runs.itertuples():
         mine = long[long["run_id"] == run.run_id].set_index("metric")
-        for metric in ("top1", "top1_best", "many", "medium", "few", "wall_s", "images_per_s",
-                       "peak_mem_mb"):
+        for metric in ("top1", "top1_bestval", "top1_best", "many", "medium", "few", "val_top1", "wall_s",
+                       "images_per_s", "peak_mem_mb"):
             value = getattr(run, metric)
             if pd.isna(value):  # an empty shot group has no row, not a 0
                 assert metric not in mine.index
@@ -909,6 +909,10 @@ def test_long_format_has_one_row_per_run_and_metric(sweep, tmp_path, capsys):
                 assert mine.loc[metric, "value"] == pytest.approx(value)
         assert set(mine["method"]) == {run.method} and set(mine["seed"]) == {run.seed}
     assert one(long, run_id=runs["run_id"].iloc[0], metric="top1")["unit"] == "%"
+    expected = {"top1_bestval": "best_on_val", "top1_best": "best_on_test"}  # a figure chosen on test says so
+    for metric, selection in long.drop_duplicates("metric")[["metric", "selection"]].itertuples(index=False):
+        assert selection == expected.get(metric, "last_epoch"), metric
+    assert {"top1", "top1_best"} <= set(long["metric"])
     # the wide table back from the long one, as pandas users would
     wide = long.pivot_table(index="run_id", columns="metric", values="value")
     assert wide.loc[runs["run_id"], "top1"].to_numpy() == pytest.approx(runs["top1"].to_numpy())
