@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
+from ltbench.models import create_backbone
 from ltbench.settings import Setting, Stage2Plan, as_settings, with_default
 
 if TYPE_CHECKING:
@@ -146,6 +147,16 @@ class Method(nn.Module):
     def chain(cls) -> list[type["Method"]]:
         """The methods a run of this one trains, stage 1 first."""
         return [*(cls.stage1.chain() if cls.stage1 is not None else []), cls]
+
+    @classmethod
+    def create_backbone(cls, name: str, in_chans: int, hyperparameters: dict) -> nn.Module:
+        """The backbone a run of this method trains: timm's model `name` as a feature extractor.
+        A method whose heads take other features (one per expert: ltbench.experts) builds them here
+        from the run's hyperparameters (by method name, as in a spec); a stage 2 trains on the
+        backbone of its stage 1."""
+        if cls.stage1 is not None:
+            return cls.stage1.create_backbone(name, in_chans, hyperparameters)
+        return create_backbone(name, in_chans)
 
     @classmethod
     def check(cls, hp: dict) -> None:
