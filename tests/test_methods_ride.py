@@ -3,6 +3,7 @@ RIDELoss (model/loss.py L124-247), its multi-expert backbones (shared early laye
 the later stages per expert) and the forward FLOPs a run records, against FLOPs counted by hand
 from the convolutions' shapes."""
 
+import dataclasses
 import math
 
 import pytest
@@ -197,3 +198,68 @@ def test_three_experts_cost_about_twice_one():
         assert counted[experts] == cifar_resnet_flops(32, TOY_SIDE, data.num_classes, widths=(24, 48), experts=experts)
     assert 1.9 < counted[3] / counted[1] < 2.2
     assert trainer.backbone.training and trainer.method.training  # counted in eval mode, then put back
+
+
+# ---------------------------------------------------------------- the expert router (RIDE-EA)
+
+
+def ref_targets(logits, labels):
+    """ea_resnet_cifar.py L221-228, image by image: expert i's decision is 'help' where the sum
+    of experts 0..i predicts wrong and the sum of 0..j does right for some j > i."""
+    rows = []
+    for z, y in zip(logits.tolist(), labels.tolist()):
+        sums, correct = [0.0] * len(z[0]), []
+        for expert in z:
+            sums = [a + b for a, b in zip(sums, expert)]
+            correct.append(max(range(len(sums)), key=sums.__getitem__) == y)
+        rows.append([not correct[i] and any(correct[i + 1:]) for i in range(len(z) - 1)])
+    return rows
+
+
+def test_router_targets_image_by_image():
+    from ltbench_methods.ride_ea import router_targets
+
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(64, 4, 5, generator=gen)
+    labels = torch.randint(0, 5, (64,), generator=gen)
+    got = router_targets(logits, labels)
+    assert got.tolist() == ref_targets(logits, labels)
+    assert 0 < got.sum() < got.numel()  # the batch has both kinds of target
+
+
+def test_routing_stops_each_image_where_the_router_says():
+    from ltbench_methods.ride_ea import route
+
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(32, 3, 6, generator=gen)
+    # a router that reads the mean logits so far: go on while their top value is below a bar
+    bars = [1.5, 0.8]
+
+    def help_logit(i, mean):
+        return (bars[i] - mean.max(1).values) * 10
+
+    got, count = route(logits, help_logit)
+    for image in range(len(logits)):  # the original's evaluation loop (L236-250), one image at a time
+        total, used = logits[image, 0].clone(), 1
+        for i in range(1, 3):
+            if torch.sigmoid(help_logit(i - 1, (total / used)[None]))[0] <= 0.5:
+                break
+            total, used = total + logits[image, i], used + 1
+        assert count[image] == used
+        assert torch.allclose(got[image], total / used)
+    assert set(count.tolist()) == {1.0, 2.0, 3.0}  # some images stop at each expert
+
+
+def test_the_router_trains_on_a_frozen_ride_run_and_records_its_routing():
+    fresh = toy_data(seed=1)  # images of the same classes the runs never train on, as validation
+    data = dataclasses.replace(toy_data(), val_x=fresh.test_x, val_y=fresh.test_y)
+    trainer = toy_trainer(toy_spec("ride_ea", **{"ride_ea.ea_epochs": "1"}), data)
+    method = trainer.method
+    frozen = [p for p in method.experts.parameters()] + list(trainer.backbone.parameters())
+    before = [p.detach().clone() for p in frozen]
+    router = [p.detach().clone() for p in method.decide.parameters()]
+    outcome = trainer.fit()
+    assert all(torch.equal(a, p) for a, p in zip(before, frozen))  # experts and backbone untouched
+    assert any(not torch.equal(a, p) for a, p in zip(router, method.decide.parameters()))
+    assert 1 <= outcome.calibration["experts_per_image_val"] <= 3
+    assert "helps" in outcome.history[0]
