@@ -144,13 +144,23 @@ def expert_bases() -> list[str]:
     return [name.removeprefix(PREFIX) for name in timm.list_models(f"{PREFIX}*")]
 
 
-def create_expert_backbone(name: str, in_chans: int, num_experts: int, reduce_dimension: bool = True) -> nn.Module:
-    """The multi-expert form of backbone `name` (resnet32_cifar -> ride_resnet32_cifar), or the
-    registered multi-expert backbone `name` itself."""
+def is_multi_expert(name: str) -> bool:
+    """Whether timm's model `name` is one of the multi-expert backbones registered here."""
+    return name in timm.list_models(f"{PREFIX}*")
+
+
+def expert_form(name: str) -> str:
+    """The registered multi-expert backbone for `name` (resnet32_cifar -> ride_resnet32_cifar;
+    a multi-expert name is its own); a UserError where there is none."""
     check_backbone(name)
     registered = name if name.startswith(PREFIX) else PREFIX + name
-    if registered not in timm.list_models(f"{PREFIX}*"):
+    if not is_multi_expert(registered):
         raise UserError(f"backbone '{name}' has no multi-expert form",
                         hint=f"use one of {', '.join(expert_bases())}, e.g. --backbone {CIFAR_BACKBONES[2]}")
-    return timm.create_model(registered, pretrained=False, num_experts=num_experts,
+    return registered
+
+
+def create_expert_backbone(name: str, in_chans: int, num_experts: int, reduce_dimension: bool = True) -> nn.Module:
+    """The multi-expert form of backbone `name` (expert_form) with `num_experts` experts."""
+    return timm.create_model(expert_form(name), pretrained=False, num_experts=num_experts,
                              reduce_dimension=reduce_dimension, in_chans=in_chans)

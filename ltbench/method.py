@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
+from ltbench.errors import UserError
+from ltbench.experts import is_multi_expert
 from ltbench.models import create_backbone
 from ltbench.settings import Setting, Stage2Plan, as_settings, with_default
 
@@ -157,6 +159,18 @@ class Method(nn.Module):
         if cls.stage1 is not None:
             return cls.stage1.create_backbone(name, in_chans, hyperparameters)
         return create_backbone(name, in_chans)
+
+    @classmethod
+    def check_backbone(cls, name: str) -> None:
+        """Raise a UserError for a backbone (a timm name) this method cannot train on; a method
+        that overrides `create_backbone` says here which names that builds from. By default a
+        multi-expert backbone (one feature vector per expert) is refused: the heads take one."""
+        if cls.stage1 is not None:
+            return cls.stage1.check_backbone(name)
+        if is_multi_expert(name):
+            raise UserError(f"backbone '{name}' gives one feature vector per expert, and {cls.name} takes one per "
+                            "image", hint=f"use its plain form, --backbone {name.removeprefix('ride_')}, or a "
+                            "method built on experts (ride)")
 
     @classmethod
     def check(cls, hp: dict) -> None:

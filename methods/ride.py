@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltbench.experts import RIDE, create_expert_backbone
+from ltbench.experts import RIDE, create_expert_backbone, expert_form
 from ltbench.method import Method
 from ltbench.settings import Setting
 from ltbench_methods.common import NormedLinear, deferred_weights, drw_start_epoch, with_dataset_defaults
@@ -110,8 +110,9 @@ class RIDEExperts(Method):
                              source=f"{CIFAR_CONFIG} loss.args: reweight_epoch 160; {LOSS} L194: epoch > "
                              "reweight_epoch, 1-based epochs (base/base_trainer.py L75)"),
     }
-    trainer_defaults = {"backbone": "resnet32_cifar", "epochs": 200, "batch_size": 128, "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-4,
-                        "schedule": "step", "warmup_epochs": 5, "milestones": [0.8, 0.9], "lr_factors": [0.01, 0.0001]}
+    trainer_defaults = {"backbone": "resnet32_cifar", "epochs": 200, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
+                        "weight_decay": 5e-4, "schedule": "step", "warmup_epochs": 5, "milestones": [0.8, 0.9],
+                        "lr_factors": [0.01, 0.0001]}
     trainer_sources = {
         "backbone": f"{CIFAR_CONFIG} arch: ResNet32Model (ride_resnet_cifar.ResNet_s with num_experts > 1)",
         "epochs": f"{CIFAR_CONFIG} trainer: epochs 200",
@@ -160,6 +161,10 @@ class RIDEExperts(Method):
                    "drw_start": (0.8, f"{config} loss.args: reweight_epoch 80 (of 100); {LOSS} L194")}
             for name, config, factor in (("imagenet_lt", IMAGENET_CONFIG, 0.02), ("inat2018", INAT_CONFIG, 0.015))}
         return with_dataset_defaults(own, dataset, by_dataset)
+
+    @classmethod
+    def check_backbone(cls, name):
+        expert_form(name)
 
     @classmethod
     def create_backbone(cls, name, in_chans, hyperparameters):

@@ -152,6 +152,19 @@ def test_one_full_width_expert_is_the_plain_resnet32():
     assert sum(p.numel() for p in one.parameters()) == sum(p.numel() for p in plain.parameters())
 
 
+@pytest.mark.parametrize("method, backbone, why", [
+    ("ride", "vit_tiny_patch16_224", "has no multi-expert form"),
+    ("ride_ea", "vit_tiny_patch16_224", "has no multi-expert form"),
+    ("ce", "ride_resnet8_cifar", "gives one feature vector per expert, and ce takes one per image")])
+def test_a_backbone_the_method_cannot_use_is_refused_before_anything_runs(tmp_path, capsys, method, backbone, why):
+    from ltbench.cli import main
+
+    code = main(["run", "--methods", method, "--dataset", "cifar10_lt", "--if", "100", "--preset", "smoke",
+                 "--backbone", backbone, "--results-dir", str(tmp_path / "results")])
+    assert code == 2 and why in capsys.readouterr().err
+    assert not (tmp_path / "results").exists() or not any((tmp_path / "results").iterdir())
+
+
 def test_a_backbone_without_a_multi_expert_form_is_refused():
     from ltbench.errors import UserError
 

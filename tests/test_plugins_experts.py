@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltbench.experts import create_expert_backbone
+from ltbench.experts import create_expert_backbone, expert_form
 from ltbench.method import Method
 from ltbench.settings import Setting
 
@@ -30,6 +30,10 @@ class ExpertsCE(Method):
     name, display_name = "experts_ce", "Experts CE"
     hyperparameters = {"num_experts": Setting(2, "experts on the shared early layers", low=1, high=8,
                                               source="this plugin's own choice")}
+
+    @classmethod
+    def check_backbone(cls, name):
+        expert_form(name)  # a UserError, at resolve time, for a backbone with no multi-expert form
 
     @classmethod
     def create_backbone(cls, name, in_chans, hyperparameters):
