@@ -81,6 +81,22 @@ def ride_loss(cosines: torch.Tensor, labels: torch.Tensor, ldam: LDAMLoss, diver
     return total
 
 
+def _resnet50_schedule(config: str, batch_size: int, lr: float) -> dict:
+    """RIDE's ResNet-50 protocol on an image dataset (ImageNet-LT, iNaturalist): 100 epochs, wd
+    2e-4, a 5-epoch warm-up, the lr x0.1 at epochs 60 and 80 (CustomLR)."""
+    return {
+        "backbone": ("resnet50", f"{config} arch: ResNet50Model (RIDEResNet, 3 experts)"),
+        "epochs": (100, f"{config} trainer: epochs 100"),
+        "batch_size": (batch_size, f"{config} data_loader.args: batch_size {batch_size}"),
+        "lr": (lr, f"{config} optimizer.args: lr {lr}"),
+        "weight_decay": (2e-4, f"{config} optimizer.args: weight_decay 2e-4"),
+        "schedule": ("step", f"{config} lr_scheduler: CustomLR; {CUSTOM_LR}"),
+        "warmup_epochs": (5, f"{config} lr_scheduler.args: warmup_epoch 5"),
+        "milestones": ([0.6, 0.8], f"{config} lr_scheduler.args: step1 60, step2 80 (of 100)"),
+        "lr_factors": ([0.1, 0.01], f"{config} lr_scheduler.args: gamma 0.1"),
+    }
+
+
 class RIDEExperts(Method):
     """RIDE, distribution-aware diverse experts on shared early layers, all experts averaged (Wang et al., ICLR 2021)."""
 
@@ -125,30 +141,8 @@ class RIDEExperts(Method):
         "milestones": f"{CIFAR_CONFIG} lr_scheduler.args: step1 160, step2 180 (of 200)",
         "lr_factors": f"{CIFAR_CONFIG} lr_scheduler.args: gamma 0.01 (x0.01, then x0.0001); {CUSTOM_LR}",
     }
-    dataset_trainer_defaults = {
-        "imagenet_lt": {
-            "backbone": ("resnet50", f"{IMAGENET_CONFIG} arch: ResNet50Model (RIDEResNet, 3 experts)"),
-            "epochs": (100, f"{IMAGENET_CONFIG} trainer: epochs 100"),
-            "batch_size": (256, f"{IMAGENET_CONFIG} data_loader.args: batch_size 256"),
-            "lr": (0.1, f"{IMAGENET_CONFIG} optimizer.args: lr 0.1"),
-            "weight_decay": (2e-4, f"{IMAGENET_CONFIG} optimizer.args: weight_decay 2e-4"),
-            "schedule": ("step", f"{IMAGENET_CONFIG} lr_scheduler: CustomLR"),
-            "warmup_epochs": (5, f"{IMAGENET_CONFIG} lr_scheduler.args: warmup_epoch 5"),
-            "milestones": ([0.6, 0.8], f"{IMAGENET_CONFIG} lr_scheduler.args: step1 60, step2 80 (of 100)"),
-            "lr_factors": ([0.1, 0.01], f"{IMAGENET_CONFIG} lr_scheduler.args: gamma 0.1"),
-        },
-        "inat2018": {
-            "backbone": ("resnet50", f"{INAT_CONFIG} arch: ResNet50Model (RIDEResNet, 3 experts)"),
-            "epochs": (100, f"{INAT_CONFIG} trainer: epochs 100"),
-            "batch_size": (512, f"{INAT_CONFIG} data_loader.args: batch_size 512"),
-            "lr": (0.2, f"{INAT_CONFIG} optimizer.args: lr 0.2"),
-            "weight_decay": (2e-4, f"{INAT_CONFIG} optimizer.args: weight_decay 2e-4"),
-            "schedule": ("step", f"{INAT_CONFIG} lr_scheduler: CustomLR"),
-            "warmup_epochs": (5, f"{INAT_CONFIG} lr_scheduler.args: warmup_epoch 5"),
-            "milestones": ([0.6, 0.8], f"{INAT_CONFIG} lr_scheduler.args: step1 60, step2 80 (of 100)"),
-            "lr_factors": ([0.1, 0.01], f"{INAT_CONFIG} lr_scheduler.args: gamma 0.1"),
-        },
-    }
+    dataset_trainer_defaults = {"imagenet_lt": _resnet50_schedule(IMAGENET_CONFIG, batch_size=256, lr=0.1),
+                                "inat2018": _resnet50_schedule(INAT_CONFIG, batch_size=512, lr=0.2)}
     unconfirmed_protocol = {"places_lt": "RIDE reports no Places-LT result and has no Places-LT config"}
 
     @classmethod
