@@ -2,7 +2,8 @@
 
 RIDE (Wang et al., ICLR 2021) splits a ResNet after its early stages: one shared stem and
 first stage(s), then one copy of the later stages per expert, each at reduced width, so that
-three experts cost about what one full network does. Following frank-xwang/RIDE-LongTailRecognition
+three experts cost far less than three networks (ResNet-32's three: 1.46 times the forward
+FLOPs of the plain network, tests/test_methods_ride.py). Following frank-xwang/RIDE-LongTailRecognition
 at commit ab8be5c21124612493aff87c7cf235d950bda178:
 
 - CIFAR (model/ldam_drw_resnets/ride_resnet_cifar.py L105-124): conv1 and layer1 (16 channels)

@@ -78,8 +78,9 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: Ru
             log(f"[{spec.run_id}] resuming from epoch {trainer.start_epoch} of {trainer.epochs}")
         else:
             log(f"[{spec.run_id}] {spec.label}: training from epoch 1 of {trainer.epochs}")
-        outcome = trainer.fit()
+        # counted before training, so that a model the counter cannot run fails the run at once
         flops = run_forward_flops(trainer)
+        outcome = trainer.fit()
     except KeyboardInterrupt:
         raise
     except Exception as exc:
