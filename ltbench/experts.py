@@ -51,9 +51,12 @@ class MultiExpertBackbone(nn.Module):
         self.num_experts = len(experts)
         self.num_features = num_features
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, experts: list[int] | None = None) -> torch.Tensor:
+        """Features [batch, experts, num_features] of all experts, or of those listed (BBN runs
+        one branch per batch: the others' BatchNorm must not see it)."""
         h = self.shared(x)
-        return torch.stack([expert(h).mean((2, 3)) for expert in self.experts], dim=1)
+        chosen = range(self.num_experts) if experts is None else experts
+        return torch.stack([self.experts[k](h).mean((2, 3)) for k in chosen], dim=1)
 
 
 def cifar_experts(depth: int, num_experts: int = 3, reduce_dimension: bool = True, in_chans: int = 3,
@@ -100,8 +103,44 @@ def resnet_experts(name: str, num_experts: int = 3, reduce_dimension: bool = Tru
     return MultiExpertBackbone(shared, experts, width)
 
 
-# One registered function per model, as models.py registers the CIFAR ResNets: `ride_` and the
-# plain backbone's name
+def cifar_branches(depth: int, num_experts: int = 2, in_chans: int = 3, **_ignored) -> MultiExpertBackbone:
+    """BBN's CIFAR ResNet (Megvii-Nanjing/BBN lib/backbone/resnet_cifar.py L153-211): He et al.'s
+    option-A ResNet of `depth` shared up to its last residual block, which each branch has its
+    own copy of (the conventional and the re-balancing branch)."""
+    if (depth - 2) % 6:
+        raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
+    blocks = (depth - 2) // 6
+    layers, in_planes = [nn.Conv2d(in_chans, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True)], 16
+    for planes, stride in [(16, 1), (32, 2), (64, 2)]:
+        for i in range(blocks - (planes == 64)):
+            layers.append(BasicBlock(in_planes, planes, stride if i == 0 else 1))
+            in_planes = planes
+    # the last block is the branches' own; at depth 8, the third stage's only one (32 -> 64, stride 2)
+    branches = [BasicBlock(in_planes, 64, 1 if blocks > 1 else 2) for _ in range(num_experts)]
+    model = MultiExpertBackbone(nn.Sequential(*layers), branches, 64)
+    # resnet_cifar.py L42-45, L166: kaiming_normal_ on every convolution
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight)
+    return model
+
+
+def resnet_branches(name: str, num_experts: int = 2, in_chans: int = 3, **_ignored) -> MultiExpertBackbone:
+    """BBN's ResNet (lib/backbone/resnet.py L184-206) from timm's ResNet `name`: shared up to the
+    last block of layer4, which each branch has its own copy of."""
+    options = dict(pretrained=False, num_classes=0, in_chans=in_chans)
+    trunk = timm.create_model(name, **options)
+    if not isinstance(trunk, ResNet):
+        raise UserError(f"backbone '{name}' is not a ResNet, so it has no two-branch form",
+                        hint=f"use one of {', '.join(expert_bases(BBN_PREFIX))}")
+    shared = nn.Sequential(trunk.conv1, trunk.bn1, trunk.act1, trunk.maxpool, trunk.layer1, trunk.layer2,
+                           trunk.layer3, trunk.layer4[:-1])
+    branches = [timm.create_model(name, **options).layer4[-1] for _ in range(num_experts)]
+    return MultiExpertBackbone(shared, branches, trunk.num_features)
+
+
+# One registered function per model, as models.py registers the CIFAR ResNets: `ride_` (or
+# `bbn_`) and the plain backbone's name
 @register_model
 def ride_resnet8_cifar(pretrained=False, **kwargs):
     return cifar_experts(8, **kwargs)
@@ -137,27 +176,58 @@ def ride_resnext50_32x4d(pretrained=False, **kwargs):
     return resnet_experts("resnext50_32x4d", **kwargs)
 
 
-PREFIX = "ride_"
+@register_model
+def bbn_resnet8_cifar(pretrained=False, **kwargs):
+    return cifar_branches(8, **kwargs)
 
 
-def expert_bases() -> list[str]:
-    """The plain backbones that have a registered multi-expert form."""
-    return [name.removeprefix(PREFIX) for name in timm.list_models(f"{PREFIX}*")]
+@register_model
+def bbn_resnet20_cifar(pretrained=False, **kwargs):
+    return cifar_branches(20, **kwargs)
+
+
+@register_model
+def bbn_resnet32_cifar(pretrained=False, **kwargs):
+    return cifar_branches(32, **kwargs)
+
+
+@register_model
+def bbn_resnet56_cifar(pretrained=False, **kwargs):
+    return cifar_branches(56, **kwargs)
+
+
+@register_model
+def bbn_resnet18(pretrained=False, **kwargs):
+    return resnet_branches("resnet18", **kwargs)
+
+
+@register_model
+def bbn_resnet50(pretrained=False, **kwargs):
+    return resnet_branches("resnet50", **kwargs)
+
+
+PREFIX, BBN_PREFIX = "ride_", "bbn_"  # RIDE's experts; BBN's two branches
+
+
+def expert_bases(prefix: str = PREFIX) -> list[str]:
+    """The plain backbones that have a registered form under `prefix`."""
+    return [name.removeprefix(prefix) for name in timm.list_models(f"{prefix}*")]
 
 
 def is_multi_expert(name: str) -> bool:
-    """Whether timm's model `name` is one of the multi-expert backbones registered here."""
-    return name in timm.list_models(f"{PREFIX}*")
+    """Whether timm's model `name` is one of the multi-expert (or two-branch) backbones registered here."""
+    return any(name in timm.list_models(f"{prefix}*") for prefix in (PREFIX, BBN_PREFIX))
 
 
-def expert_form(name: str) -> str:
-    """The registered multi-expert backbone for `name` (resnet32_cifar -> ride_resnet32_cifar;
-    a multi-expert name is its own); a UserError where there is none."""
+def expert_form(name: str, prefix: str = PREFIX) -> str:
+    """The registered form under `prefix` of backbone `name` (resnet32_cifar -> ride_resnet32_cifar;
+    a name with the prefix is its own); a UserError where there is none."""
     check_backbone(name)
-    registered = name if name.startswith(PREFIX) else PREFIX + name
-    if not is_multi_expert(registered):
-        raise UserError(f"backbone '{name}' has no multi-expert form",
-                        hint=f"use one of {', '.join(expert_bases())}, e.g. --backbone {CIFAR_BACKBONES[2]}")
+    registered = name if name.startswith(prefix) else prefix + name
+    if registered not in timm.list_models(f"{prefix}*"):
+        kind = "multi-expert" if prefix == PREFIX else "two-branch"
+        raise UserError(f"backbone '{name}' has no {kind} form",
+                        hint=f"use one of {', '.join(expert_bases(prefix))}, e.g. --backbone {CIFAR_BACKBONES[2]}")
     return registered
 
 
@@ -165,3 +235,8 @@ def create_expert_backbone(name: str, in_chans: int, num_experts: int, reduce_di
     """The multi-expert form of backbone `name` (expert_form) with `num_experts` experts."""
     return timm.create_model(expert_form(name), pretrained=False, num_experts=num_experts,
                              reduce_dimension=reduce_dimension, in_chans=in_chans)
+
+
+def create_branch_backbone(name: str, in_chans: int) -> nn.Module:
+    """BBN's two-branch form of backbone `name` (resnet32_cifar -> bbn_resnet32_cifar)."""
+    return timm.create_model(expert_form(name, BBN_PREFIX), pretrained=False, in_chans=in_chans)

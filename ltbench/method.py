@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class Draw:
     """One stream of batches per step: which sampler picks the images, how many augmented views."""
 
-    sampler: str = "instance"  # instance | class_balanced | sqrt
+    sampler: str = "instance"  # instance | class_balanced | sqrt | reversed
     views: int = 1
     augment: str = "standard"  # a name in ltbench.data.loader.AUGMENTATIONS
     augment_options: dict = field(default_factory=dict, hash=False)  # keyword arguments of that augmentation

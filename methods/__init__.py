@@ -3,4 +3,4 @@
 
 # The order tables list the built-in methods in; a method not named here comes after them.
 ORDER = ["ce", "focal", "ldam", "ldam_drw", "ce_drw", "cb_focal", "balanced_softmax", "logit_adjust",
-         "logit_adjust_posthoc", "lade", "crt", "tau_norm", "lws", "sc_hybrid", "psc_hybrid", "ride", "ride_ea"]
+         "logit_adjust_posthoc", "lade", "crt", "tau_norm", "lws", "sc_hybrid", "psc_hybrid", "ride", "ride_ea", "bbn"]
