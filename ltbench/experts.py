@@ -74,11 +74,24 @@ def cifar_experts(depth: int, num_experts: int = 3, reduce_dimension: bool = Tru
     shared = nn.Sequential(nn.Conv2d(in_chans, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
                            *stage(16, 16, 1))
     experts = [nn.Sequential(*stage(16, second, 2), *stage(second, third, 2)) for _ in range(num_experts)]
-    model = MultiExpertBackbone(shared, experts, third)
     # ride_resnet_cifar.py L35-38, L142: kaiming_normal_ on every convolution, as LDAM-DRW's ResNet-32
+    return kaiming_convolutions(MultiExpertBackbone(shared, experts, third))
+
+
+def kaiming_convolutions(model: nn.Module) -> nn.Module:
+    """`model` with kaiming_normal_ on every convolution's weight, as the CIFAR ResNets start."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight)
+    return model
+
+
+def timm_resnet(name: str, kind: str, prefix: str, **options) -> ResNet:
+    """timm's ResNet `name` with `options`; a UserError for a model of another family."""
+    model = timm.create_model(name, pretrained=False, num_classes=0, **options)
+    if not isinstance(model, ResNet):
+        raise UserError(f"backbone '{name}' is not a ResNet, so it has no {kind} form",
+                        hint=f"use one of {', '.join(expert_bases(prefix))}")
     return model
 
 
@@ -88,16 +101,13 @@ def resnet_experts(name: str, num_experts: int = 3, reduce_dimension: bool = Tru
     layer1 and layer2 shared, layer3 and layer4 per expert at RIDE's widths."""
     # RIDEResNet.py L153-159 starts every BatchNorm at weight 1 and bias 0, the last of each
     # block included; timm would zero that one (zero_init_last)
-    options = dict(pretrained=False, num_classes=0, in_chans=in_chans, zero_init_last=False)
-    trunk = timm.create_model(name, **options)
-    if not isinstance(trunk, ResNet):
-        raise UserError(f"backbone '{name}' is not a ResNet, so it has no multi-expert form",
-                        hint=f"use one of {', '.join(expert_bases())}")
+    options = dict(in_chans=in_chans, zero_init_last=False)
+    trunk = timm_resnet(name, "multi-expert", PREFIX, **options)
     third, fourth = IMAGENET_PLANES[reduce_dimension]
     shared = nn.Sequential(trunk.conv1, trunk.bn1, trunk.act1, trunk.maxpool, trunk.layer1, trunk.layer2)
     experts, width = [], trunk.num_features
     for _ in range(num_experts):
-        own = timm.create_model(name, **options, channels=(64, 128, third, fourth))
+        own = timm_resnet(name, "multi-expert", PREFIX, **options, channels=(64, 128, third, fourth))
         experts.append(nn.Sequential(own.layer3, own.layer4))
         width = own.num_features
     return MultiExpertBackbone(shared, experts, width)
@@ -117,25 +127,17 @@ def cifar_branches(depth: int, num_experts: int = 2, in_chans: int = 3, **_ignor
             in_planes = planes
     # the last block is the branches' own; at depth 8, the third stage's only one (32 -> 64, stride 2)
     branches = [BasicBlock(in_planes, 64, 1 if blocks > 1 else 2) for _ in range(num_experts)]
-    model = MultiExpertBackbone(nn.Sequential(*layers), branches, 64)
     # resnet_cifar.py L42-45, L166: kaiming_normal_ on every convolution
-    for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight)
-    return model
+    return kaiming_convolutions(MultiExpertBackbone(nn.Sequential(*layers), branches, 64))
 
 
 def resnet_branches(name: str, num_experts: int = 2, in_chans: int = 3, **_ignored) -> MultiExpertBackbone:
     """BBN's ResNet (lib/backbone/resnet.py L184-206) from timm's ResNet `name`: shared up to the
     last block of layer4, which each branch has its own copy of."""
-    options = dict(pretrained=False, num_classes=0, in_chans=in_chans)
-    trunk = timm.create_model(name, **options)
-    if not isinstance(trunk, ResNet):
-        raise UserError(f"backbone '{name}' is not a ResNet, so it has no two-branch form",
-                        hint=f"use one of {', '.join(expert_bases(BBN_PREFIX))}")
+    trunk = timm_resnet(name, "two-branch", BBN_PREFIX, in_chans=in_chans)
     shared = nn.Sequential(trunk.conv1, trunk.bn1, trunk.act1, trunk.maxpool, trunk.layer1, trunk.layer2,
                            trunk.layer3, trunk.layer4[:-1])
-    branches = [timm.create_model(name, **options).layer4[-1] for _ in range(num_experts)]
+    branches = [timm_resnet(name, "two-branch", BBN_PREFIX, in_chans=in_chans).layer4[-1] for _ in range(num_experts)]
     return MultiExpertBackbone(shared, branches, trunk.num_features)
 
 
