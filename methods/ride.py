@@ -23,8 +23,9 @@ logits z, as L224 has it.
 
 Differences from the original, and why:
 
-- The expert router (RIDE's expert assignment, "-EA" configs) is not trained: the prediction
-  is every expert's, as the paper's "RIDE (all experts)" rows and the original's stage 1 have it.
+- The expert router (RIDE's expert assignment, the "-EA" configs) is a second stage of its own,
+  `ride_ea` (ltbench_methods.ride_ea), on a finished run of this method, as the original trains
+  it on the stage-1 checkpoint; this method predicts with every expert, as that stage 1 does.
 - Nesterov momentum: the configs set `nesterov: true`; the shared trainer's SGD has plain
   momentum, as every method here.
 - Augmentation on CIFAR: the CIFAR-100 loader adds RandomRotation(15)
