@@ -16,7 +16,10 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import nn
 
+from ltbench.errors import UserError
+from ltbench.experts import is_multi_expert
 from ltbench.mixing import check_mix, mixed_loss
+from ltbench.models import create_backbone
 from ltbench.settings import Setting, Stage2Plan, as_settings, with_default
 
 if TYPE_CHECKING:
@@ -27,7 +30,7 @@ if TYPE_CHECKING:
 class Draw:
     """One stream of batches per step: which sampler picks the images, how many augmented views."""
 
-    sampler: str = "instance"  # instance | class_balanced | sqrt
+    sampler: str = "instance"  # instance | class_balanced | sqrt | reversed
     views: int = 1
     augment: str = "standard"  # a name in ltbench.data.loader.AUGMENTATIONS
     augment_options: dict = field(default_factory=dict, hash=False)  # keyword arguments of that augmentation
@@ -164,6 +167,28 @@ class Method(nn.Module):
     def chain(cls) -> list[type["Method"]]:
         """The methods a run of this one trains, stage 1 first."""
         return [*(cls.stage1.chain() if cls.stage1 is not None else []), cls]
+
+    @classmethod
+    def create_backbone(cls, name: str, in_chans: int, hyperparameters: dict) -> nn.Module:
+        """The backbone a run of this method trains: timm's model `name` as a feature extractor.
+        A method whose heads take other features (one per expert: ltbench.experts) builds them here
+        from the run's hyperparameters (by method name, as in a spec); a stage 2 trains on the
+        backbone of its stage 1."""
+        if cls.stage1 is not None:
+            return cls.stage1.create_backbone(name, in_chans, hyperparameters)
+        return create_backbone(name, in_chans)
+
+    @classmethod
+    def check_backbone(cls, name: str) -> None:
+        """Raise a UserError for a backbone (a timm name) this method cannot train on; a method
+        that overrides `create_backbone` says here which names that builds from. By default a
+        multi-expert backbone (one feature vector per expert) is refused: the heads take one."""
+        if cls.stage1 is not None:
+            return cls.stage1.check_backbone(name)
+        if is_multi_expert(name):
+            raise UserError(f"backbone '{name}' gives one feature vector per expert, and {cls.name} takes one per "
+                            "image", hint=f"use its plain form, --backbone {name.removeprefix('ride_')}, or a "
+                            "method built on experts (ride)")
 
     @classmethod
     def check(cls, hp: dict) -> None:

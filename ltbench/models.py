@@ -6,6 +6,8 @@ shortcuts, Kaiming-normal init, global average pool to 64-d; about 0.46 M parame
 Methods own their heads, so the trainer always builds backbones with num_classes=0.
 """
 
+import importlib
+
 import timm
 import torch.nn.functional as F
 from timm.models import register_model
@@ -116,3 +118,9 @@ def create_backbone(name: str, in_chans: int) -> nn.Module:
     """A feature extractor: forward(x) returns pooled features of size `num_features`."""
     check_backbone(name)
     return timm.create_model(name, pretrained=False, num_classes=0, in_chans=in_chans)
+
+
+# The multi-expert forms of these backbones (ride_resnet32_cifar, ...) register with timm
+# whenever the plain ones do, so every name a user may type is known once this module is
+# imported; ltbench.experts builds on this module's blocks, hence the import at the end.
+importlib.import_module("ltbench.experts")

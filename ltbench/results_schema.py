@@ -27,6 +27,9 @@ RESULT_COLUMNS = [
     # few on it, its size, and the test top-1 at the evaluated epoch best on validation with
     # that epoch (top1_bestval: chosen without the test set; top1_best is chosen on it)
     "val_top1", "val_many", "val_medium", "val_few", "n_val", "top1_bestval", "top1_bestval_epoch",
+    # FLOPs of one test image's forward pass through the evaluated model (ltbench.flops), a
+    # multiply-add counted as two
+    "forward_flops",
 ]
 # A run's files besides result.csv and per_class.csv
 HISTORY_FILE = "history.csv"  # one row per finished epoch (ltbench.train.Trainer.history)
@@ -44,7 +47,7 @@ NUMERIC_COLUMNS = [
     "imbalance_factor", "seed", "epochs", "batch_size", "top1", "many", "medium", "few",
     "top1_best", "top1_best_epoch", "n_train", "n_classes", "n_many", "n_medium", "n_few",
     "wall_s", "images_per_s", "peak_mem_mb", "threads",
-    "val_top1", "val_many", "val_medium", "val_few", "n_val", "top1_bestval", "top1_bestval_epoch",
+    "val_top1", "val_many", "val_medium", "val_few", "n_val", "top1_bestval", "top1_bestval_epoch", "forward_flops",
 ]
 # What a row must hold to be read at all; the other columns may be missing from rows written
 # by an older ltbench, and read as empty.

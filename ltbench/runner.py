@@ -13,11 +13,11 @@ import ltbench
 from ltbench import distributed, environment, registry, run_lock, stages
 from ltbench.shared_store import open_store
 from ltbench.metrics import group_accuracy, group_sizes
-from ltbench.models import create_backbone
 from ltbench.run_context import RunContext
 from ltbench.spec import RunSpec
 from ltbench.checkpoints import CheckpointRefused
 from ltbench.errors import CorruptFile
+from ltbench.flops import run_forward_flops
 from ltbench.store import RunStore
 from ltbench.progress import Reporters, TensorBoardReporter
 from ltbench.train import Reporter, Trainer
@@ -76,6 +76,8 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: Ru
             log(f"[{spec.run_id}] resuming from epoch {trainer.start_epoch} of {trainer.epochs}")
         else:
             log(f"[{spec.run_id}] {spec.label}: training from epoch 1 of {trainer.epochs}")
+        # counted before training, so that a model the counter cannot run fails the run at once
+        flops = run_forward_flops(trainer)
         outcome = trainer.fit()
     except KeyboardInterrupt:
         raise
@@ -122,7 +124,7 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: Ru
         **{f"n_{g}": n for g, n in sizes.items()},
         n_train=len(data.train_y), n_classes=data.num_classes, wall_s=round(seconds, 2),
         images_per_s=round(images / max(seconds, 1e-9), 1), peak_mem_mb=None if peak_mb is None else round(peak_mb, 1), peak_mem_measure=memory.measure,
-        split_fingerprint=data.split_fingerprint,
+        split_fingerprint=data.split_fingerprint, forward_flops=flops,
         calibration=json.dumps(outcome.calibration, sort_keys=True) if outcome.calibration else "", **staged,
     )
     store.write_result(row, per_class)
@@ -224,8 +226,9 @@ def make_trainer(spec: RunSpec, data, device: torch.device, params: dict | None 
     params = spec.trainer_params if params is None else params
     # Model initialisation draws from the global RNG: seed it so a run is a function of its spec.
     torch.manual_seed(spec.seed)
-    backbone = create_backbone(spec.backbone, data.in_chans)
-    method = registry.method(spec.method)(spec.own_hyperparameters, data.class_counts, backbone.num_features)
+    method_cls = registry.method(spec.method)
+    backbone = method_cls.create_backbone(spec.backbone, data.in_chans, spec.hyperparameters)
+    method = method_cls(spec.own_hyperparameters, data.class_counts, backbone.num_features)
     schedule = {"params": params, "epochs": spec.epochs, "batch_size": spec.batch_size}
     if stage1 is not None:
         backbone, schedule = stages.stage2_setup(backbone, method, stage1, params, data.class_counts)

@@ -139,6 +139,8 @@ def result_table(row: dict) -> Table:
                          ("images/s", "images_per_s"), ("peak memory MB", "peak_mem_mb")):
         if row.get(column):
             _add(table, name, row[column])
+    if row.get("forward_flops"):  # absent from the rows of an older ltbench
+        _add(table, "forward GFLOPs (one image)", f"{float(row['forward_flops']) / 1e9:.4g}")
     return table
 
 

@@ -176,6 +176,7 @@ def resolve(method: str, dataset: str, imbalance_factor: float, seed: int, prese
             hp[owner][key] = coerce(schemas[owner][key], f"{owner}.{key}", raw)
     check_all(SETTINGS, values)
     check_backbone(values["backbone"])
+    method_cls.check_backbone(values["backbone"])
     changed = {k for k in values if values[k] != pure[k]}
     check_relations(values, changed)
     for owner, own in hp.items():

@@ -183,10 +183,11 @@ def check_state_dict_round_trips(name: str) -> None:
         _one_step(trainer)
     fresh = toy_trainer(toy_spec(name), data)
     fresh.method.load_state_dict(_through_bytes(trainer.method.state_dict()))
-    features = torch.randn(5, trainer.method.feature_dim)
-    for module in (trainer.method, fresh.method):
+    for module in (trainer.method, fresh.method, trainer.backbone):
         module.eval()
     with torch.no_grad():
+        # the backbone's features, whatever their shape (one vector per expert, say)
+        features = trainer.backbone(torch.randn(5, 3, TOY_SIDE, TOY_SIDE))
         assert torch.allclose(trainer.method.logits(features), fresh.method.logits(features)), name
 
 

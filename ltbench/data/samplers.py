@@ -74,7 +74,20 @@ class SquareRootSampler(Sampler):
         return self._uniform_member(classes, gen)
 
 
-SAMPLERS = {"instance": InstanceSampler, "class_balanced": ClassBalancedSampler, "sqrt": SquareRootSampler}
+class ReversedSampler(Sampler):
+    """BBN's reversed sampler (Zhou et al. 2020, Megvii-Nanjing/BBN lib/dataset/imbalance_cifar.py
+    L59-88, L115-118): class c drawn with probability proportional to n_max / n_c, the rarest
+    most often, then a uniform image of it."""
+
+    def epoch(self, gen):
+        counts = self.counts.double()
+        weights = torch.where(counts > 0, counts.max() / counts.clamp(min=1), torch.zeros_like(counts))
+        classes = torch.multinomial(weights, len(self), replacement=True, generator=gen)
+        return self._uniform_member(classes, gen)
+
+
+SAMPLERS = {"instance": InstanceSampler, "class_balanced": ClassBalancedSampler, "sqrt": SquareRootSampler,
+            "reversed": ReversedSampler}
 
 
 def make_sampler(draw, labels: torch.Tensor, num_classes: int) -> Sampler:
