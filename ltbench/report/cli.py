@@ -58,7 +58,7 @@ def run(args) -> int:
 
     from .. import __version__
     from . import (calibration as calibration_, comparison, cost, curves, plots, ranks, render,
-                   significance, tables)
+                   significance, tables, tuning)
     from .aggregate import aggregate
     from .formats import plural
     from .labels import label_runs
@@ -92,9 +92,11 @@ def run(args) -> int:
     rankings = ranks.ranking_section(agg)
     provenance = Provenance(labelled)
     left_out = chosen.left_out + calibration.left_out
+    studies = tuning.read_studies(args.results_dir, labelled)
     sections = [tables.main_table(agg, assessment),
                 significance.interval_section(agg, assessment),
-                significance.baseline_section(assessment), rankings.section,
+                significance.baseline_section(assessment), tuning.tuning_section(labelled, studies),
+                rankings.section,
                 tables.many_medium_few_tables(agg, assessment),
                 calibration_.ece_section(calibration, list(dict.fromkeys(agg["label"]))),
                 comparison.paper_comparison(agg, load_published()), cost.cost_table(labelled, results.runs),
@@ -105,6 +107,7 @@ def run(args) -> int:
                              _bench_for(results, split(args.methods)), out / "figures",
                              ranking=rankings.by_metric["top1"], history=results.history,
                              calibration=calibration)
+    figures += tuning.history_figures(studies, out / "figures")
     summary = left_out_summary(left_out)
     meta = render.Meta(results_dir=str(args.results_dir), runs=len(labelled), specs=len(agg),
                        filters=filters, generated=datetime.now().strftime("%Y-%m-%d %H:%M"),
