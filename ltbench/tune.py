@@ -101,6 +101,13 @@ def check_space(method: str, space: list[Dimension]) -> None:
 
 
 def tune(args) -> int:
+    search, seeds = prepare(args)
+    return search.run() or search.retrain(seeds)
+
+
+def prepare(args) -> tuple["Search", list[int]]:
+    """Every check of the command's input, then the studies opened (or created) in the
+    journal: the search to run, and the seeds its results are retrained on."""
     budget = parse_budget(args.budget)
     kind = tune_study.check_sampler(args.sampler)
     sampler_seed = parse_sampler_seed(args.sampler_seed)
@@ -128,11 +135,7 @@ def tune(args) -> int:
         tune_study.open_study(storage, cell.name, recorded, results_dir)
     console.print(f"{len(cells)} studies of {budget} trials each ({kind} sampler, seed {sampler_seed}), trials on "
                   f"seed {trial_seed}, scored on validation top-1; journal {storage_path(results_dir)}")
-    search = Search(cells, budget, kind, sampler_seed, storage, store, args, where)
-    code = search.run()
-    if code:
-        return code
-    return search.retrain(sweep.seeds)
+    return Search(cells, budget, kind, sampler_seed, storage, store, args, where), sweep.seeds
 
 
 def storage_path(results_dir) -> str:

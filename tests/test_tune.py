@@ -37,6 +37,12 @@ def summaries(results) -> dict[str, dict]:
     return found
 
 
+def same_settings(row: dict, drawn: dict) -> bool:
+    """A result row's params (a method's own settings by their bare name) hold the drawn values."""
+    params = json.loads(row["params"])
+    return all(params[name.rpartition(".")[2]] == pytest.approx(value) for name, value in drawn.items())
+
+
 def result_mtimes(results) -> dict[str, int]:
     return {p.parent.name: p.stat().st_mtime_ns for p in results.glob("*/result.csv")}
 
@@ -65,8 +71,7 @@ def test_each_trial_is_a_done_run_in_the_store_and_the_study_is_a_journal(study)
             assert (row["status"], row["method"], row["tag"], row["preset"]) == ("done", method, TRIAL_TAG, "custom")
             assert int(row["seed"]) == TRIAL_SEED
             assert trial["value"] == pytest.approx(float(row["val_top1"]))  # scored on validation
-            params = json.loads(row["params"])
-            assert all(params[name] == pytest.approx(value) for name, value in trial["params"].items())
+            assert same_settings(row, trial["params"])
         assert set(trials[0]["params"]) == ({"lr", "weight_decay"} | ({"focal.gamma"} if method == "focal" else set()))
 
 
@@ -81,8 +86,7 @@ def test_the_best_settings_and_the_defaults_are_retrained_on_the_seeds(study):
         for seed, run_id in summary["tuned"].items():
             row = every[run_id]
             assert (row["status"], row["tag"], row["preset"], row["seed"]) == ("done", TUNED_TAG, "custom", seed)
-            params = json.loads(row["params"])
-            assert all(params[name] == pytest.approx(value) for name, value in best["params"].items())
+            assert same_settings(row, best["params"])
         for seed, run_id in summary["defaults"].items():
             row = every[run_id]
             assert (row["status"], row["tag"], row["preset"], row["seed"]) == ("done", DEFAULT_TAG, "smoke", seed)
