@@ -12,7 +12,7 @@ from ltbench.runner import execute
 from ltbench.run_context import RunContext
 from ltbench.search_space import distributions
 from ltbench.store import RunStore
-from ltbench.sweep import Sweep
+from ltbench.sweep import Sweep, resolve
 from ltbench.tune import DEFAULT_TAG, TRIAL_SEED, TRIAL_TAG, TUNED_TAG, cells_of, check_space
 from ltbench import tune_study
 
@@ -89,7 +89,9 @@ def test_the_best_settings_and_the_defaults_are_retrained_on_the_seeds(study):
             assert same_settings(row, best["params"])
         for seed, run_id in summary["defaults"].items():
             row = every[run_id]
-            assert (row["status"], row["tag"], row["preset"], row["seed"]) == ("done", DEFAULT_TAG, "smoke", seed)
+            assert (row["status"], row["tag"]) == ("done", DEFAULT_TAG)
+            # the command's own settings and nothing drawn
+            assert run_id == resolve(method, "fashion_mnist_lt", 10, int(seed), "smoke", {"n_max": "30"}).run_id
     assert len(every) == 2 * (3 + 2 + 2)
 
 
@@ -161,6 +163,19 @@ def test_a_trial_left_running_is_finished_from_the_store_not_retrained(tmp_path,
     assert [(t["number"], t["state"]) for t in trials] == [(0, "COMPLETE"), (1, "COMPLETE")]
     assert trials[1]["run_id"] == spec.run_id
     assert result_mtimes(tmp_path)[spec.run_id] == trained
+
+
+@pytest.mark.slow
+def test_with_jobs_a_round_asks_its_trials_up_front_and_trains_them_at_once(tmp_path, fashion_mnist, capsys):
+    assert tune(tmp_path, "--methods", "ce,focal", "--budget", "2", "--seeds", "0", "--jobs", "2") == 0
+    out = capsys.readouterr().out
+    # two studies share the two jobs: a trial of each per round, two rounds
+    assert "2 jobs at once" in out and "round 2: 2 trial(s)" in out and "round 3" not in out
+    every = rows(tmp_path)
+    for summary in summaries(tmp_path).values():
+        assert [t["state"] for t in summary["trials"]] == ["COMPLETE", "COMPLETE"]
+        assert all(every[t["run_id"]]["tag"] == TRIAL_TAG for t in summary["trials"])
+        assert every[summary["tuned"]["0"]]["tag"] == TUNED_TAG
 
 
 @pytest.mark.slow
