@@ -74,7 +74,10 @@ def run(args) -> int:
     out = Path(args.out)
     chosen = select(args)
     results, filters = chosen.results, chosen.filters
-    labelled = label_runs(chosen.runs, split(args.group_by))
+    studies = tuning.read_studies(args.results_dir, chosen.runs)
+    # a study's trials are its history, not rows to compare: shown as runs only when asked for by tag
+    labelled = label_runs(chosen.runs if args.tag else tuning.without_trials(chosen.runs, studies),
+                          split(args.group_by))
     baseline, warning = significance.resolve_baseline(labelled, args.baseline)
     for line in chosen.warnings + ([warning] if warning else []):
         console.print(line, style="yellow", markup=False)
@@ -92,7 +95,6 @@ def run(args) -> int:
     rankings = ranks.ranking_section(agg)
     provenance = Provenance(labelled)
     left_out = chosen.left_out + calibration.left_out
-    studies = tuning.read_studies(args.results_dir, labelled)
     sections = [tables.main_table(agg, assessment),
                 significance.interval_section(agg, assessment),
                 significance.baseline_section(assessment), tuning.tuning_section(labelled, studies),

@@ -44,6 +44,13 @@ def read_studies(results_dir, runs: pd.DataFrame) -> list[dict]:
     return sorted(studies, key=lambda s: (*method_rank(s["method"]), *cell_order(s)))
 
 
+def without_trials(runs: pd.DataFrame, studies: list[dict]) -> pd.DataFrame:
+    """`runs` less the studies' trials (all of them, where nothing else is left)."""
+    trials = {t["run_id"] for study in studies for t in study["trials"]}
+    kept = runs[~runs["run_id"].isin(trials)]
+    return kept if len(kept) else runs
+
+
 def _by_seed(runs: pd.DataFrame, run_ids: dict, metric: str = "top1") -> dict:
     """seed -> the metric of each named run that is among the selected finished runs."""
     found = runs.set_index("run_id")[metric] if len(runs) else pd.Series(dtype=float)
@@ -96,7 +103,8 @@ def tuning_section(runs: pd.DataFrame, studies: list[dict]) -> Section | None:
                    f"seeds both have (none below 2 pairs). Fewer than {stats.FEW_SEEDS} seeds: read as a hint."]))
     return Section(SECTION, "Tuning at equal budget", tables, pd.DataFrame(records),
                    intro="Equal-budget hyperparameter search (`ltbench tune`): does a method's gain survive "
-                         "when every method is tuned as much?")
+                         "when every method is tuned as much? The trials' runs are left out of the other tables "
+                         "(`ltbench report --tag tune-trial` shows them).")
 
 
 def _mean_ci(cell: stats.CellStats) -> str:
