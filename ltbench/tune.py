@@ -17,10 +17,12 @@ paper defaults, train on --seeds as runs of their own. Trials train on a seed ou
 so the settings are chosen on runs the comparison never reads. Tags tell the three apart.
 """
 
+import argparse
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from optuna.storages.journal import JournalStorage
 from rich.markup import escape
 from rich.table import Table
 
@@ -101,6 +103,7 @@ def check_space(method: str, space: list[Dimension]) -> None:
 
 
 def tune(args) -> int:
+    """`ltbench tune`: search every study to the budget, then retrain on --seeds."""
     search, seeds = prepare(args)
     return search.run() or search.retrain(seeds)
 
@@ -144,14 +147,16 @@ def storage_path(results_dir) -> str:
 
 @dataclass
 class Search:
+    """The command's studies, searched round by round (`run`), then retrained (`retrain`)."""
+
     cells: list[Cell]
     budget: int
-    kind: str
+    kind: str  # the sampler: tpe or random
     sampler_seed: int
-    storage: object
+    storage: JournalStorage
     store: RunStore
-    args: object
-    where: dict
+    args: argparse.Namespace  # the command's, which the launchers read (Slurm's options)
+    where: dict  # ltbench.commands.sweep_and_launcher's
 
     def width(self) -> int:
         """Trials each study asks per round: the runs that train at once, shared by the studies."""
