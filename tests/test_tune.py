@@ -2,7 +2,10 @@
 training anything twice, seeded, retrained on seeds, and reported against the defaults."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -197,6 +200,21 @@ def test_the_report_sets_defaults_against_tuned_and_draws_each_history(study, tm
     assert main(["report", "--results-dir", str(results), "--out", str(tmp_path / "trials"),
                  "--tag", TRIAL_TAG, "--baseline", "none"]) == 0
     assert "6 finished runs" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_report_on_a_study_imports_no_torch(study, tmp_path):
+    from test_report import TORCH_BLOCKED
+
+    code = TORCH_BLOCKED + (
+        "import argparse; import ltbench.report.cli as cli\n"
+        "parser = argparse.ArgumentParser(); cli.add_arguments(parser)\n"
+        f"args = parser.parse_args(['--results-dir', {str(study[0])!r}, '--out', {str(tmp_path)!r}])\n"
+        "assert cli.run(args) == 0\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "figures" / "tuning_history_ce.png").is_file()
 
 
 # ---------------------------------------------------------------------------- bad input
