@@ -42,7 +42,6 @@ class ListArgument(argparse.Action):
 
 def build_parser() -> argparse.ArgumentParser:
     from ltbench import __version__
-    from ltbench.settings import SETTINGS, SPEC_FIELDS
 
     parser = Parser(prog="ltbench", description="Long-tailed classification benchmark harness")
     parser.add_argument("--version", action="version", version=f"ltbench {__version__}")
@@ -58,41 +57,31 @@ def build_parser() -> argparse.ArgumentParser:
                          help="every setting with its kind (protocol or execution), type, default and help")
 
     run = sub.add_parser("run", help="train and evaluate a grid of runs")
-    run.add_argument("--methods", action=ListArgument, metavar="NAME", help="e.g. ce,focal (or ce focal)")
-    run.add_argument("--dataset", "--datasets", dest="datasets", action=ListArgument, metavar="NAME",
-                     help="e.g. cifar10_lt")
-    run.add_argument("--if", dest="imbalance_factors", action=ListArgument, metavar="IF",
-                     help="imbalance factors, e.g. 10,50,100")
-    run.add_argument("--seeds", action=ListArgument, metavar="SEED", help="e.g. 0,1,2 (default 0)")
-    for name in SPEC_FIELDS:  # the spec's own settings have flags of their own; values checked as --set's
-        run.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper(), help=SETTINGS[name].help)
-    run.add_argument("--preset", help="paper (published protocol, default), quick or smoke")
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="any setting (`ltbench list --settings`); METHOD.KEY=VALUE for one method only, "
-                     "KEY=VALUE where one method of the sweep has KEY")
+    grid_arguments(run, seeds_help="e.g. 0,1,2 (default 0)")
     run.add_argument("--config", help="TOML sweep file with the same keys (flags win)")
-    run.add_argument("--results-dir")
-    run.add_argument("--data-root", help="where datasets live (default $LTBENCH_DATA or ~/.cache/ltbench/data)")
-    run.add_argument("--data-option", dest="data_options", action="append", default=[], metavar="DATASET.KEY=VALUE",
-                     help="where an image dataset's files are: image_root, split_dir, train_file, eval_file "
-                     "(e.g. imagenet_lt.image_root=/datasets/imagenet)")
-    run.add_argument("--device", choices=["auto", "cpu", "cuda"])
-    run.add_argument("--jobs", metavar="N", help="runs at once on this machine, each a process of its own (default: "
-                     "one per device of --devices on GPUs; 1 on a CPU-only machine, using every core)")
-    run.add_argument("--devices", action=ListArgument, metavar="DEVICE",
-                     help="where the jobs of --jobs run, in turn: cuda:0,cuda:1 (or 0,1), cuda (every visible GPU) "
-                     "or cpu; a device named twice gets twice the jobs (default: every visible GPU, else the CPU)")
     run.add_argument("--dry-run", action="store_true", help="print the expanded grid and which runs exist")
     run.add_argument("--show-spec", action="store_true",
                      help="with --dry-run: every run's resolved settings, one JSON object a line")
-    run.add_argument("--launcher", choices=["local", "slurm"], default="local")
     run.add_argument("--tag", metavar="NAME",
                      help="experiment tag recorded in the result row of every run this sweep trains; "
                      "`ltbench report --tag NAME` keeps only those rows. A tag annotates runs and is not part of "
                      "the run id: a run already done (under another tag or none) is reused and keeps its row")
-    slurm = _optional("ltbench.launch.slurm_options")
-    if slurm is not None:
-        slurm.add_arguments(run)
+    launcher_arguments(run)
+
+    tune = sub.add_parser("tune", help="an equal-budget hyperparameter search per method (Optuna), each trial a run "
+                          "scored on the validation split; then the best settings retrained on --seeds")
+    grid_arguments(tune, seeds_help="the seeds the best settings and the paper defaults are trained on "
+                   "(default 0,1,2)")
+    tune.add_argument("--budget", required=True, metavar="N",
+                      help="trials per method and cell, the same for every method; a rerun with a larger budget "
+                      "adds the difference, one with the same budget trains nothing")
+    tune.add_argument("--sampler", default="tpe", metavar="NAME", help="tpe (default) or random")
+    tune.add_argument("--sampler-seed", default="0", metavar="N", help="seeds the sampler's draws (default 0)")
+    tune.add_argument("--trial-seed", metavar="SEED",
+                      help="the seed every trial trains on (default 1000, outside --seeds: the settings are "
+                      "chosen on runs the comparison never reads)")
+    launcher_arguments(tune)
+    tune.set_defaults(config=None, tag=None)
 
     status = sub.add_parser("status", help="done, partial and failed runs in a results dir")
     status.add_argument("--results-dir", default=DEFAULT_RESULTS)
@@ -148,6 +137,45 @@ def build_parser() -> argparse.ArgumentParser:
     if bench is not None:
         bench.add_arguments(sub.add_parser("bench", help="measure throughput and memory"))
     return parser
+
+
+def grid_arguments(parser, seeds_help: str) -> None:
+    """The flags that say which runs a command trains (`run`, `tune`)."""
+    from ltbench.settings import SETTINGS, SPEC_FIELDS
+
+    parser.add_argument("--methods", action=ListArgument, metavar="NAME", help="e.g. ce,focal (or ce focal)")
+    parser.add_argument("--dataset", "--datasets", dest="datasets", action=ListArgument, metavar="NAME",
+                        help="e.g. cifar10_lt")
+    parser.add_argument("--if", dest="imbalance_factors", action=ListArgument, metavar="IF",
+                        help="imbalance factors, e.g. 10,50,100")
+    parser.add_argument("--seeds", action=ListArgument, metavar="SEED", help=seeds_help)
+    for name in SPEC_FIELDS:  # the spec's own settings have flags of their own; values checked as --set's
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper(), help=SETTINGS[name].help)
+    parser.add_argument("--preset", help="paper (published protocol, default), quick or smoke")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="any setting (`ltbench list --settings`); METHOD.KEY=VALUE for one method only, "
+                        "KEY=VALUE where one method of the sweep has KEY")
+    parser.add_argument("--results-dir")
+    parser.add_argument("--data-root", help="where datasets live (default $LTBENCH_DATA or ~/.cache/ltbench/data)")
+    parser.add_argument("--data-option", dest="data_options", action="append", default=[],
+                        metavar="DATASET.KEY=VALUE",
+                        help="where an image dataset's files are: image_root, split_dir, train_file, eval_file "
+                        "(e.g. imagenet_lt.image_root=/datasets/imagenet)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
+
+
+def launcher_arguments(parser) -> None:
+    """Where the runs train: this machine (--jobs, --devices) or Slurm."""
+    parser.add_argument("--jobs", metavar="N", help="runs at once on this machine, each a process of its own "
+                        "(default: one per device of --devices on GPUs; 1 on a CPU-only machine, using every core)")
+    parser.add_argument("--devices", action=ListArgument, metavar="DEVICE",
+                        help="where the jobs of --jobs run, in turn: cuda:0,cuda:1 (or 0,1), cuda (every visible "
+                        "GPU) or cpu; a device named twice gets twice the jobs (default: every visible GPU, else "
+                        "the CPU)")
+    parser.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    slurm = _optional("ltbench.launch.slurm_options")
+    if slurm is not None:
+        slurm.add_arguments(parser)
 
 
 def _fetchable() -> list[str]:
@@ -208,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "run":
             from ltbench.commands import run
             return run(args)
+        if args.command == "tune":
+            from ltbench.tune import tune
+            return tune(args)
         if args.command == "status":
             from ltbench.status import status
             return status(args.results_dir)

@@ -144,16 +144,22 @@ def check_launcher_flags(args) -> None:
         options_from_args(args)
 
 
+def refuse_local_options(jobs, devices, what: str) -> None:
+    """--jobs and --devices under Slurm, where every `what` is a job of its own."""
+    if jobs is not None or devices:
+        raise UserError("--jobs and --devices are options of the local launcher",
+                        hint=f"under Slurm every {what} is a job of its own: leave them out "
+                        "(--slurm-array-parallelism caps how many run at once)")
+
+
 def evaluate(args) -> int:
     """`ltbench evaluate` (ltbench.evaluate), launched as `ltbench run` launches runs."""
     from ltbench.evaluate import evaluate_runs
     from ltbench.sweep_args import data_options_from, data_root_of
 
     check_launcher_flags(args)
-    if args.launcher == "slurm" and (args.jobs is not None or args.devices):
-        raise UserError("--jobs and --devices are options of the local launcher",
-                        hint="under Slurm every evaluation is a job of its own: leave them out "
-                        "(--slurm-array-parallelism caps how many run at once)")
+    if args.launcher == "slurm":
+        refuse_local_options(args.jobs, args.devices, "evaluation")
     plan, device = None, args.device
     if args.launcher == "local":
         check_device_present(device)
@@ -165,16 +171,7 @@ def evaluate(args) -> int:
 
 
 def run(args) -> int:
-    check_launcher_flags(args)
-    sweep, where = sweep_from_args(args)
-    if args.launcher == "local":
-        check_device_present(where["device"])
-        where["plan"] = local_plan(where["jobs"], where["devices"], where["device"])
-    elif getattr(args, "jobs", None) is not None or getattr(args, "devices", None):
-        # a config file's jobs and devices are for its local runs: under Slurm they are unused
-        raise UserError("--jobs and --devices are options of the local launcher",
-                        hint="under Slurm every run is a job of its own: leave them out "
-                        "(--slurm-array-parallelism caps how many run at once)")
+    sweep, where = sweep_and_launcher(args)
     if distributed.requested_world_size() > 1 and args.launcher != "local":
         raise UserError("under torchrun, ltbench runs the sweep itself: use --launcher local",
                         hint="for Slurm, leave torchrun out and ask for --slurm-gpus / --slurm-tasks-per-node")
@@ -183,6 +180,41 @@ def run(args) -> int:
         if not distributed.is_main():
             console.quiet = True  # one account of the sweep, rank 0's
         return _run(args, sweep, where)
+
+
+def sweep_and_launcher(args) -> tuple[Sweep, dict]:
+    """The sweep of `ltbench run` or `ltbench tune` (ltbench.sweep_args) and where its runs
+    train: `where["plan"]` for the local launcher; the Slurm options checked before anything
+    is written."""
+    check_launcher_flags(args)
+    sweep, where = sweep_from_args(args)
+    if args.launcher == "local":
+        check_device_present(where["device"])
+        where["plan"] = local_plan(where["jobs"], where["devices"], where["device"])
+    else:
+        # a config file's jobs and devices are for its local runs: under Slurm they are unused
+        refuse_local_options(getattr(args, "jobs", None), getattr(args, "devices", None), "run")
+    return sweep, where
+
+
+def train_here(todo, where: dict, context: RunContext | None = None) -> dict:
+    """`todo` trained on this machine as `where["plan"]` says (one at a time in this process,
+    or --jobs processes at once); run id -> done | failed."""
+    plan, context = where["plan"], context or where["context"]
+
+    def log(line) -> None:
+        console.print(escape(str(line)))  # "[run id] ..." is text, not rich markup
+
+    if plan.jobs > 1:
+        from ltbench.launch.jobs import run_jobs
+        from ltbench.launch.job_view import LiveView, PassThrough
+        view = LiveView(console, where["results_dir"], len(todo)) if console.is_terminal else PassThrough()
+        return run_jobs(todo, where["results_dir"], plan, log=log, view=view, context=context)
+    from ltbench.launch.local import run_local
+    device = plan.devices[0] if where["devices"] else where["device"]
+    return run_local(todo, where["results_dir"], device,
+                     reporter_factory=reporter_for_output if distributed.is_main() else None, log=log,
+                     context=context)
 
 
 def _run(args, sweep: Sweep, where: dict) -> int:
@@ -218,22 +250,7 @@ def _run(args, sweep: Sweep, where: dict) -> int:
     if args.launcher == "slurm":
         from ltbench.launch import slurm
         return slurm.launch(todo, where["results_dir"], args, device=where["device"], context=where["context"])
-    plan = where["plan"]
-
-    def log(line) -> None:
-        console.print(escape(str(line)))  # "[run id] ..." is text, not rich markup
-
-    if plan.jobs > 1:
-        from ltbench.launch.jobs import run_jobs
-        from ltbench.launch.job_view import LiveView, PassThrough
-        view = LiveView(console, where["results_dir"], len(todo)) if console.is_terminal else PassThrough()
-        statuses = run_jobs(todo, where["results_dir"], plan, log=log, view=view, context=where["context"])
-    else:
-        from ltbench.launch.local import run_local
-        device = plan.devices[0] if where["devices"] else where["device"]
-        statuses = run_local(todo, where["results_dir"], device,
-                             reporter_factory=reporter_for_output if distributed.is_main() else None, log=log,
-                             context=where["context"])
+    statuses = train_here(todo, where)
     rows = [store.read_result(spec.run_id) for spec in specs]
     console.print(results_table([r for r in rows if r is not None]))
     failed = [rid for rid, s in statuses.items() if s == "failed"]

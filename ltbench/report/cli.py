@@ -58,7 +58,7 @@ def run(args) -> int:
 
     from .. import __version__
     from . import (calibration as calibration_, comparison, cost, curves, plots, ranks, render,
-                   significance, tables)
+                   significance, tables, tuning)
     from .aggregate import aggregate
     from .formats import plural
     from .labels import label_runs
@@ -74,7 +74,10 @@ def run(args) -> int:
     out = Path(args.out)
     chosen = select(args)
     results, filters = chosen.results, chosen.filters
-    labelled = label_runs(chosen.runs, split(args.group_by))
+    studies = tuning.read_studies(args.results_dir, chosen.runs)
+    # a study's trials are its history, not rows to compare: shown as runs only when asked for by tag
+    labelled = label_runs(chosen.runs if args.tag else tuning.without_trials(chosen.runs, studies),
+                          split(args.group_by))
     baseline, warning = significance.resolve_baseline(labelled, args.baseline)
     for line in chosen.warnings + ([warning] if warning else []):
         console.print(line, style="yellow", markup=False)
@@ -94,7 +97,8 @@ def run(args) -> int:
     left_out = chosen.left_out + calibration.left_out
     sections = [tables.main_table(agg, assessment),
                 significance.interval_section(agg, assessment),
-                significance.baseline_section(assessment), rankings.section,
+                significance.baseline_section(assessment), tuning.tuning_section(labelled, studies),
+                rankings.section,
                 tables.many_medium_few_tables(agg, assessment),
                 calibration_.ece_section(calibration, list(dict.fromkeys(agg["label"]))),
                 comparison.paper_comparison(agg, load_published()), cost.cost_table(labelled, results.runs),
@@ -105,6 +109,7 @@ def run(args) -> int:
                              _bench_for(results, split(args.methods)), out / "figures",
                              ranking=rankings.by_metric["top1"], history=results.history,
                              calibration=calibration)
+    figures += tuning.history_figures(studies, out / "figures")
     summary = left_out_summary(left_out)
     meta = render.Meta(results_dir=str(args.results_dir), runs=len(labelled), specs=len(agg),
                        filters=filters, generated=datetime.now().strftime("%Y-%m-%d %H:%M"),

@@ -15,7 +15,7 @@ from .formats import plural
 from .model import FigureFile, Section, Table
 
 # Figure-only sections, placed among the table sections in reading order.
-SECTION_ORDER = ["main", "intervals", "baseline", "ranking", "many_medium_few", "per_class",
+SECTION_ORDER = ["main", "intervals", "baseline", "tuning", "ranking", "many_medium_few", "per_class",
                  "curves", "calibration", "paper_comparison", "cost", "memory", "provenance",
                  "left_out"]
 SECTION_TITLES = {"per_class": "Per-class accuracy", "memory": "Feature-loss memory",
