@@ -115,14 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-root", help="where datasets live (default $LTBENCH_DATA or ~/.cache/ltbench/data)")
     evaluate.add_argument("--data-option", dest="data_options", action="append", default=[],
                           metavar="DATASET.KEY=VALUE", help="where an image dataset's files are, as for run")
-    evaluate.add_argument("--jobs", metavar="N", help="runs evaluated at once, each in a process of its own "
-                          "(default as for run)")
-    evaluate.add_argument("--devices", action=ListArgument, metavar="DEVICE", help="where the jobs of --jobs run, "
-                          "as for run")
-    evaluate.add_argument("--launcher", choices=["local", "slurm"], default="local",
-                          help="slurm: the evaluations as one job array")
-    if slurm is not None:
-        slurm.add_arguments(evaluate)
+    launcher_arguments(evaluate, what="evaluations")
 
     fetch = sub.add_parser("fetch-data", help="make a dataset available offline")
     fetch.add_argument("dataset", help="a dataset that can be fetched").help_from = (
@@ -164,15 +157,16 @@ def grid_arguments(parser, seeds_help: str) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"])
 
 
-def launcher_arguments(parser) -> None:
-    """Where the runs train: this machine (--jobs, --devices) or Slurm."""
-    parser.add_argument("--jobs", metavar="N", help="runs at once on this machine, each a process of its own "
+def launcher_arguments(parser, what: str = "runs") -> None:
+    """Where the runs train (or are evaluated): this machine (--jobs, --devices) or Slurm."""
+    parser.add_argument("--jobs", metavar="N", help=f"{what} at once on this machine, each a process of its own "
                         "(default: one per device of --devices on GPUs; 1 on a CPU-only machine, using every core)")
     parser.add_argument("--devices", action=ListArgument, metavar="DEVICE",
                         help="where the jobs of --jobs run, in turn: cuda:0,cuda:1 (or 0,1), cuda (every visible "
                         "GPU) or cpu; a device named twice gets twice the jobs (default: every visible GPU, else "
                         "the CPU)")
-    parser.add_argument("--launcher", choices=["local", "slurm"], default="local")
+    parser.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                        help=f"local (default) or slurm: the {what} as one Slurm job array")
     slurm = _optional("ltbench.launch.slurm_options")
     if slurm is not None:
         slurm.add_arguments(parser)
