@@ -34,8 +34,13 @@ Differences from the original, and why:
   (main_moco_supcon_imba.py L268-272); ltbench's contrastive views (ltbench.data.augment) crop
   with SupCon's scale (0.2, 1) and apply a jitter of 0.4 (hue 0.1) with probability 0.8.
 - Selection: main_lincls_imba.py evaluates the test set every epoch; ltbench keeps the last.
-- Protocol: the README's commands are ImageNet-LT's (ResNet-50); they are the defaults on every
-  dataset, and the others are marked unconfirmed (the repository gives no command for them).
+- Protocol: ImageNet-LT's is the README's commands; CIFAR-LT's is the authors' supplementary
+  material (supp_release.pdf in the repository, App. A): stage 1 for 1000 epochs at batch 1024,
+  lr 0.5 cosine, as SimCLR-style supervised contrastive learning (in-batch, as here); stage 2
+  for 200 epochs with "LDAM loss and class re-weighting", batch 128, lr 0.1 divided by 10 at
+  epochs 140, 180 and 190. ltbench reads the re-weighting as LDAM-DRW's effective-number
+  weights from the first epoch (the text describes no deferral), on instance-sampled batches.
+  Fashion-MNIST-LT takes CIFAR's. iNaturalist's and Places-LT's KCL protocols are not given.
 """
 
 import torch
@@ -44,9 +49,11 @@ from torch import nn
 
 from ltbench.data.augment import CONTRASTIVE_CROPS
 from ltbench.method import Draw, Method, Progress
-from ltbench.settings import Setting, Stage2Plan
+from ltbench.settings import Setting, Stage2Plan, with_default
+from ltbench_methods.common import NormedLinear, effective_number_weights
 from ltbench_methods.decoupling import ClassifierStage
 from ltbench_methods.hybrid import TEMPERATURE_SEARCH, ProjectionHead
+from ltbench_methods.ldam_drw import LDAMLoss
 
 TSC = "LTH14/targeted-supcon@c4f15eb"
 BUILDER = f"{TSC} moco/builder.py"
@@ -54,8 +61,16 @@ MAIN = f"{TSC} main_moco_supcon_imba.py"
 LINCLS = f"{TSC} main_lincls_imba.py"
 README = f"{TSC} README.md"
 KANG = "Kang et al. ICLR 2021"
-NOT_IN_CODE = "the repository's commands train ImageNet-LT only; no protocol for this dataset is in its code"
-UNCONFIRMED = {name: NOT_IN_CODE for name in ("cifar10_lt", "cifar100_lt", "inat2018", "places_lt")}
+# the authors' supplementary material, supp_release.pdf in the repository, Appendix A
+SUPPLEMENT = f"Li et al. CVPR 2022, supplementary ({TSC} supp_release.pdf)"
+APPENDIX = f"{SUPPLEMENT} App. A"
+UNCONFIRMED = {
+    "places_lt": "neither paper trains Places-LT; the TSC repository has no protocol for it",
+    "inat2018": "the TSC appendix gives iNaturalist's protocol for TSC only; KCL's there is not given",
+}
+CIFAR_DIRTY = f"{TSC} cifar_dirty/main_supcon_imba.py"
+# the appendix's CIFAR-LT protocol; Fashion-MNIST-LT, CIFAR-sized, takes it too
+CIFAR_NAMES = ("cifar10_lt", "cifar100_lt", "fashion_mnist_lt")
 
 
 def k_positive_mask(labels: torch.Tensor, views: int, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -135,7 +150,7 @@ class KCLStage1(Method):
         "warmup_epochs": 0,
     }
     trainer_sources = {
-        "epochs": f"{README} L57: --epochs 200",
+        "epochs": f"{README} L57: --epochs 200; {SUPPLEMENT} App. B: 200 epochs for KCL, as Kang et al.",
         "batch_size": f"{README} L59: --batch-size 256",
         "lr": f"{README} L59: --lr 0.1",
         "momentum": f"{MAIN} L58: --momentum default 0.9",
@@ -143,8 +158,29 @@ class KCLStage1(Method):
         "schedule": f"{README} L57: --cos; {MAIN} L491-493: lr 0.5 (1 + cos(pi epoch / epochs))",
         "warmup_epochs": f"{MAIN} L491-498: no warm-up",
     }
+    dataset_trainer_defaults = {name: {
+        "epochs": (1000, f"{APPENDIX}: on CIFAR the encoder is trained for 1000 epochs (KCL and TSC alike, App. B)"),
+        "batch_size": (1024, f"{APPENDIX}: on CIFAR, batch size 1024"),
+        "lr": (0.5, f"{APPENDIX}: on CIFAR, the learning rate is set to 0.5 initially"),
+        "schedule": ("cosine", f"{APPENDIX}: decreased using cosine annealing"),
+        "warmup_epochs": (0, f"{APPENDIX}: no warm-up described"),
+    } for name in CIFAR_NAMES}
     unconfirmed_protocol = UNCONFIRMED
     draws = {"feature": Draw("instance", views=2, augment="contrastive")}
+
+    @classmethod
+    def settings(cls, dataset):
+        own = super().settings(dataset)
+        if dataset.family != "cifar":
+            return own
+        # the appendix builds CIFAR's TSC on SimCLR-style supervised contrastive learning; the
+        # repository's CIFAR script has that recipe's views
+        return {**own, "grayscale_p": with_default(own["grayscale_p"], 0.2, f"{CIFAR_DIRTY} L248: "
+                                                   "RandomGrayscale(p=0.2)"),
+                "contrastive_crop": with_default(own["contrastive_crop"], "resized", f"{CIFAR_DIRTY} L242: "
+                                                 "RandomResizedCrop(size=32, scale=(0.2, 1.))"),
+                "color_jitter": with_default(own["color_jitter"], 0.4, f"{CIFAR_DIRTY} L245-247: "
+                                             "RandomApply([ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8)")}
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
@@ -175,16 +211,27 @@ class KCLStage1(Method):
         return self.probe(features)
 
 
+STAGE2_LOSSES = ("ce_balanced", "ldam_reweighted")
+
+
 def linear_stage_settings(prefix: str) -> dict[str, Setting]:
-    """main_lincls_imba.py's linear classifier under `<prefix>_*` names, as the README runs it."""
+    """The linear stage under `<prefix>_*` names: main_lincls_imba.py as the README runs it
+    (ImageNet-LT); CIFAR's and iNaturalist's values come from LINEAR_BY_DATASET."""
     return {
-        f"{prefix}_lr": Setting(10.0, "stage-2 learning rate (divided by 10 at half and three quarters of the epochs)",
-                                above=0, high=1e3, source=f"{LINCLS} L47: --lr default 10"),
-        f"{prefix}_epochs": Setting(40, "stage-2 epochs", low=1, high=100_000, source=f"{README} L75: --epochs 40"),
-        f"{prefix}_milestones": Setting([0.5, 0.75], "fractions of the stage-2 epochs where the lr drops by 10", low=0, high=1,
-                                        source=f"{README} L75: --schedule 20 30 (of 40); {LINCLS} L382-388"),
+        f"{prefix}_loss": Setting("ce_balanced", "stage-2 loss: ce_balanced (cross-entropy on class-balanced batches, "
+                                  "linear classifier) or ldam_reweighted (LDAM with effective-number class weights on "
+                                  "instance batches, cosine classifier)", choices=STAGE2_LOSSES,
+                                  source=f"{APPENDIX}: on ImageNet-LT and iNaturalist, CE loss and class-balanced "
+                                  f"sampling; {LINCLS} L135, L161-163"),
+        f"{prefix}_lr": Setting(10.0, "stage-2 learning rate (divided by 10 at each milestone)", above=0, high=1e3,
+                                source=f"{APPENDIX}: lr 10 on ImageNet-LT; {LINCLS} L47: --lr default 10"),
+        f"{prefix}_epochs": Setting(40, "stage-2 epochs", low=1, high=100_000,
+                                    source=f"{APPENDIX}: 40 epochs; {README} L75: --epochs 40"),
+        f"{prefix}_milestones": Setting([0.5, 0.75], "fractions of the stage-2 epochs where the lr drops by 10",
+                                        low=0, high=1, source=f"{APPENDIX}: multiplied by 0.1 at epoch 20 and 30 (of "
+                                        f"40); {README} L75: --schedule 20 30; {LINCLS} L382-388"),
         f"{prefix}_batch_size": Setting(2048, "stage-2 batch size", low=1, high=1_000_000,
-                                        source=f"{README} L75: -b 2048"),
+                                        source=f"{APPENDIX}: batch size 2048; {README} L75: -b 2048"),
         f"{prefix}_momentum": Setting(0.9, "stage-2 SGD momentum", low=0, below=1, source=f"{LINCLS} L51"),
         f"{prefix}_weight_decay": Setting(0.0, "stage-2 weight decay", low=0, high=1,
                                           source=f"{LINCLS} L53: --wd default 0"),
@@ -195,16 +242,44 @@ def linear_stage_settings(prefix: str) -> dict[str, Setting]:
     }
 
 
+CIFAR_STAGE2 = {
+    "loss": ("ldam_reweighted", f"{APPENDIX}: on CIFAR, LDAM loss and class re-weighting (read here as LDAM-DRW's "
+                                "effective-number weights, beta 0.9999, from the first epoch: no deferral is described)"),
+    "lr": (0.1, f"{APPENDIX}: on CIFAR, the learning rate is set to 0.1 initially"),
+    "epochs": (200, f"{APPENDIX}: on CIFAR, the linear classifier is trained for 200 epochs"),
+    "milestones": ([0.7, 0.9, 0.95], f"{APPENDIX}: on CIFAR, multiplied by 0.1 at epoch 140, 180 and 190 (of 200)"),
+    "batch_size": (128, f"{APPENDIX}: on CIFAR, batch size 128"),
+    "weight_decay": (2e-4, "not given in the appendix; LDAM-DRW cifar_train.py --wd default 2e-4, whose loss it uses"),
+    "bn_train": (False, "not given in the appendix; ltbench default: the frozen encoder keeps its statistics"),
+}
+LINEAR_BY_DATASET = {
+    **{name: CIFAR_STAGE2 for name in CIFAR_NAMES},
+    "inat2018": {"lr": (30.0, f"{APPENDIX}: the learning rate is set to 30 on iNaturalist")},
+}
+# LDAM-DRW's CIFAR values, the loss the appendix names for CIFAR's second stage
+LDAM_MAX_MARGIN, LDAM_SCALE, REWEIGHT_BETA = 0.5, 30.0, 0.9999
+
+
 class LinearStage(ClassifierStage):
-    """main_lincls_imba.py's stage: a fresh linear classifier (weight ~ N(0, 0.01^2), bias 0)
-    on the frozen stage-1 backbone, class-balanced batches, cross-entropy, step schedule."""
+    """The second stage of KCL and TSC: a fresh classifier on the frozen stage-1 backbone.
+    ce_balanced is main_lincls_imba.py's (a linear layer, weight ~ N(0, 0.01^2), bias 0,
+    class-balanced batches, cross-entropy); ldam_reweighted the appendix's CIFAR stage (LDAM-DRW's
+    cosine classifier and loss, class weights by effective number, instance batches)."""
+
+    by_dataset = LINEAR_BY_DATASET
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
-        self.classifier = nn.Linear(feature_dim, self.num_classes)
-        # main_lincls_imba.py L96-98
-        nn.init.normal_(self.classifier.weight, std=0.01)
-        nn.init.zeros_(self.classifier.bias)
+        if hp[f"{self.name}_loss"] == "ldam_reweighted":
+            self.draws = {"main": Draw(sampler="instance")}
+            self.classifier = NormedLinear(feature_dim, self.num_classes)
+            self.ldam = LDAMLoss(self.class_counts, LDAM_MAX_MARGIN, LDAM_SCALE)
+            self.register_buffer("class_weights", effective_number_weights(self.class_counts, REWEIGHT_BETA))
+        else:
+            self.classifier = nn.Linear(feature_dim, self.num_classes)
+            # main_lincls_imba.py L96-98
+            nn.init.normal_(self.classifier.weight, std=0.01)
+            nn.init.zeros_(self.classifier.bias)
 
     def stage2(self):
         hp, prefix = self.hp, self.name
@@ -216,6 +291,12 @@ class LinearStage(ClassifierStage):
                       "lr_factors": [0.1**(i + 1) for i in range(len(milestones))], "warmup_epochs": 0,
                       "eval_every": epochs},
             bn_train=hp[f"{prefix}_bn_train"])
+
+    def loss(self, backbone, batches, progress):
+        if not hasattr(self, "ldam"):
+            return super().loss(backbone, batches, progress)
+        batch = batches["main"]
+        return self.ldam(self.logits(backbone(batch.views[0])).float(), batch.labels, self.class_weights)
 
     def logits(self, features):
         return self.classifier(features)

@@ -38,8 +38,11 @@ import torch.nn.functional as F
 
 from ltbench.settings import Setting
 from ltbench.targets import GENERATION, assign_targets, hypersphere_targets
-from ltbench_methods.kcl import (BUILDER, MAIN, README, UNCONFIRMED, KCLStage1, LinearStage,
+from ltbench_methods.kcl import (APPENDIX, BUILDER, MAIN, README, KCLStage1, LinearStage,
                                  k_positive_contrastive_loss, k_positive_mask, linear_stage_settings)
+
+
+UNCONFIRMED = {"places_lt": "the paper does not train Places-LT; the repository has no protocol for it"}
 
 
 class TSCStage1(KCLStage1):
@@ -61,7 +64,9 @@ class TSCStage1(KCLStage1):
                                      source=f"{GENERATION} L28: N_iter = 10000"),
     }
     trainer_defaults = {**KCLStage1.trainer_defaults, "epochs": 400}
-    trainer_sources = {**KCLStage1.trainer_sources, "epochs": f"{README} L66: --epochs 400"}
+    trainer_sources = {**KCLStage1.trainer_sources,
+                       "epochs": f"{APPENDIX}: 400 epochs on ImageNet-LT and iNaturalist; {README} L66: --epochs 400"}
+    unconfirmed_protocol = UNCONFIRMED
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
