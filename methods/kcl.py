@@ -190,10 +190,16 @@ class KCLStage1(Method):
         self.probe = nn.Linear(feature_dim, self.num_classes)
 
     def contrastive_terms(self, embeddings: torch.Tensor, labels: torch.Tensor,
-                          progress: Progress) -> dict[str, torch.Tensor]:
-        """The loss's terms by name (their sum is the contrastive loss); TSC adds its target term."""
+                          progress: Progress | None) -> dict[str, torch.Tensor]:
+        """The loss's terms by name (their sum is the contrastive loss) at `progress` (None: at
+        the end of training); TSC adds its target term."""
         positives = k_positive_mask(labels, 2, self.hp["k"])
         return {"loss_class": k_positive_contrastive_loss(embeddings, positives, self.hp["temperature"])[0]}
+
+    def feature_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The contrastive loss of the batch's embeddings, in full (TSC's with its targets), as
+        `ltbench bench --memory` measures the hybrids' feature losses."""
+        return sum(self.contrastive_terms(embeddings, labels, None).values())
 
     def loss(self, backbone, batches, progress):
         batch = batches["feature"]

@@ -88,7 +88,7 @@ class TSCStage1(KCLStage1):
         self.centroids.copy_(torch.where(present[:, None], moved, self.centroids))
 
     def contrastive_terms(self, embeddings, labels, progress):
-        if progress.epoch < round(self.hp["targeted_from"] * progress.epochs):
+        if progress is not None and progress.epoch < round(self.hp["targeted_from"] * progress.epochs):
             return super().contrastive_terms(embeddings, labels, progress)
         n = len(labels) // 2
         self.update_centroids(embeddings[:n].detach(), labels[:n])

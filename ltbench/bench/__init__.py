@@ -10,7 +10,7 @@ from ltbench.errors import UserError
 # what the feature-loss memory measurement (ltbench.bench.memory) measures: its batch sizes,
 # and each loss with the registered method whose feature loss it is
 BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
-FEATURE_LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid"}
+FEATURE_LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid", "kcl": "kcl_stage1", "tsc": "tsc_stage1"}
 
 
 def add_arguments(parser) -> None:
