@@ -25,7 +25,7 @@ Differences from the original, and why:
   the k positives are drawn. ltbench contrasts the batch's two views with each other through
   the one backbone (SupCon's form, and the form of the repository's CIFAR loss), so the
   positives and negatives come from the batch: at batch 256 a class has far fewer candidate
-  positives than in a 65,536-key queue, and tail anchors often have fewer than k.
+  positives than in a 65,536-key queue, and a tail anchor can have fewer than k.
 - Stage 1's evaluation: the original evaluates only after stage 2. So that a stage-1 run has a
   prediction of its own (ltbench evaluates every run), a linear probe on the detached backbone
   features of the first view trains beside the loss with instance-sampled cross-entropy; no
@@ -60,12 +60,11 @@ BUILDER = f"{TSC} moco/builder.py"
 MAIN = f"{TSC} main_moco_supcon_imba.py"
 LINCLS = f"{TSC} main_lincls_imba.py"
 README = f"{TSC} README.md"
-KANG = "Kang et al. ICLR 2021"
 # the authors' supplementary material, supp_release.pdf in the repository, Appendix A
 SUPPLEMENT = f"Li et al. CVPR 2022, supplementary ({TSC} supp_release.pdf)"
 APPENDIX = f"{SUPPLEMENT} App. A"
 UNCONFIRMED = {
-    "places_lt": "neither paper trains Places-LT; the TSC repository has no protocol for it",
+    "places_lt": "the TSC repository and its appendix give no Places-LT protocol",
     "inat2018": "the TSC appendix gives iNaturalist's protocol for TSC only; KCL's there is not given",
 }
 CIFAR_DIRTY = f"{TSC} cifar_dirty/main_supcon_imba.py"
@@ -124,7 +123,7 @@ class KCLStage1(Method):
     name, display_name = "kcl_stage1", "KCL stage 1"
     hyperparameters = {
         "k": Setting(6, "positives of the anchor's class beside its other view (at most)", low=0, high=100_000,
-                     source=f"{KANG}: k = 6; {README} L57: --K 6; {MAIN} L108: --K default 6"),
+                     source=f"{README} L57: --K 6; {MAIN} L108: --K default 6"),
         "temperature": Setting(0.07, "temperature of the contrastive softmax", above=0, high=100,
                                source=f"{MAIN} L94: --moco-t default 0.07 (the README's commands keep it)",
                                search=TEMPERATURE_SEARCH),
@@ -150,7 +149,7 @@ class KCLStage1(Method):
         "warmup_epochs": 0,
     }
     trainer_sources = {
-        "epochs": f"{README} L57: --epochs 200; {SUPPLEMENT} App. B: 200 epochs for KCL, as Kang et al.",
+        "epochs": f"{README} L57: --epochs 200; {SUPPLEMENT} App. B: 200 epochs for KCL, as the KCL paper uses",
         "batch_size": f"{README} L59: --batch-size 256",
         "lr": f"{README} L59: --lr 0.1",
         "momentum": f"{MAIN} L58: --momentum default 0.9",

@@ -42,7 +42,7 @@ from ltbench_methods.kcl import (APPENDIX, BUILDER, MAIN, README, KCLStage1, Lin
                                  k_positive_contrastive_loss, k_positive_mask, linear_stage_settings)
 
 
-UNCONFIRMED = {"places_lt": "the paper does not train Places-LT; the repository has no protocol for it"}
+UNCONFIRMED = {"places_lt": "the repository and the paper's appendix give no Places-LT protocol"}
 
 
 class TSCStage1(KCLStage1):
