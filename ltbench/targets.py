@@ -8,7 +8,9 @@ loss mean_i log sum_j exp(t_i . t_j / 0.07) over C normalised vectors with Adam 
 
 The points depend only on (C, d, seed, the optimisation's settings), so they are computed once
 and cached on disk; a method keeps them as a buffer, so its checkpoint carries the very points
-it trained with and evaluation or resume never depends on the cache.
+it trained with and evaluation or resume never depends on the cache. The optimisation runs on
+the CPU, O(C^2 d) an iteration: quick for CIFAR's 10 or 100 classes, long for iNaturalist's
+8,142 (once per class count, width and seed, then cached).
 """
 
 import os
