@@ -8,5 +8,5 @@ ORDER = [
     "crt", "tau_norm", "lws",  # decoupling on a CE backbone
     "ce_mixup", "mislas", "ce_wd", "weight_balancing", "gcl_stage1", "gcl",  # two stages, their own stage 1
     "ride", "ride_ea", "bbn",  # multi-expert and two-branch
-    "sc_hybrid", "psc_hybrid", "bcl", "paco",  # contrastive
+    "sc_hybrid", "psc_hybrid", "bcl", "paco", "kcl_stage1", "kcl", "tsc_stage1", "tsc",  # contrastive
 ]

@@ -11,7 +11,8 @@ from ltbench.errors import UserError
 # and each loss with the registered method whose feature loss it is (PaCo's with its queue
 # and class centres)
 BATCH_SIZES = (128, 256, 512, 1024, 2048, 4096)
-FEATURE_LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid", "bcl": "bcl", "paco": "paco"}
+FEATURE_LOSSES = {"sc": "sc_hybrid", "psc": "psc_hybrid", "bcl": "bcl", "paco": "paco", "kcl": "kcl_stage1",
+                  "tsc": "tsc_stage1"}
 DEFAULT_LOSSES = ("sc", "psc")
 
 

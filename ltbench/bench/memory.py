@@ -146,7 +146,8 @@ def plot(rows: list[dict], path: Path, num_classes: int | None = None) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.6), constrained_layout=True)
     for loss, name in (("sc", "SC (batch x batch)"), ("psc", "PSC (batch x classes)"),
                        ("bcl", "BCL (batch x (batch + classes))"),
-                       ("paco", "PaCo (batch x (batch + queue + classes))")):
+                       ("paco", "PaCo (batch x (batch + queue + classes))"), ("kcl", "KCL (batch x batch)"),
+                       ("tsc", "TSC (batch x (batch + classes))")):
         mine = sorted((r for r in rows if r["loss"] == loss), key=lambda r: r["batch_size"])
         if not mine:
             continue
