@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ltbench.bench import FEATURE_LOSSES
+from ltbench.bench import DEFAULT_LOSSES
 from ltbench.bench.profile import CATEGORIES, OTHER, OUTSIDE, category
 from ltbench.cli import main
 
@@ -89,4 +89,4 @@ def test_memory_benchmark_script_is_the_bench_command(tmp_path):
     assert result.returncode == 0, result.stderr
     with open(out) as fh:
         assert [(r["loss"], r["batch_size"]) for r in csv.DictReader(fh)] == [
-            (loss, size) for size in ("16", "32") for loss in FEATURE_LOSSES]
+            (loss, size) for size in ("16", "32") for loss in DEFAULT_LOSSES]

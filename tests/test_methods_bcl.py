@@ -168,8 +168,8 @@ def test_memory_bench_measures_bcl_whose_cost_grows_with_the_classes(tmp_path, c
 def test_memory_bench_refuses_an_unknown_loss(tmp_path, capsys):
     from ltbench.cli import main
 
-    assert main(["bench", "--memory", "--losses", "psc,paco", "--out", str(tmp_path / "m.csv")]) == 2
-    assert "--losses must be a comma list of sc, psc, bcl" in capsys.readouterr().err
+    assert main(["bench", "--memory", "--losses", "psc,nosuch", "--out", str(tmp_path / "m.csv")]) == 2
+    assert "--losses must be a comma list of sc, psc, bcl, paco, kcl, tsc" in capsys.readouterr().err
     assert not (tmp_path / "m.csv").exists()
 
 
