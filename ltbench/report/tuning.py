@@ -138,7 +138,8 @@ def history_figures(studies: list[dict], out_dir: Path) -> list:
             ax.set_xlabel("trial")
             ax.set_ylabel("validation top-1 (%)")
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=8, loc="lower right")
+        # beside the panels, never over a trial's dot (the last trials sit in any corner)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside right upper", fontsize=8, frameon=False)
         title = f"{shown_label(method)}: optimisation history"
         fig.suptitle(title, fontsize=10)
         budgets = ", ".join(str(b) for b in sorted({s["budget"] for s in own}))
