@@ -146,8 +146,8 @@ def grid_arguments(parser, seeds_help: str) -> None:
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, metavar=name.upper(), help=SETTINGS[name].help)
     parser.add_argument("--preset", help="paper (published protocol, default), quick or smoke")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="any setting (`ltbench list --settings`); METHOD.KEY=VALUE for one method only, "
-                        "KEY=VALUE where one method of the sweep has KEY")
+                        help="any setting (`ltbench list --settings`); METHOD.KEY=VALUE for one method only (or for "
+                        "the stage 1 METHOD of a two-stage method), KEY=VALUE where one method of the sweep has KEY")
     parser.add_argument("--results-dir")
     parser.add_argument("--data-root", help="where datasets live (default $LTBENCH_DATA or ~/.cache/ltbench/data)")
     parser.add_argument("--data-option", dest="data_options", action="append", default=[],

@@ -83,15 +83,17 @@ def route_overrides(methods: list[str], overrides: dict) -> dict[str, dict]:
 
     `KEY` is a trainer setting, or the hyperparameter of the one method of the sweep that has
     it; where several have it, it is refused with the candidates named. `METHOD.KEY` applies
-    to METHOD's runs only."""
+    to METHOD's runs only; where METHOD is the stage 1 of methods of the sweep (`--methods gcl
+    --set gcl_stage1.batch_mix=none`), to their stage 1, whose hyperparameter it is."""
     owners_of = {m: _hyperparameter_owners(m) for m in methods}
     routed = {m: {} for m in methods}
     for typed, raw in overrides.items():
         method, _, key = typed.rpartition(".")
         if method:
             if method not in routed:
-                raise UserError(f"--set {typed}: method '{method}' is not in this sweep",
-                                hint=f"methods in the sweep: {', '.join(methods)}")
+                for user in _stage1_users(method, key, methods, owners_of):
+                    routed[user][(method, key)] = raw
+                continue
             owner = _owner_for(method, key, owners_of[method])
             routed[method][(owner, key)] = raw
             continue
@@ -113,6 +115,19 @@ def route_overrides(methods: list[str], overrides: dict) -> dict[str, dict]:
             for owner in owners_of[m].get(key, []):
                 routed[m][(owner, key)] = raw
     return routed
+
+
+def _stage1_users(stage1: str, key: str, methods: list[str], owners_of: dict) -> list[str]:
+    """The methods of the sweep whose chain has `stage1` before them, for `--set STAGE1.KEY`;
+    KEY must be that stage 1's own hyperparameter (its trainer settings are the run's own)."""
+    users = [m for m in methods if stage1 in owners_of[m].get(key, []) and stage1 != m]
+    if users:
+        return users
+    if any(stage1 in {c.name for c in registry.method(m).chain()} for m in methods):
+        raise _not_in_sweep(f"{stage1}.{key}", key, [stage1]) or unknown_name(
+            f"--set key for {stage1}", key, sorted(as_settings(registry.method(stage1).hyperparameters)))
+    raise UserError(f"--set {stage1}.{key}: method '{stage1}' is not in this sweep, nor a stage 1 of one",
+                    hint=f"methods in the sweep: {', '.join(methods)}")
 
 
 def _hyperparameter_owners(method: str) -> dict[str, list[str]]:

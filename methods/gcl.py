@@ -20,7 +20,7 @@ the images' labels plus 1 - lambda times it on the partners'. Each criterion cal
 own Gaussian noise, so the two terms see different clouds. Stage 2 mixes its class-balanced
 batches before the frozen backbone and weights the focal GCL loss the same way. Here the
 trainer mixes (ltbench.mixing, `batch_mix` / `mix_alpha` in stage 1, `gcl_batch_mix` /
-`gcl_mix_alpha` in stage 2; `--set batch_mix=none` trains stage 1 on plain batches) and the
+`gcl_mix_alpha` in stage 2; `--set gcl_stage1.batch_mix=none` trains stage 1 on plain batches) and the
 loss is `mixed_loss` of gcl_loss, which draws its noise per call as GCLLoss does. The Places-LT
 backbone script mixes with alpha 0.2 (Places-LT/pla_train_backbone.py L294), stage 1's default
 there.

@@ -87,6 +87,15 @@ def test_two_plugins_with_one_key_name_do_not_collide():
     assert all(set(s.hyperparameters) == {s.method} for s in specs)
 
 
+def test_a_stage_1_hyperparameter_is_set_by_its_method_name_from_the_two_stage_method():
+    # gcl's stage 1 and stage 2 both mix; naming the stage-1 method reaches only its setting
+    [spec] = expand(Sweep(["gcl"], ["cifar10_lt"], [100], overrides={"gcl_stage1.batch_mix": "none"}))
+    assert spec.hyperparameters["gcl_stage1"]["batch_mix"] == "none"
+    assert spec.own_hyperparameters["gcl_batch_mix"] == "mixup"
+    [default] = expand(Sweep(["gcl"], ["cifar10_lt"], [100]))
+    assert default.hyperparameters["gcl_stage1"]["batch_mix"] == "mixup"
+
+
 @pytest.mark.parametrize("sweep, message", [
     (Sweep(["cee"], ["cifar10_lt"], [100]), "unknown method 'cee'. Did you mean 'ce'"),
     (Sweep(["ce"], ["cifar10"], [100]), "unknown dataset 'cifar10'. Did you mean 'cifar10_lt'"),
@@ -103,7 +112,8 @@ def test_bad_grid_is_explained(sweep, message):
 BAD_SETTINGS = """
 gama=2                  | unknown --set key 'gama'
 gamma=2                 | ce has no setting gamma; it is focal.gamma, cb_focal.gamma
-focal.gamma=2           | method 'focal' is not in this sweep
+focal.gamma=2           | method 'focal' is not in this sweep, nor a stage 1 of one
+crt: ce.lr=0.1          | --set key for ce 'lr'
 lr=fast                 | lr=fast: expected a float
 backbone=resnet33       | unknown backbone
 schedule=linear         | schedule=linear is not allowed
