@@ -100,7 +100,10 @@ def test_a_redirected_run_logs_each_epoch_while_it_runs(tmp_path, fashion_mnist)
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ltbench.cli", *SMOKE, "--methods", "ce", "--epochs", "30",
                                  "--results-dir", str(tmp_path / "results")], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+                                env={**os.environ, "OMP_NUM_THREADS": "1"},
+                                # a shell's background job starts with SIGINT ignored, which the child
+                                # would keep: give it a terminal's Ctrl-C, as tests/test_resume.py does
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 120
         while "epoch 2/30" not in log.read_text():
