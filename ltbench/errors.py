@@ -26,6 +26,14 @@ def unknown_name(kind: str, name: str, known: list[str], candidates: list[str] |
     )
 
 
+def count_flag(flag: str, value, hint: str) -> int:
+    """A flag that counts something (--jobs, --budget): a whole number of at least 1."""
+    text = str(value).strip()
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"{flag} {value!r} is not a whole number of at least 1", hint=hint)
+    return int(text)
+
+
 def plural(kind: str) -> str:
     """`kind` of many: its noun gets the s, not the words that qualify it ("datasets with data
     options", "config keys (in sweep.toml)")."""

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from ltbench import registry
 from ltbench.commands import check_grid, sweep_and_launcher, train_here, unreadable_datasets
-from ltbench.errors import UserError
+from ltbench.errors import UserError, count_flag
 from ltbench.migrate import migrate_store
 from ltbench.progress import console
 from ltbench.search_space import Dimension, distributions, search_space
@@ -68,11 +68,7 @@ class Cell:
 
 
 def parse_budget(value) -> int:
-    text = str(value).strip()
-    if not text.isdigit() or int(text) < 1:
-        raise UserError(f"--budget {value!r} is not a whole number of at least 1",
-                        hint="e.g. --budget 20: the trials every method gets in each cell")
-    return int(text)
+    return count_flag("--budget", value, hint="e.g. --budget 20: the trials every method gets in each cell")
 
 
 def parse_sampler_seed(value) -> int:

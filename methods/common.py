@@ -203,11 +203,10 @@ def classifier_stage2(hp: dict, prefix: str) -> Stage2Plan:
 
     The original keeps the stage-2 epoch, and the stage-1 checkpoint it starts from, that did
     best on its validation split (run_networks.py L342, L357-362, L376; load_model L665-674
-    loads stage 1's `state_dict_best`). Here both stages end at their last epoch: ltbench has no
-    validation split on most datasets (CIFAR-LT has none; iNaturalist's "val" is its test set,
-    main.py L116-118), and choosing on the test set would be selection on test; the last epoch
-    is the rule the report's headline uses for every method. The test set is evaluated once,
-    after the last epoch."""
+    loads stage 1's `state_dict_best`). Here stage 2 ends at its last epoch, the rule the
+    report's headline uses for every method, and starts from stage 1's last epoch unless
+    `stage1_epoch` is bestval (ltbench.stages: the epoch best on ltbench's validation split,
+    never the test set). The test set is evaluated once, after the last epoch."""
     epochs = hp[f"{prefix}_epochs"]
     return Stage2Plan(
         epochs=epochs, batch_size=hp[f"{prefix}_batch_size"],

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ltbench.errors import UserError
+from ltbench.errors import UserError, count_flag
 
 DEVICES_HINT = "e.g. --devices cuda:0,cuda:1 (or 0,1; cuda for every visible GPU), or --devices cpu"
 
@@ -42,11 +42,8 @@ def plan_jobs(jobs, devices: list[str] | None, device: str = "auto") -> JobPlan:
 
 
 def parse_jobs(value) -> int:
-    text = str(value).strip()
-    if not text.isdigit() or int(text) < 1:
-        raise UserError(f"--jobs {value!r} is not a whole number of at least 1",
-                        hint="e.g. --jobs 4 (runs at once); --jobs 1 runs them one after another in this process")
-    return int(text)
+    return count_flag("--jobs", value,
+                      hint="e.g. --jobs 4 (runs at once); --jobs 1 runs them one after another in this process")
 
 
 def default_devices(device: str = "auto") -> tuple[str, ...]:
