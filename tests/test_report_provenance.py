@@ -328,4 +328,31 @@ def test_published_rows_name_their_code_base_and_data_split_and_epoch_rule():
     assert cui[on_cifar]["mismatch"].str.contains("own long-tailed subsample").all()
     assert not cui[~on_cifar]["mismatch"].str.contains("subsample").any()  # iNaturalist's own split
     bbn = published[published["source"].str.startswith("Zhou et al. 2020 (BBN")]
-    assert len(bbn) == 8 and set(bbn["selection"]) == {"best_on_test"}
+    reruns = bbn[bbn["method"] != "bbn"]
+    assert len(reruns) == 8 and set(bbn["selection"]) == {"best_on_test"}
+
+
+def test_bbn_rows_are_the_accuracies_of_its_printed_errors_and_the_paper_preset_matches_them():
+    """Zhou et al. print top-1 error: each row is 100 - the error its source names, and a
+    paper-preset run has the protocol of the CIFAR rows and of the 2x iNaturalist 2018 row."""
+    import json
+
+    from ltbench.report.reference import has_protocol, load_published, lookup
+    from ltbench.sweep import resolve
+
+    published = load_published()
+    bbn = published[published["method"] == "bbn"]
+    expected = {("cifar10_lt", 100): 20.18, ("cifar10_lt", 50): 17.82, ("cifar10_lt", 10): 11.68,
+                ("cifar100_lt", 100): 57.44, ("cifar100_lt", 50): 52.98, ("cifar100_lt", 10): 40.88}
+    for (dataset, factor), error in expected.items():
+        row = bbn[(bbn["dataset"] == dataset) & (bbn["imbalance_factor"] == factor)].iloc[0]
+        assert f"(error {error:.2f})" in row["source"] and row["top1"] == pytest.approx(100 - error)
+        assert row["confirmed"] and "Table 1: row 'Our BBN'" in row["source"]
+    inat = bbn[bbn["dataset"] == "inat2018"].set_index("epochs")
+    assert (inat.loc["180", "top1"], inat.loc["90", "top1"]) == (69.62, 66.29)  # 2x, 1x of Table 2
+    for dataset, factor in [("cifar10_lt", 100), ("cifar100_lt", 10), ("inat2018", 500)]:
+        spec = resolve("bbn", dataset, factor, 0, "paper")
+        run = {"backbone": spec.backbone, "epochs": spec.epochs, "profile": spec.profile,
+               "params_key": json.dumps(spec.flat_params())}
+        row = lookup(published, "bbn", dataset, factor)
+        assert row["confirmed"] and has_protocol(run, row), (dataset, row["source"])
