@@ -11,7 +11,7 @@ import pytest
 from ltbench.data.profiles import SHOT_RULES, class_counts, many_medium_few
 from ltbench.metrics import group_sizes
 
-from test_report import build, parse, read_csv, write_run
+from test_report import build, one, parse, read_csv, write_run
 
 
 class Cells(HTMLParser):
@@ -311,11 +311,50 @@ def test_a_custom_run_with_a_figures_protocol_is_compared_with_it(tmp_path):
               params={**cao, "max_margin": 0.3}, per_class=False)
     write_run(results, method="ce", dataset="cifar10_lt", preset="quick", top1=60.0, epochs=12, per_class=False)
     data = paper_comparison(_labelled(results), load_published()).data
-    matched = data[data["method"] == "ldam_drw"]
+    matched = data[(data["method"] == "ldam_drw") & (data["status"] != "no run yet")]
     assert list(zip(matched["dataset"], matched["status"], matched["published_top1"])) == [
         ("cifar100_lt", "compared", 42.04)]
     assert matched["difference"].iloc[0] == pytest.approx(42.0 - 42.04)  # best test epoch, as Cao et al.'s code
-    assert "ce" not in set(data["method"])  # a quick run has no figure's protocol
+    # a quick run has no figure's protocol: CE's figures only wait for a paper-protocol run
+    assert set(data[data["method"] == "ce"]["status"]) == {"no run yet"}
+
+
+def test_a_methods_published_figures_wait_for_a_paper_protocol_run(tmp_path):
+    """A comparison of quick runs still lists each method's published figures, with no value
+    of ours and the command that would give one; a paper-protocol run of a cell takes its
+    figure out of that list and compares it."""
+    from ltbench.report.comparison import paper_comparison
+    from ltbench.report.reference import load_published
+
+    from test_report import _labelled
+
+    results = tmp_path / "results"
+    for method in ("bbn", "ce"):
+        write_run(results, method=method, dataset="tiny_lt", imbalance_factor=5, preset="quick", top1=60.0,
+                  epochs=12, per_class=False)
+    published = load_published()
+    data = paper_comparison(_labelled(results), published).data
+    waiting = data[data["status"] == "no run yet"]
+    assert set(data["status"]) == {"no run yet"}
+    bbn = waiting[waiting["method"] == "bbn"]
+    assert len(bbn) == (published["method"] == "bbn").sum() and bbn["ours_mean"].isna().all()
+    cell = one(bbn, dataset="cifar10_lt", imbalance_factor=100)
+    assert cell["published_top1"] == 79.82 and cell["published_confirmed"]
+
+    write_run(results, method="bbn", dataset="cifar10_lt", preset="paper", top1=79.0, top1_best=79.5,
+              per_class=False)
+    data = paper_comparison(_labelled(results), published).data
+    bbn = data[data["method"] == "bbn"]
+    ran = bbn[(bbn["dataset"] == "cifar10_lt") & (bbn["imbalance_factor"] == 100)]
+    assert list(ran["status"]) != ["no run yet"] and not ran["status"].eq("no run yet").any()
+    assert (bbn["status"] == "no run yet").sum() == len(waiting[waiting["method"] == "bbn"]) - 1
+
+    section = paper_comparison(_labelled(results), published)
+    table = next(t for t in section.tables if t.title.startswith("Published figures of these methods"))
+    rows = {(r[1], r[2]): r for r in table.rows if "--methods bbn " in r[5]}
+    assert ("CIFAR-10-LT", "100") not in rows
+    assert rows[("CIFAR-100-LT", "100")][3] == "42.56"
+    assert rows[("CIFAR-100-LT", "100")][5] == "`ltbench run --methods bbn --dataset cifar100_lt --if 100`"
 
 
 def test_published_rows_name_their_code_base_and_data_split_and_epoch_rule():

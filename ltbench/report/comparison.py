@@ -36,6 +36,12 @@ TABLES = {
         ["Method", "Dataset", "IF", "Lead", "Source"], "Unconfirmed leads, not compared",
         [DAGGER + " not seen in its paper's own table (published.csv says why): a lead to "
          "check, never compared with ours."]),
+    "no run yet": (
+        ["Method", "Dataset", "IF", "Published", "Source", "To fill it"],
+        "Published figures of these methods with no paper-protocol run here yet",
+        ["Every published figure of a method in these results whose cell has no run under "
+         "the paper preset: the row stays empty until someone runs the command beside it. "
+         + DAGGER + " an unconfirmed lead."]),
 }
 
 
@@ -50,6 +56,7 @@ def paper_comparison(agg: pd.DataFrame, published: pd.DataFrame) -> Section:
     unconfirmed leads (shown apart, never compared).
     """
     pairs, missing, others = _pair_with_published(agg, published)
+    pairs += _awaiting_a_run(agg, published)
     cites = {}  # a paper's table -> its number, in order of first use
     for pair in pairs:
         cites.setdefault(_published_cite(pair["source"]), len(cites) + 1)
@@ -103,12 +110,44 @@ def _pair_with_published(agg: pd.DataFrame, published: pd.DataFrame) -> tuple[li
     return pairs, missing, others
 
 
+def _awaiting_a_run(agg: pd.DataFrame, published: pd.DataFrame) -> list[dict]:
+    """One record per published figure of a method in `agg` whose cell has no paper-protocol
+    row of that method: what a full comparison would still need run."""
+    from .names import method_title
+    from .reference import SELECTIONS
+
+    paper = agg[agg["preset"] == "paper"] if "preset" in agg else agg.iloc[:0]
+    awaiting = []
+    for method in dict.fromkeys(agg["method"]):
+        of_method = published[published["method"] == method]
+        ran = paper[paper["method"] == method]
+        for ref in of_method.to_dict("records"):
+            if any(_same_cell(ref, r) for r in ran.to_dict("records")):
+                continue
+            awaiting.append(dict(
+                label=method_title(method), method=method, dataset=ref["dataset"],
+                imbalance_factor=ref["imbalance_factor"], seeds=0, status="no run yet",
+                selection=ref["selection"], our_column=SELECTIONS[ref["selection"]],
+                ours_mean=math.nan, ours_std=math.nan, top1_mean=math.nan, top1_std=math.nan,
+                top1_best_mean=math.nan, top1_best_std=math.nan, published_top1=ref["top1"],
+                published_confirmed=ref["confirmed"], difference=math.nan, differs="",
+                source=ref["source"], backbone=ref["backbone"], epochs=ref["epochs"],
+                code=ref["code"], run_ids=()))
+    return awaiting
+
+
+def _same_cell(ref: dict, run: dict) -> bool:
+    """Whether a run fills a published figure's cell (a figure without a factor: any)."""
+    return ref["dataset"] == run["dataset"] and (
+        pd.isna(ref["imbalance_factor"]) or ref["imbalance_factor"] == run["imbalance_factor"])
+
+
 def _table(status: str, pairs: list[dict], cites: dict) -> Table:
     header, title, notes = TABLES[status]
     rows = [_row(status, pair, cites[_published_cite(pair["source"])]) for pair in pairs]
     used = {_published_cite(pair["source"]) for pair in pairs}
-    # the leads' table shows no value of ours, so no runs stand behind its rows
-    sources = ({} if status == "unconfirmed lead" else
+    # the leads' and the awaiting table show no value of ours, so no runs stand behind them
+    sources = ({} if status in ("unconfirmed lead", "no run yet") else
                {(i, None): pair["run_ids"] for i, pair in enumerate(pairs)})
     return Table(header=header, rows=rows, title=title, sources=sources,
                  notes=notes + [f"[{n}] {cite}" for cite, n in cites.items() if cite in used])
@@ -124,6 +163,11 @@ def _row(status: str, pair: dict, number: int) -> list[str]:
                        published, fmt_signed(pair["difference"]), f"[{number}]"]
     if status == "different protocol":
         return cell + [str(pair["seeds"]), ours, published, pair["differs"], f"[{number}]"]
+    if status == "no run yet":
+        factor = "" if pd.isna(pair["imbalance_factor"]) else f" --if {fmt_factor(pair['imbalance_factor'])}"
+        mark = "" if pair["published_confirmed"] else DAGGER
+        return cell + [published + mark, f"[{number}]",
+                       f"`ltbench run --methods {pair['method']} --dataset {pair['dataset']}{factor}`"]
     return cell + [published + DAGGER, f"[{number}]"]
 
 
