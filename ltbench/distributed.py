@@ -258,7 +258,9 @@ def data_parallel(backbone: nn.Module, method: nn.Module) -> nn.Module | None:
 def sync_buffers(*modules: nn.Module) -> None:
     """Rank 0's buffers (BatchNorm running statistics) on every rank. Each rank updates them
     from its own share of the batch; evaluation and the checkpoint must see one set, and
-    rank 0's is the one the checkpoint keeps."""
+    rank 0's is the one the checkpoint keeps. A method's own statistics of the batch (TDE's
+    average, PaCo's queue, TSC's centroids) are the global batch's on every rank already
+    (`batch_mean`, `gather`): this never hides their drift."""
     if not is_distributed():
         return
     for module in modules:

@@ -18,7 +18,7 @@ from ltbench import distributed, registry
 from ltbench.method import Batch, Progress
 from test_distributed import free_port
 
-N, DIM, CLASSES = 10, 8, 4  # a global batch of 10 images; rank 0 holds 6 of them, rank 1 holds 4
+N, DIM = 10, 8  # a global batch of 10 images; rank 0 holds 6 of them, rank 1 holds 4
 LABELS = torch.tensor([0, 1, 0, 2, 1, 0, 2, 3, 1, 0])
 STEPS = 2
 
@@ -55,7 +55,7 @@ def part(x: torch.Tensor, rows: range | None) -> torch.Tensor:
     return x if rows is None else x[rows.start : rows.stop]
 
 
-def train(name: str, backbone: nn.Module, method: nn.Module, batches_of, rows: range | None) -> list[float]:
+def train(backbone: nn.Module, method: nn.Module, batches_of, rows: range | None) -> list[float]:
     """STEPS SGD steps on the global batch (rows None) or on this rank's rows of it, under DDP
     as the trainer takes them; the losses."""
     step = distributed.data_parallel(backbone, method)
@@ -111,7 +111,6 @@ def feature_loss(case: str, rows: range | None) -> dict:
     """A method's feature loss of this rank's rows of fixed embeddings (all of them in one
     process): the loss, the embeddings' gradient and the method's parameters' gradients."""
     name, hp, loss_of = FEATURE_LOSSES[case]
-    torch.manual_seed(0)
     method = make_method(name, **hp)
     local = embeddings_of(3)[view_rows(rows)].clone().requires_grad_(True)
     labels = part(LABELS, rows).repeat(2)
@@ -217,12 +216,12 @@ def _rank(rank: int, port: int, out: str, root: str):
         results = {"shuffle": shuffled_shares(rows), "batch_mean": distributed.batch_mean(part(features(), rows))}
         results.update({case: feature_loss(case, rows) for case in FEATURE_LOSSES})
         tde = make_method("tde")
-        results["tde"] = {"losses": train("tde", linear_backbone(), tde, tde_batches, even_shares()[rank]),
+        results["tde"] = {"losses": train(linear_backbone(), tde, tde_batches, even_shares()[rank]),
                           "head_direction": tde.head_direction.value.clone()}
         torch.manual_seed(0)
         paco = make_method("paco", queue_size=32, projection_dim=DIM)
         backbone = linear_backbone()
-        train("paco", backbone, paco, paco_batches, rows)
+        train(backbone, paco, paco_batches, rows)
         results["paco"] = {"queue": {k: v.clone() for k, v in paco.queue.state_dict().items()},
                            "key_encoder": {k: v.clone() for k, v in paco.key_encoder.state_dict().items()},
                            "backbone": {k: v.clone() for k, v in backbone.state_dict().items()}}
@@ -250,7 +249,7 @@ def test_batch_mean_over_unequal_shares_is_the_global_batch_mean(ranks):
 def test_tde_moving_average_over_ranks_is_the_global_batch_average(ranks):
     torch.manual_seed(0)
     tde = make_method("tde")
-    losses = train("tde", linear_backbone(), tde, tde_batches, None)
+    losses = train(linear_backbone(), tde, tde_batches, None)
     one = tde.head_direction.value
     assert one.abs().sum() > 0
     # the same buffer on both ranks, to the bit, and the one that one process keeps of the whole batch
@@ -258,7 +257,7 @@ def test_tde_moving_average_over_ranks_is_the_global_batch_average(ranks):
     assert torch.allclose(ranks[0]["tde"]["head_direction"], one, atol=1e-6)
     # rank 0's share alone, as DDP's broadcast of rank 0's buffers would leave it, is another average
     alone = make_method("tde")
-    train("tde", linear_backbone(), alone, tde_batches, even_shares()[0])
+    train(linear_backbone(), alone, tde_batches, even_shares()[0])
     assert not torch.allclose(alone.head_direction.value, one, atol=1e-3)
     for step, loss in enumerate(losses):
         assert loss == pytest.approx((ranks[0]["tde"]["losses"][step] + ranks[1]["tde"]["losses"][step]) / 2, rel=1e-5)
