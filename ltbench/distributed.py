@@ -260,7 +260,7 @@ def sync_buffers(*modules: nn.Module) -> None:
     from its own share of the batch; evaluation and the checkpoint must see one set, and
     rank 0's is the one the checkpoint keeps. A method's own statistics of the batch (TDE's
     average, PaCo's queue, TSC's centroids) are the global batch's on every rank already
-    (`batch_mean`, `gather`): this never hides their drift."""
+    (`batch_mean`, `gather`), so this changes nothing of theirs."""
     if not is_distributed():
         return
     for module in modules:

@@ -10,7 +10,10 @@ device, checkpoint and resume with it.
   follow the query encoder's, which DDP keeps equal on every rank, so they stay equal too; its
   forward is MoCo's batch shuffle (`distributed.on_shuffled_shares`, moco/builder.py L143-192,
   L211-218): each rank encodes a random share of the global batch, so BatchNorm's statistics
-  of a key do not come from the batch its query was encoded with.
+  of a key do not come from the batch its query was encoded with. Its BatchNorm statistics are
+  each rank's until the epoch's end gives every rank rank 0's (`distributed.sync_buffers`); in
+  the original, DDP's broadcast of rank 0's buffers before each forward does the same every
+  step, and rank 0's statistics follow rank 0's shares alone either way.
 - `FeatureQueue`: a ring of the last K features and their labels; each step's keys overwrite
   the oldest entries, from a pointer that wraps around.
 """
