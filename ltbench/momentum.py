@@ -8,8 +8,8 @@ device, checkpoint and resume with it.
   forward passes in train mode, as MoCo's encoder_k's are (moco/builder.py
   `_momentum_update_key_encoder` zips `parameters()` alone). Data-parallel, its parameters
   follow the query encoder's, which DDP keeps equal on every rank, so they stay equal too; its
-  forward is MoCo's batch shuffle (`distributed.on_shuffled_shares`, moco/builder.py L143-192,
-  L211-218): each rank encodes a random share of the global batch, so BatchNorm's statistics
+  forward is MoCo's batch shuffle (`distributed.on_shuffled_shares`; Parametric-Contrastive-
+  Learning@fe56535 PaCo/LT/moco/builder.py L143-192, L211-218): each rank encodes a random share of the global batch, so BatchNorm's statistics
   of a key do not come from the batch its query was encoded with. Its BatchNorm statistics are
   each rank's until the epoch's end gives every rank rank 0's (`distributed.sync_buffers`); in
   the original, DDP's broadcast of rank 0's buffers before each forward does the same every
