@@ -138,6 +138,24 @@ def sum_class_counts(counts):
     return type(counts)(summed[0].numpy(), summed[1].numpy())
 
 
+def batch_mean(t: torch.Tensor) -> torch.Tensor:
+    """The mean over dim 0 of every rank's rows together: the global batch's mean, as one device
+    holding the whole batch takes it, whatever the ranks' shares. No gradient."""
+    if not is_distributed():
+        return t.detach().mean(0)
+    sums = torch.cat([t.detach().sum(0).flatten(), t.new_full((1,), len(t))])
+    summed = all_sum(sums)
+    return (summed[:-1] / summed[-1]).view(t.shape[1:])
+
+
+def anchor_mean(per_anchor: torch.Tensor) -> torch.Tensor:
+    """The mean of a per-anchor loss over every rank's anchors, as one device takes it over the
+    global batch: this rank's sum over all ranks' count, times W, since DDP divides the ranks'
+    summed gradients by W. No anchor anywhere: 0."""
+    count = all_sum(torch.tensor(float(len(per_anchor)), device=per_anchor.device)).clamp(min=1)
+    return per_anchor.sum() * world_size() / count
+
+
 def gather(t: torch.Tensor) -> torch.Tensor:
     """Every rank's `t` concatenated along dim 0 in rank order; ranks may hold different
     lengths. No gradient."""
@@ -176,6 +194,28 @@ def _gather(t: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     parts = [torch.empty_like(padded) for _ in sizes]
     dist.all_gather(parts, padded)
     return torch.cat([p[:n] for p, n in zip(parts, sizes)]).to(t.device)
+
+
+@torch.no_grad()
+def on_shuffled_shares(fn, x: torch.Tensor) -> torch.Tensor:
+    """fn(x), each rank computing it on as many rows of a random permutation of the global batch
+    as it holds and getting its own rows' results back: MoCo's batch shuffle, so that a
+    BatchNorm in `fn` sees a random share of the batch, not this rank's (moco/builder.py
+    `_batch_shuffle_ddp`, `_batch_unshuffle_ddp`). `fn` maps rows to rows; no gradient. In one
+    process fn(x), where a permutation would change nothing."""
+    if not is_distributed():
+        return fn(x)
+    sizes = _sizes(len(x))
+    everyone = _gather(x, sizes)
+    # every rank draws, so the ranks' generators stay in step; rank 0's permutation is used
+    order = torch.randperm(len(everyone)).to(_collective_device())
+    dist.broadcast(order, src=0)
+    order = order.to(x.device)
+    start = sum(sizes[: rank()])
+    results = _gather(fn(everyone[order[start : start + len(x)]]), sizes)
+    restored = torch.empty_like(results)
+    restored[order] = results  # row j of `results` is the result of everyone[order[j]]
+    return restored[start : start + len(x)]
 
 
 class _GatherWithGrad(torch.autograd.Function):
@@ -218,7 +258,9 @@ def data_parallel(backbone: nn.Module, method: nn.Module) -> nn.Module | None:
 def sync_buffers(*modules: nn.Module) -> None:
     """Rank 0's buffers (BatchNorm running statistics) on every rank. Each rank updates them
     from its own share of the batch; evaluation and the checkpoint must see one set, and
-    rank 0's is the one the checkpoint keeps."""
+    rank 0's is the one the checkpoint keeps. A method's own statistics of the batch (TDE's
+    average, PaCo's queue, TSC's centroids) are the global batch's on every rank already
+    (`batch_mean`, `gather`), so this changes nothing of theirs."""
     if not is_distributed():
         return
     for module in modules:

@@ -6,7 +6,14 @@ device, checkpoint and resume with it.
 - `MomentumEncoder`: theta_k <- m theta_k + (1 - m) theta_q after every step, over the
   parameters only. Its buffers (BatchNorm's running statistics) are its own, updated by its own
   forward passes in train mode, as MoCo's encoder_k's are (moco/builder.py
-  `_momentum_update_key_encoder` zips `parameters()` alone).
+  `_momentum_update_key_encoder` zips `parameters()` alone). Data-parallel, its parameters
+  follow the query encoder's, which DDP keeps equal on every rank, so they stay equal too; its
+  forward is MoCo's batch shuffle (`distributed.on_shuffled_shares`; Parametric-Contrastive-
+  Learning@fe56535 PaCo/LT/moco/builder.py L143-192, L211-218): each rank encodes a random share of the global batch, so BatchNorm's statistics
+  of a key do not come from the batch its query was encoded with. Its BatchNorm statistics are
+  each rank's until the epoch's end gives every rank rank 0's (`distributed.sync_buffers`); in
+  the original, DDP's broadcast of rank 0's buffers before each forward does the same every
+  step, and rank 0's statistics follow rank 0's shares alone either way.
 - `FeatureQueue`: a ring of the last K features and their labels; each step's keys overwrite
   the oldest entries, from a pointer that wraps around.
 """
@@ -68,10 +75,10 @@ class MomentumEncoder(nn.Module):
             self._pending = None
 
     @torch.no_grad()
-    def forward(self, *inputs):
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
             raise RuntimeError("the momentum encoder has no copy yet: call follow(...) first")
-        return self.encoder(*inputs)
+        return distributed.on_shuffled_shares(self.encoder, images)
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs):

@@ -69,8 +69,11 @@ def balanced_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, pr
     (normalised, one row per class; None leaves class-complement out). With class_averaging off
     the denominator is SupCon's sum over every other member. An anchor without a positive adds
     nothing (none is without one while the prototypes are in). Data-parallel, the embeddings of
-    every rank are gathered with their gradient and the mean runs over all ranks' anchors, as
-    sc_hybrid's loss does. Memory: a (V N) x (V N + C) similarity matrix."""
+    every rank are gathered with their gradient and the mean runs over all ranks' anchors, so the
+    ranks' loss is the one-device loss of the global batch: the original's, whose nn.DataParallel
+    (main.py L118) gathers the whole batch's features onto one GPU before BalSCL (L304-309), and
+    whose class counts (contrastive.py L26) are the whole batch's. Memory: a (V N) x (V N + C)
+    similarity matrix."""
     contrast, first = distributed.gather_with_grad(embeddings)
     contrast_labels = distributed.gather(labels)
     if prototypes is not None:
@@ -92,9 +95,7 @@ def balanced_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, pr
     n_positives = positives.sum(dim=1)
     anchors = n_positives > 0
     per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(dim=1)[anchors] / n_positives[anchors]
-    # times W, since DDP divides the ranks' summed gradients by W (one process: W = 1)
-    all_anchors = distributed.all_sum(anchors.sum()).clamp(min=1)
-    return per_anchor.sum() * distributed.world_size() / all_anchors
+    return distributed.anchor_mean(per_anchor)
 
 
 BY_DATASET = {

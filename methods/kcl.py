@@ -26,6 +26,13 @@ Differences from the original, and why:
   the one backbone (SupCon's form, and the form of the repository's CIFAR loss), so the
   positives and negatives come from the batch: at batch 256 a class has far fewer candidate
   positives than in a 65,536-key queue, and a tail anchor can have fewer than k.
+- Several devices: the released code's loss is per GPU under DDP (main_moco_supcon_imba.py
+  L212), each GPU's queries against its own keys (shuffled across GPUs, moco/builder.py
+  L321-331) and the queue, which holds every GPU's keys (concat_all_gather, L241-244); the
+  CIFAR script, whose in-batch form ltbench's is, computes the loss of the whole batch on one
+  GPU (nn.DataParallel, cifar_dirty/main_supcon_imba.py L316). ltbench's batch stands in for
+  the queue, so data-parallel each rank's anchors contrast with every rank's embeddings,
+  gathered with their gradient: the ranks' loss is the one-device loss of the global batch.
 - Stage 1's evaluation: the original evaluates only after stage 2. So that a stage-1 run has a
   prediction of its own (ltbench evaluates every run), a linear probe on the detached backbone
   features of the first view trains beside the loss with instance-sampled cross-entropy; no
@@ -47,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ltbench import distributed
 from ltbench.data.augment import CONTRASTIVE_CROPS
 from ltbench.method import Draw, Method, Progress
 from ltbench.settings import Setting, Stage2Plan, with_default
@@ -72,49 +80,79 @@ CIFAR_DIRTY = f"{TSC} cifar_dirty/main_supcon_imba.py"
 CIFAR_NAMES = ("cifar10_lt", "cifar100_lt", "fashion_mnist_lt")
 
 
-def k_positive_mask(labels: torch.Tensor, views: int, k: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """(V N, V N) boolean: anchor i's positives, the other views of its own image and min(k,
-    |P(i)|) images drawn uniformly without replacement from P(i), the other views' and images'
-    embeddings of its class that are not its own image's. The rows are V blocks of N, view
-    after view, as the batch's views are concatenated. Random keys from `generator` (torch's
-    default where None) pick the k: the k largest keys among the candidates."""
+def image_ids(n: int, views: int, first: int = 0) -> torch.Tensor:
+    """The image of each of a batch's V N rows (V blocks of N, view after view), numbered after
+    the `first // views` images of the ranks before this one, so ids are unique over ranks."""
+    return first // views + torch.arange(n) % (n // views)
+
+
+def k_positive_mask(labels: torch.Tensor, views: int, k: int, generator: torch.Generator | None = None,
+                    contrast_labels: torch.Tensor | None = None, contrast_images: torch.Tensor | None = None,
+                    first: int = 0) -> torch.Tensor:
+    """(V N, M) boolean: anchor i's positives, the other views of its own image and min(k,
+    |P(i)|) embeddings drawn uniformly without replacement from P(i), the other views' and images'
+    embeddings of its class that are not its own image's. The anchors are the batch's V N rows,
+    V blocks of N, view after view, as the batch's views are concatenated; the M columns are the
+    same rows (M = V N), or, data-parallel, every rank's rows gathered (`contrast_labels`, and
+    `contrast_images` from image_ids), this rank's from row `first`. Random keys from `generator`
+    (torch's default where None) pick the k: the k largest keys among the candidates."""
     n = len(labels)
-    image = torch.arange(n, device=labels.device) % (n // views)
-    same_image = (image[:, None] == image[None, :]) & ~torch.eye(n, dtype=torch.bool, device=labels.device)
-    candidates = (labels[:, None] == labels[None, :]) & (image[:, None] != image[None, :])
+    images = image_ids(n, views, first).to(labels.device)
+    if contrast_labels is None:
+        contrast_labels, contrast_images = labels, images
+    rows = torch.arange(n, device=labels.device)
+    self_pair = torch.zeros(n, len(contrast_labels), dtype=torch.bool, device=labels.device)
+    self_pair[rows, first + rows] = True
+    same_image = (images[:, None] == contrast_images[None, :]) & ~self_pair
+    candidates = (labels[:, None] == contrast_labels[None, :]) & (images[:, None] != contrast_images[None, :])
     chosen = same_image.clone()
     if k > 0 and candidates.any():
-        keys = torch.rand((n, n), generator=generator, device=generator.device if generator else labels.device)
+        keys = torch.rand(self_pair.shape, generator=generator, device=generator.device if generator else labels.device)
         keys = keys.to(labels.device).masked_fill(~candidates, -1.0)
-        top, index = keys.topk(min(k, n), dim=1)
+        top, index = keys.topk(min(k, len(contrast_labels)), dim=1)
         picked = torch.zeros_like(chosen).scatter_(1, index, top >= 0)
         chosen |= picked
     return chosen
 
 
 def k_positive_contrastive_loss(embeddings: torch.Tensor, positives: torch.Tensor, temperature: float,
-                                targets: torch.Tensor | None = None,
-                                target_positive: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                                targets: torch.Tensor | None = None, target_positive: torch.Tensor | None = None,
+                                contrast: torch.Tensor | None = None, first: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """The class term and the target term of moco/builder.py L421-426 over a batch's anchors.
-    Each anchor's softmax runs over every other embedding and, where given, every target (rows
+    Each anchor's softmax runs over every other embedding (of `contrast`, every rank's gathered,
+    where given: the anchors are its rows from `first`) and, where given, every target (rows
     of `targets`, fixed points on the sphere); `positives` (k_positive_mask) are its positive
     embeddings, `target_positive` (anchors x targets, boolean) its positive targets. Both terms
     divide by the anchor's number of positives of both kinds (L425-426 divide by
-    mask_pos_view.sum, the targets included) and average over the anchors."""
+    mask_pos_view.sum, the targets included) and average over every rank's anchors."""
     n = len(embeddings)
-    self_pair = torch.eye(n, dtype=torch.bool, device=embeddings.device)
-    logits = (embeddings @ embeddings.T / temperature).masked_fill(self_pair, float("-inf"))
+    contrast = embeddings if contrast is None else contrast
+    m = len(contrast)
+    rows = torch.arange(n, device=embeddings.device)
+    self_pair = torch.zeros(n, m, dtype=torch.bool, device=embeddings.device)
+    self_pair[rows, first + rows] = True
+    logits = (embeddings @ contrast.T / temperature).masked_fill(self_pair, float("-inf"))
     if targets is not None:
         logits = torch.cat([logits, embeddings @ targets.T / temperature], dim=1)
     log_prob = logits - logits.logsumexp(dim=1, keepdim=True)
     count = positives.sum(dim=1).float()
     if target_positive is not None:
         count = count + target_positive.sum(dim=1)
-    class_term = -(log_prob[:, :n].masked_fill(~positives, 0.0).sum(dim=1) / count).mean()
+    class_term = distributed.anchor_mean(-log_prob[:, :m].masked_fill(~positives, 0.0).sum(dim=1) / count)
     if target_positive is None:
         return class_term, embeddings.sum() * 0.0
-    target_term = -(log_prob[:, n:].masked_fill(~target_positive, 0.0).sum(dim=1) / count).mean()
+    target_term = distributed.anchor_mean(-log_prob[:, m:].masked_fill(~target_positive, 0.0).sum(dim=1) / count)
     return class_term, target_term
+
+
+def global_batch(embeddings: torch.Tensor, labels: torch.Tensor, views: int, k: int):
+    """Every rank's embeddings, gathered with their gradient, the row where this rank's start,
+    and this rank's anchors' k-positive mask over them: the contrast set of one device holding
+    the global batch (in one process, the batch itself)."""
+    contrast, first = distributed.gather_with_grad(embeddings)
+    contrast_labels = distributed.gather(labels)
+    contrast_images = distributed.gather(image_ids(len(labels), views, first).to(labels.device))
+    return contrast, first, k_positive_mask(labels, views, k, None, contrast_labels, contrast_images, first)
 
 
 class KCLStage1(Method):
@@ -192,8 +230,9 @@ class KCLStage1(Method):
                           progress: Progress | None) -> dict[str, torch.Tensor]:
         """The loss's terms by name (their sum is the contrastive loss) at `progress` (None: at
         the end of training); TSC adds its target term."""
-        positives = k_positive_mask(labels, 2, self.hp["k"])
-        return {"loss_class": k_positive_contrastive_loss(embeddings, positives, self.hp["temperature"])[0]}
+        contrast, first, positives = global_batch(embeddings, labels, 2, self.hp["k"])
+        return {"loss_class": k_positive_contrastive_loss(embeddings, positives, self.hp["temperature"],
+                                                          contrast=contrast, first=first)[0]}
 
     def feature_loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The contrastive loss of the batch's embeddings, in full (TSC's with its targets), as

@@ -28,7 +28,13 @@ PaCo's key encoder and queue are ltbench.momentum's: the key encoder (backbone a
 head) moves by momentum 0.999 before each step's keys are computed (builder.py L209), the queue
 of K = 1024 keys and their labels is read before this step's keys are written over its oldest
 (L221-224), and it starts from random features and labels as MoCo's does (L63-66). Both are
-buffers of the method, so they are checkpointed and resume with it.
+buffers of the method, so they are checkpointed and resume with it. Data-parallel, as the
+original's DDP (paco_cifar.py L212, paco_lt.py L219): the keys are encoded with MoCo's batch
+shuffle across ranks (builder.py L143-192, L211-218), every rank writes every rank's keys into
+its queue in rank order (concat_all_gather, L123-126), so the queues stay one queue, and each
+rank's loss contrasts its own queries with its own keys and that queue (L221-222 concatenate the
+GPU's own q and k), the per-GPU losses DDP averages. GPaCo's enqueue gathers alike (GPaCo/LT
+builder.py L86-89).
 
 Differences from the original protocol, and why:
 
@@ -38,9 +44,6 @@ Differences from the original protocol, and why:
 - The last batch of an epoch: the original drops it (drop_last=True, L395) and asserts that the
   queue is a multiple of the batch (builder.py L132); here the last, smaller batch trains and
   the queue wraps around at any batch size.
-- Key batch shuffle: MoCo shuffles the keys across GPUs so that BatchNorm's statistics do not
-  leak the batch (builder.py L212); PaCo's CIFAR command runs on one GPU, where that shuffle
-  changes nothing, and so does ltbench's single-device run.
 - AutoAugment: torchvision's CIFAR-10 policy rather than autoaug.py's PIL one (the same
   sub-policies; see ltbench.data.paired_augment for the two differences).
 - Selection: paco_cifar.py prints the best test accuracy over epochs (L415-418); ltbench reports

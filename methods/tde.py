@@ -17,6 +17,9 @@ configs config/*/causal_norm*.yaml and the README. The code and the paper's Eq. 
   mean feature, from zero, on every training step. mu = 0.9 on CIFAR (L46); on the other datasets
   it follows the learning rate, mu = 1 - 0.1 min(50 lr, 1) (L306-309), so it rises towards 1 as
   the cosine schedule ends.
+- Several devices: the code runs one process with nn.DataParallel (run_networks.py L97), so each
+  step's mean is over the whole batch's features; ltbench's data-parallel ranks take the global
+  batch's mean together (ltbench.moving_average), and every rank keeps the same average.
 
 Differences from the original, and why:
 

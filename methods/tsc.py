@@ -26,8 +26,9 @@ views; the last epoch), and:
   restarts the cosine schedule for the targeted half. ltbench keeps one optimiser and one
   schedule and switches the target term on at `targeted_from` of the run: the lr of the
   targeted half is the second half of one cosine, not a fresh one.
-- The centroids: the code averages the query embeddings of the gathered batch (L361-367);
-  ltbench the first view's, the same images, on one device or the rank's own batch.
+- The centroids: the code averages the query embeddings of the batch gathered from every GPU
+  (L361-367); ltbench the first view's, the same images, gathered from every rank as there, so
+  every rank keeps the same centroids and matches the classes to the same targets.
 - The targets: the code ships optimal_1000_128_analytical.npy for ImageNet-LT; ltbench computes
   them for any class count and width with target_generation.py's optimisation (seeded, in
   float64) and keeps them in the checkpoint.
@@ -36,10 +37,11 @@ views; the last epoch), and:
 import torch
 import torch.nn.functional as F
 
+from ltbench import distributed
 from ltbench.settings import Setting
 from ltbench.targets import GENERATION, assign_targets, hypersphere_targets
-from ltbench_methods.kcl import (APPENDIX, BUILDER, MAIN, README, KCLStage1, LinearStage,
-                                 k_positive_contrastive_loss, k_positive_mask, linear_stage_settings)
+from ltbench_methods.kcl import (APPENDIX, BUILDER, MAIN, README, KCLStage1, LinearStage, global_batch,
+                                 k_positive_contrastive_loss, linear_stage_settings)
 
 
 UNCONFIRMED = {"places_lt": "the repository and the paper's appendix give no Places-LT protocol"}
@@ -91,12 +93,12 @@ class TSCStage1(KCLStage1):
         if progress is not None and progress.epoch < round(self.hp["targeted_from"] * progress.epochs):
             return super().contrastive_terms(embeddings, labels, progress)
         n = len(labels) // 2
-        self.update_centroids(embeddings[:n].detach(), labels[:n])
+        self.update_centroids(distributed.gather(embeddings[:n].detach()), distributed.gather(labels[:n]))
         assigned = assign_targets(self.centroids, self.targets)
         target_positive = F.one_hot(assigned[labels], self.num_classes).bool()
-        positives = k_positive_mask(labels, 2, self.hp["k"])
+        contrast, first, positives = global_batch(embeddings, labels, 2, self.hp["k"])
         class_term, target_term = k_positive_contrastive_loss(embeddings, positives, self.hp["temperature"],
-                                                              self.targets, target_positive)
+                                                              self.targets, target_positive, contrast, first)
         return {"loss_class": class_term, "loss_target": self.hp["target_weight"] * target_term}
 
 
