@@ -60,10 +60,7 @@ def supervised_contrastive_loss_across_ranks(embeddings: torch.Tensor, labels: t
     n_positives = positives.sum(dim=1)
     anchors = n_positives > 0
     per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(dim=1)[anchors] / n_positives[anchors]
-    # the mean over all ranks' anchors that have a positive; times W, since DDP divides the
-    # ranks' summed gradients by W
-    all_anchors = distributed.all_sum(anchors.sum()).clamp(min=1)
-    return per_anchor.sum() * distributed.world_size() / all_anchors
+    return distributed.anchor_mean(per_anchor)  # over all ranks' anchors that have a positive
 
 
 class SupConLoss(nn.Module):
