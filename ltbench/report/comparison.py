@@ -164,11 +164,18 @@ def _row(status: str, pair: dict, number: int) -> list[str]:
     if status == "different protocol":
         return cell + [str(pair["seeds"]), ours, published, pair["differs"], f"[{number}]"]
     if status == "no run yet":
-        factor = "" if pd.isna(pair["imbalance_factor"]) else f" --if {fmt_factor(pair['imbalance_factor'])}"
         mark = "" if pair["published_confirmed"] else DAGGER
-        return cell + [published + mark, f"[{number}]",
-                       f"`ltbench run --methods {pair['method']} --dataset {pair['dataset']}{factor}`"]
+        return cell + [published + mark, f"[{number}]", _command_to_fill(pair)]
     return cell + [published + DAGGER, f"[{number}]"]
+
+
+def _command_to_fill(pair: dict) -> str:
+    from .names import is_registered_dataset
+
+    if not is_registered_dataset(pair["dataset"]):
+        return "(a dataset ltbench does not build)"
+    factor = "" if pd.isna(pair["imbalance_factor"]) else f" --if {fmt_factor(pair['imbalance_factor'])}"
+    return f"`ltbench run --methods {pair['method']} --dataset {pair['dataset']}{factor}`"
 
 
 def _closing(others: int, missing: dict) -> list[str]:

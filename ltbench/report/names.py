@@ -38,6 +38,10 @@ def method_rank(name: str) -> tuple:
     return (order.get(name, len(order)), name)
 
 
+def is_registered_dataset(name: str) -> bool:
+    return name in _registered()
+
+
 def dataset_title(name: str) -> str:
     return _registered()[name][1].title if name in _registered() else name
 
