@@ -51,7 +51,7 @@ import torch
 
 from ltbench import distributed
 from ltbench.data.loader import AUGMENTATIONS
-from ltbench.method import Draw, Method
+from ltbench.method import Draw, Method, View
 from ltbench.settings import Search, Setting
 from ltbench_methods.common import NormedLinear
 from ltbench_methods.hybrid import ProjectionHead
@@ -95,6 +95,17 @@ def balanced_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, pr
     # times W, since DDP divides the ranks' summed gradients by W (one process: W = 1)
     all_anchors = distributed.all_sum(anchors.sum()).clamp(min=1)
     return per_anchor.sum() * distributed.world_size() / all_anchors
+
+
+# main.py L182-190: the contrastive views of each --cl_views choice; its argparse says rand-rand
+# (L58), the branch that builds it randstack-randstack (L188), both SimAugment then RandAugment
+CL_VIEWS = {"sim-sim": ("sim", "sim"), "sim-rand": ("sim_rand", "sim"), "rand-rand": ("sim_rand", "sim_rand")}
+
+
+def bcl_views(classifier: str, contrastive: str) -> tuple[View, View, View]:
+    """main.py's transform_train: the classifier's view, then the two contrastive views."""
+    first, second = CL_VIEWS.get(contrastive, (contrastive, contrastive))
+    return View(classifier), View(first), View(second)
 
 
 BY_DATASET = {
@@ -145,13 +156,15 @@ class BCL(Method):
                                      source=f"{MAIN} L66: --use_norm True; models/resnext.py L297-300"),
         "cosine_scale": Setting(30.0, "s, the scale of the cosine classifier's logits", above=0, high=1000,
                                 source=f"{CODE} models/resnext.py L14: self.s = 30"),
-        "contrastive_augment": Setting("sim", "augmentation of the contrastive branch's two views",
-                                       choices=tuple(AUGMENTATIONS),
+        "contrastive_augment": Setting("sim-sim", "augmentation of the contrastive branch's two views: one of main.py's "
+                                       "--cl_views pairs (sim-sim, sim-rand, rand-rand; rand is SimAugment then "
+                                       "RandAugment), or any registered augmentation for both",
+                                       choices=(*CL_VIEWS, *AUGMENTATIONS),
                                        source=f"{MAIN} L58: --cl_views sim-sim; L172-184: augmentation_sim"),
-        "classifier_augment": Setting("standard", "augmentation of the classifier branch's view",
+        "classifier_augment": Setting("rand_cls", "augmentation of the classifier branch's view",
                                       choices=tuple(AUGMENTATIONS),
-                                      source=f"ltbench default: {MAIN} L151-160, L183 give it RandAugment, which "
-                                      "has no batched version here; crop and flip as the CE baselines"),
+                                      source=f"{MAIN} L151-160, L183: augmentation_randncls (RandomResizedCrop, "
+                                      "flip, ColorJitter(0.4, 0.4, 0.4, 0), RandAugment rand-n2-m10-mstd0.5)"),
     }
     trainer_defaults = {
         "batch_size": 256,
@@ -170,12 +183,13 @@ class BCL(Method):
         "warmup_epochs": f"{MAIN} L61: --warmup_epochs 0",
     }
     dataset_trainer_defaults = BY_DATASET
-    draws = {"contrastive": Draw("instance", views=2, augment="sim"), "classifier": Draw("instance")}
+    draws = {"main": Draw("instance", per_view=bcl_views("rand_cls", "sim-sim"))}
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
-        self.draws = {"contrastive": Draw("instance", views=2, augment=hp["contrastive_augment"]),
-                      "classifier": Draw("instance", augment=hp["classifier_augment"])}
+        # one draw, three views of the same images, as main.py's dataset returns them
+        self.draws = {"main": Draw("instance", per_view=bcl_views(hp["classifier_augment"],
+                                                                  hp["contrastive_augment"]))}
         self.projection = ProjectionHead(feature_dim, hp["projection_hidden"], hp["projection_dim"], batch_norm=True)
         self.prototype_head = ProjectionHead(feature_dim, hp["projection_hidden"], hp["projection_dim"],
                                              batch_norm=True)
@@ -203,17 +217,17 @@ class BCL(Method):
         return self.classifier(features)
 
     def loss(self, backbone, batches, progress):
-        contrastive, classifier = batches["contrastive"], batches["classifier"]
-        # one pass through the backbone, so BatchNorm sees the three views together as in main.py L304
-        images = torch.cat([*classifier.views, *contrastive.views])
-        class_features, contrast_features = backbone(images).split(
-            [len(classifier.labels), len(contrastive.views) * len(contrastive.labels)])
+        batch = batches["main"]
+        n, labels = len(batch.labels), batch.labels
+        # one pass through the backbone, so BatchNorm sees the three views together as in main.py L301-304
+        images = torch.cat(batch.views)
+        class_features, contrast_features = backbone(images).split([n, len(images) - n])
         # the heads and the contrastive loss in fp32: a bf16 cosine over a temperature of 0.07 is
         # logit noise of ~0.06 inside exp()
         with torch.autocast(images.device.type, enabled=False):
             embeddings = self.projection(contrast_features.float())
-            l_bcl = self.feature_loss(embeddings, contrastive.labels.repeat(len(contrastive.views)))
+            l_bcl = self.feature_loss(embeddings, labels.repeat(len(batch.views) - 1))
         counts = self.class_counts.to(class_features.device)
-        l_ce = logit_adjusted_loss(self.logits(class_features).float(), classifier.labels, counts, self.hp["tau"])
+        l_ce = logit_adjusted_loss(self.logits(class_features).float(), labels, counts, self.hp["tau"])
         self.record(loss_ce=l_ce.detach(), loss_bcl=l_bcl.detach())
         return self.hp["alpha"] * l_ce + self.hp["beta"] * l_bcl
