@@ -22,24 +22,27 @@ f72d0703794bcec8b00da86774c9d780dc721701 (the same snapshot as FlamieZhu/BCL): l
 L17-58 (BalSCL), loss/logitadjust.py L10-20 (LogitAdjust), models/resnext.py L8-18 and L285-309
 (NormedLinear, s = 30; BCLModel's two heads and its prototypes
 `normalize(head_fc(fc.weight.T))`), main.py L24-71 (arguments), L151-192 (views), L299-311 (a
-training step). Where the paper's equation and the code could differ, ltbench follows the code:
-|A_j(i)| counts the prototype, and the anchor's own class counts one member fewer (contrastive.py
+training step), randaugment.py (rand_augment_transform). Where the paper's equation and the code
+could differ, ltbench follows the code: |A_j(i)| counts the prototype, and the anchor's own class counts one member fewer (contrastive.py
 L49-51: `batch_cls_count[y_j] - mask`), since i is no term of its own denominator.
 
 Differences from the original, and why:
 
-- Views: main.py passes each image three ways, a RandAugment view to the classifier and two
-  SimAugment views to the contrastive branch. ltbench's draws give every view of a draw one
-  augmentation, so the classifier branch is a draw of its own, instance-sampled like the
-  contrastive one but of other images; the backbone still takes all three views in one pass, so
-  BatchNorm sees 3N images as in the original. The classifier branch's RandAugment
-  (rand-n2-m10-mstd0.5 after ColorJitter(0.4, 0.4, 0.4, 0), main.py L151-160) has no batched
-  version here: `classifier_augment` defaults to the CE baselines' crop and flip, and takes any
-  registered augmentation (`sim`, SimAugment, included).
-- CIFAR-10/100-LT: the released code trains ImageNet-LT and iNaturalist 2018 only, and the paper's
-  text (its CIFAR implementation details and tables) was not readable here, so on CIFAR the
-  defaults are main.py's own (lr 0.1, batch 256, wd 5e-4, cosine, temperature 0.07, alpha 1,
-  beta 0.35) on the CIFAR ResNet-32 and 200 epochs of every other method. Every CIFAR figure of
+- Views: as main.py (L182-184, L299-311), one instance-sampled draw gives each image three ways,
+  the classifier's RandAugment view and two contrastive views, and the backbone takes all three
+  in one pass. RandAugment is torchvision's (ltbench.data.paired_augment), at the original's
+  n 2 and magnitude 10 of 10 and its ImageNet-mean fill, not randaugment.py's copy of timm's:
+  torchvision's op list, each chosen op always applied where randaugment.py applies it with p
+  0.5, no magnitude std (mstd 0.5), nearest interpolation where it picks bilinear or bicubic at
+  random; the batched colour jitter is ltbench.data.augment's
+  (fixed order of its four adjustments). `contrastive_augment` takes main.py's `--cl_views` pairs
+  (`rand` being its augmentation_randnclsstack, SimAugment then RandAugment; the code's branch
+  for rand-rand is named randstack-randstack, L188) or any one registered augmentation for both.
+- CIFAR-10/100-LT: the released code trains ImageNet-LT and iNaturalist 2018 only (it has no CIFAR
+  script), and the paper's text (its CIFAR implementation details and tables) was not readable
+  here, so on CIFAR the defaults are main.py's own (lr 0.1, batch 256, wd 5e-4, cosine,
+  temperature 0.07, alpha 1, beta 0.35, its views at 32 pixels: RandomResizedCrop(0.08, 1) for
+  both branches) on the CIFAR ResNet-32 and 200 epochs of every other method. Every CIFAR figure of
   BCL in published.csv is unconfirmed for the same reason, so no report compares a run with one.
 - Schedule: main.py sets a cosine lr once an epoch, lr * (1 + cos(pi (e + 1) / (E + 1))) / 2 for
   0-based epoch e (L398-409), so its last epoch is not at 0; the shared trainer's cosine goes to 0.

@@ -47,9 +47,18 @@ Differences from the original protocol, and why:
   the last epoch, and separately the one chosen on validation.
 - Backbone: PaCo's CIFAR ResNet-32 is LDAM-DRW's (models/resnet_cifar.py, 64-d), as ltbench's
   resnet32_cifar is.
-- The large datasets: PaCo trains ResNet-50/ResNeXt with RandAugment views (paco_lt.py), 8192
-  keys and its own schedule; the image-file loader has no query/key views, so ImageNet-LT,
-  iNaturalist and Places-LT are not a protocol of this method here.
+- Views: the query and the key are two views of the same images, one draw (MoCo's
+  TwoCropsTransform, paco_cifar.py L367-368, paco_lt.py L390-401), on every loader.
+- The large datasets: ImageNet-LT and iNaturalist 2018 follow paco_lt.py and their commands
+  (sh/ImageNetLT_train_X50.sh, the ResNeXt-50 of ltbench's imagenet_lt protocol, and
+  sh/Inat_train_R50.sh): the query augmentation_randnclsstack (ImageNet-LT) or
+  augmentation_randncls (iNaturalist), the key augmentation_sim, alpha 0.05, temperature 0.07 /
+  0.2, 8192 keys of 128 dimensions, 400 epochs, batch 128, lr 0.02, cosine after a 10-epoch
+  warm-up, wd 5e-4 / 1e-4. Their RandAugment is torchvision's, not randaugment.py's (timm's
+  rand-n2-m10-mstd0.5): ltbench.data.paired_augment says where the two differ. paco_lt.py's
+  cosine, lr * (1 + cos(pi (e - 9) / (E - 9))) / 2 after the warm-up (L618-629), never reaches 0;
+  the shared trainer's does. Places-LT stays unconfirmed:
+  PaCo fine-tunes an ImageNet-pretrained ResNet-152 there (sh/PlacesLT_train_R152.sh).
 
 GPaCo (Cui et al., TPAMI 2023; GPaCo/LT at the same commit) is `variant=gpaco`: no momentum
 encoder, the keys come from the online encoder with their gradient and are anchors too (both
