@@ -10,7 +10,8 @@ once and every other sample gamma times; the sum is divided by the sum of the we
 
 Follows dvlab-research/Parametric-Contrastive-Learning at commit
 fe56535ecd716e56a72e75c4e818f2059e557584, PaCo/LT: losses.py (PaCoLoss), moco/builder.py (MoCo),
-paco_cifar.py and sh/CIFAR100_train_imb0.01.sh (the CIFAR-100-LT command). Where the paper's
+paco_cifar.py and sh/CIFAR100_train_imb0.01.sh (the CIFAR-100-LT command), paco_lt.py with
+sh/ImageNetLT_train_X50.sh and sh/Inat_train_R50.sh (ImageNet-LT and iNaturalist 2018). Where the paper's
 text and the code differ ltbench follows the code, whose runs gave the published figures:
 
 - The centres are the linear classifier on the backbone's pooled 64-d feature (builder.py L44,
