@@ -27,6 +27,15 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class View:
+    """One augmented view of a draw's images: an augmentation's name (ltbench.data.loader.AUGMENTATIONS
+    for CIFAR-sized data, ltbench.data.image_loader.IMAGE_VIEWS for image files) and its keyword arguments."""
+
+    augment: str = "standard"
+    options: dict = field(default_factory=dict, hash=False)
+
+
+@dataclass(frozen=True)
 class Draw:
     """One stream of batches per step: which sampler picks the images, how many augmented views."""
 
@@ -34,6 +43,10 @@ class Draw:
     views: int = 1
     augment: str = "standard"  # a name in ltbench.data.loader.AUGMENTATIONS
     augment_options: dict = field(default_factory=dict, hash=False)  # keyword arguments of that augmentation
+    # views of the same images each with its own augmentation (MoCo's query and key, BCL's classifier
+    # view and two contrastive ones): where given, they are the draw's views, in this order, and
+    # `views` is their number
+    per_view: tuple[View, ...] = ()
     # class_balanced only: images of a class per class draw (decoupling's ClassAwareSampler
     # num_samples_cls; 4 in its stage 2)
     per_class: int = 1
@@ -49,6 +62,16 @@ class Draw:
         if self.per_class != 1 and self.sampler != "class_balanced":
             raise ValueError(f"Draw.per_class is the class_balanced sampler's; the {self.sampler} sampler has none")
         check_mix(self.mix, self.mix_alpha)
+        if self.per_view:
+            if self.views not in (1, len(self.per_view)) or self.augment_options:
+                raise ValueError(f"a Draw with per_view takes its views from it: {len(self.per_view)} views, "
+                                 f"got views={self.views} and augment_options={self.augment_options}")
+            object.__setattr__(self, "per_view", tuple(self.per_view))
+            object.__setattr__(self, "views", len(self.per_view))
+
+    def view_list(self) -> tuple[View, ...]:
+        """Each view's augmentation, in the order of the Batch's views."""
+        return self.per_view or (View(self.augment, self.augment_options),) * self.views
 
 
 @dataclass

@@ -22,24 +22,27 @@ f72d0703794bcec8b00da86774c9d780dc721701 (the same snapshot as FlamieZhu/BCL): l
 L17-58 (BalSCL), loss/logitadjust.py L10-20 (LogitAdjust), models/resnext.py L8-18 and L285-309
 (NormedLinear, s = 30; BCLModel's two heads and its prototypes
 `normalize(head_fc(fc.weight.T))`), main.py L24-71 (arguments), L151-192 (views), L299-311 (a
-training step). Where the paper's equation and the code could differ, ltbench follows the code:
-|A_j(i)| counts the prototype, and the anchor's own class counts one member fewer (contrastive.py
+training step), randaugment.py (rand_augment_transform). Where the paper's equation and the code
+could differ, ltbench follows the code: |A_j(i)| counts the prototype, and the anchor's own class counts one member fewer (contrastive.py
 L49-51: `batch_cls_count[y_j] - mask`), since i is no term of its own denominator.
 
 Differences from the original, and why:
 
-- Views: main.py passes each image three ways, a RandAugment view to the classifier and two
-  SimAugment views to the contrastive branch. ltbench's draws give every view of a draw one
-  augmentation, so the classifier branch is a draw of its own, instance-sampled like the
-  contrastive one but of other images; the backbone still takes all three views in one pass, so
-  BatchNorm sees 3N images as in the original. The classifier branch's RandAugment
-  (rand-n2-m10-mstd0.5 after ColorJitter(0.4, 0.4, 0.4, 0), main.py L151-160) has no batched
-  version here: `classifier_augment` defaults to the CE baselines' crop and flip, and takes any
-  registered augmentation (`sim`, SimAugment, included).
-- CIFAR-10/100-LT: the released code trains ImageNet-LT and iNaturalist 2018 only, and the paper's
-  text (its CIFAR implementation details and tables) was not readable here, so on CIFAR the
-  defaults are main.py's own (lr 0.1, batch 256, wd 5e-4, cosine, temperature 0.07, alpha 1,
-  beta 0.35) on the CIFAR ResNet-32 and 200 epochs of every other method. Every CIFAR figure of
+- Views: as main.py (L182-184, L299-311), one instance-sampled draw gives each image three ways,
+  the classifier's RandAugment view and two contrastive views, and the backbone takes all three
+  in one pass. RandAugment is torchvision's (ltbench.data.paired_augment), at the original's
+  n 2 and magnitude 10 of 10 and its ImageNet-mean fill, not randaugment.py's copy of timm's:
+  torchvision's op list, each chosen op always applied where randaugment.py applies it with p
+  0.5, no magnitude std (mstd 0.5), nearest interpolation where it picks bilinear or bicubic at
+  random; the batched colour jitter is ltbench.data.augment's
+  (fixed order of its four adjustments). `contrastive_augment` takes main.py's `--cl_views` pairs
+  (`rand` being its augmentation_randnclsstack, SimAugment then RandAugment; the code's branch
+  for rand-rand is named randstack-randstack, L188) or any one registered augmentation for both.
+- CIFAR-10/100-LT: the released code trains ImageNet-LT and iNaturalist 2018 only (it has no CIFAR
+  script), and the paper's text (its CIFAR implementation details and tables) was not readable
+  here, so on CIFAR the defaults are main.py's own (lr 0.1, batch 256, wd 5e-4, cosine,
+  temperature 0.07, alpha 1, beta 0.35, its views at 32 pixels: RandomResizedCrop(0.08, 1) for
+  both branches) on the CIFAR ResNet-32 and 200 epochs of every other method. Every CIFAR figure of
   BCL in published.csv is unconfirmed for the same reason, so no report compares a run with one.
 - Schedule: main.py sets a cosine lr once an epoch, lr * (1 + cos(pi (e + 1) / (E + 1))) / 2 for
   0-based epoch e (L398-409), so its last epoch is not at 0; the shared trainer's cosine goes to 0.
@@ -51,7 +54,7 @@ import torch
 
 from ltbench import distributed
 from ltbench.data.loader import AUGMENTATIONS
-from ltbench.method import Draw, Method
+from ltbench.method import Draw, Method, View
 from ltbench.settings import Search, Setting
 from ltbench_methods.common import NormedLinear
 from ltbench_methods.hybrid import ProjectionHead
@@ -96,6 +99,17 @@ def balanced_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor, pr
     anchors = n_positives > 0
     per_anchor = -log_prob.masked_fill(~positives, 0.0).sum(dim=1)[anchors] / n_positives[anchors]
     return distributed.anchor_mean(per_anchor)
+
+
+# main.py L182-190: the contrastive views of each --cl_views choice; its argparse says rand-rand
+# (L58), the branch that builds it randstack-randstack (L188), both SimAugment then RandAugment
+CL_VIEWS = {"sim-sim": ("sim", "sim"), "sim-rand": ("sim_rand", "sim"), "rand-rand": ("sim_rand", "sim_rand")}
+
+
+def bcl_views(classifier: str, contrastive: str) -> tuple[View, View, View]:
+    """main.py's transform_train: the classifier's view, then the two contrastive views."""
+    first, second = CL_VIEWS.get(contrastive, (contrastive, contrastive))
+    return View(classifier), View(first), View(second)
 
 
 BY_DATASET = {
@@ -146,13 +160,15 @@ class BCL(Method):
                                      source=f"{MAIN} L66: --use_norm True; models/resnext.py L297-300"),
         "cosine_scale": Setting(30.0, "s, the scale of the cosine classifier's logits", above=0, high=1000,
                                 source=f"{CODE} models/resnext.py L14: self.s = 30"),
-        "contrastive_augment": Setting("sim", "augmentation of the contrastive branch's two views",
-                                       choices=tuple(AUGMENTATIONS),
+        "contrastive_augment": Setting("sim-sim", "augmentation of the contrastive branch's two views: one of main.py's "
+                                       "--cl_views pairs (sim-sim, sim-rand, rand-rand; rand is SimAugment then "
+                                       "RandAugment), or any registered augmentation for both",
+                                       choices=(*CL_VIEWS, *AUGMENTATIONS),
                                        source=f"{MAIN} L58: --cl_views sim-sim; L172-184: augmentation_sim"),
-        "classifier_augment": Setting("standard", "augmentation of the classifier branch's view",
+        "classifier_augment": Setting("rand_cls", "augmentation of the classifier branch's view",
                                       choices=tuple(AUGMENTATIONS),
-                                      source=f"ltbench default: {MAIN} L151-160, L183 give it RandAugment, which "
-                                      "has no batched version here; crop and flip as the CE baselines"),
+                                      source=f"{MAIN} L151-160, L183: augmentation_randncls (RandomResizedCrop, "
+                                      "flip, ColorJitter(0.4, 0.4, 0.4, 0), RandAugment rand-n2-m10-mstd0.5)"),
     }
     trainer_defaults = {
         "batch_size": 256,
@@ -171,12 +187,13 @@ class BCL(Method):
         "warmup_epochs": f"{MAIN} L61: --warmup_epochs 0",
     }
     dataset_trainer_defaults = BY_DATASET
-    draws = {"contrastive": Draw("instance", views=2, augment="sim"), "classifier": Draw("instance")}
+    draws = {"main": Draw("instance", per_view=bcl_views("rand_cls", "sim-sim"))}
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
-        self.draws = {"contrastive": Draw("instance", views=2, augment=hp["contrastive_augment"]),
-                      "classifier": Draw("instance", augment=hp["classifier_augment"])}
+        # one draw, three views of the same images, as main.py's dataset returns them
+        self.draws = {"main": Draw("instance", per_view=bcl_views(hp["classifier_augment"],
+                                                                  hp["contrastive_augment"]))}
         self.projection = ProjectionHead(feature_dim, hp["projection_hidden"], hp["projection_dim"], batch_norm=True)
         self.prototype_head = ProjectionHead(feature_dim, hp["projection_hidden"], hp["projection_dim"],
                                              batch_norm=True)
@@ -204,17 +221,17 @@ class BCL(Method):
         return self.classifier(features)
 
     def loss(self, backbone, batches, progress):
-        contrastive, classifier = batches["contrastive"], batches["classifier"]
-        # one pass through the backbone, so BatchNorm sees the three views together as in main.py L304
-        images = torch.cat([*classifier.views, *contrastive.views])
-        class_features, contrast_features = backbone(images).split(
-            [len(classifier.labels), len(contrastive.views) * len(contrastive.labels)])
+        batch = batches["main"]
+        n, labels = len(batch.labels), batch.labels
+        # one pass through the backbone, so BatchNorm sees the three views together as in main.py L301-304
+        images = torch.cat(batch.views)
+        class_features, contrast_features = backbone(images).split([n, len(images) - n])
         # the heads and the contrastive loss in fp32: a bf16 cosine over a temperature of 0.07 is
         # logit noise of ~0.06 inside exp()
         with torch.autocast(images.device.type, enabled=False):
             embeddings = self.projection(contrast_features.float())
-            l_bcl = self.feature_loss(embeddings, contrastive.labels.repeat(len(contrastive.views)))
+            l_bcl = self.feature_loss(embeddings, labels.repeat(len(batch.views) - 1))
         counts = self.class_counts.to(class_features.device)
-        l_ce = logit_adjusted_loss(self.logits(class_features).float(), classifier.labels, counts, self.hp["tau"])
+        l_ce = logit_adjusted_loss(self.logits(class_features).float(), labels, counts, self.hp["tau"])
         self.record(loss_ce=l_ce.detach(), loss_bcl=l_bcl.detach())
         return self.hp["alpha"] * l_ce + self.hp["beta"] * l_bcl

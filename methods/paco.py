@@ -10,7 +10,8 @@ once and every other sample gamma times; the sum is divided by the sum of the we
 
 Follows dvlab-research/Parametric-Contrastive-Learning at commit
 fe56535ecd716e56a72e75c4e818f2059e557584, PaCo/LT: losses.py (PaCoLoss), moco/builder.py (MoCo),
-paco_cifar.py and sh/CIFAR100_train_imb0.01.sh (the CIFAR-100-LT command). Where the paper's
+paco_cifar.py and sh/CIFAR100_train_imb0.01.sh (the CIFAR-100-LT command), paco_lt.py with
+sh/ImageNetLT_train_X50.sh and sh/Inat_train_R50.sh (ImageNet-LT and iNaturalist 2018). Where the paper's
 text and the code differ ltbench follows the code, whose runs gave the published figures:
 
 - The centres are the linear classifier on the backbone's pooled 64-d feature (builder.py L44,
@@ -50,9 +51,18 @@ Differences from the original protocol, and why:
   the last epoch, and separately the one chosen on validation.
 - Backbone: PaCo's CIFAR ResNet-32 is LDAM-DRW's (models/resnet_cifar.py, 64-d), as ltbench's
   resnet32_cifar is.
-- The large datasets: PaCo trains ResNet-50/ResNeXt with RandAugment views (paco_lt.py), 8192
-  keys and its own schedule; the image-file loader has no query/key views, so ImageNet-LT,
-  iNaturalist and Places-LT are not a protocol of this method here.
+- Views: the query and the key are two views of the same images, one draw (MoCo's
+  TwoCropsTransform, paco_cifar.py L367-368, paco_lt.py L390-401), on every loader.
+- The large datasets: ImageNet-LT and iNaturalist 2018 follow paco_lt.py and their commands
+  (sh/ImageNetLT_train_X50.sh, the ResNeXt-50 of ltbench's imagenet_lt protocol, and
+  sh/Inat_train_R50.sh): the query augmentation_randnclsstack (ImageNet-LT) or
+  augmentation_randncls (iNaturalist), the key augmentation_sim, alpha 0.05, temperature 0.07 /
+  0.2, 8192 keys of 128 dimensions, 400 epochs, batch 128, lr 0.02, cosine after a 10-epoch
+  warm-up, wd 5e-4 / 1e-4. Their RandAugment is torchvision's, not randaugment.py's (timm's
+  rand-n2-m10-mstd0.5): ltbench.data.paired_augment says where the two differ. paco_lt.py's
+  cosine, lr * (1 + cos(pi (e - 9) / (E - 9))) / 2 after the warm-up (L618-629), never reaches 0;
+  the shared trainer's does. Places-LT stays unconfirmed:
+  PaCo fine-tunes an ImageNet-pretrained ResNet-152 there (sh/PlacesLT_train_R152.sh).
 
 GPaCo (Cui et al., TPAMI 2023; GPaCo/LT at the same commit) is `variant=gpaco`: no momentum
 encoder, the keys come from the online encoder with their gradient and are anchors too (both
@@ -70,11 +80,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ltbench.errors import UserError
-from ltbench.method import Draw, Method
+from ltbench.data.loader import AUGMENTATIONS
+from ltbench.method import Draw, Method, View
 from ltbench.momentum import FeatureQueue, MomentumEncoder
 from ltbench.settings import Search, Setting
-from ltbench_methods.common import log_prior
+from ltbench_methods.common import log_prior, with_dataset_defaults
 
 PACO = "dvlab-research/Parametric-Contrastive-Learning@fe56535"
 PAPER = "Cui et al. 2021 (ICCV, arXiv:2107.12028)"
@@ -83,9 +93,13 @@ TRAIN = f"{PACO} PaCo/LT/paco_cifar.py"
 BUILDER = f"{PACO} PaCo/LT/moco/builder.py"
 LOSSES = f"{PACO} PaCo/LT/losses.py"
 GPACO = f"{PACO} GPaCo/LT"
+LARGE = f"{PACO} PaCo/LT/paco_lt.py"
+IMAGENET = f"{PACO} PaCo/LT/sh/ImageNetLT_train_X50.sh"
+INAT = f"{PACO} PaCo/LT/sh/Inat_train_R50.sh"
 
 VARIANTS = ("paco", "gpaco")
-QUERY_VIEWS = ("autoaugment_cutout", "standard", "contrastive")
+# the key augmentations with SimCLR's blur, whose probability key_blur_p sets
+BLURRED_KEYS = ("simclr_blur", "sim_blur", "sim_blur_rand")
 
 
 def paco_loss(anchors: torch.Tensor, labels: torch.Tensor, contrast: torch.Tensor, contrast_labels: torch.Tensor,
@@ -137,6 +151,43 @@ class ProjectionMLP(nn.Module):
             return F.normalize(self.mlp(features.float()), dim=1)
 
 
+# PaCo/LT/paco_lt.py trains ImageNet-LT and iNaturalist 2018 with its own arguments; the ImageNet-LT
+# values are the ResNeXt-50 command's, the backbone ltbench's imagenet_lt protocol trains
+def _large(temperature: tuple, query: tuple) -> dict:
+    return {
+        "alpha": (0.05, "--alpha 0.05 of the ImageNet-LT and iNaturalist commands (" + IMAGENET + " L19, "
+                  + INAT + " L19)"),
+        "temperature": temperature,
+        "queue_size": (8192, f"{LARGE} L97: --moco-k default 8192 (the commands keep it)"),
+        "projection_dim": (128, f"{LARGE} L95: --moco-dim default 128 (the commands keep it)"),
+        "query_augment": query,
+        "key_augment": ("sim_blur", f"{LARGE} L325-335, L396-399: the key of randcls_sim and randclsstack_sim "
+                        "is augmentation_sim (RandomResizedCrop, ColorJitter(0.4, 0.4, 0.4, 0) p 1, grayscale "
+                        "p 0.2, blur p 0.5, flip)"),
+    }
+
+
+BY_DATASET = {
+    "imagenet_lt": _large((0.07, f"{IMAGENET} L25: --moco-t 0.07"),
+                          ("sim_blur_rand", f"{IMAGENET} L26: --aug randclsstack_sim; {LARGE} L351-362, L398-399: "
+                           "augmentation_randnclsstack, RandAugment rand-n2-m10-mstd0.5")),
+    "inat2018": _large((0.2, f"{INAT} L25: --moco-t 0.2"),
+                       ("rand_cls", f"{INAT} L26: --aug randcls_sim; {LARGE} L364-373, L396-397: "
+                        "augmentation_randncls, RandAugment rand-n2-m10-mstd0.5")),
+}
+_TRAINER = {
+    "epochs": (400, f"{IMAGENET} L30, {INAT} L31: --epochs 400"),
+    "batch_size": (128, f"{LARGE} L56: -b default 128, the batch of all GPUs together (L217)"),
+    "lr": (0.02, f"{IMAGENET} L24, {INAT} L24: --lr 0.02"),
+    "schedule": ("cosine", f"{LARGE} L109, L618-629: --cos default True, cosine after the warm-up"),
+    "warmup_epochs": (10, f"{LARGE} L119: --warmup_epochs default 10"),
+}
+TRAINER_BY_DATASET = {
+    "imagenet_lt": {**_TRAINER, "weight_decay": (5e-4, f"{IMAGENET} L22: --wd 5e-4")},
+    "inat2018": {**_TRAINER, "weight_decay": (1e-4, f"{INAT} L22: --wd 1e-4")},
+}
+
+
 class PaCo(Method):
     """PaCo, parametric contrastive learning: class centres, momentum keys and a queue (Cui et al., ICCV 2021)."""
 
@@ -163,10 +214,15 @@ class PaCo(Method):
                                                       f"it); {BUILDER} L116-119: the update"),
         "logit_adjust": Setting(True, "shift the centre logits by the log training prior in the loss",
                                 source=f"{LOSSES} L41: sup_logits + torch.log(self.weight + 1e-9)"),
-        "query_augment": Setting("autoaugment_cutout", "the query view: autoaugment_cutout (PaCo's CIFAR recipe), "
-                                 "standard (crop and flip) or contrastive (the hybrids')", choices=QUERY_VIEWS,
+        "query_augment": Setting("autoaugment_cutout", "augmentation of the query view (autoaugment_cutout: PaCo's "
+                                 "CIFAR recipe; rand_cls, sim_blur_rand: its RandAugment ones on the large datasets)",
+                                 choices=tuple(AUGMENTATIONS),
                                  source=f"{TRAIN} L312-320, L367-368: --aug cifar100, augmentation_regular "
                                         "(RandomCrop, flip, CIFAR10Policy, Cutout(1, 16))"),
+        "key_augment": Setting("simclr_blur", "augmentation of the key view (simclr_blur: PaCo's CIFAR key; "
+                               "sim_blur: its key on the large datasets)", choices=tuple(AUGMENTATIONS),
+                               source=f"{TRAIN} L322-332, L367-368: augmentation_sim_cifar (RandomResizedCrop(0.2, "
+                                      "1), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8, grayscale p 0.2, blur)"),
         "key_blur_p": Setting(0.5, "probability of the Gaussian blur of the key view (SimCLR's, sigma 0.1-2)",
                               low=0, high=1, source=f"{TRAIN} L322-332: augmentation_sim_cifar, "
                                                     "RandomApply([GaussianBlur([.1, 2.])], p=0.5)"),
@@ -196,21 +252,26 @@ class PaCo(Method):
         "milestones": f"{TRAIN} L590-593: x0.1 for epoch > 320, x0.01 for epoch > 360 (epochs 321 and 361 of 400)",
         "lr_factors": f"{TRAIN} L591, L593: lr * 0.1, then lr * 0.01",
     }
+    dataset_trainer_defaults = TRAINER_BY_DATASET
     unconfirmed_protocol = {
-        name: "PaCo trains it with RandAugment views, 8192 keys and its own schedule (PaCo/LT/paco_lt.py); ltbench's "
-              "image-file loader has no query/key views, so its run here is not PaCo's protocol"
-        for name in ("imagenet_lt", "inat2018", "places_lt")
+        "places_lt": "PaCo fine-tunes an ImageNet-pretrained ResNet-152 for 30 epochs in fp16 (PaCo/LT/sh/"
+                     "PlacesLT_train_R152.sh: --reload_torch, --epochs 30, --fp16); ltbench trains it from scratch",
     }
-    draws = {"main": Draw("instance", views=1, augment="query_key")}
+    draws = {"main": Draw("instance", per_view=(View("autoaugment_cutout"), View("simclr_blur")))}
+
+    @classmethod
+    def settings(cls, dataset):
+        return with_dataset_defaults(super().settings(dataset), dataset, BY_DATASET)
 
     def __init__(self, hp, class_counts, feature_dim):
         super().__init__(hp, class_counts, feature_dim)
         gpaco = hp["variant"] == "gpaco"
         # GPaCo's imbalanced-CIFAR key view blurs with p 0.2 (GPaCo/LT/paco_cifar.py L285-297)
         blur = 0.2 if gpaco else hp["key_blur_p"]
-        self.draws = {"main": Draw("instance", views=1, augment="query_key",
-                                   augment_options={"query": hp["query_augment"], "key": "simclr_blur",
-                                                    "key_options": {"blur_p": blur}})}
+        key_options = {"blur_p": blur} if hp["key_augment"] in BLURRED_KEYS else {}
+        # one draw, two views of the same images: the query and the key (MoCo's TwoCropsTransform)
+        self.draws = {"main": Draw("instance", per_view=(View(hp["query_augment"]),
+                                                         View(hp["key_augment"], key_options)))}
         self.classifier = nn.Linear(feature_dim, self.num_classes)
         self.projection = ProjectionMLP(feature_dim, hp["projection_dim"], hp["variant"])
         self.key_encoder = None if gpaco else MomentumEncoder(hp["key_momentum"])
@@ -223,12 +284,7 @@ class PaCo(Method):
     def loss(self, backbone, batches, progress):
         batch = batches["main"]
         n = len(batch.labels)
-        # the query_key augmentation stacks the N query views over the N key views
-        if len(batch.views[0]) != 2 * n:
-            raise UserError(f"paco takes {n} query views over {n} key views from the query_key augmentation, and "
-                            f"this loader gave {len(batch.views[0])} images",
-                            hint="train it on a CIFAR-sized dataset (the image-file loader has no query_key views)")
-        query_images, key_images = batch.views[0][:n], batch.views[0][n:]
+        query_images, key_images = batch.views
         query_features = backbone(query_images)
         queries = self.projection(query_features)
         if self.key_encoder is not None:

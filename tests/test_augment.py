@@ -1,3 +1,4 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -82,3 +83,58 @@ def test_contrastive_views_differ_per_sample_and_follow_the_generator():
         a = augment.contrastive(x, torch.Generator().manual_seed(5), crop=crop, color_jitter=0.4)
         b = augment.contrastive(x, torch.Generator().manual_seed(5), crop=crop, color_jitter=0.4)
         assert torch.equal(a, b) and len({tuple(v.flatten().tolist()) for v in a}) > 25
+
+
+# ---------------------------------------------------------------------- RandAugment and the views registry
+
+
+def test_batched_randaugment_is_a_function_of_the_generators_seed_only():
+    from ltbench.data import paired_augment
+
+    x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
+    state = torch.get_rng_state()
+    a = paired_augment.randaugment(x, torch.Generator().manual_seed(7))
+    assert torch.equal(torch.get_rng_state(), state), "RandAugment must not move the global generator"
+    torch.manual_seed(123)  # the global generator's state has no say in the views
+    assert torch.equal(paired_augment.randaugment(x, torch.Generator().manual_seed(7)), a)
+    b = paired_augment.randaugment(x, torch.Generator().manual_seed(8))
+    assert a.shape == x.shape and a.dtype == torch.uint8 and not torch.equal(a, b)
+    # each image draws its own ops: two ops at full magnitude leave almost none as it was
+    assert sum(torch.equal(a[i], x[i]) for i in range(len(x))) <= 2
+    assert len({tuple(v.flatten().tolist()) for v in a}) == len(x)
+
+
+def test_randaugment_keeps_the_originals_magnitude_scale_and_fill():
+    from torchvision.transforms import RandAugment
+
+    from ltbench.data import paired_augment
+
+    # with 11 bins, magnitude 10 is the top of each op's range, as randaugment.py's level 10 of 10
+    space = RandAugment(num_magnitude_bins=paired_augment.RAND_BINS)._augmentation_space(11, (32, 32))
+    assert float(space["Rotate"][0][paired_augment.RAND_MAGNITUDE]) == 30.0
+    assert float(space["ShearX"][0][paired_augment.RAND_MAGNITUDE]) == pytest.approx(0.3)
+    assert paired_augment.RAND_FILL == (124, 116, 104)
+    assert paired_augment.rand_fill(1) == [117]
+    grey = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
+    assert paired_augment.randaugment(grey, torch.Generator().manual_seed(0)).shape == grey.shape
+
+
+def test_every_registered_augmentation_keeps_shape_and_type_and_follows_the_generator():
+    from ltbench.data.loader import AUGMENTATIONS
+
+    for channels in (1, 3):
+        x = torch.randint(0, 256, (6, channels, 32, 32), dtype=torch.uint8)
+        for name, transform in AUGMENTATIONS.items():
+            a = transform(x, torch.Generator().manual_seed(1), padding=4, flip=True)
+            assert a.shape == x.shape and a.dtype == torch.uint8, name
+            assert torch.equal(transform(x, torch.Generator().manual_seed(1), padding=4, flip=True), a), name
+
+
+def test_a_draw_of_several_views_takes_them_from_per_view():
+    from ltbench.method import Draw, View
+
+    draw = Draw("instance", per_view=[View("rand_cls"), View("sim"), View("sim")])
+    assert draw.views == 3 and [v.augment for v in draw.view_list()] == ["rand_cls", "sim", "sim"]
+    assert Draw(views=2, augment="sim").view_list() == (View("sim"), View("sim"))
+    with pytest.raises(ValueError, match="per_view"):
+        Draw(views=2, per_view=(View("sim"), View("sim"), View("sim")))

@@ -1,8 +1,9 @@
 """BCL's loss against a per-anchor, plain-float reading of Zhu et al.'s L_BCL with the code's
 counts (loss/contrastive.py: the prototypes are members of their class, the anchor is none of its
-own), its step against the two branches written out, and SimAugment's views."""
+own), its step against the two branches written out, its three views of the same images, and SimAugment's views."""
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -98,20 +99,52 @@ def test_a_step_is_alpha_logit_compensated_ce_plus_beta_bcl():
     bcl = method(alpha=0.7, beta=0.35)
     gen = torch.Generator().manual_seed(5)
     features = lambda n: torch.randn(n, 6, 1, 1, generator=gen)  # noqa: E731
-    contrastive = Batch([features(4), features(4)], torch.tensor([0, 1, 2, 0]))
-    classifier = Batch([features(4)], torch.tensor([4, 3, 0, 1]))
-    total = bcl.loss(nn.Flatten(), {"contrastive": contrastive, "classifier": classifier}, STEP)
+    # main.py's batch: the classifier's view of N images, then their two contrastive views
+    batch = Batch([features(4), features(4), features(4)], torch.tensor([4, 3, 0, 1]))
+    total = bcl.loss(nn.Flatten(), {"main": batch}, STEP)
 
-    x = classifier.views[0].flatten(1)
+    x = batch.views[0].flatten(1)
     cosine = F.normalize(x, dim=1) @ F.normalize(bcl.classifier.weight, dim=0)
     prior = torch.tensor(COUNTS, dtype=torch.float32) / sum(COUNTS)
-    ce = F.cross_entropy(30 * cosine + prior.log(), classifier.labels)
-    # the contrastive branch's embeddings through the head in one batch (its BatchNorm sees both views)
-    embeddings = bcl.projection(torch.cat(contrastive.views).flatten(1))
-    bcl_loss = slow_bcl(embeddings.detach().double(), contrastive.labels.repeat(2), bcl.prototypes().detach().double(),
+    ce = F.cross_entropy(30 * cosine + prior.log(), batch.labels)
+    # the contrastive views' embeddings through the head in one batch (its BatchNorm sees both views)
+    embeddings = bcl.projection(torch.cat(batch.views[1:]).flatten(1))
+    bcl_loss = slow_bcl(embeddings.detach().double(), batch.labels.repeat(2), bcl.prototypes().detach().double(),
                         0.07)
     assert total.item() == pytest.approx(0.7 * ce.item() + 0.35 * bcl_loss, rel=1e-5)
     assert torch.allclose(bcl.logits(x), 30 * cosine, atol=1e-5)  # the prediction: no prior at test time
+
+
+@pytest.mark.parametrize("cl_views, contrastive", [("sim-sim", ("sim", "sim")), ("sim-rand", ("sim_rand", "sim")),
+                                                   ("rand-rand", ("sim_rand", "sim_rand")),
+                                                   ("standard", ("standard", "standard"))])
+def test_one_draw_gives_the_classifier_view_then_the_cl_views_pair(cl_views, contrastive):
+    draws = method(contrastive_augment=cl_views).draws
+    assert list(draws) == ["main"]
+    assert [v.augment for v in draws["main"].view_list()] == ["rand_cls", *contrastive]
+
+
+@pytest.mark.parametrize("kind", ["device", "dataloader"])
+def test_the_three_views_are_of_the_same_images(kind):
+    from ltbench.data.loader import DeviceLoader
+    from ltbench.data.reference_loader import ReferenceLoader
+    from ltbench.testing import toy_data
+
+    data = toy_data()
+    loader_class = DeviceLoader if kind == "device" else partial(ReferenceLoader, workers=0)
+    identity = method(classifier_augment="none", contrastive_augment="none").draws
+    batch = next(loader_class(data, identity, 16, "cpu", seed=3).epoch())["main"]
+    assert len(batch.views) == 3
+    assert torch.equal(batch.views[0], batch.views[1]) and torch.equal(batch.views[0], batch.views[2])
+    # and they are the labelled images: un-augmented, each view is its label's training image
+    images = (torch.from_numpy(data.train_x).float() / 255 - 0.5) / 0.25
+    rows = [next(i for i in range(len(images)) if torch.allclose(images[i], view, atol=1e-5))
+            for view in batch.views[0]]
+    assert torch.equal(torch.from_numpy(data.train_y[rows]), batch.labels)
+    # with the paper's augmentations the three views differ, one batch of N labels for them all
+    batch = next(loader_class(data, method().draws, 16, "cpu", seed=3).epoch())["main"]
+    assert [len(v) for v in batch.views] == [16, 16, 16] and len(batch.labels) == 16
+    assert not torch.equal(batch.views[1], batch.views[2])
 
 
 def test_defaults_follow_the_released_code():
@@ -138,10 +171,10 @@ def test_simaugment_has_a_torchvision_version_for_the_reference_loader():
     from torchvision import transforms
 
     from ltbench.data.reference_loader import pil_transform
-    from ltbench.method import Draw
+    from ltbench.method import View
     from ltbench.testing import toy_data
 
-    steps = pil_transform(toy_data(), Draw(views=2, augment="sim"), padding=4, flip=True).transforms
+    steps = pil_transform(toy_data(), View("sim"), padding=4, flip=True).transforms
     crop, _, jitter, grey = steps[:4]
     assert isinstance(crop, transforms.RandomResizedCrop) and crop.scale == (0.08, 1.0)
     assert jitter.p == 0.8 and jitter.transforms[0].hue == (-0.1, 0.1)
@@ -174,9 +207,11 @@ def test_memory_bench_refuses_an_unknown_loss(tmp_path, capsys):
 
 
 def test_simaugment_has_an_image_file_version():
-    from ltbench.data.image_loader import train_view_of
+    from ltbench.data.image_loader import view_functions
     from ltbench.method import Draw
 
-    view = train_view_of(Draw(views=2, augment="sim"), {"image_size": 224, "flip": True})
+    first, second = view_functions(Draw(views=2, augment="sim"), {"image_size": 224, "flip": True})
+    assert first.keywords == second.keywords
+    view = first
     assert {key: view.keywords[key] for key in ("scale", "jitter", "jitter_hue", "jitter_p", "grayscale_p")} == {
         "scale": (0.08, 1.0), "jitter": 0.4, "jitter_hue": 0.1, "jitter_p": 0.8, "grayscale_p": 0.2}

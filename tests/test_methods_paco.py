@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from image_data import data_root, one_thread  # noqa: F401  (module fixtures)
 from ltbench.data import paired_augment
+from ltbench.method import Draw, View
 from ltbench.momentum import FeatureQueue, MomentumEncoder
 from ltbench.testing import toy_data, toy_spec, toy_trainer
 from ltbench_methods.paco import paco_loss
@@ -193,14 +195,21 @@ def test_a_checkpoint_loaded_before_the_first_step_is_the_copys_start():
 # ---------------------------------------------------------------------- views and variants
 
 
-def test_query_key_views_stack_queries_over_keys_and_repeat_with_the_seed():
-    x = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
-    views = paired_augment.query_key(x, torch.Generator().manual_seed(0))
-    assert views.shape == (12, 3, 32, 32) and views.dtype == torch.uint8
+def test_query_and_key_are_two_views_of_the_same_images_and_repeat_with_the_seed():
+    from ltbench.data.loader import DeviceLoader
+
+    trainer = toy_trainer(toy_spec("paco"), toy_data())
+    assert [v.augment for v in trainer.method.draws["main"].view_list()] == ["autoaugment_cutout", "simclr_blur"]
     state = torch.get_rng_state()
-    again = paired_augment.query_key(x, torch.Generator().manual_seed(0))
-    assert torch.equal(views, again)
+    batch = next(DeviceLoader(trainer.data, trainer.method.draws, 8, "cpu", seed=0).epoch())["main"]
     assert torch.equal(torch.get_rng_state(), state), "AutoAugment must not move the global generator"
+    assert [v.shape for v in batch.views] == [(8, 3, 16, 16)] * 2 and len(batch.labels) == 8
+    assert not torch.equal(batch.views[0], batch.views[1])
+    again = next(DeviceLoader(trainer.data, trainer.method.draws, 8, "cpu", seed=0).epoch())["main"]
+    assert all(torch.equal(a, b) for a, b in zip(batch.views, again.views))
+    identity = {"main": Draw("instance", per_view=(View("none"), View("none")))}
+    plain = next(DeviceLoader(trainer.data, identity, 8, "cpu", seed=0).epoch())["main"]
+    assert torch.equal(plain.views[0], plain.views[1]) and torch.equal(plain.labels, batch.labels)
 
 
 def test_cutout_blacks_out_at_most_a_16_pixel_square():
@@ -228,13 +237,71 @@ def test_gpaco_variant_trains_one_finite_step_without_a_key_encoder():
     assert int(trainer.method.queue.pointer) == len(batches["main"].labels)
 
 
-def test_the_reference_loader_stacks_the_same_query_and_key_views():
+def test_the_reference_loader_gives_the_same_images_query_and_key_views():
     from ltbench.data.reference_loader import ReferenceLoader
 
     trainer = toy_trainer(toy_spec("paco"), toy_data())
     draws = trainer.method.draws
     loader = ReferenceLoader(trainer.data, draws, batch_size=8, device="cpu", seed=0, workers=0)
     batch = next(iter(loader.epoch()))["main"]
-    assert len(batch.views) == 1 and batch.views[0].shape == (16, 3, 16, 16) and len(batch.labels) == 8
+    assert [v.shape for v in batch.views] == [(8, 3, 16, 16)] * 2 and len(batch.labels) == 8
     again = next(iter(ReferenceLoader(trainer.data, draws, batch_size=8, device="cpu", seed=0, workers=0).epoch()))
-    assert torch.equal(again["main"].views[0], batch.views[0])
+    assert all(torch.equal(a, b) for a, b in zip(again["main"].views, batch.views))
+
+
+# ---------------------------------------------------------------------- the image-file datasets
+
+
+@pytest.mark.parametrize("dataset, query, temperature", [("imagenet_lt", "sim_blur_rand", 0.07),
+                                                         ("inat2018", "rand_cls", 0.2)])
+def test_large_datasets_take_paco_lt_s_views_and_protocol(dataset, query, temperature):
+    from ltbench.registry import dataset as dataset_info
+    from ltbench.sweep import resolve
+    from ltbench_methods.paco import PaCo
+
+    spec = resolve("paco", dataset, 100, 0, "paper")
+    assert spec.preset == "paper" and dataset not in PaCo.unconfirmed_protocol
+    own = spec.own_hyperparameters
+    assert (own["query_augment"], own["key_augment"], own["temperature"]) == (query, "sim_blur", temperature)
+    assert (own["alpha"], own["queue_size"], own["projection_dim"]) == (0.05, 8192, 128)
+    assert (spec.epochs, spec.params["lr"], spec.params["schedule"], spec.batch_size) == \
+        (400, 0.02, "cosine", 128)
+    assert all("fe56535" in s.source for s in PaCo.settings(dataset_info(dataset)).values())
+
+
+def test_the_image_file_loader_gives_paco_query_and_key_views_of_the_same_images(data_root):
+    from ltbench.data.image_loader import ImageLoader, eval_batches
+    from ltbench.registry import dataset as dataset_info
+    from ltbench.sweep import resolve
+    from ltbench_methods.paco import PaCo
+
+    data = dataset_info("imagenet_lt").build(data_root, None, n_max=None)
+    own = resolve("paco", "imagenet_lt", 100, 0, "paper").own_hyperparameters
+    draws = PaCo(own, data.class_counts, 8).draws
+    params = {"image_size": 16, "flip": True}
+
+    def first(draws, seed=3):
+        return next(ImageLoader(data, draws, 12, "cpu", seed=seed, params=params, workers=0).epoch())["main"]
+
+    batch = first(draws)
+    assert [v.shape for v in batch.views] == [(12, 3, 16, 16)] * 2 and len(batch.labels) == 12
+    assert not torch.equal(batch.views[0], batch.views[1])
+    assert all(torch.equal(a, b) for a, b in zip(first(draws).views, batch.views))
+    # un-augmented, query and key are one image, the one the label belongs to
+    plain = first({"main": Draw("instance", per_view=(View("none"), View("none")))})
+    assert torch.equal(plain.views[0], plain.views[1]) and torch.equal(plain.labels, batch.labels)
+    (images, labels), = list(eval_batches(data, data.train_x, data.train_y, "cpu", len(data.train_y), 16, workers=0))
+    rows = [int((images - view).abs().flatten(1).amax(1).argmin()) for view in plain.views[0]]
+    assert all(torch.allclose(images[r], v, atol=1e-5) for r, v in zip(rows, plain.views[0]))
+    assert torch.equal(labels[rows], plain.labels)
+
+
+def test_the_image_file_loader_refuses_a_cifar_only_view_by_name(data_root):
+    from ltbench.data.image_loader import ImageLoader
+    from ltbench.errors import UserError
+    from ltbench.registry import dataset as dataset_info
+
+    data = dataset_info("imagenet_lt").build(data_root, None, n_max=None)
+    draws = {"main": Draw("instance", per_view=(View("autoaugment_cutout"), View("sim_blur")))}
+    with pytest.raises(UserError, match="'autoaugment_cutout', which the image-file loader lacks"):
+        ImageLoader(data, draws, 12, "cpu", seed=3, params={"image_size": 16, "flip": True}, workers=0)

@@ -84,8 +84,10 @@ def _factors(b: int, spread: float, x: torch.Tensor, gen: torch.Generator) -> to
     return torch.empty(b, 1, 1, 1, device=x.device).uniform_(max(0.0, 1 - spread), 1 + spread, generator=gen)
 
 
-def random_color_jitter(x: torch.Tensor, gen: torch.Generator, strength: float, p: float = 0.8) -> torch.Tensor:
-    """RandomApply([ColorJitter(s, s, s, s / 4)], p) as in SimCLR/SupCon (s = 0.4 there).
+def random_color_jitter(x: torch.Tensor, gen: torch.Generator, strength: float, p: float = 0.8,
+                        hue: float | None = None) -> torch.Tensor:
+    """RandomApply([ColorJitter(s, s, s, hue)], p) as in SimCLR/SupCon (s = 0.4, hue s / 4 there,
+    the default; 0 leaves hue alone, as the RandAugment recipes' ColorJitter(0.4, 0.4, 0.4, 0)).
 
     Two departures from torchvision, both to keep the batch one tensor: the four adjustments
     run in a fixed order (brightness, contrast, saturation, hue) rather than a random one,
@@ -98,11 +100,13 @@ def random_color_jitter(x: torch.Tensor, gen: torch.Generator, strength: float, 
     mean = _luma(img).mean(dim=(1, 2, 3), keepdim=True)
     contrast = _factors(b, strength, x, gen)
     img = (contrast * img + (1 - contrast) * mean).clamp(0, 1)
+    hue = strength / 4 if hue is None else hue
     if x.shape[1] == 3:
         saturation = _factors(b, strength, x, gen)
         img = (saturation * img + (1 - saturation) * _luma(img)).clamp(0, 1)
-        angle = (torch.rand(b, device=x.device, generator=gen) * 2 - 1) * (strength / 4) * 2 * math.pi
-        img = _rotate_hue(img, angle).clamp(0, 1)
+        if hue > 0:
+            angle = (torch.rand(b, device=x.device, generator=gen) * 2 - 1) * hue * 2 * math.pi
+            img = _rotate_hue(img, angle).clamp(0, 1)
     jittered = (img * 255).round().to(x.dtype)
     chosen = torch.rand(b, device=x.device, generator=gen) < p
     return torch.where(chosen[:, None, None, None], jittered, x)

@@ -20,8 +20,9 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ltbench import distributed
-from ltbench.data import augment
+from ltbench.data import augment, paired_augment
 from ltbench.data.image_transforms import CONTRASTIVE_SCALE, STANDARD_SCALE, eval_view, train_view
+from ltbench.data.loader import check_augmentations
 from ltbench.data.samplers import samplers_for
 from ltbench.data.split_files import SHOWN
 from ltbench.errors import UserError
@@ -41,9 +42,11 @@ def default_workers() -> int:
 
 
 class ImageFiles(Dataset):
-    def __init__(self, root: Path, paths: np.ndarray, labels: np.ndarray, view, views: int = 1):
+    """An image file per item, one copy of it per view function (the views of a draw)."""
+
+    def __init__(self, root: Path, paths: np.ndarray, labels: np.ndarray, per_view: list):
         self.root, self.paths, self.labels = Path(root), paths, labels
-        self.view, self.views = view, views
+        self.per_view = per_view
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -58,7 +61,7 @@ class ImageFiles(Dataset):
             # reported by the training process, which can stop the run with a plain message
             return None, label, f"{relative} ({type(exc).__name__}: {exc})"
         rng = np.random.default_rng(seed)
-        return [self.view(image, rng=rng) for _ in range(self.views)], label, ""
+        return [view(image, rng=rng) for view in self.per_view], label, ""
 
 
 def collate(samples):
@@ -79,27 +82,59 @@ def _eval_view(image, rng, size):
     return eval_view(image, size)
 
 
-def train_view_of(draw: Draw, params: dict):
-    """The view function of a draw's augmentation, at the run's image size."""
-    size, flip = params["image_size"], params["flip"]
-    if draw.augment == "standard":
-        return partial(train_view, size=size, flip=flip, jitter=params.get("train_color_jitter", 0.0))
-    if draw.augment == "contrastive":
-        # SupCon's views: colour jitter (s, s, s, s/4) with p 0.8, random grayscale. Images this
-        # size have no CIFAR-style padded crop: "pad" takes the standard RandomResizedCrop,
-        # "resized" SupCon's scale (0.2, 1).
-        options = draw.augment_options
-        strength = options.get("color_jitter", 0.0)
-        scale = CONTRASTIVE_SCALE if options.get("crop") == "resized" else STANDARD_SCALE
-        return partial(train_view, size=size, scale=scale, flip=flip, jitter=strength, jitter_hue=strength / 4,
-                       jitter_p=0.8, grayscale_p=options.get("grayscale_p", 0.2))
-    if draw.augment == "sim":
-        return partial(train_view, size=size, scale=augment.SIM_SCALE, flip=flip, jitter=augment.SIM_COLOR_JITTER,
-                       jitter_hue=augment.SIM_COLOR_JITTER / 4, jitter_p=0.8, grayscale_p=0.2)
-    if draw.augment == "none":
-        return partial(_eval_view, size=size)
-    raise UserError(f"augmentation '{draw.augment}' has no image-file version",
-                    hint="use standard, contrastive, sim or none")
+def _standard(options, size, flip, params):
+    return partial(train_view, size=size, flip=flip, jitter=params.get("train_color_jitter", 0.0))
+
+
+def _contrastive(options, size, flip, params):
+    # SupCon's views: colour jitter (s, s, s, s/4) with p 0.8, random grayscale. Images this
+    # size have no CIFAR-style padded crop: "pad" takes the standard RandomResizedCrop,
+    # "resized" SupCon's scale (0.2, 1).
+    strength = options.get("color_jitter", 0.0)
+    scale = CONTRASTIVE_SCALE if options.get("crop") == "resized" else STANDARD_SCALE
+    return partial(train_view, size=size, scale=scale, flip=flip, jitter=strength, jitter_hue=strength / 4,
+                   jitter_p=0.8, grayscale_p=options.get("grayscale_p", 0.2))
+
+
+def _sim(options, size, flip, params, **extra):
+    return partial(train_view, size=size, scale=augment.SIM_SCALE, flip=flip, jitter=augment.SIM_COLOR_JITTER,
+                   jitter_hue=augment.SIM_COLOR_JITTER / 4, jitter_p=0.8, grayscale_p=0.2, **extra)
+
+
+def _sim_blur(options, size, flip, **extra):
+    return partial(train_view, size=size, scale=augment.SIM_SCALE, flip=flip, jitter=augment.SIM_COLOR_JITTER,
+                   jitter_p=1.0, grayscale_p=0.2, blur_p=options.get("blur_p", 0.5), **extra)
+
+
+def _rand(options) -> dict:
+    return {"rand_ops": options.get("num_ops", paired_augment.RAND_OPS),
+            "rand_magnitude": options.get("magnitude", paired_augment.RAND_MAGNITUDE)}
+
+
+# the image-file versions of ltbench.data.loader.AUGMENTATIONS (the CIFAR-only autoaugment_cutout
+# aside), each (view options, image size, flip, run params) -> view function
+IMAGE_VIEWS = {
+    "standard": _standard,
+    "contrastive": _contrastive,
+    "sim": _sim,
+    "none": lambda options, size, flip, params: partial(_eval_view, size=size),
+    "randaugment": lambda options, size, flip, params: partial(train_view, size=size, flip=flip, **_rand(options)),
+    "rand_cls": lambda options, size, flip, params: partial(
+        train_view, size=size, scale=paired_augment.RAND_SCALE, flip=flip, jitter=paired_augment.RAND_JITTER,
+        jitter_p=1.0, **_rand(options)),
+    "sim_rand": lambda options, size, flip, params: _sim(options, size, flip, params, **_rand(options)),
+    "sim_blur": lambda options, size, flip, params: _sim_blur(options, size, flip),
+    "sim_blur_rand": lambda options, size, flip, params: _sim_blur(options, size, flip, **_rand(options)),
+    "simclr_blur": lambda options, size, flip, params: partial(
+        train_view, size=size, scale=CONTRASTIVE_SCALE, flip=flip, jitter=0.4, jitter_hue=0.1, jitter_p=0.8,
+        grayscale_p=0.2, blur_p=options.get("blur_p", 0.5)),
+}
+
+
+def view_functions(draw: Draw, params: dict) -> list:
+    """One view function per view of the draw, at the run's image size."""
+    return [IMAGE_VIEWS[view.augment](view.options, params["image_size"], params["flip"], params)
+            for view in draw.view_list()]
 
 
 class EpochPlan:
@@ -126,11 +161,12 @@ class ImageLoader:
         self.sample_gen = torch.Generator().manual_seed(seed)
         self.mean = torch.tensor(data.mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(data.std, device=self.device).view(1, -1, 1, 1)
+        check_augmentations(draws, IMAGE_VIEWS, "the image-file loader")
         workers = default_workers() if workers is None else workers
         per_draw = -(-workers // len(draws)) if workers else 0
         self.plans = {name: EpochPlan() for name in draws}
         self.loaders = {
-            name: DataLoader(ImageFiles(data.root, data.train_x, data.train_y, train_view_of(d, params), d.views),
+            name: DataLoader(ImageFiles(data.root, data.train_x, data.train_y, view_functions(d, params)),
                              batch_sampler=self.plans[name], num_workers=per_draw, collate_fn=collate,
                              pin_memory=self.device.type == "cuda", persistent_workers=per_draw > 0)
             for name, d in draws.items()
@@ -169,7 +205,7 @@ def eval_batches(data, x: np.ndarray, y: np.ndarray, device, batch_size: int, im
     """(normalised images, labels) on the device for the given paths, un-augmented, in order."""
     device = torch.device(device)
     workers = default_workers() if workers is None else workers
-    loader = DataLoader(ImageFiles(data.root, x, y, partial(_eval_view, size=image_size)), batch_size=batch_size,
+    loader = DataLoader(ImageFiles(data.root, x, y, [partial(_eval_view, size=image_size)]), batch_size=batch_size,
                         num_workers=workers, collate_fn=collate, pin_memory=device.type == "cuda")
     mean = torch.tensor(data.mean, device=device).view(1, -1, 1, 1)
     std = torch.tensor(data.std, device=device).view(1, -1, 1, 1)

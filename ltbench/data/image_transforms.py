@@ -1,8 +1,11 @@
 """The ImageNet-style views of one decoded image, as uint8 CHW tensors.
 
-Training: RandomResizedCrop + horizontal flip (+ colour jitter), as torchvision draws them,
-but from a numpy generator the caller seeds per sample, so a sample's view depends on the
-run's seed and its place in the epoch, not on which worker, rank or resumed process made it.
+Training: RandomResizedCrop + horizontal flip (+ colour jitter, grayscale, SimCLR's blur,
+RandAugment), as torchvision draws them, but from a numpy generator the caller seeds per
+sample, so a sample's view depends on the run's seed and its place in the epoch, not on which
+worker, rank or resumed process made it. RandAugment is torchvision's, run under torch's global
+generator seeded from that numpy generator inside a fork (ltbench.data.paired_augment says how
+it differs from the originals' randaugment.py).
 Evaluation: Resize(256) + CenterCrop(224), scaled with the image size.
 """
 
@@ -11,7 +14,10 @@ import math
 import numpy as np
 import torch
 import torchvision.transforms.functional as TF
-from PIL import Image
+from PIL import Image, ImageFilter
+from torchvision.transforms import RandAugment
+
+from ltbench.data.paired_augment import RAND_BINS, RAND_FILL, RAND_MAGNITUDE
 
 # ImageNet's standard crop scale; SupCon's contrastive views use (0.2, 1)
 STANDARD_SCALE = (0.08, 1.0)
@@ -52,9 +58,22 @@ def color_jitter(img: Image.Image, strength: float, hue: float, rng: np.random.G
     return img
 
 
+def gaussian_blur(img: Image.Image, rng: np.random.Generator, sigma=(0.1, 2.0)) -> Image.Image:
+    """MoCo v2's loader.GaussianBlur: PIL's blur with a radius uniform in [0.1, 2]."""
+    return img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(*sigma)))
+
+
+def randaugment(img: Image.Image, rng: np.random.Generator, num_ops: int, magnitude: int) -> Image.Image:
+    transform = RandAugment(num_ops, magnitude, num_magnitude_bins=RAND_BINS, fill=list(RAND_FILL))
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(int(rng.integers(2**62)))
+        return transform(img)
+
+
 def train_view(img: Image.Image, size: int, rng: np.random.Generator, scale=STANDARD_SCALE, flip: bool = True,
                jitter: float = 0.0, jitter_hue: float = 0.0, jitter_p: float = 1.0,
-               grayscale_p: float = 0.0) -> torch.Tensor:
+               grayscale_p: float = 0.0, blur_p: float = 0.0, rand_ops: int = 0,
+               rand_magnitude: int = RAND_MAGNITUDE) -> torch.Tensor:
     left, top, w, h = resized_crop_box(*img.size, rng, scale)
     img = img.resize((size, size), Image.BILINEAR, box=(left, top, left + w, top + h))
     if flip and rng.random() < 0.5:
@@ -63,6 +82,10 @@ def train_view(img: Image.Image, size: int, rng: np.random.Generator, scale=STAN
         img = color_jitter(img, jitter, jitter_hue, rng)
     if grayscale_p > 0 and rng.random() < grayscale_p:
         img = TF.rgb_to_grayscale(img, num_output_channels=3)
+    if blur_p > 0 and rng.random() < blur_p:
+        img = gaussian_blur(img, rng)
+    if rand_ops > 0:
+        img = randaugment(img, rng, rand_ops, rand_magnitude)
     return TF.pil_to_tensor(img)
 
 

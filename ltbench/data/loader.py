@@ -12,10 +12,25 @@ import torch
 from ltbench.data import augment, paired_augment
 from ltbench.data.datasets import LongTailData
 from ltbench.data.samplers import samplers_for
+from ltbench.errors import UserError
 from ltbench.method import Batch, Draw
 
+# every augmentation takes (uint8 batch, generator, padding=, flip=, **its options), and a Draw
+# names one for all its views (`augment`) or one per view (`per_view`)
 AUGMENTATIONS = {"standard": augment.standard, "contrastive": augment.contrastive, "none": lambda x, gen, **_: x,
-                 "sim": augment.sim, "query_key": paired_augment.query_key}
+                 "sim": augment.sim, "autoaugment_cutout": paired_augment.autoaugment_cutout,
+                 "simclr_blur": paired_augment.simclr_blur, "randaugment": paired_augment.crop_flip_randaugment,
+                 "rand_cls": paired_augment.rand_cls, "sim_rand": paired_augment.sim_rand,
+                 "sim_blur": paired_augment.sim_blur, "sim_blur_rand": paired_augment.sim_blur_rand}
+
+
+def check_augmentations(draws: dict[str, Draw], known, where: str) -> None:
+    """A clear error for a view whose augmentation `known` (a registry) lacks, before any epoch."""
+    for name, draw in draws.items():
+        for view in draw.view_list():
+            if view.augment not in known:
+                raise UserError(f"draw '{name}' asks for augmentation '{view.augment}', which {where} lacks",
+                                hint=f"use one of {', '.join(known)}")
 
 
 class DeviceLoader:
@@ -29,6 +44,7 @@ class DeviceLoader:
         self.draws = draws
         self.batch_size = batch_size
         self.padding, self.flip = padding, flip
+        check_augmentations(draws, AUGMENTATIONS, "the CIFAR-sized loader")
         self.samplers = samplers_for(draws, torch.from_numpy(data.train_y), data.num_classes)
         self.sample_gen = torch.Generator().manual_seed(seed)
         self.augment_gen = torch.Generator(device=self.device).manual_seed(seed + 1)
@@ -46,11 +62,10 @@ class DeviceLoader:
 
     def _batch(self, idx: torch.Tensor, draw: Draw) -> Batch:
         images = self.x[idx]
-        transform = AUGMENTATIONS[draw.augment]
         views = [
-            augment.normalize(transform(images, self.augment_gen, padding=self.padding, flip=self.flip,
-                                        **draw.augment_options), self.mean, self.std)
-            for _ in range(draw.views)
+            augment.normalize(AUGMENTATIONS[view.augment](images, self.augment_gen, padding=self.padding,
+                                                          flip=self.flip, **view.options), self.mean, self.std)
+            for view in draw.view_list()
         ]
         return Batch(views, self.y[idx])
 

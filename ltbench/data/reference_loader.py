@@ -23,19 +23,18 @@ from torchvision import transforms
 
 from ltbench.data import augment, paired_augment
 from ltbench.data.datasets import LongTailData
+from ltbench.data.loader import check_augmentations
 from ltbench.data.samplers import samplers_for
-from ltbench.method import Batch, Draw
+from ltbench.method import Batch, Draw, View
 
 
 class PilDataset(Dataset):
-    """One PIL image per item, `views` independently transformed copies of it. An item is
+    """One PIL image per item, one transformed copy of it per view transform. An item is
     (image index, seed): torchvision's transforms draw from torch's global generator, so it is
     seeded per item, inside a fork that leaves the caller's generator as it was."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform, views: int):
-        self.images, self.labels, self.transform, self.views = images, labels, transform, views
-        # a list: one transform per view, each view once (a query and a key)
-        self.per_view = transform if isinstance(transform, list) else [transform] * views
+    def __init__(self, images: np.ndarray, labels: np.ndarray, per_view: list):
+        self.images, self.labels, self.per_view = images, labels, per_view
 
     def __len__(self):
         return len(self.labels)
@@ -50,62 +49,83 @@ class PilDataset(Dataset):
         return views, int(self.labels[i])
 
 
-def pil_transform(data: LongTailData, draw: Draw, padding: int, flip: bool):
-    """torchvision's versions of ltbench.data.augment's recipes (a list of two for query_key)."""
-    size = data.train_x.shape[-1]
-    options = draw.augment_options
-    if draw.augment == "query_key":
-        return query_key_transforms(data, options, padding, flip)
-    steps = []
-    if draw.augment != "none":
-        if draw.augment == "contrastive" and options.get("crop", "pad") == "resized":
-            steps.append(transforms.RandomResizedCrop(size, scale=(0.2, 1.0)))
-        elif draw.augment == "sim":
-            steps.append(transforms.RandomResizedCrop(size, scale=augment.SIM_SCALE))
-        elif padding:
-            steps.append(transforms.RandomCrop(size, padding=padding))
-        if flip:
-            steps.append(transforms.RandomHorizontalFlip())
-    if draw.augment == "contrastive":
+def _cutout(image: torch.Tensor) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
+    return paired_augment.cutout(image[None], gen)[0]
+
+
+def _blur(p: float) -> list:
+    # a 13-pixel kernel holds SimCLR's largest sigma, 2, to 3 sigma
+    return [transforms.RandomApply([transforms.GaussianBlur(13, sigma=(0.1, 2.0))], p=p)]
+
+
+def _randaugment(channels: int, num_ops: int = paired_augment.RAND_OPS,
+                 magnitude: int = paired_augment.RAND_MAGNITUDE) -> list:
+    return [transforms.RandAugment(num_ops, magnitude, num_magnitude_bins=paired_augment.RAND_BINS,
+                                   fill=paired_augment.rand_fill(channels))]
+
+
+def pil_steps(view: View, size: int, channels: int, padding: int, flip: bool) -> list:
+    """torchvision's versions of ltbench.data.augment's and paired_augment's recipes, on PIL images
+    (to the tensor: Cutout, as autoaug.py cuts after ToTensor, is the only step after it)."""
+    options, name = view.options, view.augment
+    flips = [transforms.RandomHorizontalFlip()] if flip else []
+    crops = [transforms.RandomCrop(size, padding=padding)] if padding else []
+    sim_jitter = [transforms.RandomApply([transforms.ColorJitter(*(augment.SIM_COLOR_JITTER,) * 3,
+                                                                 augment.SIM_COLOR_JITTER / 4)], p=0.8),
+                  transforms.RandomGrayscale(p=0.2)]
+    sim = [transforms.RandomResizedCrop(size, scale=augment.SIM_SCALE), *flips, *sim_jitter]
+    rand = _randaugment(channels, options.get("num_ops", paired_augment.RAND_OPS),
+                        options.get("magnitude", paired_augment.RAND_MAGNITUDE))
+    if name == "none":
+        return []
+    if name == "standard":
+        return [*crops, *flips]
+    if name == "sim":
+        return sim
+    if name == "randaugment":
+        return [*crops, *flips, *rand]
+    if name == "sim_rand":
+        return [*sim, *rand]
+    if name == "rand_cls":
+        return [transforms.RandomResizedCrop(size, scale=paired_augment.RAND_SCALE), *flips,
+                transforms.ColorJitter(*(paired_augment.RAND_JITTER,) * 3, 0.0), *rand]
+    if name in ("sim_blur", "sim_blur_rand"):
+        return [transforms.RandomResizedCrop(size, scale=augment.SIM_SCALE), *flips,
+                transforms.ColorJitter(*(augment.SIM_COLOR_JITTER,) * 3, 0.0), transforms.RandomGrayscale(p=0.2),
+                *_blur(options.get("blur_p", 0.5)), *(rand if name == "sim_blur_rand" else [])]
+    if name == "autoaugment_cutout":
+        grey = [paired_augment.GREY] * channels
+        return [*crops, *flips, transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10, fill=grey),
+                transforms.ToTensor(), transforms.Lambda(_cutout)]
+    if name == "simclr_blur":
+        jitter = transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)
+        return [transforms.RandomResizedCrop(size, scale=(0.2, 1.0)), *flips, transforms.RandomApply([jitter], p=0.8),
+                transforms.RandomGrayscale(p=0.2), *_blur(options.get("blur_p", 0.5))]
+    if name == "contrastive":
+        steps = [transforms.RandomResizedCrop(size, scale=(0.2, 1.0))] if options.get("crop", "pad") == "resized" \
+            else crops
+        steps += flips
         strength = options.get("color_jitter", 0.0)
         if strength > 0:
-            jitter = transforms.ColorJitter(strength, strength, strength, strength / 4)
-            steps.append(transforms.RandomApply([jitter], p=0.8))
+            steps.append(transforms.RandomApply([transforms.ColorJitter(strength, strength, strength, strength / 4)],
+                                                p=0.8))
         if options.get("grayscale_p", 0.2) > 0:
             steps.append(transforms.RandomGrayscale(p=options.get("grayscale_p", 0.2)))
-    if draw.augment == "sim":
-        jitter = transforms.ColorJitter(*(augment.SIM_COLOR_JITTER,) * 3, augment.SIM_COLOR_JITTER / 4)
-        steps += [transforms.RandomApply([jitter], p=0.8), transforms.RandomGrayscale(p=0.2)]
-    return transforms.Compose(steps + [transforms.ToTensor(), transforms.Normalize(data.mean, data.std)])
+        return steps
+    raise KeyError(name)
 
 
-def query_key_transforms(data: LongTailData, options: dict, padding: int, flip: bool) -> list:
-    """PaCo's CIFAR query and key recipes (ltbench.data.paired_augment) as the original's PIL
-    pipelines: torchvision's AutoAugment and GaussianBlur where paco_cifar.py has autoaug.py's
-    CIFAR10Policy and MoCo's PIL blur, and paired_augment's Cutout on the tensor."""
-    size, grey = data.train_x.shape[-1], [paired_augment.GREY] * data.train_x.shape[1]
-    flips = [transforms.RandomHorizontalFlip()] if flip else []
-    finish = [transforms.ToTensor(), transforms.Normalize(data.mean, data.std)]
+PIL_VIEWS = ("none", "standard", "sim", "randaugment", "sim_rand", "rand_cls", "sim_blur", "sim_blur_rand",
+             "autoaugment_cutout",
+             "simclr_blur", "contrastive")
 
-    def cutout(image: torch.Tensor) -> torch.Tensor:
-        gen = torch.Generator().manual_seed(int(torch.randint(0, 2**62, (1,))))
-        return paired_augment.cutout(image[None], gen)[0]
 
-    crops = [transforms.RandomCrop(size, padding=padding)] if padding else []
-    views = {
-        "autoaugment_cutout": [*crops, *flips, transforms.AutoAugment(transforms.AutoAugmentPolicy.CIFAR10, fill=grey), transforms.ToTensor(),
-                               transforms.Lambda(cutout), transforms.Normalize(data.mean, data.std)],
-        "standard": [*crops, *flips, *finish],
-        "simclr_blur": [transforms.RandomResizedCrop(size, scale=(0.2, 1.0)), *flips,
-                        transforms.RandomApply([transforms.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-                        transforms.RandomGrayscale(p=0.2),
-                        transforms.RandomApply([transforms.GaussianBlur(13, sigma=(0.1, 2.0))],
-                                               p=options.get("key_options", {}).get("blur_p", 0.5)), *finish],
-    }
-    query, key = options.get("query", "autoaugment_cutout"), options.get("key", "simclr_blur")
-    if query not in views or key not in views:
-        raise ValueError(f"the reference loader has query_key views {tuple(views)}, not {query!r} or {key!r}")
-    return [transforms.Compose(views[query]), transforms.Compose(views[key])]
+def pil_transform(data: LongTailData, view: View, padding: int, flip: bool):
+    size, channels = data.train_x.shape[-1], data.train_x.shape[1]
+    steps = pil_steps(view, size, channels, padding, flip)
+    to_tensor = [] if any(isinstance(step, transforms.ToTensor) for step in steps) else [transforms.ToTensor()]
+    return transforms.Compose(steps + to_tensor + [transforms.Normalize(data.mean, data.std)])
 
 
 class ReferenceLoader:
@@ -118,10 +138,10 @@ class ReferenceLoader:
         self.n_images = len(data.train_y)
         self.workers = os.cpu_count() if workers is None else workers
         self.samplers = samplers_for(draws, torch.from_numpy(data.train_y), data.num_classes)
-        self.datasets = {name: PilDataset(data.train_x, data.train_y, pil_transform(data, d, padding, flip), d.views)
+        check_augmentations(draws, PIL_VIEWS, "the reference (DataLoader) loader")
+        self.datasets = {name: PilDataset(data.train_x, data.train_y,
+                                          [pil_transform(data, view, padding, flip) for view in d.view_list()])
                          for name, d in draws.items()}
-        # query_key's two views travel stacked, queries over keys, as DeviceLoader gives them
-        self.stacked = {name for name, d in draws.items() if d.augment == "query_key"}
         self.sample_gen = torch.Generator().manual_seed(seed)
         self.epochs_drawn = 0
 
@@ -144,7 +164,6 @@ class ReferenceLoader:
             batches = {}
             for name, it in iterators.items():
                 views, labels = next(it)
-                views = [torch.cat(views)] if name in self.stacked else views
                 batches[name] = Batch([v.to(self.device, non_blocking=True) for v in views],
                                       labels.to(self.device, non_blocking=True))
             yield batches
