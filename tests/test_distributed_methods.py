@@ -83,7 +83,7 @@ def tde_batches(s, rows):
 
 def paco_batches(s, rows):
     query, key = global_images(s), global_images(s + 10)
-    return {"main": Batch([torch.cat([part(query, rows), part(key, rows)])], part(LABELS, rows))}
+    return {"main": Batch([part(query, rows), part(key, rows)], part(LABELS, rows))}
 
 
 def embeddings_of(seed: int) -> torch.Tensor:
@@ -330,4 +330,5 @@ def test_every_method_keeps_one_state_across_ranks(ranks):
         checked.append(name)
         for r in range(2):
             assert found[r][name] == {"after_steps": [], "after_epoch": []}, (name, r, found[r][name])
-    assert {"tde", "bcl", "kcl_stage1", "tsc_stage1", "sc_hybrid", "ce"} <= set(checked)
+    # paco included: the image-file loader draws its query and key views
+    assert {"tde", "bcl", "paco", "kcl_stage1", "tsc_stage1", "sc_hybrid", "ce"} <= set(checked)
