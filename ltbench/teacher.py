@@ -9,10 +9,11 @@ reads only the teacher's logits, from its last epoch's weights (loaded weights-o
 evaluation mode and without gradients.
 
 The teacher's spec follows from the student's (`teacher_spec`): the same data, seed and
-trainer settings, except where the two methods' paper protocols differ (RIDE's 20-epoch
-warm-up for a distilled student, 5 for its teacher): there the teacher keeps its own value
-wherever the student keeps its own, and takes the student's where the student's run departs
-from its protocol (a preset's shorter schedule, a --set). The teacher's run id is part of
+trainer settings, except where the two methods' protocols differ (RIDE's 20-epoch warm-up
+for a distilled student, 5 for its teacher): there the teacher keeps its own value under the
+student's preset wherever the student keeps its own, and takes the student's where the
+student departs from it (a --set). A custom student is compared with the preset it departs
+least from. The teacher's run id is part of
 the student's spec (`teacher_run_id` among its hyperparameters), so a different teacher
 makes a different run.
 """
@@ -25,6 +26,7 @@ from torch import nn
 
 from ltbench import registry
 from ltbench.errors import UserError
+from ltbench.presets import PRESETS
 from ltbench.settings import SETTINGS, SPEC_FIELDS, defaults
 from ltbench.spec import RunSpec
 
@@ -66,12 +68,16 @@ def teacher_spec(spec: RunSpec) -> RunSpec | None:
     own = {**defaults(registry.method(spec.method).settings(registry.dataset(spec.dataset))),
            **{k: v for k, v in spec.own_hyperparameters.items() if k != TEACHER_RUN_ID}}
     hyperparameters = {(teacher.method, key): value for key, value in teacher.hyperparameters(own).items()}
-    where = (spec.dataset, spec.imbalance_factor, spec.seed, "paper")
-    student_paper = trainer_values(resolve(spec.method, *where, with_teacher=False))
-    teacher_paper = trainer_values(resolve(teacher.method, *where, hyperparameters, with_teacher=False))
+    student = trainer_values(spec)
+    # the preset the student departs least from (its own, unless it is custom)
+    bases = {name: trainer_values(resolve(spec.method, spec.dataset, spec.imbalance_factor, spec.seed, name,
+                                          with_teacher=False)) for name in PRESETS}
+    preset = min(bases, key=lambda name: sum(student[key] != value for key, value in bases[name].items()))
+    where = (spec.dataset, spec.imbalance_factor, spec.seed, preset)
+    teacher_base = trainer_values(resolve(teacher.method, *where, hyperparameters, with_teacher=False))
     # the teacher keeps its own protocol where the student keeps its own, and departs from it as the student does
-    trainer = {(TRAINER, key): teacher_paper[key] if value == student_paper[key] else value
-               for key, value in trainer_values(spec).items()}
+    trainer = {(TRAINER, key): teacher_base[key] if value == bases[preset][key] else value
+               for key, value in student.items()}
     found = resolve(teacher.method, *where, {**trainer, **hyperparameters})
     return replace(found, preset=preset_label(found))
 
