@@ -128,7 +128,9 @@ def test_another_teacher_is_another_run():
 
 def test_the_card_sources_every_default(capsys):
     assert main(["list", "ride_distill"]) == 0
-    assert "RIDE distilled from a frozen 6-expert RIDE teacher" in capsys.readouterr().out
+    said = " ".join(capsys.readouterr().out.split())
+    assert "RIDE distilled from a frozen 6-expert RIDE teacher" in said
+    assert "Distils from a frozen teacher: a ride run of the same spec" in said
     rows = {(row.owner, row.name): row for row in protocol_card("ride_distill")}
     warmup = rows["trainer", "warmup_epochs"]
     assert (warmup.values["cifar100_lt"], warmup.values["imagenet_lt"]) == ("20", "5")

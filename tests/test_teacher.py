@@ -12,6 +12,7 @@ from ltbench import registry, stages
 from ltbench.cli import main
 from ltbench.errors import UserError
 from ltbench.launch.jobs import next_ready
+from ltbench.launch.slurm import stage1_waits
 from ltbench.runner import ensure_teacher, make_trainer
 from ltbench.store import RunStore
 from ltbench.sweep import resolve
@@ -98,6 +99,9 @@ def test_a_distilling_job_waits_for_its_teacher_in_the_queue():
     assert next_ready(queue, after, set()) == 1  # the teacher first
     assert next_ready([(student, False)], after, {teacher.run_id}) is None  # not while it trains
     assert next_ready([(student, False)], after, set()) == 0
+    # a Slurm sweep submits the teacher first and the student's job after it
+    assert stage1_waits([student, teacher], after, {}) == ([teacher], after)
+    assert stage1_waits([student], after, {}) == ([student], {})  # a teacher done before trains nothing anew
 
 
 @pytest.mark.slow
