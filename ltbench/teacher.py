@@ -72,7 +72,7 @@ def teacher_spec(spec: RunSpec) -> RunSpec | None:
     # the preset the student departs least from (its own, unless it is custom)
     bases = {name: trainer_values(resolve(spec.method, spec.dataset, spec.imbalance_factor, spec.seed, name,
                                           with_teacher=False)) for name in PRESETS}
-    preset = min(bases, key=lambda name: sum(student[key] != value for key, value in bases[name].items()))
+    preset = min(bases, key=lambda name: sum(student.get(key) != value for key, value in bases[name].items()))
     where = (spec.dataset, spec.imbalance_factor, spec.seed, preset)
     teacher_base = trainer_values(resolve(teacher.method, *where, hyperparameters, with_teacher=False))
     # the teacher keeps its own protocol where the student keeps its own, and departs from it as the student does
