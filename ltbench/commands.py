@@ -67,6 +67,9 @@ def show_method(name: str, preset: str = "paper") -> int:
     if cls.stage1 is not None:
         console.print(f"Two stages: the trainer settings are stage 1's (a {cls.stage1.name} run of the same spec); "
                       f"stage 2 is {name}'s own settings.")
+    if cls.teacher is not None:
+        console.print(f"Distils from a frozen teacher: a {cls.teacher.method} run of the same spec (ltbench.teacher), "
+                      "trained first where the results dir lacks it; its run id is the student's teacher_run_id.")
     console.print(f"The {preset} preset's values; --set KEY=VALUE or METHOD.KEY=VALUE changes one (the run is then "
                   "labelled custom).")
     for note in card_notes(name, datasets, preset):

@@ -24,6 +24,7 @@ from ltbench.settings import Setting, Stage2Plan, as_settings, with_default
 
 if TYPE_CHECKING:
     from ltbench.data.datasets import DatasetInfo
+    from ltbench.teacher import FrozenTeacher, Teacher
 
 
 @dataclass(frozen=True)
@@ -131,6 +132,10 @@ class Method(nn.Module):
     # the same spec is their stage 1. The launcher reuses that run (or trains it as a run of
     # its own), loads its weights, freezes the backbone and trains this method as `stage2()` says.
     stage1: ClassVar[type["Method"] | None] = None
+    # Methods that distil name their frozen teacher, a finished run of another method
+    # (ltbench.teacher.Teacher); the launcher reuses or trains it first and gives it to
+    # `load_teacher`. A student trains from scratch: its teacher is not a stage 1.
+    teacher: ClassVar["Teacher | None"] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -251,6 +256,12 @@ class Method(nn.Module):
         before the final evaluation (e.g. tau-normalisation's tau); returns what the result
         should record. Never sees the test set."""
         return {}
+
+    def load_teacher(self, teacher: "FrozenTeacher") -> None:
+        """Keep the frozen teacher (a method with a `teacher`) outside this module's own
+        parameters and state, so nothing of it trains, moves or is checkpointed with the
+        student; `ltbench.teacher.teacher_of(self)` gives it back."""
+        self.__dict__["teacher_model"] = teacher
 
     # ---------------------------------------------------------------- two-stage methods
 

@@ -30,6 +30,9 @@ RESULT_COLUMNS = [
     # FLOPs of one test image's forward pass through the evaluated model (ltbench.flops), a
     # multiply-add counted as two
     "forward_flops",
+    # methods that distil (ltbench.teacher): the teacher run, whether it was reused, its
+    # recorded training time (not part of wall_s: the teacher is a run of its own)
+    "teacher_run_id", "teacher_reused", "teacher_wall_s",
 ]
 # A run's files besides result.csv and per_class.csv
 HISTORY_FILE = "history.csv"  # one row per finished epoch (ltbench.train.Trainer.history)

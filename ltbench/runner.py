@@ -10,7 +10,7 @@ import traceback
 import torch
 
 import ltbench
-from ltbench import distributed, environment, registry, run_lock, stages
+from ltbench import distributed, environment, registry, run_lock, stages, teacher
 from ltbench.shared_store import open_store
 from ltbench.metrics import group_accuracy, group_sizes
 from ltbench.run_context import RunContext
@@ -65,8 +65,9 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: Ru
     try:
         torch_device = environment.resolve_device(device)
         stage1 = ensure_stage1(spec, results_dir, device, reporter, context, log)
-        memory = environment.PeakMemory(torch_device)  # this run's own, after its stage 1's
-        trainer = build_trainer(spec, torch_device, store, reporter, context, stage1)
+        distils_from = ensure_teacher(spec, results_dir, device, reporter, context, log)
+        memory = environment.PeakMemory(torch_device)  # this run's own, after its stage 1's or teacher's
+        trainer = build_trainer(spec, torch_device, store, reporter, context, stage1, distils_from)
         try:
             resumed = load_checkpoint_into(trainer, store, spec.run_id)
         except CorruptFile as exc:
@@ -116,6 +117,11 @@ def _train(spec: RunSpec, store, results_dir, device: str, reporter, context: Ru
             peak_mb = max(peak_mb, float(stage1.result["peak_mem_mb"]))
         staged = dict(stage1_run_id=stage1.spec.run_id, stage1_reused=stage1.reused,
                       stage1_wall_s=round(stage1.state["seconds"], 2))
+    if distils_from is not None:
+        # the teacher is a run of its own, shared by its students: its time is recorded beside
+        # this run's, not added to it (the report's cost table counts it once, as its own row)
+        staged.update(teacher_run_id=distils_from.spec.run_id, teacher_reused=distils_from.reused,
+                      teacher_wall_s=round(distils_from.state["seconds"], 2))
     row = result_row(
         spec, status="done", started=started, device=torch_device, tag=context.tag,
         top1=round(counts.top1, 4), top1_best=round(outcome.best_top1, 4), top1_best_epoch=outcome.best_epoch + 1,
@@ -152,6 +158,23 @@ def ensure_stage1(spec: RunSpec, results_dir, device: str, reporter=None, contex
     first = stages.stage1_spec(spec)
     if first is None:
         return None
+    return ensure_finished(first, "stage 1", results_dir, device, reporter, context, log)
+
+
+def ensure_teacher(spec: RunSpec, results_dir, device: str, reporter=None, context: RunContext | None = None,
+                   log=print) -> stages.FinishedRun | None:
+    """The teacher run a distilling run reads (ltbench.teacher), reused from the store or trained now."""
+    first = teacher.teacher_spec(spec)
+    if first is None:
+        return None
+    teacher.check_recorded(spec, first)
+    return ensure_finished(first, "teacher", results_dir, device, reporter, context, log)
+
+
+def ensure_finished(first: RunSpec, role: str, results_dir, device: str, reporter=None,
+                    context: RunContext | None = None, log=print) -> stages.FinishedRun:
+    """The run `first` (a stage 1, a teacher: `role`), reused from the store or trained now as
+    a run of its own, once: another process training it is waited for."""
     store = open_store(results_dir)
 
     def done() -> bool:
@@ -162,27 +185,29 @@ def ensure_stage1(spec: RunSpec, results_dir, device: str, reporter=None, contex
         # another process (a sweep beside this one, another job of --jobs, a Slurm job) may be
         # training it: wait for that, rather than train it a second time
         run_lock.wait_while_held(store.run_dir(first.run_id), on_wait=lambda: log(
-            f"  stage 1: {first.label} ({first.run_id}) is being trained by another process; waiting for it"))
+            f"  {role}: {first.label} ({first.run_id}) is being trained by another process; waiting for it"))
         reused = done()
     if reused:
-        log(f"  stage 1: reusing {first.label} ({first.run_id})")
+        log(f"  {role}: reusing {first.label} ({first.run_id})")
     else:
-        log(f"  stage 1: training {first.label} ({first.run_id}) as a run of its own")
+        log(f"  {role}: training {first.label} ({first.run_id}) as a run of its own")
         if execute(first, results_dir, device, reporter, context, log, wait=True) != "done":
-            raise RuntimeError(f"stage 1 ({first.method} run {first.run_id}) failed: "
+            raise RuntimeError(f"{role} ({first.method} run {first.run_id}) failed: "
                                f"{store.read_result(first.run_id)['error']}")
-    return stages.Stage1(first, reused, store.read_result(first.run_id), store.load_checkpoint(first.run_id))
+    return stages.FinishedRun(first, reused, store.read_result(first.run_id), store.load_checkpoint(first.run_id))
 
 
 def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter=None,
-                  context: RunContext | None = None, stage1: stages.Stage1 | None = None) -> Trainer:
+                  context: RunContext | None = None, stage1: stages.Stage1 | None = None,
+                  distils_from: stages.FinishedRun | None = None) -> Trainer:
     context = context or RunContext()
     dataset = registry.dataset(spec.dataset).located(context.options_of(spec.dataset))
     data = dataset.build(context.data_root, spec.imbalance_factor, spec.profile, spec.n_max,
                          val_per_class=spec.params.get("val_per_class"))
     label = spec.label if stage1 is None else f"{spec.label} stage 2"
-    if stage1 is not None:
-        check_same_data(store.checkpoint_path(stage1.spec.run_id), stage1.state, data)
+    for first in (stage1, distils_from):
+        if first is not None and first.state is not None:
+            check_same_data(store.checkpoint_path(first.spec.run_id), first.state, data)
 
     def save(state: dict) -> None:
         # the data's fingerprint travels with the weights: a resume on changed files is refused
@@ -194,8 +219,8 @@ def build_trainer(spec: RunSpec, device: torch.device, store: RunStore, reporter
     reporter = reporter or Reporter()
     if spec.trainer_params.get("log_tensorboard") and distributed.is_main():
         reporter = Reporters(reporter, TensorBoardReporter(store.run_dir(spec.run_id) / "tensorboard"))
-    return make_trainer(spec, data, device, stage1=stage1, reporter=reporter, label=label, save_checkpoint=save,
-                        shot_rule=registry.dataset(spec.dataset).shot_rule)
+    return make_trainer(spec, data, device, stage1=stage1, distils_from=distils_from, reporter=reporter, label=label,
+                        save_checkpoint=save, shot_rule=registry.dataset(spec.dataset).shot_rule)
 
 
 def load_checkpoint_into(trainer: Trainer, store: RunStore, run_id: str) -> bool:
@@ -219,10 +244,11 @@ def check_same_data(path, state: dict, data) -> None:
 
 
 def make_trainer(spec: RunSpec, data, device: torch.device, params: dict | None = None,
-                 stage1: stages.Stage1 | None = None, **trainer_options) -> Trainer:
+                 stage1: stages.Stage1 | None = None, distils_from: stages.FinishedRun | None = None,
+                 **trainer_options) -> Trainer:
     """The spec's backbone and method on `data`; `params` replaces the spec's trainer settings
     (benchmarks switch execution settings this way). With `stage1`, the trainer of a two-stage
-    method's stage 2."""
+    method's stage 2; with `distils_from`, the teacher run a distilling method reads, frozen."""
     params = spec.trainer_params if params is None else params
     # Model initialisation draws from the global RNG: seed it so a run is a function of its spec.
     torch.manual_seed(spec.seed)
@@ -232,6 +258,9 @@ def make_trainer(spec: RunSpec, data, device: torch.device, params: dict | None 
     schedule = {"params": params, "epochs": spec.epochs, "batch_size": spec.batch_size}
     if stage1 is not None:
         backbone, schedule = stages.stage2_setup(backbone, method, stage1, params, data.class_counts)
+    if distils_from is not None:
+        method.load_teacher(teacher.load_teacher(distils_from.spec, distils_from.state, data, device,
+                                                 channels_last=params.get("channels_last", False)))
     if params.get("compile"):
         backbone = torch.compile(backbone, mode="default" if params["compile"] is True else params["compile"])
     return Trainer(data=data, backbone=backbone, method=method, **schedule, seed=spec.seed, device=device,

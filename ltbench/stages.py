@@ -22,14 +22,20 @@ from ltbench import registry
 from ltbench.errors import UserError
 from ltbench.settings import Setting, Stage2Plan
 from ltbench.spec import RunSpec
+from ltbench.teacher import teacher_spec
 
 
 @dataclass
-class Stage1:
+class FinishedRun:
+    """A run another run starts from (a stage 1) or reads (a teacher, ltbench.teacher)."""
+
     spec: RunSpec
-    reused: bool  # already done in the store when the two-stage run started
+    reused: bool  # already done in the store when the run that needs it started
     result: dict  # its result row
     state: dict  # its last-epoch checkpoint (never the best-on-test epoch), bestval_weights included
+
+
+Stage1 = FinishedRun
 
 
 CLASSIFIER_BALANCING = "classifier-balancing@f162ade run_networks.py"
@@ -57,6 +63,11 @@ def stage1_spec(spec: RunSpec) -> RunSpec | None:
     first = replace(spec, method=name, hyperparameters={
         owner: values for owner, values in spec.hyperparameters.items() if owner != spec.method})
     return replace(first, preset=preset_label(first))
+
+
+def dependencies(spec: RunSpec) -> list[RunSpec]:
+    """The runs `spec` needs finished before it trains: its stage 1, its teacher (ltbench.teacher)."""
+    return [first for first in (stage1_spec(spec), teacher_spec(spec)) if first is not None]
 
 
 class FrozenBackbone(nn.Module):

@@ -23,6 +23,7 @@ from ltbench.settings import (
     show_value,
 )
 from ltbench.spec import RunSpec
+from ltbench.teacher import with_teacher_run_id
 
 TRAINER = "trainer"  # the owner of a --set key that is one of ltbench.settings.SETTINGS
 
@@ -171,9 +172,10 @@ def schemas_for(method: str, dataset: str) -> dict[str, dict[str, Setting]]:
 
 
 def resolve(method: str, dataset: str, imbalance_factor: float, seed: int, preset: str,
-            overrides: dict | None = None) -> RunSpec:
+            overrides: dict | None = None, with_teacher: bool = True) -> RunSpec:
     """The spec of one run. `overrides` maps (owner, key) to raw values (route_overrides), or
-    plain keys to values for a single method."""
+    plain keys to values for a single method. A method that distils names its teacher's run
+    id among its hyperparameters (ltbench.teacher); `with_teacher=False` leaves it out."""
     method_cls, ds = registry.method(method), registry.dataset(dataset)
     schemas = schemas_for(method, dataset)
     base = protocol_base(method_cls, ds)
@@ -207,9 +209,10 @@ def resolve(method: str, dataset: str, imbalance_factor: float, seed: int, prese
         spec_values[k] == pure[k] for k in SPEC_FIELDS)
     # a paper preset whose protocol on this dataset is not confirmed is not called paper
     same = same and (preset != "paper" or method_cls.paper_protocol_confirmed(ds))
-    return RunSpec(method=method, dataset=dataset, imbalance_factor=float(imbalance_factor), seed=int(seed),
+    spec = RunSpec(method=method, dataset=dataset, imbalance_factor=float(imbalance_factor), seed=int(seed),
                    preset=preset if same else "custom", params=values, hyperparameters=hp, execution=execution,
                    **spec_values)
+    return with_teacher_run_id(spec) if with_teacher else spec
 
 
 @dataclass(frozen=True)

@@ -56,18 +56,22 @@ def toy_spec(name: str, **overrides) -> RunSpec:
 
 
 def toy_trainer(spec: RunSpec, data: LongTailData, params: dict | None = None, **options):
-    """A CPU trainer of `spec` on `data`; a two-stage method's stage 1 is trained first, for one epoch."""
+    """A CPU trainer of `spec` on `data`; a two-stage method's stage 1 and a distilling method's
+    teacher are trained first, for one epoch."""
     from ltbench.runner import make_trainer
-    from ltbench.stages import Stage1, stage1_spec
+    from ltbench.stages import FinishedRun, stage1_spec
+    from ltbench.teacher import teacher_spec
 
-    stage1 = None
-    first = stage1_spec(spec)
-    if first is not None:
+    def one_epoch(first):
+        if first is None:
+            return None
         first = RunSpec(**{**first.to_dict(), "epochs": 1})
         states = []
         make_trainer(first, data, torch.device("cpu"), save_checkpoint=states.append).fit()
-        stage1 = Stage1(first, reused=True, result={}, state=states[-1])
-    return make_trainer(spec, data, torch.device("cpu"), params=params, stage1=stage1, **options)
+        return FinishedRun(first, reused=True, result={}, state=states[-1])
+
+    return make_trainer(spec, data, torch.device("cpu"), params=params, stage1=one_epoch(stage1_spec(spec)),
+                        distils_from=one_epoch(teacher_spec(spec)), **options)
 
 
 # ---------------------------------------------------------------------- the checks

@@ -7,6 +7,6 @@ ORDER = [
     "logit_adjust", "logit_adjust_posthoc", "lade", "tde",  # logit adjustment and its kin
     "crt", "tau_norm", "lws",  # decoupling on a CE backbone
     "ce_mixup", "mislas", "ce_wd", "weight_balancing", "gcl_stage1", "gcl",  # two stages, their own stage 1
-    "ride", "ride_ea", "bbn",  # multi-expert and two-branch
+    "ride", "ride_ea", "ride_distill", "bbn",  # multi-expert and two-branch
     "sc_hybrid", "psc_hybrid", "bcl", "paco", "kcl_stage1", "kcl", "tsc_stage1", "tsc",  # contrastive
 ]

@@ -183,8 +183,12 @@ class RIDEExperts(Method):
 
     def loss(self, backbone, batches, progress):
         batch = batches["main"]
-        weights = deferred_weights(self, progress).to(batch.labels.device)
+        return self.experts_loss(self.cosines(backbone(batch.views[0])), batch.labels, progress)
+
+    def experts_loss(self, cosines: torch.Tensor, labels: torch.Tensor, progress) -> torch.Tensor:
+        """RIDELoss on the experts' cosines at this step of the schedule (DRW, per-class temperatures)."""
+        weights = deferred_weights(self, progress).to(labels.device)
         reweighting = progress.epoch >= drw_start_epoch(progress.epochs, self.hp["drw_start"])
         temperature = self.hp["diversity_temperature"] * (self.temperature_weights if reweighting else 1.0)
-        return ride_loss(self.cosines(backbone(batch.views[0])), batch.labels, self.ldam, self.hp["diversity_factor"],
-                         temperature, weights if reweighting else None)
+        return ride_loss(cosines, labels, self.ldam, self.hp["diversity_factor"], temperature,
+                         weights if reweighting else None)

@@ -4,7 +4,8 @@ from ltbench.store import RunStore
 
 # what a result row says about when and how fast a run went, which two sweeps of one grid
 # need not share
-TIMING = {"wall_s", "images_per_s", "peak_mem_mb", "started_at", "finished_at", "stage1_wall_s", "stage1_reused"}
+TIMING = {"wall_s", "images_per_s", "peak_mem_mb", "started_at", "finished_at", "stage1_wall_s", "stage1_reused",
+          "teacher_wall_s", "teacher_reused"}
 
 
 def finished_runs(results, ignore=frozenset()) -> dict:

@@ -27,6 +27,7 @@ SWEEP = ["run", "--methods", ",".join(EVERY_METHOD), "--dataset", "fashion_mnist
          "--device", "cpu"]
 ALWAYS_EMPTY = {"error", "slurm_job_id", "git_sha", "tag"}  # the sweep has no --tag
 STAGE_COLUMNS = {"stage1_run_id", "stage1_reused", "stage1_wall_s"}
+TEACHER_COLUMNS = {"teacher_run_id", "teacher_reused", "teacher_wall_s"}  # filled by methods that distil
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +53,7 @@ def test_every_method_writes_a_complete_row(sweep):
         assert row["status"] == "done", (method, row["error"])
         empty = {c for c in RESULT_COLUMNS if row[c] == ""} - ALWAYS_EMPTY
         expected = (set() if method in TWO_STAGE else STAGE_COLUMNS) | (set() if method in CALIBRATED else {"calibration"})
+        expected |= set() if registry.method(method).teacher is not None else TEACHER_COLUMNS
         assert empty == expected, method
         assert 0 <= float(row["top1"]) <= 100 and float(row["few"]) >= 0
         assert (row["n_many"], row["n_medium"], row["n_few"]) == ("2", "3", "5")

@@ -11,7 +11,7 @@ from ltbench.store import RESULT_COLUMNS, RunStore
 
 SMOKE = ["run", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke"]
 OPTIONAL = {"error", "slurm_job_id", "git_sha", "stage1_run_id", "stage1_reused", "stage1_wall_s", "calibration",
-            "tag"}
+            "tag", "teacher_run_id", "teacher_reused", "teacher_wall_s"}
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ evaluates finished runs the same way (a Task says which).
 A run's result does not depend on what ran beside it: each job is a fresh process with the
 same code path as `--jobs 1` (ltbench.runner.execute) and a fixed thread count, and the run's
 lock keeps any run from being trained twice. Two-stage runs start once their stage-1 run has
-ended, as Slurm's dependencies have them; a stage 1 that another process trains is waited
-for. A failed or crashed run is reported and the others go on; Ctrl-C stops every job, each
+ended, distilling runs once their teacher has, as Slurm's dependencies have them; a stage 1
+or teacher that another process trains is waited for. A failed or crashed run is reported and the others go on; Ctrl-C stops every job, each
 resumable from its last epoch checkpoint.
 """
 
@@ -63,8 +63,8 @@ def run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log=print, view=N
 def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view, context: RunContext, task: Task) -> dict:
     store = RunStore(results_dir)
     numbers = {spec.run_id: i for i, spec in enumerate(specs, 1)}
-    stage1_of = {s.run_id: first.run_id for s in specs
-                 if task.after_stage1 and (first := stages.stage1_spec(s)) is not None}
+    # the runs each must find finished (its stage 1, its teacher), where the task trains
+    after = {s.run_id: {first.run_id for first in stages.dependencies(s)} for s in specs if task.after_stage1}
     queue = [(spec, False) for spec in specs]  # (spec, wait for its lock)
     running: dict[int, Job] = {}
     statuses = {}
@@ -72,7 +72,7 @@ def _run_jobs(specs: list[RunSpec], results_dir, plan: JobPlan, log, view, conte
     try:
         while queue or running:
             while len(running) < plan.jobs:
-                picked = next_ready(queue, stage1_of, {job.spec.run_id for job in running.values()})
+                picked = next_ready(queue, after, {job.spec.run_id for job in running.values()})
                 if picked is None:
                     break
                 spec, wait = queue.pop(picked)
@@ -114,12 +114,12 @@ def threads_said(plan: JobPlan, cores: int) -> str:
     return said
 
 
-def next_ready(queue: list[tuple[RunSpec, bool]], stage1_of: dict[str, str], running: set[str]) -> int | None:
-    """The first queued run that can start: one whose stage-1 run is neither queued nor
-    running here (else it would wait for it in a job slot, or train it a second time)."""
+def next_ready(queue: list[tuple[RunSpec, bool]], after: dict[str, set[str]], running: set[str]) -> int | None:
+    """The first queued run that can start: one none of whose stage-1 or teacher runs is
+    queued or running here (else it would wait for it in a job slot, or train it a second time)."""
     waiting_on = running | {spec.run_id for spec, _ in queue}
     for i, (spec, _) in enumerate(queue):
-        if stage1_of.get(spec.run_id) not in waiting_on:
+        if not after.get(spec.run_id, set()) & waiting_on:
             return i
     return None
 

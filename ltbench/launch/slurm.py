@@ -72,9 +72,9 @@ def launch(specs: list[RunSpec], results_dir, args, device: str | None = None,
     record = SubmissionRecord(results_dir)
     check_cluster(options.partition)
     previous = record.read()
-    # run id -> its stage-1 run's id, for the two-stage runs
-    stage1_of = {s.run_id: first.run_id for s in specs if (first := stages.stage1_spec(s)) is not None}
-    queued = queued_states(previous[r].job_id for r in {s.run_id for s in specs} | set(stage1_of.values())
+    # run id -> the ids of the runs it needs finished: a two-stage run's stage 1, a distilling run's teacher
+    needs = {s.run_id: ids for s in specs if (ids := {first.run_id for first in stages.dependencies(s)})}
+    queued = queued_states(previous[r].job_id for r in {s.run_id for s in specs}.union(*needs.values())
                            if r in previous)
     waiting = {s.run_id for s in specs if s.run_id in previous and previous[s.run_id].job_id in queued}
     todo = [s for s in specs if s.run_id not in waiting]
@@ -83,28 +83,28 @@ def launch(specs: list[RunSpec], results_dir, args, device: str | None = None,
     if todo:
         device = device or getattr(args, "device", None) or "auto"
         jobs = {run_id: previous[run_id].job_id for run_id in previous if previous[run_id].job_id in queued}
-        now, waits = stage1_waits(todo, stage1_of, jobs)
+        now, waits = stage1_waits(todo, needs, jobs)
         if now:
             jobs.update(_submit(now, results_dir, options, device, record, context))
         if waits:
             # afterany: if a stage-1 job fails, the two-stage job trains stage 1 itself, as
             # a local run would; one dependency list serves the whole array
-            after = sorted({jobs[first] for first in waits.values()})
+            after = sorted({jobs[first] for firsts in waits.values() for first in firsts})
             _submit([s for s in todo if s.run_id in waits], results_dir, options, device, record, context, after)
     else:
         console.print("nothing to submit")
     return wait_for([s.run_id for s in specs], results_dir) if options.wait else 0
 
 
-def stage1_waits(todo: list[RunSpec], stage1_of: dict[str, str],
-                 queued_jobs: dict[str, str]) -> tuple[list[RunSpec], dict[str, str]]:
+def stage1_waits(todo: list[RunSpec], needs: dict[str, set[str]],
+                 queued_jobs: dict[str, str]) -> tuple[list[RunSpec], dict[str, set[str]]]:
     """Splits the runs to submit into those that can start now and, for the two-stage runs
-    (cRT, tau-norm, LWS, ...) whose stage-1 CE run is in `todo` or queued, the run id of that
-    stage-1 run. Such a run must wait for it, or it would train the same CE run itself, in
-    parallel with the CE job."""
+    (cRT, tau-norm, LWS, ...) whose stage-1 CE run is in `todo` or queued (or the distilling
+    runs whose teacher is), the run ids of those runs. Such a run must wait for them, or it
+    would train the same CE run itself, in parallel with the CE job."""
     todo_ids = {s.run_id for s in todo}
-    waits = {run_id: first for run_id, first in stage1_of.items()
-             if run_id in todo_ids and (first in todo_ids or first in queued_jobs)}
+    waits = {run_id: pending for run_id, firsts in needs.items()
+             if run_id in todo_ids and (pending := {f for f in firsts if f in todo_ids or f in queued_jobs})}
     return [s for s in todo if s.run_id not in waits], waits
 
 
