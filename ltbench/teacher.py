@@ -11,9 +11,10 @@ evaluation mode and without gradients.
 The teacher's spec follows from the student's (`teacher_spec`): the same data, seed and
 trainer settings, except where the two methods' protocols differ (RIDE's 20-epoch warm-up
 for a distilled student, 5 for its teacher): there the teacher keeps its own value under the
-student's preset wherever the student keeps its own, and takes the student's where the
-student departs from it (a --set). A custom student is compared with the preset it departs
-least from. The teacher's run id is part of
+student's preset wherever the student keeps its own. Where the student departs from its
+preset (a --set, a tuning trial), the teacher follows in what a preset shapes (epochs,
+backbone, batch size, images per class, warm-up) and in execution settings, and keeps its own
+optimisation recipe. A custom student is compared with the preset it departs least from. The teacher's run id is part of
 the student's spec (`teacher_run_id` among its hyperparameters), so a different teacher
 makes a different run.
 """
@@ -26,7 +27,7 @@ from torch import nn
 
 from ltbench import registry
 from ltbench.errors import UserError
-from ltbench.presets import PRESETS
+from ltbench.presets import PRESETS, preset_values, protocol_base
 from ltbench.settings import SETTINGS, SPEC_FIELDS, defaults
 from ltbench.spec import RunSpec
 
@@ -75,11 +76,23 @@ def teacher_spec(spec: RunSpec) -> RunSpec | None:
     preset = min(bases, key=lambda name: sum(student.get(key) != value for key, value in bases[name].items()))
     where = (spec.dataset, spec.imbalance_factor, spec.seed, preset)
     teacher_base = trainer_values(resolve(teacher.method, *where, hyperparameters, with_teacher=False))
-    # the teacher keeps its own protocol where the student keeps its own, and departs from it as the student does
-    trainer = {(TRAINER, key): teacher_base[key] if value == bases[preset][key] else value
+    # The teacher keeps its own protocol where the student keeps its own, and follows the
+    # student's departures in what a preset shapes (length, size, data: a shorter student
+    # learns from a teacher as short) and in how the run is computed. Its optimisation
+    # (lr, weight decay, schedule) stays its own recipe: a student tuned on its lr distils
+    # from the one teacher, as a distillation recipe trains its teacher once.
+    followed = shaped_by_presets(spec) | set(spec.execution)
+    trainer = {(TRAINER, key): value if key in followed and value != bases[preset][key] else teacher_base[key]
                for key, value in student.items()}
     found = resolve(teacher.method, *where, {**trainer, **hyperparameters})
     return replace(found, preset=preset_label(found))
+
+
+def shaped_by_presets(spec: RunSpec) -> set[str]:
+    """The trainer settings some preset sets for `spec`'s method and dataset."""
+    ds, cls = registry.dataset(spec.dataset), registry.method(spec.method)
+    base = protocol_base(cls, ds)
+    return set().union(*(preset_values(name, ds, base) for name in PRESETS))
 
 
 def trainer_values(spec: RunSpec) -> dict:

@@ -124,6 +124,10 @@ def test_another_teacher_is_another_run():
     # the student's own settings leave its teacher alone
     hotter = resolve("ride_distill", "cifar10_lt", 100, 0, "quick", {"distill_temperature": "3"})
     assert teacher_spec(hotter) == teacher_spec(plain) and hotter.run_id != plain.run_id
+    # nor does its optimisation: a student tuned on its lr and weight decay distils from the one teacher
+    tuned = resolve("ride_distill", "cifar10_lt", 100, 0, "quick", {"lr": "0.03", "weight_decay": "1e-3"})
+    assert tuned.params["lr"] == 0.03 and tuned.run_id != plain.run_id
+    assert teacher_spec(tuned) == teacher_spec(plain)
 
 
 def test_the_card_sources_every_default(capsys):
