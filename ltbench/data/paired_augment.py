@@ -31,6 +31,8 @@ N(10, 0.5) and clipped to [0, 10], signs at random, interpolation bilinear or bi
 The copy's PosterizeTpu is timm's Posterize (the same level, 0 to 4 bits kept); timm clamps
 Solarize's threshold at 256 and SolarizeAdd's addend at 128, bounds a level of at most 10 never
 reaches; the copy has no 'inc' (increasing) variants, and timm's default, inc0, is what it has.
+Given the same Python and numpy generator states, the copy's transform and timm 1.0.31's return
+the same image (checked on 500 noise images each of 224 and 32 pixels, BCL's copy and PaCo's).
 The translations are TranslateXRel/YRel, 0.45 of the image's side at level 10, so they scale
 with the image by themselves; translate_const, used only by the absolute TranslateX/Y outside
 RandAugment's list, is set to int(side * 0.45) as the originals' int(224 * 0.45) is to 224. The
