@@ -179,7 +179,7 @@ def simclr_blur(x: torch.Tensor, gen: torch.Generator, padding: int = 4, flip: b
 
 def crop_flip_randaugment(x: torch.Tensor, gen: torch.Generator, padding: int = 4, flip: bool = True,
                           num_ops: int = RAND_OPS, magnitude: int = RAND_MAGNITUDE) -> torch.Tensor:
-    """The CIFAR crop and flip, then RandAugment: torchvision's RandAugment recipe."""
+    """The CIFAR crop and flip, then RandAugment."""
     return randaugment(augment.standard(x, gen, padding, flip), gen, num_ops, magnitude)
 
 
