@@ -30,11 +30,11 @@ Differences from the original, and why:
 
 - Views: as main.py (L182-184, L299-311), one instance-sampled draw gives each image three ways,
   the classifier's RandAugment view and two contrastive views, and the backbone takes all three
-  in one pass. RandAugment is torchvision's (ltbench.data.paired_augment), at the original's
-  n 2 and magnitude 10 of 10 and its ImageNet-mean fill, not randaugment.py's copy of timm's:
-  torchvision's op list, each chosen op always applied where randaugment.py applies it with p
-  0.5, no magnitude std (mstd 0.5), nearest interpolation where it picks bilinear or bicubic at
-  random; the batched colour jitter is ltbench.data.augment's
+  in one pass. RandAugment is timm's `rand_augment_transform` with main.py's config
+  rand-n2-m10-mstd0.5 and ra_params (ltbench.data.paired_augment), which draws as
+  randaugment.py, the copy of timm's that main.py imports (its 15 ops, each applied with p 0.5,
+  magnitude N(10, 0.5), bilinear or bicubic at random), seeded from the batch's generator; the
+  batched crop and colour jitter are ltbench.data.augment's
   (fixed order of its four adjustments). `contrastive_augment` takes main.py's `--cl_views` pairs
   (`rand` being its augmentation_randnclsstack, SimAugment then RandAugment; the code's branch
   for rand-rand is named randstack-randstack, L188) or any one registered augmentation for both.

@@ -58,8 +58,9 @@ Differences from the original protocol, and why:
   sh/Inat_train_R50.sh): the query augmentation_randnclsstack (ImageNet-LT) or
   augmentation_randncls (iNaturalist), the key augmentation_sim, alpha 0.05, temperature 0.07 /
   0.2, 8192 keys of 128 dimensions, 400 epochs, batch 128, lr 0.02, cosine after a 10-epoch
-  warm-up, wd 5e-4 / 1e-4. Their RandAugment is torchvision's, not randaugment.py's (timm's
-  rand-n2-m10-mstd0.5): ltbench.data.paired_augment says where the two differ. paco_lt.py's
+  warm-up, wd 5e-4 / 1e-4. Their RandAugment is timm's rand_augment_transform with paco_lt.py's
+  'rand-n2-m10-mstd0.5' and ra_params, which draws as the randaugment.py it imports, a copy of
+  timm's (ltbench.data.paired_augment says what differs: names only). paco_lt.py's
   cosine, lr * (1 + cos(pi (e - 9) / (E - 9))) / 2 after the warm-up (L618-629), never reaches 0;
   the shared trainer's does. Places-LT stays unconfirmed:
   PaCo fine-tunes an ImageNet-pretrained ResNet-152 there (sh/PlacesLT_train_R152.sh).

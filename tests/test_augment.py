@@ -89,34 +89,94 @@ def test_contrastive_views_differ_per_sample_and_follow_the_generator():
 
 
 def test_batched_randaugment_is_a_function_of_the_generators_seed_only():
+    import random
+
+    import numpy as np
+
     from ltbench.data import paired_augment
 
     x = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8)
-    state = torch.get_rng_state()
+    states = torch.get_rng_state(), random.getstate(), np.random.get_state()
     a = paired_augment.randaugment(x, torch.Generator().manual_seed(7))
-    assert torch.equal(torch.get_rng_state(), state), "RandAugment must not move the global generator"
-    torch.manual_seed(123)  # the global generator's state has no say in the views
+    assert torch.equal(torch.get_rng_state(), states[0]), "RandAugment must not move torch's generator"
+    assert random.getstate() == states[1], "RandAugment must not move Python's generator"
+    after = np.random.get_state()
+    assert after[0] == states[2][0] and np.array_equal(after[1], states[2][1]) and after[2:] == states[2][2:]
+    # the global generators' states have no say in the views
+    torch.manual_seed(123)
+    random.seed(123)
+    np.random.seed(123)
     assert torch.equal(paired_augment.randaugment(x, torch.Generator().manual_seed(7)), a)
     b = paired_augment.randaugment(x, torch.Generator().manual_seed(8))
     assert a.shape == x.shape and a.dtype == torch.uint8 and not torch.equal(a, b)
-    # each image draws its own ops: two ops at full magnitude leave almost none as it was
-    assert sum(torch.equal(a[i], x[i]) for i in range(len(x))) <= 2
-    assert len({tuple(v.flatten().tolist()) for v in a}) == len(x)
+    assert len({tuple(v.flatten().tolist()) for v in a if not torch.equal(v, x[0])}) > 8
 
 
-def test_randaugment_keeps_the_originals_magnitude_scale_and_fill():
-    from torchvision.transforms import RandAugment
-
+def test_randaugment_skips_each_op_with_p_half_as_the_originals():
     from ltbench.data import paired_augment
 
-    # with 11 bins, magnitude 10 is the top of each op's range, as randaugment.py's level 10 of 10
-    space = RandAugment(num_magnitude_bins=paired_augment.RAND_BINS)._augmentation_space(11, (32, 32))
-    assert float(space["Rotate"][0][paired_augment.RAND_MAGNITUDE]) == 30.0
-    assert float(space["ShearX"][0][paired_augment.RAND_MAGNITUDE]) == pytest.approx(0.3)
+    # noise in 1..200: every op of the list changes such an image at a magnitude near 10 except
+    # Solarize, whose threshold int(m * 25.6) stays above 200 unless m < 7.8 (4 std below 10);
+    # and Invert twice gives the image back
+    transform = paired_augment.timm_randaugment(32, 3)
+    names = [op.name for op in transform.ops]
+    assert "Identity" not in names and len(names) == 15 and transform.num_layers == 2
+    prob = transform.ops[0].prob
+    assert all(op.prob == prob == 0.5 and op.magnitude_std == 0.5 for op in transform.ops)
+    idle = (1 - prob) + prob * names.count("Solarize") / len(names)
+    expected = idle**2 + (prob * names.count("Invert") / len(names)) ** 2
+    x = torch.randint(1, 201, (2000, 3, 32, 32), dtype=torch.uint8)
+    out = paired_augment.randaugment(x, torch.Generator().manual_seed(0))
+    unchanged = (out == x).flatten(1).all(dim=1).float().mean().item()
+    # 2000 images: the share's std is 0.010; torchvision's RandAugment, which always applies
+    # both ops, leaves about (1/14)**2 = 0.005 of them as they were (Identity twice)
+    assert expected == pytest.approx(0.2856, abs=1e-3)
+    assert abs(unchanged - expected) < 0.04, unchanged
+
+
+def test_randaugment_fills_with_the_imagenet_mean_and_grey_images_with_its_luma():
+    from ltbench.data import paired_augment
+
     assert paired_augment.RAND_FILL == (124, 116, 104)
     assert paired_augment.rand_fill(1) == [117]
-    grey = torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8)
-    assert paired_augment.randaugment(grey, torch.Generator().manual_seed(0)).shape == grey.shape
+    colour = paired_augment.timm_randaugment(224, 3)
+    assert colour.ops[0].kwargs["fillcolor"] == (124, 116, 104)
+    assert colour.ops[0].hparams["translate_const"] == int(224 * 0.45)
+    assert paired_augment.timm_randaugment(28, 1).ops[0].hparams["translate_const"] == 12
+    # a flat grey image: rotations and shears bring in the fill in the corners
+    grey = torch.full((64, 1, 28, 28), 30, dtype=torch.uint8)
+    out = paired_augment.randaugment(grey, torch.Generator().manual_seed(0))
+    assert out.shape == grey.shape and (out == 117).any()
+
+
+def test_randaugment_on_image_files_and_dataloader_items_follows_their_seed_alone():
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    from ltbench.data.image_transforms import train_view
+    from ltbench.data.reference_loader import SeededRandAugment
+
+    picture = Image.fromarray(np.random.default_rng(0).integers(1, 201, (40, 48, 3), dtype=np.uint8))
+    python_state, torch_state = random.getstate(), torch.get_rng_state()
+    views = [train_view(picture, 32, np.random.default_rng(seed), rand_ops=2) for seed in (7, 7, 8)]
+    assert torch.equal(views[0], views[1]) and not torch.equal(views[0], views[2])
+    transform = SeededRandAugment()
+    with torch.random.fork_rng(devices=[]):
+        outputs = []
+        for seed in (3, 3, 4):
+            torch.manual_seed(seed)
+            outputs.append(np.asarray(transform(picture)))
+    assert np.array_equal(outputs[0], outputs[1]) and not np.array_equal(outputs[0], outputs[2])
+    assert random.getstate() == python_state and torch.equal(torch.get_rng_state(), torch_state)
+    # about (8/15)**2 of 200 items pass through unchanged, as on the tensor path
+    unchanged = 0
+    with torch.random.fork_rng(devices=[]):
+        for seed in range(200):
+            torch.manual_seed(seed)
+            unchanged += np.array_equal(np.asarray(transform(picture)), np.asarray(picture))
+    assert 30 < unchanged < 90
 
 
 def test_every_registered_augmentation_keeps_shape_and_type_and_follows_the_generator():

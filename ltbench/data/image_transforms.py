@@ -3,9 +3,9 @@
 Training: RandomResizedCrop + horizontal flip (+ colour jitter, grayscale, SimCLR's blur,
 RandAugment), as torchvision draws them, but from a numpy generator the caller seeds per
 sample, so a sample's view depends on the run's seed and its place in the epoch, not on which
-worker, rank or resumed process made it. RandAugment is torchvision's, run under torch's global
-generator seeded from that numpy generator inside a fork (ltbench.data.paired_augment says how
-it differs from the originals' randaugment.py).
+worker, rank or resumed process made it. RandAugment is timm's as the originals build it, its
+Python and numpy draws seeded from that numpy generator and their global states restored after
+(ltbench.data.paired_augment).
 Evaluation: Resize(256) + CenterCrop(224), scaled with the image size.
 """
 
@@ -15,9 +15,8 @@ import numpy as np
 import torch
 import torchvision.transforms.functional as TF
 from PIL import Image, ImageFilter
-from torchvision.transforms import RandAugment
 
-from ltbench.data.paired_augment import RAND_BINS, RAND_FILL, RAND_MAGNITUDE
+from ltbench.data.paired_augment import RAND_MAGNITUDE, randaugment_pil
 
 # ImageNet's standard crop scale; SupCon's contrastive views use (0.2, 1)
 STANDARD_SCALE = (0.08, 1.0)
@@ -63,13 +62,6 @@ def gaussian_blur(img: Image.Image, rng: np.random.Generator, sigma=(0.1, 2.0)) 
     return img.filter(ImageFilter.GaussianBlur(radius=rng.uniform(*sigma)))
 
 
-def randaugment(img: Image.Image, rng: np.random.Generator, num_ops: int, magnitude: int) -> Image.Image:
-    transform = RandAugment(num_ops, magnitude, num_magnitude_bins=RAND_BINS, fill=list(RAND_FILL))
-    with torch.random.fork_rng(devices=[]):
-        torch.random.default_generator.manual_seed(int(rng.integers(2**62)))
-        return transform(img)
-
-
 def train_view(img: Image.Image, size: int, rng: np.random.Generator, scale=STANDARD_SCALE, flip: bool = True,
                jitter: float = 0.0, jitter_hue: float = 0.0, jitter_p: float = 1.0,
                grayscale_p: float = 0.0, blur_p: float = 0.0, rand_ops: int = 0,
@@ -85,7 +77,7 @@ def train_view(img: Image.Image, size: int, rng: np.random.Generator, scale=STAN
     if blur_p > 0 and rng.random() < blur_p:
         img = gaussian_blur(img, rng)
     if rand_ops > 0:
-        img = randaugment(img, rng, rand_ops, rand_magnitude)
+        img = randaugment_pil([img], int(rng.integers(2**62)), rand_ops, rand_magnitude)[0]
     return TF.pil_to_tensor(img)
 
 

@@ -14,35 +14,60 @@ Draw's `per_view` can name (ltbench.data.loader.AUGMENTATIONS):
   ColorJitter(0.4, 0.4, 0.4, 0) always, grayscale p 0.2, blur p 0.5, flip) and `sim_blur_rand`
   (paco_lt.py's augmentation_randnclsstack: sim_blur, then RandAugment).
 
-AutoAugment and RandAugment are torchvision's, applied image by image with their random draws
-seeded from the batch's generator, so a run stays a function of its seed and resumes the same.
-AutoAugment (AutoAugmentPolicy.CIFAR10, the same 25 sub-policies as PaCo's autoaug.py
-CIFAR10Policy) departs from autoaug.py in two ways, both torchvision's: shears interpolate
-nearest rather than bicubic, and the magnitude bins are torchvision's. RandAugment departs from
-the originals' randaugment.py (timm's `rand-n2-m10-mstd0.5`) where torchvision's differs: its 14
-ops (Identity in, Invert and SolarizeAdd out), each chosen op always applied (randaugment.py
-applies each with p 0.5), one fixed magnitude (no std 0.5 around it), nearest interpolation.
-The magnitude keeps the originals' scale: with 11 bins, m = 10 is each op's full range, as
-randaugment.py's _MAX_LEVEL = 10. Geometric ops fill with grey 128 (autoaug.py) or, for the
-RandAugment recipes, the ImageNet mean (the originals' ra_params img_mean).
+AutoAugment is torchvision's (AutoAugmentPolicy.CIFAR10, the same 25 sub-policies as PaCo's
+autoaug.py CIFAR10Policy) and departs from autoaug.py in two ways, both torchvision's: shears
+interpolate nearest rather than bicubic, and the magnitude bins are torchvision's; it fills with
+grey 128 as autoaug.py.
+
+RandAugment is timm's `rand_augment_transform`, built as the originals build theirs (BCL main.py
+L149-150, L157; paco_lt.py L349-350, L359): config 'rand-n2-m10-mstd0.5', ra_params translate_const
+int(224 * 0.45) and img_mean the ImageNet mean in 0..255. The originals' randaugment.py (the same
+file in both repositories) is a copy of an early timm auto_augment.py; against the installed timm
+its RandAugment draws the same way and differs only in names: the same 15 ops (AutoContrast,
+Equalize, Invert, Rotate, Posterize, Solarize, SolarizeAdd, Color, Contrast, Brightness, Sharpness,
+ShearX/Y, TranslateX/YRel; no Identity), the op pair chosen with replacement by numpy, each applied
+with p 0.5 (timm's `rand_augment_ops` prob, 'p' absent from the config), the magnitude drawn from
+N(10, 0.5) and clipped to [0, 10], signs at random, interpolation bilinear or bicubic at random.
+The copy's PosterizeTpu is timm's Posterize (the same level, 0 to 4 bits kept); timm clamps
+Solarize's threshold at 256 and SolarizeAdd's addend at 128, bounds a level of at most 10 never
+reaches; the copy has no 'inc' (increasing) variants, and timm's default, inc0, is what it has.
+Given the same Python and numpy generator states, the copy's transform and timm 1.0.31's return
+the same image (checked on 500 noise images each of 224 and 32 pixels, BCL's copy and PaCo's).
+The translations are TranslateXRel/YRel, 0.45 of the image's side at level 10, so they scale
+with the image by themselves; translate_const, used only by the absolute TranslateX/Y outside
+RandAugment's list, is set to int(side * 0.45) as the originals' int(224 * 0.45) is to 224. The
+originals apply RandAugment only on ImageNet-LT, iNaturalist and Places (PaCo's CIFAR recipe is
+AutoAugment + Cutout and BCL's main.py builds no CIFAR loader), so no original sets it for
+32-pixel images. On grey images the fill is the mean's ITU-R 601 luma, as PIL takes one value.
+
+Randomness: timm draws from Python's `random` (op probability, magnitude, sign, interpolation) and
+numpy's global generator (the op pair). Each call saves both states, seeds them from a seed the
+caller draws (from the batch's generator, a sample's numpy generator, or a DataLoader item's
+seed), applies the ops image by image to PIL images, and restores them, as AutoAugment runs
+inside a fork of torch's generator; so a run stays a function of its seed and resumes the same.
 """
 
 import math
+import random
+from contextlib import contextmanager
+from functools import lru_cache
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms import AutoAugment, AutoAugmentPolicy, RandAugment
+from PIL import Image
+from timm.data.auto_augment import rand_augment_transform
+from torchvision.transforms import AutoAugment, AutoAugmentPolicy
 
 from ltbench.data import augment
 
 GREY = 128
 
-
-# randaugment.py's levels run to _MAX_LEVEL = 10; torchvision's bins to num_magnitude_bins - 1
-RAND_BINS = 11
 RAND_OPS, RAND_MAGNITUDE = 2, 10  # BCL main.py L68-69 / paco_lt.py L129-130: --randaug_m 10, --randaug_n 2
 # main.py L149-150 / paco_lt.py L349-350: ra_params img_mean, the ImageNet mean in 0..255
 RAND_FILL = tuple(min(255, round(255 * m)) for m in (0.485, 0.456, 0.406))
+RAND_MAGNITUDE_STD = 0.5  # main.py L157 / paco_lt.py L359: 'rand-n{}-m{}-mstd0.5'
+RAND_TRANSLATE = 0.45  # main.py L149 / paco_lt.py L350: translate_const=int(224 * 0.45)
 
 
 def rand_fill(channels: int) -> list[int]:
@@ -50,6 +75,34 @@ def rand_fill(channels: int) -> list[int]:
     if channels == 3:
         return list(RAND_FILL)
     return [round(0.299 * RAND_FILL[0] + 0.587 * RAND_FILL[1] + 0.114 * RAND_FILL[2])] * channels
+
+
+@lru_cache(maxsize=None)
+def timm_randaugment(side: int, channels: int, num_ops: int = RAND_OPS, magnitude: int = RAND_MAGNITUDE):
+    """timm's RandAugment with the originals' config string and ra_params, for images of this side."""
+    fill = rand_fill(channels)
+    hparams = {"translate_const": int(side * RAND_TRANSLATE), "img_mean": tuple(fill) if channels == 3 else fill[0]}
+    return rand_augment_transform(f"rand-n{num_ops}-m{magnitude}-mstd{RAND_MAGNITUDE_STD}", hparams)
+
+
+@contextmanager
+def python_and_numpy_seeded(seed: int):
+    """Python's and numpy's global generators seeded from `seed` inside, as they were outside."""
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed([seed & 0xFFFFFFFF, seed >> 32])
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+
+
+def randaugment_pil(images: list[Image.Image], seed: int, num_ops: int = RAND_OPS,
+                    magnitude: int = RAND_MAGNITUDE) -> list[Image.Image]:
+    """timm's RandAugment on each PIL image in turn, its draws seeded from `seed` alone."""
+    with python_and_numpy_seeded(seed):
+        return [timm_randaugment(img.width, len(img.getbands()), num_ops, magnitude)(img) for img in images]
 
 
 def _image_by_image(transform, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -68,10 +121,13 @@ def autoaugment(x: torch.Tensor, gen: torch.Generator, policy: str = "cifar10") 
 
 def randaugment(x: torch.Tensor, gen: torch.Generator, num_ops: int = RAND_OPS,
                 magnitude: int = RAND_MAGNITUDE) -> torch.Tensor:
-    """torchvision's RandAugment(num_ops, magnitude of 10) on each uint8 image of the batch, each
-    with its own ops and signs."""
-    transform = RandAugment(num_ops, magnitude, num_magnitude_bins=RAND_BINS, fill=rand_fill(x.shape[1]))
-    return _image_by_image(transform, x, gen)
+    """timm's RandAugment (the originals' rand-n2-m10-mstd0.5) on each uint8 image of the batch,
+    each with its own ops, magnitudes and signs."""
+    seed = int(torch.randint(0, 2**62, (1,), device=gen.device, generator=gen))
+    hwc = x.permute(0, 2, 3, 1).cpu().numpy()
+    images = [Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image) for image in hwc]
+    out = np.stack([np.asarray(image) for image in randaugment_pil(images, seed, num_ops, magnitude)])
+    return torch.from_numpy(out.reshape(hwc.shape)).permute(0, 3, 1, 2).contiguous().to(x.device)
 
 
 def cutout(x: torch.Tensor, gen: torch.Generator, length: int = 16) -> torch.Tensor:
@@ -123,7 +179,7 @@ def simclr_blur(x: torch.Tensor, gen: torch.Generator, padding: int = 4, flip: b
 
 def crop_flip_randaugment(x: torch.Tensor, gen: torch.Generator, padding: int = 4, flip: bool = True,
                           num_ops: int = RAND_OPS, magnitude: int = RAND_MAGNITUDE) -> torch.Tensor:
-    """The CIFAR crop and flip, then RandAugment: torchvision's RandAugment recipe."""
+    """The CIFAR crop and flip, then RandAugment."""
     return randaugment(augment.standard(x, gen, padding, flip), gen, num_ops, magnitude)
 
 

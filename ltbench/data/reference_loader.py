@@ -59,10 +59,15 @@ def _blur(p: float) -> list:
     return [transforms.RandomApply([transforms.GaussianBlur(13, sigma=(0.1, 2.0))], p=p)]
 
 
-def _randaugment(channels: int, num_ops: int = paired_augment.RAND_OPS,
-                 magnitude: int = paired_augment.RAND_MAGNITUDE) -> list:
-    return [transforms.RandAugment(num_ops, magnitude, num_magnitude_bins=paired_augment.RAND_BINS,
-                                   fill=paired_augment.rand_fill(channels))]
+class SeededRandAugment:
+    """paired_augment's RandAugment (timm's) as a PIL transform, seeded from the item's seed."""
+
+    def __init__(self, num_ops: int = paired_augment.RAND_OPS, magnitude: int = paired_augment.RAND_MAGNITUDE):
+        self.num_ops, self.magnitude = num_ops, magnitude
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        seed = int(torch.randint(0, 2**62, (1,)))
+        return paired_augment.randaugment_pil([image], seed, self.num_ops, self.magnitude)[0]
 
 
 def pil_steps(view: View, size: int, channels: int, padding: int, flip: bool) -> list:
@@ -75,8 +80,8 @@ def pil_steps(view: View, size: int, channels: int, padding: int, flip: bool) ->
                                                                  augment.SIM_COLOR_JITTER / 4)], p=0.8),
                   transforms.RandomGrayscale(p=0.2)]
     sim = [transforms.RandomResizedCrop(size, scale=augment.SIM_SCALE), *flips, *sim_jitter]
-    rand = _randaugment(channels, options.get("num_ops", paired_augment.RAND_OPS),
-                        options.get("magnitude", paired_augment.RAND_MAGNITUDE))
+    rand = [SeededRandAugment(options.get("num_ops", paired_augment.RAND_OPS),
+                              options.get("magnitude", paired_augment.RAND_MAGNITUDE))]
     if name == "none":
         return []
     if name == "standard":
