@@ -91,15 +91,10 @@ class CappedCE(LinearClassifierMethod):
 
 @pytest.fixture
 def capped_plugin(tmp_path, monkeypatch):
-    from test_plugins import install
+    from test_plugins import installed_method
 
-    from ltbench import registry
-
-    install(tmp_path, monkeypatch, "capped_ce_plugin", PLUGIN, "ltbench.methods", "capped_ce = capped_ce_plugin:CappedCE")
-    registry.clear()
-    yield
-    monkeypatch.undo()
-    registry.clear()
+    with installed_method(tmp_path, monkeypatch, "capped_ce_plugin", PLUGIN, "capped_ce = capped_ce_plugin:CappedCE"):
+        yield
 
 
 def test_a_plugin_constrains_its_weights_through_the_same_hook(capped_plugin):

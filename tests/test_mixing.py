@@ -2,7 +2,6 @@
 labels mixed as the papers say, the same under the same seed; and a method plugin installed
 outside the repository trains on mixed batches through the shared trainer."""
 
-import sys
 
 import pytest
 import torch
@@ -14,7 +13,7 @@ from ltbench.method import Batch, Draw
 from ltbench.mixing import mix_batch, mixed_loss
 from ltbench.testing import CHECKS, _one_step, toy_data, toy_spec, toy_trainer
 
-from test_plugins import install
+from test_plugins import installed_method
 
 
 def numbered(n=32, side=8, views=1):
@@ -127,13 +126,9 @@ class MixedCrossEntropy(LinearClassifierMethod):
 
 @pytest.fixture
 def mixing_plugin(tmp_path, monkeypatch):
-    install(tmp_path, monkeypatch, "my_mixing_method", PLUGIN, "ltbench.methods",
-            "mixed_ce = my_mixing_method:MixedCrossEntropy")
-    registry.clear()
-    yield registry.method("mixed_ce")
-    monkeypatch.undo()
-    registry.clear()
-    sys.modules.pop("my_mixing_method", None)
+    with installed_method(tmp_path, monkeypatch, "my_mixing_method", PLUGIN,
+                          "mixed_ce = my_mixing_method:MixedCrossEntropy"):
+        yield registry.method("mixed_ce")
 
 
 @pytest.mark.parametrize("mix", ["cutmix", "mixup"])

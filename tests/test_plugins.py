@@ -7,6 +7,7 @@ source tree."""
 import re
 import sys
 import textwrap
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,20 @@ def install(tmp_path, monkeypatch, module: str, source: str, group: str, entry: 
     (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {module.replace('_', '-')}\nVersion: 0.1\n")
     (dist / "entry_points.txt").write_text(f"[{group}]\n{entry}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
+
+
+@contextmanager
+def installed_method(tmp_path, monkeypatch, module: str, source: str, entry: str):
+    """A method plugin installed for the block (`install`), the registry re-read on entry and
+    again on leaving, when the plugin is gone."""
+    install(tmp_path, monkeypatch, module, source, "ltbench.methods", entry)
+    registry.clear()
+    try:
+        yield
+    finally:
+        monkeypatch.undo()
+        registry.clear()
+        sys.modules.pop(module, None)
 
 
 @pytest.fixture

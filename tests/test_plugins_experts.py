@@ -4,15 +4,13 @@ layers and combines one head per expert. It passes the conformance checks, runs,
 records its forward FLOPs, which `ltbench show` prints."""
 
 import re
-import sys
 
 import pytest
 
-from ltbench import registry
 from ltbench.cli import main
 from ltbench.store import RunStore
 from ltbench.testing import CHECKS
-from test_plugins import install
+from test_plugins import installed_method
 
 EXPERTS_MODULE = '''
 import torch
@@ -58,13 +56,9 @@ class ExpertsCE(Method):
 
 @pytest.fixture
 def experts_plugin(tmp_path, monkeypatch):
-    install(tmp_path, monkeypatch, "my_experts_method", EXPERTS_MODULE, "ltbench.methods",
-            "experts_ce = my_experts_method:ExpertsCE")
-    registry.clear()
-    yield
-    monkeypatch.undo()
-    registry.clear()
-    sys.modules.pop("my_experts_method", None)
+    with installed_method(tmp_path, monkeypatch, "my_experts_method", EXPERTS_MODULE,
+                          "experts_ce = my_experts_method:ExpertsCE"):
+        yield
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)

@@ -2,7 +2,6 @@
 loaded weights-only, never trained, moved or checkpointed with a student; a plugin outside the
 repository declares one; what is wrong with a teacher is said clearly."""
 
-import sys
 from dataclasses import replace
 
 import pytest
@@ -19,7 +18,7 @@ from ltbench.sweep import resolve
 from ltbench.teacher import TEACHER_RUN_ID, FrozenTeacher, load_teacher, teacher_of, teacher_spec
 from ltbench.testing import CHECKS, toy_data, toy_spec, toy_trainer
 from test_integrity import malicious_bytes
-from test_plugins import install
+from test_plugins import installed_method
 
 SMOKE = ["run", "--dataset", "fashion_mnist_lt", "--if", "100", "--preset", "smoke", "--device", "cpu", "--seeds", "0"]
 
@@ -173,13 +172,9 @@ class DistilledCE(LinearClassifierMethod):
 
 @pytest.fixture
 def distill_plugin(tmp_path, monkeypatch):
-    install(tmp_path, monkeypatch, "my_distill_method", DISTILL_MODULE, "ltbench.methods",
-            "distilled_ce = my_distill_method:DistilledCE")
-    registry.clear()
-    yield
-    monkeypatch.undo()
-    registry.clear()
-    sys.modules.pop("my_distill_method", None)
+    with installed_method(tmp_path, monkeypatch, "my_distill_method", DISTILL_MODULE,
+                          "distilled_ce = my_distill_method:DistilledCE"):
+        yield
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__)
