@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from ltbench import registry
 from ltbench.bench import DEFAULT_LOSSES
 from ltbench.bench.profile import CATEGORIES, OTHER, OUTSIDE, category
 from ltbench.cli import main
@@ -28,6 +30,26 @@ def test_bench_measures_both_paths_and_writes_csv(tmp_path, capsys, fashion_mnis
     assert all(r["vs_reference_min"] <= r["vs_reference"] <= r["vs_reference_max"] for r in rows)
     with open(out) as fh:
         assert [r["path"] for r in csv.DictReader(fh)] == ["ltbench"] * 3 + ["reference"]
+
+
+def test_bench_times_a_distilling_method_with_its_teachers_forward(tmp_path, capsys, fashion_mnist):
+    """No teacher is trained for a benchmark: the teacher run's architecture, as initialised,
+    stands in, so the step pays for the teacher's forward pass as a real run's does."""
+    from ltbench.bench.inputs import bench_spec, timed_trainer
+    from ltbench.teacher import teacher_of
+
+    spec = bench_spec("ride_distill", "fashion_mnist_lt", overrides={"backbone": "resnet8_cifar", "batch_size": 16})
+    data = registry.dataset("fashion_mnist_lt").build(fashion_mnist, spec.imbalance_factor, spec.profile, 200)
+    trainer = timed_trainer(spec, data, torch.device("cpu"))
+    frozen = teacher_of(trainer.method)
+    assert len(frozen.backbone.experts) == 6 and not frozen.training
+    assert not any(p.requires_grad for p in frozen.parameters())
+    out = tmp_path / "throughput.csv"
+    argv = ["bench", "--methods", "ride_distill", "--backbone", "resnet8_cifar", "--batch-size", "16", "--steps", "1",
+            "--rounds", "1", "--warmup-steps", "1", "--out", str(out), "--json"]
+    assert main(argv) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["method"] for r in rows} == {"ride_distill"} and all(r["images_per_s"] > 0 for r in rows)
 
 
 def test_bench_profiler_accounts_for_the_whole_step(tmp_path, capsys, fashion_mnist):

@@ -29,9 +29,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from ltbench import environment
 from ltbench.bench import memory as bench_memory
-from ltbench.bench.inputs import batches_forever, specs_and_data
+from ltbench.bench.inputs import batches_forever, specs_and_data, timed_trainer
 from ltbench.method import Progress
-from ltbench.runner import make_trainer
 from ltbench.store import atomic_write_bytes, csv_bytes
 
 COLUMNS = ["method", "backbone", "batch_size", "category", "ms_per_step", "share",
@@ -63,7 +62,7 @@ def run(args) -> int:
     device = environment.resolve_device(args.device)
     rows = []
     for spec, data in specs_and_data(args):
-        trainer = make_trainer(spec, data, device, spec.trainer_params)
+        trainer = timed_trainer(spec, data, device, spec.trainer_params)
         rows += profile_method(trainer, batches_forever(trainer), spec, device, args.steps, args.warmup_steps)
     out = args.out or "results/bench/profile.csv"
     write(rows, out)

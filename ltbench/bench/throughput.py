@@ -19,9 +19,8 @@ import torch
 
 from ltbench import environment
 from ltbench.bench import memory as bench_memory
-from ltbench.bench.inputs import batches_forever, specs_and_data
+from ltbench.bench.inputs import batches_forever, specs_and_data, timed_trainer
 from ltbench.method import Progress
-from ltbench.runner import make_trainer
 from ltbench.spec import RunSpec
 from ltbench.store import atomic_write_bytes, csv_bytes
 from ltbench.train import Trainer
@@ -58,9 +57,9 @@ def run(args) -> int:
     device = environment.resolve_device(args.device)
     measurements = []
     for spec, data in specs_and_data(args):
-        cases = [Case(spec, "ltbench", variant, make_trainer(spec, data, device, params))
+        cases = [Case(spec, "ltbench", variant, timed_trainer(spec, data, device, params))
                  for variant, params in variants(spec.trainer_params, device)]
-        reference = make_trainer(spec, data, device, reference_params(spec.trainer_params))
+        reference = timed_trainer(spec, data, device, reference_params(spec.trainer_params))
         reference.loader.workers = args.workers  # a ReferenceLoader: workers change speed, not batches
         cases.append(Case(spec, "reference", "fp32 nchw", reference))
         measurements += measure(cases, args, device)
