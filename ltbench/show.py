@@ -114,9 +114,10 @@ def provenance_table(spec, row: dict | None) -> Table:
     ]:
         if value not in (None, ""):
             _add(table, name, value)
-    if row.get("stage1_run_id"):
-        reused = "reused" if row.get("stage1_reused") in ("True", "true", "1") else "trained with it"
-        _add(table, "stage 1", f"run {row['stage1_run_id']} ({reused}; {row.get('stage1_wall_s') or '?'} s)")
+    for role, prefix in (("stage 1", "stage1"), ("teacher", "teacher")):
+        if row.get(f"{prefix}_run_id"):
+            reused = "reused" if row.get(f"{prefix}_reused") in ("True", "true", "1") else "trained with it"
+            _add(table, role, f"run {row[prefix + '_run_id']} ({reused}; {row.get(prefix + '_wall_s') or '?'} s)")
     if row.get("calibration"):
         _add(table, "calibration", _settings(row["calibration"]))
     return table

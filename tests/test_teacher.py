@@ -124,6 +124,10 @@ def test_one_teacher_is_trained_once_for_two_students_and_a_rerun_trains_nothing
     said = capsys.readouterr().out
     assert "1 already done, 0 to run" in said and "training" not in said
     assert store.read_result(teacher.run_id)["finished_at"] == finished
+    # `ltbench show` names the teacher a student read
+    student = next(r for r in students if r["teacher_reused"] == "True")
+    assert main(["show", student["run_id"], "--results-dir", str(results)]) == 0
+    assert f"run {teacher.run_id} (reused;" in capsys.readouterr().out
 
 
 @pytest.mark.slow
