@@ -167,6 +167,22 @@ def load_teacher(spec: RunSpec, state: dict | None, data, device: torch.device,
     return frozen
 
 
+def untrained_teacher(spec: RunSpec, data):
+    """The teacher run of `spec` as initialised, standing in for the finished run (a
+    stages.FinishedRun; None where its method declares no teacher): what benchmarks and
+    checks of a step need, since a step costs the same whatever the teacher's weights."""
+    from ltbench.stages import FinishedRun  # stages resolves its dependencies through this module
+
+    first = teacher_spec(spec)
+    if first is None:
+        return None
+    cls = registry.method(first.method)
+    backbone = cls.create_backbone(first.backbone, data.in_chans, first.hyperparameters)
+    method = cls(first.own_hyperparameters, data.class_counts, backbone.num_features)
+    return FinishedRun(first, reused=False, result={},
+                       state={"backbone": backbone.state_dict(), "method": method.state_dict()})
+
+
 def teacher_of(method) -> FrozenTeacher:
     """The teacher loaded into a student (`Method.load_teacher`), or a clear error."""
     found = method.__dict__.get("teacher_model")

@@ -171,6 +171,7 @@ def every_method(root: Path) -> dict[str, dict]:
     from ltbench.runner import make_trainer
     from ltbench.stages import Stage1, stage1_spec
     from ltbench.sweep import Sweep, expand
+    from ltbench.teacher import untrained_teacher
 
     found = {}
     for name in registry.methods():
@@ -184,7 +185,8 @@ def every_method(root: Path) -> dict[str, dict]:
             if first is not None:  # an untrained stage 1: stage 2's own state is what is checked
                 untrained = make_trainer(first, data, torch.device("cpu"))
                 stage1 = Stage1(first, reused=True, result={}, state=untrained.state_dict(0, 0.0, 0))
-            trainer = make_trainer(spec, data, torch.device("cpu"), stage1=stage1)
+            trainer = make_trainer(spec, data, torch.device("cpu"), stage1=stage1,
+                                   distils_from=untrained_teacher(spec, data))
         except UserError as error:
             found[name] = {"refused": str(error)}
             continue
@@ -331,4 +333,4 @@ def test_every_method_keeps_one_state_across_ranks(ranks):
         for r in range(2):
             assert found[r][name] == {"after_steps": [], "after_epoch": []}, (name, r, found[r][name])
     # paco included: the image-file loader draws its query and key views
-    assert {"tde", "bcl", "paco", "kcl_stage1", "tsc_stage1", "sc_hybrid", "ce"} <= set(checked)
+    assert {"tde", "bcl", "paco", "kcl_stage1", "tsc_stage1", "sc_hybrid", "ride_distill", "ce"} <= set(checked)

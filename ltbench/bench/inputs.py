@@ -8,9 +8,8 @@ from ltbench import registry
 from ltbench.method import Method
 from ltbench.runner import make_trainer
 from ltbench.spec import RunSpec
-from ltbench.stages import FinishedRun
 from ltbench.sweep import resolve
-from ltbench.teacher import teacher_spec
+from ltbench.teacher import untrained_teacher
 from ltbench.train import Trainer
 
 
@@ -33,17 +32,6 @@ def timed_trainer(spec: RunSpec, data, device: torch.device, params: dict | None
     teacher run's architecture as initialised, since a step costs the same whatever the
     teacher's weights, and a benchmark should not train one first."""
     return make_trainer(spec, data, device, params, distils_from=untrained_teacher(spec, data))
-
-
-def untrained_teacher(spec: RunSpec, data) -> FinishedRun | None:
-    first = teacher_spec(spec)
-    if first is None:
-        return None
-    cls = registry.method(first.method)
-    backbone = cls.create_backbone(first.backbone, data.in_chans, first.hyperparameters)
-    method = cls(first.own_hyperparameters, data.class_counts, backbone.num_features)
-    return FinishedRun(first, reused=False, result={},
-                       state={"backbone": backbone.state_dict(), "method": method.state_dict()})
 
 
 def method_instance(name: str, dataset: str, class_counts: list[int], feature_dim: int,
