@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import seaborn as sns
+from matplotlib import font_manager, rcParams
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -63,7 +64,18 @@ def legend(fig: Figure, colours: dict, shown, title="Method", extra=(), marker=N
                           linestyle="-" if line else "none", label=shown_label(label))
         return Patch(color=colours[label], label=shown_label(label))
     handles = [handle(label) for label in colours if label in shown]
+    widen_for_legend(fig, [h.get_label() for h in [*handles, *extra]] + [title])
     fig.legend(handles=[*handles, *extra], loc="outside right upper", title=title,
                frameon=False)
+
+
+def widen_for_legend(fig: Figure, labels: list[str]) -> None:
+    """Constrained layout makes room for a legend outside the panels by narrowing them, to
+    nothing where labels are long (a tuned variant names its settings): the figure gains
+    the legend's width instead, estimated from its longest label, so the panels keep theirs."""
+    points = font_manager.FontProperties(size=rcParams["legend.fontsize"]).get_size_in_points()
+    longest = max((len(label) for label in labels), default=0)
+    # a marker or patch and padding (~0.6 in), ~0.55 em a character
+    fig.set_figwidth(fig.get_figwidth() + 0.6 + 0.55 * points / 72 * longest)
 
 
