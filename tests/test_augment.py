@@ -190,6 +190,24 @@ def test_every_registered_augmentation_keeps_shape_and_type_and_follows_the_gene
             assert torch.equal(transform(x, torch.Generator().manual_seed(1), padding=4, flip=True), a), name
 
 
+def test_every_registered_augmentation_has_a_dataloader_version():
+    """The reference loader accepts every name of the CIFAR-sized loader's registry: each must
+    build a per-image transform giving a normalised float view of the image's shape."""
+    from PIL import Image
+
+    from ltbench.data.loader import AUGMENTATIONS
+    from ltbench.data.reference_loader import pil_transform
+    from ltbench.method import View
+    from ltbench.testing import toy_data
+
+    data = toy_data()
+    image = Image.fromarray(data.train_x[0].transpose(1, 2, 0).squeeze(-1) if data.train_x.shape[1] == 1
+                            else data.train_x[0].transpose(1, 2, 0))
+    for name in AUGMENTATIONS:
+        view = pil_transform(data, View(name), padding=4, flip=True)(image)
+        assert view.shape == data.train_x.shape[1:] and view.dtype == torch.float32, name
+
+
 def test_a_draw_of_several_views_takes_them_from_per_view():
     from ltbench.method import Draw, View
 

@@ -105,8 +105,13 @@ def randaugment_pil(images: list[Image.Image], seed: int, num_ops: int = RAND_OP
         return [timm_randaugment(img.width, len(img.getbands()), num_ops, magnitude)(img) for img in images]
 
 
+def _seed(gen: torch.Generator) -> int:
+    """A seed for a batch's per-image draws, from the batch's generator."""
+    return int(torch.randint(0, 2**62, (1,), device=gen.device, generator=gen))
+
+
 def _image_by_image(transform, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    seed = int(torch.randint(0, 2**62, (1,), device=gen.device, generator=gen))
+    seed = _seed(gen)
     # torchvision draws from the global CPU generator: seed that alone, inside a fork, so the
     # run's other random streams (and CUDA's) are untouched
     with torch.random.fork_rng(devices=[]):
@@ -123,7 +128,7 @@ def randaugment(x: torch.Tensor, gen: torch.Generator, num_ops: int = RAND_OPS,
                 magnitude: int = RAND_MAGNITUDE) -> torch.Tensor:
     """timm's RandAugment (the originals' rand-n2-m10-mstd0.5) on each uint8 image of the batch,
     each with its own ops, magnitudes and signs."""
-    seed = int(torch.randint(0, 2**62, (1,), device=gen.device, generator=gen))
+    seed = _seed(gen)
     hwc = x.permute(0, 2, 3, 1).cpu().numpy()
     images = [Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image) for image in hwc]
     out = np.stack([np.asarray(image) for image in randaugment_pil(images, seed, num_ops, magnitude)])

@@ -6,8 +6,8 @@ A run's result does not depend on what ran beside it: each job is a fresh proces
 same code path as `--jobs 1` (ltbench.runner.execute) and a fixed thread count, and the run's
 lock keeps any run from being trained twice. Two-stage runs start once their stage-1 run has
 ended, distilling runs once their teacher has, as Slurm's dependencies have them; a stage 1
-or teacher that another process trains is waited for. A failed or crashed run is reported and the others go on; Ctrl-C stops every job, each
-resumable from its last epoch checkpoint.
+or teacher that another process trains is waited for. A failed or crashed run is reported
+and the others go on; Ctrl-C stops every job, each resumable from its last epoch checkpoint.
 """
 
 import json
